@@ -1,0 +1,233 @@
+//! Codecs for DATA payloads: none, lz4 and zstd, with bounded decoding.
+//!
+//! Decoding never allocates more than the declared raw length, and the declared
+//! raw length is checked against the negotiated maximum before anything is
+//! allocated, so a decompression bomb costs the receiver nothing.
+
+use bytes::Bytes;
+
+use crate::error::ErrorCode;
+use crate::frame::Encoding;
+
+/// Codec identifiers carried in DATA frames and negotiated in HELLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum CodecId {
+    /// No compression.
+    None = 0,
+    /// LZ4 block format (lz4_flex), without a size prefix.
+    Lz4 = 1,
+    /// Zstandard frame (any level; the level is the sender's choice).
+    Zstd = 2,
+}
+
+impl CodecId {
+    /// All codecs this implementation can decode.
+    pub const ALL: [CodecId; 3] = [CodecId::None, CodecId::Lz4, CodecId::Zstd];
+
+    /// Parses a wire codec id.
+    pub fn from_u8(v: u8) -> Option<CodecId> {
+        match v {
+            0 => Some(CodecId::None),
+            1 => Some(CodecId::Lz4),
+            2 => Some(CodecId::Zstd),
+            _ => None,
+        }
+    }
+
+    /// The bit for this codec in HELLO's codec bitmap.
+    pub fn bit(self) -> u16 {
+        1 << (self as u8)
+    }
+
+    /// Bitmap with every codec this implementation supports.
+    pub fn all_bits() -> u16 {
+        Self::ALL.iter().fold(0, |acc, c| acc | c.bit())
+    }
+
+    /// Stable lower-case name, used as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            CodecId::None => "none",
+            CodecId::Lz4 => "lz4",
+            CodecId::Zstd => "zstd",
+        }
+    }
+}
+
+/// Decoding a compressed payload failed.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// The frame declares a decoded size above the limit (decompression bomb).
+    #[error("declared decoded size {declared} exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Declared raw length.
+        declared: u64,
+        /// Limit in force.
+        max: u64,
+    },
+    /// The payload is corrupt or decodes to a different length than declared.
+    #[error("{codec} payload is corrupt: {what}")]
+    Corrupt {
+        /// Codec name.
+        codec: &'static str,
+        /// What went wrong.
+        what: String,
+    },
+    /// The codec was not negotiated.
+    #[error("codec {0} was not negotiated")]
+    NotNegotiated(&'static str),
+}
+
+impl CodecError {
+    /// The wire error code a connection closes with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            CodecError::TooLarge { .. } => ErrorCode::DecompressionLimit,
+            _ => ErrorCode::CompressionError,
+        }
+    }
+}
+
+/// Compresses `raw` with `codec` (zstd at `level`). Returns the encoded bytes.
+///
+/// # Errors
+/// zstd reports an internal error (for example an invalid level).
+pub fn compress(codec: CodecId, level: i32, raw: &[u8]) -> Result<Bytes, CodecError> {
+    match codec {
+        CodecId::None => Ok(Bytes::copy_from_slice(raw)),
+        CodecId::Lz4 => Ok(Bytes::from(lz4_flex::block::compress(raw))),
+        CodecId::Zstd => zstd::bulk::compress(raw, level)
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Corrupt {
+                codec: "zstd",
+                what: e.to_string(),
+            }),
+    }
+}
+
+/// Decodes `payload` according to `enc`, refusing to produce more than `max_decoded` bytes.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] before any allocation if the declared size is above the
+/// limit; [`CodecError::Corrupt`] if decoding fails or yields another length.
+pub fn decompress(enc: Encoding, payload: &[u8], max_decoded: u32) -> Result<Bytes, CodecError> {
+    if enc.raw_len > max_decoded {
+        return Err(CodecError::TooLarge {
+            declared: enc.raw_len as u64,
+            max: max_decoded as u64,
+        });
+    }
+    let raw_len = enc.raw_len as usize;
+    match enc.codec {
+        CodecId::None => {
+            if payload.len() != raw_len {
+                return Err(CodecError::Corrupt {
+                    codec: "none",
+                    what: "length mismatch".into(),
+                });
+            }
+            Ok(Bytes::copy_from_slice(payload))
+        }
+        CodecId::Lz4 => {
+            let mut out = vec![0u8; raw_len];
+            let n = lz4_flex::block::decompress_into(payload, &mut out).map_err(|e| {
+                CodecError::Corrupt {
+                    codec: "lz4",
+                    what: e.to_string(),
+                }
+            })?;
+            if n != raw_len {
+                return Err(CodecError::Corrupt {
+                    codec: "lz4",
+                    what: format!("decoded {n} bytes, declared {raw_len}"),
+                });
+            }
+            Ok(Bytes::from(out))
+        }
+        CodecId::Zstd => {
+            // The capacity bounds the output: zstd fails rather than grow past it.
+            let out = zstd::bulk::decompress(payload, raw_len).map_err(|e| CodecError::Corrupt {
+                codec: "zstd",
+                what: e.to_string(),
+            })?;
+            if out.len() != raw_len {
+                return Err(CodecError::Corrupt {
+                    codec: "zstd",
+                    what: format!("decoded {} bytes, declared {raw_len}", out.len()),
+                });
+            }
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn corpus() -> Vec<u8> {
+        (0..100_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect()
+    }
+
+    #[test]
+    fn round_trip_every_codec() {
+        let raw = corpus();
+        for codec in CodecId::ALL {
+            let enc_bytes = compress(codec, 3, &raw).expect("compress");
+            let enc = Encoding {
+                codec,
+                raw_len: raw.len() as u32,
+            };
+            let out = decompress(enc, &enc_bytes, 1 << 20).expect("decompress");
+            assert_eq!(&out[..], &raw[..], "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn bomb_is_rejected_before_allocation() {
+        let zeros = vec![0u8; 4 << 20];
+        for codec in [CodecId::Lz4, CodecId::Zstd] {
+            let enc_bytes = compress(codec, 3, &zeros).expect("compress");
+            // Honest declaration above the limit.
+            let err = decompress(
+                Encoding {
+                    codec,
+                    raw_len: zeros.len() as u32,
+                },
+                &enc_bytes,
+                1 << 20,
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::DecompressionLimit);
+            // Lying declaration below the limit: decoding stops at the declared size.
+            let err = decompress(
+                Encoding {
+                    codec,
+                    raw_len: 1 << 20,
+                },
+                &enc_bytes,
+                1 << 20,
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::CompressionError, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn corrupt_payload_is_an_error() {
+        for codec in [CodecId::Lz4, CodecId::Zstd] {
+            let err = decompress(
+                Encoding {
+                    codec,
+                    raw_len: 1000,
+                },
+                &[0xff; 64],
+                1 << 20,
+            )
+            .unwrap_err();
+            assert_eq!(err.code(), ErrorCode::CompressionError);
+        }
+    }
+}

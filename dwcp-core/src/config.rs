@@ -1,0 +1,129 @@
+//! Connection configuration and limits.
+
+use std::time::Duration;
+
+use crate::codec::CodecId;
+use crate::frame::Capabilities;
+
+/// The protocol version this implementation speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Settings of one side of a connection. Every buffer and window has a bound here.
+///
+/// The receive-side limits are announced to the peer in HELLO; a peer that
+/// exceeds them is closed with a specific error code.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Lowest protocol version accepted.
+    pub min_version: u16,
+    /// Highest protocol version spoken.
+    pub max_version: u16,
+    /// Capabilities offered.
+    pub capabilities: Capabilities,
+    /// Capabilities the peer must offer or the handshake fails with `MissingCapability`.
+    pub required_capabilities: Capabilities,
+    /// Bitmap of codecs this side decodes (see [`CodecId::bit`]); none is always implied.
+    pub codecs: u16,
+    /// Largest frame payload accepted (default 256 KiB; at most 16 MiB).
+    pub max_frame_payload: u32,
+    /// Largest decoded size of one compressed DATA frame (default 1 MiB).
+    pub max_decoded_frame: u32,
+    /// Initial per-stream receive window, and so the initial buffered-but-unread
+    /// bytes per stream (default 256 KiB).
+    pub initial_stream_window: u32,
+    /// Ceiling the per-stream window may auto-tune to; the per-stream limit on
+    /// buffered-but-unread bytes (default 16 MiB).
+    pub max_stream_window: u32,
+    /// Initial connection receive window (default 1 MiB).
+    pub initial_connection_window: u32,
+    /// Ceiling of the connection window; the per-connection limit on
+    /// buffered-but-unread bytes (default 64 MiB).
+    pub max_connection_window: u32,
+    /// Most peer-initiated streams open at once; more are refused (default 10,000).
+    pub max_streams: u32,
+    /// Bytes the application may queue on one stream before `send` blocks (default 4 MiB).
+    pub stream_send_buffer: u32,
+    /// Bytes the application may queue on all streams together (default 64 MiB).
+    pub connection_send_buffer: u64,
+    /// Largest DATA payload this side emits, further capped by the peer's limit (default 32 KiB).
+    pub data_frame_size: u32,
+    /// Scheduler quantum per unit of stream weight, in bytes (default 16 KiB).
+    pub quantum: u32,
+    /// Interval between PINGs, for RTT and keepalive (default 1 s).
+    pub ping_interval: Duration,
+    /// The connection fails if nothing is received for this long (default 30 s).
+    pub idle_timeout: Duration,
+    /// Most queued control frames (pongs, refusals, resets) before the peer is
+    /// closed with `ExcessiveLoad` (default 4096).
+    pub max_control_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            capabilities: Capabilities::ALL,
+            required_capabilities: Capabilities::NONE,
+            codecs: CodecId::all_bits(),
+            max_frame_payload: 256 * 1024,
+            max_decoded_frame: 1024 * 1024,
+            initial_stream_window: 256 * 1024,
+            max_stream_window: 16 * 1024 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_connection_window: 64 * 1024 * 1024,
+            max_streams: 10_000,
+            stream_send_buffer: 4 * 1024 * 1024,
+            connection_send_buffer: 64 * 1024 * 1024,
+            data_frame_size: 32 * 1024,
+            quantum: 16 * 1024,
+            ping_interval: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(30),
+            max_control_queue: 4096,
+        }
+    }
+}
+
+/// A configuration value is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Checks the values are consistent.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the offending field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |s: &str| Err(ConfigError(s.to_string()));
+        if self.min_version > self.max_version {
+            return err("min_version is above max_version");
+        }
+        if !(1024..=crate::frame::MAX_FRAME_PAYLOAD_CEILING).contains(&self.max_frame_payload) {
+            return err("max_frame_payload must be between 1 KiB and 16 MiB");
+        }
+        if self.initial_stream_window < 1024 || self.initial_stream_window > self.max_stream_window
+        {
+            return err("initial_stream_window must be at least 1 KiB and at most max_stream_window");
+        }
+        if self.initial_connection_window < self.initial_stream_window
+            || self.initial_connection_window > self.max_connection_window
+        {
+            return err("initial_connection_window must be between initial_stream_window and max_connection_window");
+        }
+        if self.max_stream_window > i32::MAX as u32 || self.max_connection_window > i32::MAX as u32
+        {
+            return err("windows must be below 2 GiB");
+        }
+        if self.data_frame_size == 0 || self.quantum == 0 {
+            return err("data_frame_size and quantum must be positive");
+        }
+        if self.max_control_queue < 16 {
+            return err("max_control_queue must be at least 16");
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return err("idle_timeout must be longer than ping_interval");
+        }
+        Ok(())
+    }
+}

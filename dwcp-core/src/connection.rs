@@ -1,0 +1,1388 @@
+//! The connection state machine: handshake, streams, flow control, timers, drain.
+//!
+//! [`Connection`] never touches a socket or a clock. The driver:
+//! 1. feeds received bytes with [`Connection::handle_input`],
+//! 2. writes what [`Connection::poll_transmit`] returns, in order, while the
+//!    transport accepts more,
+//! 3. calls [`Connection::handle_timeout`] at [`Connection::poll_timeout`],
+//! 4. acts on [`Connection::poll_event`] (wake readers and writers, accept streams).
+//!
+//! Calling these in any order is safe; every `poll_*` is cheap when idle.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tracing::{debug, warn};
+
+use crate::codec::{self, CodecId};
+use crate::config::Config;
+use crate::error::{ConnectionError, ErrorCode, OpenError, StreamError};
+use crate::flow::{RecvWindow, SendCredit};
+use crate::frame::{
+    Capabilities, Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Reset,
+    Window, MAX_ROUTE_LEN_USIZE,
+};
+use crate::rtt::RttEstimator;
+use crate::scheduler::Scheduler;
+use crate::stream::{Chunk, OpenParams, RecvState, SendState, Stream, StreamState};
+use crate::{Side, StreamId};
+
+/// Payloads shorter than this are copied out of the receive buffer when queued,
+/// so a small frame does not keep a whole read buffer alive.
+const COPY_THRESHOLD: usize = 4096;
+
+/// Something the application or driver should act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The handshake completed; streams may be opened.
+    Connected,
+    /// The peer opened a stream.
+    StreamOpened(StreamId),
+    /// A stream has data, a FIN or an error to read (edge-triggered: read until `Blocked`).
+    StreamReadable(StreamId),
+    /// A stream that returned `Blocked` to `send` has room again.
+    StreamWritable(StreamId),
+    /// The peer reset (or refused) a stream.
+    StreamReset {
+        /// The stream.
+        id: StreamId,
+        /// The peer's code.
+        code: ErrorCode,
+    },
+    /// The peer began a graceful drain; no new streams may be opened.
+    GoAway {
+        /// Highest stream of this side the peer will process.
+        last_stream: StreamId,
+        /// The peer's reason.
+        reason: String,
+    },
+    /// Graceful drain completed: every stream finished. Close the transport.
+    Drained,
+    /// The connection failed. Every unfinished stream reports the error.
+    Lost(ConnectionError),
+}
+
+/// One frame to write: `header` then `payload` (the payload is empty for
+/// control frames and is the caller's zero-copy slice for DATA).
+#[derive(Debug, Clone)]
+pub struct Transmit {
+    /// Stream the frame belongs to (0 for connection frames). Drivers that
+    /// spread frames over several lanes keep each stream on one lane.
+    pub stream: StreamId,
+    /// Frame header (and the whole frame for non-DATA frames).
+    pub header: Bytes,
+    /// DATA payload, written after `header`.
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// Total bytes on the wire.
+    pub fn len(&self) -> usize {
+        self.header.len() + self.payload.len()
+    }
+
+    /// Always false: a frame has at least a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// Counters and gauges of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Frames written.
+    pub frames_sent: u64,
+    /// Frames read.
+    pub frames_received: u64,
+    /// Bytes written, headers included.
+    pub bytes_sent: u64,
+    /// Bytes read, headers included.
+    pub bytes_received: u64,
+    /// Application bytes sent, before compression.
+    pub data_raw_sent: u64,
+    /// DATA payload bytes sent, after compression.
+    pub data_wire_sent: u64,
+    /// Application bytes received, after decompression.
+    pub data_raw_received: u64,
+    /// DATA payload bytes received, before decompression.
+    pub data_wire_received: u64,
+    /// Streams opened by this side.
+    pub streams_opened_local: u64,
+    /// Streams opened by the peer and accepted.
+    pub streams_opened_remote: u64,
+    /// Peer streams refused (limit or draining).
+    pub streams_refused: u64,
+    /// RESETs sent.
+    pub resets_sent: u64,
+    /// RESETs received.
+    pub resets_received: u64,
+    /// Streams currently open.
+    pub active_streams: u64,
+    /// Smoothed RTT.
+    pub smoothed_rtt: Option<Duration>,
+    /// RTT variance.
+    pub rtt_var: Duration,
+    /// Minimum RTT.
+    pub min_rtt: Option<Duration>,
+    /// Current connection receive window.
+    pub connection_window: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Handshake,
+    Open,
+    Draining,
+    /// A final GOAWAY is queued; then Closed.
+    Closing,
+    Closed,
+}
+
+/// One side of a DWCP connection, as a state machine.
+#[derive(Debug)]
+pub struct Connection {
+    side: Side,
+    config: Config,
+    state: State,
+    decoder: FrameDecoder,
+    hello_sent: bool,
+    peer: Option<Hello>,
+    version: u16,
+    streams: HashMap<StreamId, Stream>,
+    next_local: u64,
+    max_remote: StreamId,
+    local_open: u32,
+    remote_open: u32,
+    conn_credit: SendCredit,
+    conn_recv: RecvWindow,
+    conn_window_pending: bool,
+    send_buffered: u64,
+    conn_blocked: VecDeque<StreamId>,
+    /// Frames answering the peer (PONG, refusals): bounded by `max_control_queue`.
+    replies: VecDeque<Frame>,
+    /// Frames of this side's own making (OPEN, RESET, bare FIN, GOAWAY, PING).
+    control: VecDeque<Frame>,
+    window_queue: VecDeque<StreamId>,
+    final_frame: Option<Frame>,
+    sched: Scheduler,
+    events: VecDeque<Event>,
+    rtt: RttEstimator,
+    ping_seq: u64,
+    ping_outstanding: Option<(u64, Instant)>,
+    next_ping: Instant,
+    last_recv: Instant,
+    goaway_sent: bool,
+    goaway_recv: Option<StreamId>,
+    error: Option<ConnectionError>,
+    stats: ConnectionStats,
+    scratch: BytesMut,
+}
+
+impl Connection {
+    /// Creates one side of a connection. HELLO is queued at once.
+    ///
+    /// # Errors
+    /// The configuration is inconsistent.
+    pub fn new(config: Config, side: Side, now: Instant) -> Result<Self, crate::ConfigError> {
+        config.validate()?;
+        Ok(Connection {
+            side,
+            decoder: FrameDecoder::new(config.max_frame_payload),
+            state: State::Handshake,
+            hello_sent: false,
+            peer: None,
+            version: 0,
+            streams: HashMap::new(),
+            next_local: match side {
+                Side::Client => 1,
+                Side::Server => 2,
+            },
+            max_remote: 0,
+            local_open: 0,
+            remote_open: 0,
+            conn_credit: SendCredit::new(0),
+            conn_recv: RecvWindow::new(
+                config.initial_connection_window,
+                config.max_connection_window,
+            ),
+            conn_window_pending: false,
+            send_buffered: 0,
+            conn_blocked: VecDeque::new(),
+            replies: VecDeque::new(),
+            control: VecDeque::new(),
+            window_queue: VecDeque::new(),
+            final_frame: None,
+            sched: Scheduler::default(),
+            events: VecDeque::new(),
+            rtt: RttEstimator::default(),
+            ping_seq: 0,
+            ping_outstanding: None,
+            next_ping: now,
+            last_recv: now,
+            goaway_sent: false,
+            goaway_recv: None,
+            error: None,
+            stats: ConnectionStats::default(),
+            scratch: BytesMut::new(),
+            config,
+        })
+    }
+
+    // ----- accessors -----
+
+    /// Which side this is.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// True once both HELLOs were exchanged and accepted.
+    pub fn is_established(&self) -> bool {
+        self.peer.is_some() && matches!(self.state, State::Open | State::Draining)
+    }
+
+    /// True when the connection has ended and its last frame was handed out.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// True after GOAWAY was sent or received.
+    pub fn is_draining(&self) -> bool {
+        self.goaway_sent || self.goaway_recv.is_some()
+    }
+
+    /// The error that ended the connection, if it failed.
+    pub fn error(&self) -> Option<&ConnectionError> {
+        self.error.as_ref()
+    }
+
+    /// The peer's HELLO, once received.
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// The negotiated protocol version (0 before the handshake).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    /// The RTT estimator.
+    pub fn rtt(&self) -> &RttEstimator {
+        &self.rtt
+    }
+
+    /// Streams currently open (not finished, not reset).
+    pub fn active_streams(&self) -> u32 {
+        self.local_open + self.remote_open
+    }
+
+    /// Snapshot of the counters.
+    pub fn stats(&self) -> ConnectionStats {
+        let mut s = self.stats.clone();
+        s.active_streams = self.active_streams() as u64;
+        s.smoothed_rtt = self.rtt.smoothed();
+        s.rtt_var = self.rtt.var();
+        s.min_rtt = self.rtt.min();
+        s.connection_window = self.conn_recv.window();
+        s
+    }
+
+    /// State of a stream, or `None` if unknown or forgotten.
+    pub fn stream_state(&self, id: StreamId) -> Option<StreamState> {
+        self.streams.get(&id).map(|s| s.state())
+    }
+
+    /// Parameters a stream was opened with (route, class, weight...).
+    pub fn stream_params(&self, id: StreamId) -> Option<&OpenParams> {
+        self.streams.get(&id).map(|s| &s.params)
+    }
+
+    /// Current receive window of a stream (grows with auto-tuning).
+    pub fn stream_window(&self, id: StreamId) -> Option<u64> {
+        self.streams.get(&id).map(|s| s.recv_window.window())
+    }
+
+    /// Bytes queued by the application and not yet sent, over all streams.
+    pub fn send_buffered(&self) -> u64 {
+        self.send_buffered
+    }
+
+    // ----- application API -----
+
+    /// Opens a stream.
+    ///
+    /// # Errors
+    /// See [`OpenError`]: before the handshake, at the peer's stream limit,
+    /// while draining, or after the connection closed.
+    pub fn open_stream(&mut self, params: OpenParams) -> Result<StreamId, OpenError> {
+        if let Some(e) = &self.error {
+            return Err(OpenError::Closed(e.clone()));
+        }
+        if matches!(self.state, State::Closing | State::Closed) {
+            return Err(OpenError::Closed(ConnectionError::LocallyClosed));
+        }
+        let Some(peer) = &self.peer else {
+            return Err(OpenError::NotReady);
+        };
+        if self.is_draining() {
+            return Err(OpenError::Draining);
+        }
+        if params.route.len() > MAX_ROUTE_LEN_USIZE {
+            return Err(OpenError::RouteTooLong(params.route.len()));
+        }
+        if self.local_open >= peer.max_streams {
+            return Err(OpenError::StreamLimit(peer.max_streams));
+        }
+        if self.next_local > u32::MAX as u64 {
+            return Err(OpenError::IdsExhausted);
+        }
+        let id = self.next_local as StreamId;
+        self.next_local += 2;
+        let mut params = params;
+        params.weight = params.weight.max(1);
+        self.control.push_back(Frame::Open(Open {
+            stream: id,
+            class: params.class,
+            priority: params.priority,
+            weight: params.weight,
+            options: params.options,
+            route: params.route.clone(),
+        }));
+        let stream = Stream::new(
+            params,
+            peer.initial_stream_window,
+            self.config.initial_stream_window,
+            self.config.max_stream_window,
+        );
+        self.streams.insert(id, stream);
+        self.local_open += 1;
+        self.stats.streams_opened_local += 1;
+        Ok(id)
+    }
+
+    /// Queues `data` on a stream without copying. Returns how many bytes were
+    /// accepted (a prefix of `data`); the rest must be offered again after
+    /// [`Event::StreamWritable`].
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] if nothing could be accepted; otherwise the stream
+    /// or connection has ended.
+    pub fn send(&mut self, id: StreamId, data: Bytes) -> Result<usize, StreamError> {
+        if data.is_empty() {
+            self.check_writable(id)?;
+            return Ok(0);
+        }
+        self.check_writable(id)?;
+        let room = self.room(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::UnknownStream);
+        };
+        if room == 0 {
+            Self::mark_blocked(s, id, &mut self.conn_blocked);
+            return Err(StreamError::Blocked);
+        }
+        let n = (room as usize).min(data.len());
+        if n < data.len() {
+            Self::mark_blocked(s, id, &mut self.conn_blocked);
+        }
+        let chunk = if n == data.len() { data } else { data.slice(..n) };
+        s.send_queue.push_back(Chunk::Raw(chunk));
+        s.send_queued += n as u64;
+        self.send_buffered += n as u64;
+        if s.sendable() {
+            self.sched.push(id, &mut s.sched);
+        }
+        Ok(n)
+    }
+
+    /// Queues one pre-compressed chunk (all or nothing). `raw_len` in `enc` is the
+    /// decoded length; the chunk is sent as a single DATA frame.
+    ///
+    /// # Errors
+    /// As [`Connection::send`], plus [`StreamError::CodecNotNegotiated`] and
+    /// [`StreamError::ChunkTooLarge`] when the chunk breaks the peer's limits.
+    pub fn send_encoded(
+        &mut self,
+        id: StreamId,
+        enc: Encoding,
+        payload: Bytes,
+    ) -> Result<(), StreamError> {
+        self.check_writable(id)?;
+        let Some(peer) = &self.peer else {
+            return Err(StreamError::Blocked);
+        };
+        if enc.codec != CodecId::None
+            && (peer.codecs & enc.codec.bit() == 0
+                || !peer.capabilities.contains(Capabilities::COMPRESSION))
+        {
+            return Err(StreamError::CodecNotNegotiated);
+        }
+        let raw = enc.raw_len;
+        if raw > peer.max_decoded_frame
+            || raw > peer.initial_stream_window
+            || raw > peer.initial_connection_window
+            || payload.len() + 5 > peer.max_frame_payload as usize
+        {
+            return Err(StreamError::ChunkTooLarge);
+        }
+        let room = self.room(id);
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::UnknownStream);
+        };
+        if room < raw as u64 {
+            Self::mark_blocked(s, id, &mut self.conn_blocked);
+            return Err(StreamError::Blocked);
+        }
+        s.send_queue.push_back(Chunk::Encoded { enc, payload });
+        s.send_queued += raw as u64;
+        self.send_buffered += raw as u64;
+        if s.sendable() {
+            self.sched.push(id, &mut s.sched);
+        }
+        Ok(())
+    }
+
+    /// Finishes the sending direction (FIN after the queued data).
+    ///
+    /// # Errors
+    /// The stream is unknown, already finished, or reset.
+    pub fn finish(&mut self, id: StreamId) -> Result<(), StreamError> {
+        self.check_writable(id)?;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::UnknownStream);
+        };
+        if s.send_queue.is_empty() {
+            s.send_state = SendState::FinSent;
+            self.control.push_back(Frame::Data(Data {
+                stream: id,
+                encoding: None,
+                payload: Bytes::new(),
+                fin: true,
+            }));
+            self.maybe_forget(id);
+        } else {
+            s.send_state = SendState::FinPending;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `max` bytes. `Ok(None)` is the clean end of the stream (FIN).
+    ///
+    /// # Errors
+    /// [`StreamError::Blocked`] when no data is available yet; [`StreamError::Reset`]
+    /// if the peer reset the stream; [`StreamError::ConnectionLost`] if the
+    /// connection failed before the FIN arrived.
+    pub fn recv(&mut self, id: StreamId, max: usize) -> Result<Option<Bytes>, StreamError> {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(match &self.error {
+                Some(e) => StreamError::ConnectionLost(e.clone()),
+                None => StreamError::UnknownStream,
+            });
+        };
+        if let Some(front) = s.recv_queue.front_mut() {
+            let n = max.min(front.len()).max(1).min(front.len());
+            let out = if n == front.len() {
+                s.recv_queue.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(n)
+            };
+            let n = out.len() as u64;
+            s.recv_window.on_consume(n);
+            if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending
+            {
+                s.window_pending = true;
+                self.window_queue.push_back(id);
+            }
+            self.conn_recv.on_consume(n);
+            if self.conn_recv.wants_update() {
+                self.conn_window_pending = true;
+            }
+            return Ok(Some(out));
+        }
+        if let Some(t) = s.terminal.take() {
+            self.streams.remove(&id);
+            return Err(t);
+        }
+        match s.recv_state {
+            RecvState::FinReceived => {
+                s.recv_state = RecvState::Done;
+                self.maybe_forget(id);
+                Ok(None)
+            }
+            RecvState::Done => Ok(None),
+            RecvState::Open => {
+                if let Some(e) = &self.error {
+                    return Err(StreamError::ConnectionLost(e.clone()));
+                }
+                s.readable_pending = false;
+                Err(StreamError::Blocked)
+            }
+        }
+    }
+
+    /// Resets a stream: queued data is dropped, unread data discarded (its
+    /// credit returned) and the peer told with `code`.
+    ///
+    /// # Errors
+    /// [`StreamError::UnknownStream`] if there is no such stream.
+    pub fn reset(&mut self, id: StreamId, code: ErrorCode) -> Result<(), StreamError> {
+        let Some(s) = self.streams.get(&id) else {
+            return Err(StreamError::UnknownStream);
+        };
+        if s.terminal.is_some() {
+            self.streams.remove(&id);
+            return Ok(());
+        }
+        if !matches!(self.state, State::Closing | State::Closed) {
+            self.control.push_back(Frame::Reset(Reset { stream: id, code }));
+            self.stats.resets_sent += 1;
+        }
+        self.kill_stream(id, None);
+        Ok(())
+    }
+
+    /// Starts a graceful drain: GOAWAY is sent, new peer streams are refused,
+    /// open streams run to completion, then [`Event::Drained`].
+    pub fn goaway(&mut self, reason: &str) {
+        if self.goaway_sent || matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        self.goaway_sent = true;
+        self.control.push_back(Frame::GoAway(GoAway {
+            last_stream: self.max_remote,
+            code: ErrorCode::NoError,
+            reason: reason.to_string(),
+        }));
+        if self.state == State::Open {
+            self.state = State::Draining;
+        }
+    }
+
+    /// Closes at once with `code`: a final GOAWAY is sent and every stream fails.
+    pub fn close(&mut self, code: ErrorCode, reason: &str) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        self.final_frame = Some(Frame::GoAway(GoAway {
+            last_stream: self.max_remote,
+            code,
+            reason: reason.to_string(),
+        }));
+        self.terminate(ConnectionError::LocallyClosed, State::Closing);
+    }
+
+    /// Reports that the transport underneath failed (the driver calls this).
+    pub fn handle_transport_error(&mut self, reason: &str) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state == State::Closing {
+            self.state = State::Closed;
+            return;
+        }
+        if self.is_draining() && self.active_streams() == 0 {
+            self.state = State::Closed;
+            self.events.push_back(Event::Drained);
+            return;
+        }
+        self.terminate(ConnectionError::Transport(reason.to_string()), State::Closed);
+    }
+
+    // ----- driver API -----
+
+    /// Feeds bytes read from the transport. Complete frames are split off `buf`
+    /// without copying; an incomplete frame is left in it for the next call.
+    pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) {
+        loop {
+            if matches!(self.state, State::Closing | State::Closed) {
+                buf.clear();
+                return;
+            }
+            let before = buf.len();
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    self.last_recv = now;
+                    self.stats.frames_received += 1;
+                    self.stats.bytes_received += (before - buf.len()) as u64;
+                    self.handle_frame(now, frame);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    self.fail(e.code(), e.to_string());
+                    buf.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The next frame to write, or `None` when there is nothing to send now.
+    /// Call until `None` whenever the transport can take more bytes.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        match self.state {
+            State::Closed => return None,
+            State::Closing => {
+                self.state = State::Closed;
+                let f = self.final_frame.take()?;
+                return Some(self.emit(f, 0));
+            }
+            _ => {}
+        }
+        if !self.hello_sent {
+            self.hello_sent = true;
+            let hello = Frame::Hello(self.our_hello());
+            return Some(self.emit(hello, 0));
+        }
+        self.peer.as_ref()?;
+        if let Some(f) = self.replies.pop_front() {
+            let stream = frame_stream(&f);
+            return Some(self.emit(f, stream));
+        }
+        if let Some(f) = self.control.pop_front() {
+            let stream = frame_stream(&f);
+            return Some(self.emit(f, stream));
+        }
+        if self.conn_window_pending {
+            self.conn_window_pending = false;
+            if let Some(credit) = self.conn_recv.take_update(now, self.rtt.smoothed()) {
+                if credit > 0 {
+                    return Some(self.emit(Frame::Window(Window { stream: 0, credit }), 0));
+                }
+            }
+        }
+        while let Some(id) = self.window_queue.pop_front() {
+            let srtt = self.rtt.smoothed();
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.window_pending = false;
+            if s.recv_state != RecvState::Open || s.terminal.is_some() {
+                continue;
+            }
+            if let Some(credit) = s.recv_window.take_update(now, srtt) {
+                if credit > 0 {
+                    return Some(self.emit(Frame::Window(Window { stream: id, credit }), id));
+                }
+            }
+        }
+        if let Some(t) = self.poll_data() {
+            return Some(t);
+        }
+        self.check_drained();
+        None
+    }
+
+    /// The next event, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Connection::handle_timeout`] must next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return None;
+        }
+        let idle = self.last_recv + self.config.idle_timeout;
+        if self.peer.is_some() && self.ping_outstanding.is_none() {
+            Some(idle.min(self.next_ping))
+        } else {
+            Some(idle)
+        }
+    }
+
+    /// Runs timers due at `now`: keepalive PINGs and the idle timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        if now >= self.last_recv + self.config.idle_timeout {
+            let d = self.config.idle_timeout;
+            warn!(timeout = ?d, "dwcp: idle timeout, closing connection");
+            self.final_frame = Some(Frame::GoAway(GoAway {
+                last_stream: self.max_remote,
+                code: ErrorCode::IdleTimeout,
+                reason: format!("nothing received for {d:?}"),
+            }));
+            self.terminate(ConnectionError::TimedOut(d), State::Closing);
+            return;
+        }
+        if self.peer.is_some() && self.ping_outstanding.is_none() && now >= self.next_ping {
+            self.ping_seq += 1;
+            self.ping_outstanding = Some((self.ping_seq, now));
+            self.next_ping = now + self.config.ping_interval;
+            self.control
+                .push_back(Frame::Ping(Ping(self.ping_seq.to_be_bytes())));
+        }
+    }
+
+    // ----- internals -----
+
+    fn our_hello(&self) -> Hello {
+        Hello {
+            min_version: self.config.min_version,
+            max_version: self.config.max_version,
+            capabilities: self.config.capabilities,
+            required: self.config.required_capabilities,
+            codecs: self.config.codecs | CodecId::None.bit(),
+            max_frame_payload: self.config.max_frame_payload,
+            max_decoded_frame: self.config.max_decoded_frame,
+            initial_stream_window: self.config.initial_stream_window,
+            initial_connection_window: self.config.initial_connection_window,
+            max_streams: self.config.max_streams,
+        }
+    }
+
+    fn emit(&mut self, frame: Frame, stream: StreamId) -> Transmit {
+        if self.scratch.capacity() < 64 {
+            self.scratch.reserve(8192);
+        }
+        let payload = frame.encode(&mut self.scratch);
+        let header = self.scratch.split().freeze();
+        self.stats.frames_sent += 1;
+        self.stats.bytes_sent += (header.len() + payload.len()) as u64;
+        Transmit {
+            stream,
+            header,
+            payload,
+        }
+    }
+
+    fn is_local_id(&self, id: StreamId) -> bool {
+        (id % 2 == 1) == (self.side == Side::Client)
+    }
+
+    /// An id that was used once and is no longer tracked.
+    fn is_closed_id(&self, id: StreamId) -> bool {
+        if self.is_local_id(id) {
+            (id as u64) < self.next_local
+        } else {
+            id <= self.max_remote
+        }
+    }
+
+    fn check_writable(&self, id: StreamId) -> Result<(), StreamError> {
+        if let Some(e) = &self.error {
+            return Err(StreamError::ConnectionLost(e.clone()));
+        }
+        let s = self.streams.get(&id).ok_or(StreamError::UnknownStream)?;
+        if let Some(t) = &s.terminal {
+            return Err(t.clone());
+        }
+        if s.send_state != SendState::Open {
+            return Err(StreamError::ClosedLocally);
+        }
+        Ok(())
+    }
+
+    fn room(&self, id: StreamId) -> u64 {
+        let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
+        let stream_room = (self.config.stream_send_buffer as u64).saturating_sub(queued);
+        let conn_room = self.config.connection_send_buffer.saturating_sub(self.send_buffered);
+        stream_room.min(conn_room)
+    }
+
+    fn mark_blocked(s: &mut Stream, id: StreamId, conn_blocked: &mut VecDeque<StreamId>) {
+        if !s.writer_blocked {
+            s.writer_blocked = true;
+            conn_blocked.push_back(id);
+        }
+    }
+
+    fn dec_count(&mut self, id: StreamId) {
+        if self.is_local_id(id) {
+            self.local_open = self.local_open.saturating_sub(1);
+        } else {
+            self.remote_open = self.remote_open.saturating_sub(1);
+        }
+    }
+
+    /// Ends a stream abnormally: drops queued data, returns the credit of unread
+    /// data to the connection window, and either forgets the stream or keeps it
+    /// with `terminal` to report to the application.
+    fn kill_stream(&mut self, id: StreamId, terminal: Option<StreamError>) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let was_live = s.terminal.is_none();
+        self.send_buffered -= s.send_queued;
+        s.send_queued = 0;
+        s.send_queue = VecDeque::new();
+        let unread = s.recv_window.buffered();
+        s.recv_window.on_consume(unread);
+        s.recv_queue = VecDeque::new();
+        if unread > 0 {
+            self.conn_recv.on_consume(unread);
+            if self.conn_recv.wants_update() {
+                self.conn_window_pending = true;
+            }
+        }
+        match terminal {
+            Some(t) => {
+                s.terminal = Some(t);
+                if !s.readable_pending {
+                    s.readable_pending = true;
+                    self.events.push_back(Event::StreamReadable(id));
+                }
+            }
+            None => {
+                self.streams.remove(&id);
+            }
+        }
+        if was_live {
+            self.dec_count(id);
+        }
+        self.notify_conn_writable();
+    }
+
+    fn maybe_forget(&mut self, id: StreamId) {
+        if self.streams.get(&id).is_some_and(|s| s.finished()) {
+            self.streams.remove(&id);
+            self.dec_count(id);
+        }
+    }
+
+    fn notify_conn_writable(&mut self) {
+        if self.send_buffered > self.config.connection_send_buffer / 2 {
+            return;
+        }
+        while let Some(id) = self.conn_blocked.pop_front() {
+            if let Some(s) = self.streams.get_mut(&id) {
+                if s.writer_blocked {
+                    s.writer_blocked = false;
+                    self.events.push_back(Event::StreamWritable(id));
+                }
+            }
+        }
+    }
+
+    /// Closes with a protocol error detected on this side.
+    fn fail(&mut self, code: ErrorCode, reason: String) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            return;
+        }
+        warn!(code = %code, %reason, "dwcp: closing connection");
+        self.final_frame = Some(Frame::GoAway(GoAway {
+            last_stream: self.max_remote,
+            code,
+            reason: reason.clone(),
+        }));
+        self.terminate(ConnectionError::Local { code, reason }, State::Closing);
+    }
+
+    fn terminate(&mut self, err: ConnectionError, state: State) {
+        self.state = state;
+        self.replies.clear();
+        self.control.clear();
+        self.window_queue.clear();
+        self.conn_window_pending = false;
+        self.error = Some(err.clone());
+        // Wake every reader and writer so they observe the error.
+        let mut ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.send_queue = VecDeque::new();
+                s.send_queued = 0;
+                if !s.readable_pending {
+                    s.readable_pending = true;
+                    self.events.push_back(Event::StreamReadable(id));
+                }
+                if s.writer_blocked {
+                    s.writer_blocked = false;
+                    self.events.push_back(Event::StreamWritable(id));
+                }
+            }
+        }
+        self.send_buffered = 0;
+        self.events.push_back(Event::Lost(err));
+    }
+
+    fn check_drained(&mut self) {
+        if self.goaway_sent
+            && self.goaway_recv.is_some()
+            && self.active_streams() == 0
+            && self.control.is_empty()
+            && self.replies.is_empty()
+            && matches!(self.state, State::Draining | State::Open)
+        {
+            debug!("dwcp: drain complete");
+            self.state = State::Closed;
+            self.events.push_back(Event::Drained);
+        }
+    }
+
+    fn push_reply(&mut self, f: Frame) {
+        if self.replies.len() >= self.config.max_control_queue {
+            self.fail(
+                ErrorCode::ExcessiveLoad,
+                format!(
+                    "peer caused more than {} queued control replies without reading them",
+                    self.config.max_control_queue
+                ),
+            );
+            return;
+        }
+        self.replies.push_back(f);
+    }
+
+    fn poll_data(&mut self) -> Option<Transmit> {
+        let conn_avail = self.conn_credit.available();
+        if conn_avail == 0 {
+            return None;
+        }
+        let max_frame = self.data_frame_limit();
+        let mut spins = self.sched.len() * 2 + 1;
+        while spins > 0 {
+            spins -= 1;
+            let id = self.sched.front()?;
+            let Some(s) = self.streams.get_mut(&id) else {
+                self.sched.pop(None);
+                continue;
+            };
+            if !s.sendable() {
+                self.sched.pop(Some(&mut s.sched));
+                continue;
+            }
+            let deficit = Scheduler::begin_turn(&mut s.sched, self.config.quantum, s.params.weight);
+            if deficit <= 0 {
+                self.sched.rotate(&mut s.sched);
+                continue;
+            }
+            let stream_avail = s.send_credit.available();
+            let (encoding, payload, raw) = match s.send_queue.front_mut() {
+                Some(Chunk::Raw(b)) => {
+                    let n = (b.len() as u64).min(max_frame).min(stream_avail).min(conn_avail) as usize;
+                    let payload = if n == b.len() {
+                        let p = std::mem::take(b);
+                        s.send_queue.pop_front();
+                        p
+                    } else {
+                        b.split_to(n)
+                    };
+                    (None, payload, n as u64)
+                }
+                Some(Chunk::Encoded { enc, .. }) => {
+                    if (enc.raw_len as u64) > conn_avail {
+                        // Wait for connection credit; let others use what there is.
+                        self.sched.rotate(&mut s.sched);
+                        continue;
+                    }
+                    let enc = *enc;
+                    match s.send_queue.pop_front() {
+                        Some(Chunk::Encoded { payload, .. }) => {
+                            (Some(enc), payload, enc.raw_len as u64)
+                        }
+                        _ => continue,
+                    }
+                }
+                None => continue,
+            };
+            s.send_credit.consume(raw);
+            s.send_queued -= raw;
+            s.sched.deficit -= raw as i64;
+            let fin = s.send_queue.is_empty() && s.send_state == SendState::FinPending;
+            if fin {
+                s.send_state = SendState::FinSent;
+            }
+            if !s.sendable() {
+                self.sched.pop(Some(&mut s.sched));
+            } else if s.sched.deficit <= 0 {
+                self.sched.rotate(&mut s.sched);
+            }
+            if s.writer_blocked
+                && s.send_queued <= self.config.stream_send_buffer as u64 / 2
+                && self.send_buffered - raw <= self.config.connection_send_buffer / 2
+            {
+                s.writer_blocked = false;
+                self.events.push_back(Event::StreamWritable(id));
+            }
+            self.conn_credit.consume(raw);
+            self.send_buffered -= raw;
+            self.stats.data_raw_sent += raw;
+            self.stats.data_wire_sent += payload.len() as u64;
+            if !self.conn_blocked.is_empty() {
+                self.notify_conn_writable();
+            }
+            if fin {
+                self.maybe_forget(id);
+            }
+            let frame = Frame::Data(Data {
+                stream: id,
+                encoding,
+                payload,
+                fin,
+            });
+            return Some(self.emit(frame, id));
+        }
+        None
+    }
+
+    fn data_frame_limit(&self) -> u64 {
+        let peer_max = self.peer.as_ref().map_or(0, |p| p.max_frame_payload);
+        self.config.data_frame_size.min(peer_max) as u64
+    }
+
+    fn handle_frame(&mut self, now: Instant, frame: Frame) {
+        if self.peer.is_none() {
+            match frame {
+                Frame::Hello(h) => self.handle_hello(now, h),
+                Frame::GoAway(g) => self.handle_goaway(g),
+                other => self.fail(
+                    ErrorCode::ProtocolError,
+                    format!("expected HELLO as the first frame, got {}", frame_name(&other)),
+                ),
+            }
+            return;
+        }
+        match frame {
+            Frame::Hello(_) => self.fail(ErrorCode::ProtocolError, "second HELLO".into()),
+            Frame::Open(o) => self.handle_open(o),
+            Frame::Data(d) => self.handle_data(d),
+            Frame::Window(w) => self.handle_window(w),
+            Frame::Reset(r) => self.handle_reset(r),
+            Frame::Ping(p) => self.push_reply(Frame::Pong(p)),
+            Frame::Pong(p) => {
+                if let Some((seq, sent)) = self.ping_outstanding {
+                    if p.0 == seq.to_be_bytes() {
+                        self.ping_outstanding = None;
+                        self.rtt.update(now.saturating_duration_since(sent));
+                    }
+                }
+            }
+            Frame::GoAway(g) => self.handle_goaway(g),
+            Frame::Ignored { ty } => debug!(ty, "dwcp: skipped ignorable frame"),
+        }
+    }
+
+    fn handle_hello(&mut self, now: Instant, h: Hello) {
+        let (lo, hi) = (self.config.min_version, self.config.max_version);
+        if h.max_version < lo || h.min_version > hi {
+            let older = if h.max_version < lo { "the peer" } else { "this side" };
+            self.fail(
+                ErrorCode::VersionMismatch,
+                format!(
+                    "no common protocol version: this side speaks {lo}..={hi}, the peer speaks {}..={}; upgrade {older}",
+                    h.min_version, h.max_version
+                ),
+            );
+            return;
+        }
+        let missing = self.config.required_capabilities.missing_from(h.capabilities);
+        if missing.0 != 0 {
+            self.fail(
+                ErrorCode::MissingCapability,
+                format!(
+                    "the peer lacks required capabilities {:?}; enable them on the peer or drop them from required_capabilities",
+                    missing.names()
+                ),
+            );
+            return;
+        }
+        let missing = h.required.missing_from(self.config.capabilities);
+        if missing.0 != 0 {
+            self.fail(
+                ErrorCode::MissingCapability,
+                format!(
+                    "the peer requires capabilities {:?} that this side does not offer; enable them here",
+                    missing.names()
+                ),
+            );
+            return;
+        }
+        if h.max_frame_payload < 1024 || h.initial_stream_window < 1024 {
+            self.fail(
+                ErrorCode::HandshakeFailed,
+                "peer's max_frame_payload or initial_stream_window is below 1 KiB".into(),
+            );
+            return;
+        }
+        self.version = h.max_version.min(hi);
+        self.conn_credit = SendCredit::new(h.initial_connection_window);
+        self.peer = Some(h);
+        self.state = State::Open;
+        self.next_ping = now;
+        self.events.push_back(Event::Connected);
+    }
+
+    fn handle_open(&mut self, o: Open) {
+        let id = o.stream;
+        if self.is_local_id(id) {
+            self.fail(
+                ErrorCode::ProtocolError,
+                format!("peer opened stream {id}, an id reserved for this side"),
+            );
+            return;
+        }
+        if id <= self.max_remote {
+            self.fail(
+                ErrorCode::ProtocolError,
+                format!("peer reused stream id {id} (ids must increase)"),
+            );
+            return;
+        }
+        self.max_remote = id;
+        if self.goaway_sent || self.remote_open >= self.config.max_streams {
+            self.stats.streams_refused += 1;
+            debug!(id, "dwcp: refusing stream");
+            self.push_reply(Frame::Reset(Reset {
+                stream: id,
+                code: ErrorCode::RefusedStream,
+            }));
+            return;
+        }
+        let Some(peer) = &self.peer else { return };
+        let params = OpenParams {
+            class: o.class,
+            priority: o.priority,
+            weight: o.weight,
+            options: o.options,
+            route: o.route,
+        };
+        let s = Stream::new(
+            params,
+            peer.initial_stream_window,
+            self.config.initial_stream_window,
+            self.config.max_stream_window,
+        );
+        self.streams.insert(id, s);
+        self.remote_open += 1;
+        self.stats.streams_opened_remote += 1;
+        self.events.push_back(Event::StreamOpened(id));
+    }
+
+    fn handle_data(&mut self, d: Data) {
+        let id = d.stream;
+        let raw = d.raw_len();
+        if let Some(enc) = d.encoding {
+            if enc.raw_len > self.config.max_decoded_frame {
+                self.fail(
+                    ErrorCode::DecompressionLimit,
+                    format!(
+                        "DATA on stream {id} declares {} decoded bytes, above the limit of {}",
+                        enc.raw_len, self.config.max_decoded_frame
+                    ),
+                );
+                return;
+            }
+        }
+        if let Err(e) = self.conn_recv.on_receive(raw) {
+            self.fail(
+                ErrorCode::ConnectionBufferExceeded,
+                format!(
+                    "peer sent {} bytes, beyond the {} allowed on the connection",
+                    e.received, e.allowed
+                ),
+            );
+            return;
+        }
+        self.stats.data_raw_received += raw;
+        self.stats.data_wire_received += d.payload.len() as u64;
+        let discard = match self.streams.get(&id) {
+            None if self.is_closed_id(id) => true,
+            None => {
+                self.fail(
+                    ErrorCode::ProtocolError,
+                    format!("DATA on stream {id}, which was never opened"),
+                );
+                return;
+            }
+            Some(s) => s.terminal.is_some(),
+        };
+        if discard {
+            // Data in flight for a stream that is gone: return its credit.
+            self.conn_recv.on_consume(raw);
+            if self.conn_recv.wants_update() {
+                self.conn_window_pending = true;
+            }
+            return;
+        }
+        let codecs = self.config.codecs;
+        let max_decoded = self.config.max_decoded_frame;
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if s.recv_state != RecvState::Open {
+            self.fail(
+                ErrorCode::StreamStateError,
+                format!("DATA on stream {id} after its FIN"),
+            );
+            return;
+        }
+        if let Err(e) = s.recv_window.on_receive(raw) {
+            self.fail(
+                ErrorCode::StreamBufferExceeded,
+                format!(
+                    "peer sent {} bytes on stream {id}, beyond the {} allowed",
+                    e.received, e.allowed
+                ),
+            );
+            return;
+        }
+        let bytes = match d.encoding {
+            None if d.payload.len() < COPY_THRESHOLD => Bytes::copy_from_slice(&d.payload),
+            None => d.payload,
+            Some(enc) => {
+                if codecs & enc.codec.bit() == 0 {
+                    self.fail(
+                        ErrorCode::CompressionError,
+                        format!("DATA uses codec {}, which this side did not offer", enc.codec.name()),
+                    );
+                    return;
+                }
+                match codec::decompress(enc, &d.payload, max_decoded) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        self.fail(e.code(), format!("stream {id}: {e}"));
+                        return;
+                    }
+                }
+            }
+        };
+        if !bytes.is_empty() {
+            s.recv_queue.push_back(bytes);
+        }
+        if d.fin {
+            s.recv_state = RecvState::FinReceived;
+        }
+        if !s.readable_pending && (raw > 0 || d.fin) {
+            s.readable_pending = true;
+            self.events.push_back(Event::StreamReadable(id));
+        }
+    }
+
+    fn handle_window(&mut self, w: Window) {
+        if w.stream == 0 {
+            if !self.conn_credit.grant(w.credit) {
+                self.fail(
+                    ErrorCode::FlowControlError,
+                    "connection credit above 2^31-1".into(),
+                );
+            }
+            return;
+        }
+        let id = w.stream;
+        let closed = self.is_closed_id(id);
+        match self.streams.get_mut(&id) {
+            Some(s) => {
+                if !s.send_credit.grant(w.credit) {
+                    self.fail(
+                        ErrorCode::FlowControlError,
+                        format!("credit for stream {id} above 2^31-1"),
+                    );
+                    return;
+                }
+                if s.sendable() {
+                    self.sched.push(id, &mut s.sched);
+                }
+            }
+            None if closed => {}
+            None => self.fail(
+                ErrorCode::ProtocolError,
+                format!("WINDOW for stream {id}, which was never opened"),
+            ),
+        }
+    }
+
+    fn handle_reset(&mut self, r: Reset) {
+        let id = r.stream;
+        self.stats.resets_received += 1;
+        match self.streams.get(&id) {
+            Some(s) if s.terminal.is_none() => {
+                let err = if r.code == ErrorCode::RefusedStream {
+                    StreamError::Refused
+                } else {
+                    StreamError::Reset(r.code)
+                };
+                self.kill_stream(id, Some(err));
+                self.events.push_back(Event::StreamReset { id, code: r.code });
+            }
+            Some(_) => {}
+            None if self.is_closed_id(id) => {}
+            None => self.fail(
+                ErrorCode::ProtocolError,
+                format!("RESET for stream {id}, which was never opened"),
+            ),
+        }
+    }
+
+    fn handle_goaway(&mut self, g: GoAway) {
+        if g.code != ErrorCode::NoError {
+            warn!(code = %g.code, reason = %g.reason, "dwcp: peer closed the connection");
+            self.terminate(
+                ConnectionError::Remote {
+                    code: g.code,
+                    reason: g.reason,
+                },
+                State::Closed,
+            );
+            return;
+        }
+        if self.peer.is_none() {
+            self.fail(ErrorCode::ProtocolError, "GOAWAY before HELLO".into());
+            return;
+        }
+        let first = self.goaway_recv.is_none();
+        self.goaway_recv = Some(g.last_stream);
+        // Streams of ours the peer will never process were refused.
+        let mut refused: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(id, s)| {
+                s.terminal.is_none() && self.is_local_id(**id) && **id > g.last_stream
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        refused.sort_unstable();
+        for id in refused {
+            self.kill_stream(id, Some(StreamError::Refused));
+            self.events.push_back(Event::StreamReset {
+                id,
+                code: ErrorCode::RefusedStream,
+            });
+        }
+        if self.state == State::Open {
+            self.state = State::Draining;
+        }
+        if first {
+            self.events.push_back(Event::GoAway {
+                last_stream: g.last_stream,
+                reason: g.reason,
+            });
+        }
+        if !self.goaway_sent {
+            self.goaway("peer is draining");
+        }
+    }
+}
+
+fn frame_stream(f: &Frame) -> StreamId {
+    match f {
+        Frame::Open(o) => o.stream,
+        Frame::Data(d) => d.stream,
+        Frame::Window(w) => w.stream,
+        Frame::Reset(r) => r.stream,
+        _ => 0,
+    }
+}
+
+fn frame_name(f: &Frame) -> &'static str {
+    match f {
+        Frame::Hello(_) => "HELLO",
+        Frame::Open(_) => "OPEN",
+        Frame::Data(_) => "DATA",
+        Frame::Window(_) => "WINDOW",
+        Frame::Reset(_) => "RESET",
+        Frame::Ping(_) => "PING",
+        Frame::Pong(_) => "PONG",
+        Frame::GoAway(_) => "GOAWAY",
+        Frame::Ignored { .. } => "an ignorable frame",
+    }
+}

@@ -1,0 +1,206 @@
+//! Flow control: receive windows that auto-tune toward the bandwidth-delay product.
+//!
+//! A receiver allows the peer `window` bytes beyond what the application has
+//! consumed. When the unused allowance drops to half the window, it sends the
+//! difference as credit (a WINDOW frame). If two such updates happen less than
+//! two smoothed RTTs apart, the window limited the sender during that round
+//! trip, so the window doubles, up to its ceiling (the approach of Chromium's
+//! QUIC and quinn). All accounting is in decoded (raw) bytes, so the window is
+//! also the bound on memory held for the stream.
+
+use std::time::{Duration, Instant};
+
+/// Receive-side window of a stream or of the whole connection.
+#[derive(Debug, Clone)]
+pub struct RecvWindow {
+    window: u64,
+    max: u64,
+    advertised: u64,
+    received: u64,
+    consumed: u64,
+    epoch: Option<Instant>,
+}
+
+/// The peer sent beyond the credit it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowExceeded {
+    /// Bytes received so far, including the offending frame.
+    pub received: u64,
+    /// Bytes the peer was allowed.
+    pub allowed: u64,
+}
+
+impl RecvWindow {
+    /// A window of `initial` bytes that may grow to `max`.
+    pub fn new(initial: u32, max: u32) -> Self {
+        RecvWindow {
+            window: initial as u64,
+            max: (max as u64).max(initial as u64),
+            advertised: initial as u64,
+            received: 0,
+            consumed: 0,
+            epoch: None,
+        }
+    }
+
+    /// Records `n` received bytes.
+    ///
+    /// # Errors
+    /// The peer exceeded its credit.
+    pub fn on_receive(&mut self, n: u64) -> Result<(), WindowExceeded> {
+        let received = self.received + n;
+        if received > self.advertised {
+            return Err(WindowExceeded {
+                received,
+                allowed: self.advertised,
+            });
+        }
+        self.received = received;
+        Ok(())
+    }
+
+    /// Records `n` bytes consumed (read or discarded).
+    pub fn on_consume(&mut self, n: u64) {
+        self.consumed = (self.consumed + n).min(self.received);
+    }
+
+    /// Bytes received and not yet consumed.
+    pub fn buffered(&self) -> u64 {
+        self.received - self.consumed
+    }
+
+    /// The current window size.
+    pub fn window(&self) -> u64 {
+        self.window
+    }
+
+    /// True when a credit update is due.
+    pub fn wants_update(&self) -> bool {
+        self.advertised - self.consumed <= self.window / 2
+    }
+
+    /// Computes the credit to send now, auto-tuning the window first. Returns
+    /// `None` if no update is due.
+    pub fn take_update(&mut self, now: Instant, srtt: Option<Duration>) -> Option<u32> {
+        if !self.wants_update() {
+            return None;
+        }
+        if let (Some(epoch), Some(rtt)) = (self.epoch, srtt) {
+            if now.saturating_duration_since(epoch) < rtt * 2 && self.window < self.max {
+                self.window = (self.window * 2).min(self.max);
+            }
+        }
+        self.epoch = Some(now);
+        let target = self.consumed + self.window;
+        let credit = target - self.advertised;
+        self.advertised = target;
+        u32::try_from(credit).ok()
+    }
+}
+
+/// Send-side credit granted by the peer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendCredit {
+    available: u64,
+}
+
+/// Largest credit a sender may hold (2^31 - 1).
+pub const MAX_CREDIT: u64 = (1 << 31) - 1;
+
+impl SendCredit {
+    /// Credit from the peer's initial window.
+    pub fn new(initial: u32) -> Self {
+        SendCredit {
+            available: initial as u64,
+        }
+    }
+
+    /// Bytes that may be sent now.
+    pub fn available(&self) -> u64 {
+        self.available
+    }
+
+    /// Adds credit from a WINDOW frame. Returns false if the total would exceed
+    /// [`MAX_CREDIT`] (a flow-control error by the peer).
+    pub fn grant(&mut self, credit: u32) -> bool {
+        let total = self.available + credit as u64;
+        if total > MAX_CREDIT {
+            return false;
+        }
+        self.available = total;
+        true
+    }
+
+    /// Uses `n` bytes of credit; the caller checked availability.
+    pub fn consume(&mut self, n: u64) {
+        self.available = self.available.saturating_sub(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violation_detected() {
+        let mut w = RecvWindow::new(100, 1000);
+        assert!(w.on_receive(60).is_ok());
+        assert!(w.on_receive(40).is_ok());
+        assert_eq!(
+            w.on_receive(1),
+            Err(WindowExceeded {
+                received: 101,
+                allowed: 100
+            })
+        );
+    }
+
+    #[test]
+    fn update_at_half_and_autotune() {
+        let t0 = Instant::now();
+        let rtt = Some(Duration::from_millis(100));
+        let mut w = RecvWindow::new(1000, 4000);
+        w.on_receive(400).expect("in window");
+        w.on_consume(400);
+        assert!(!w.wants_update());
+        w.on_receive(200).expect("in window");
+        w.on_consume(200);
+        // First update: no epoch yet, window unchanged.
+        assert_eq!(w.take_update(t0, rtt), Some(600));
+        assert_eq!(w.window(), 1000);
+        w.on_receive(600).expect("in window");
+        w.on_consume(600);
+        // Second update within 2 RTT: window doubles.
+        let c = w.take_update(t0 + Duration::from_millis(50), rtt);
+        assert_eq!(w.window(), 2000);
+        assert_eq!(c, Some(1600));
+        // Slow consumption: no growth.
+        w.on_receive(1200).expect("in window");
+        w.on_consume(1200);
+        w.take_update(t0 + Duration::from_secs(5), rtt);
+        assert_eq!(w.window(), 2000);
+        assert!(w.buffered() == 0);
+    }
+
+    #[test]
+    fn window_capped_at_max() {
+        let t0 = Instant::now();
+        let mut w = RecvWindow::new(1000, 1500);
+        for i in 0..10u64 {
+            let allowed = w.advertised - w.received;
+            w.on_receive(allowed).expect("in window");
+            w.on_consume(allowed);
+            w.take_update(t0 + Duration::from_millis(i), Some(Duration::from_secs(1)));
+        }
+        assert_eq!(w.window(), 1500);
+    }
+
+    #[test]
+    fn send_credit_overflow() {
+        let mut c = SendCredit::new(u32::MAX >> 1);
+        assert!(!c.grant(1));
+        c.consume(10);
+        assert!(c.grant(10));
+        assert_eq!(c.available(), MAX_CREDIT);
+    }
+}

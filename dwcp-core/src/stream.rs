@@ -1,0 +1,159 @@
+//! Per-stream state: the send and receive halves and their flow control.
+//!
+//! An idle stream holds no buffers: queues are empty `VecDeque`s, which do not
+//! allocate until data arrives, so an open idle stream costs a few hundred bytes.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+use crate::error::StreamError;
+use crate::flow::{RecvWindow, SendCredit};
+use crate::frame::{Encoding, StreamOptions};
+use crate::scheduler::SchedState;
+
+/// Public view of a stream's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamState {
+    /// Both directions open.
+    Open,
+    /// This side finished sending; the peer may still send.
+    HalfClosedLocal,
+    /// The peer finished sending; this side may still send.
+    HalfClosedRemote,
+    /// Both directions finished; waiting for the application to read the rest.
+    Closed,
+    /// Reset by either side.
+    Reset,
+}
+
+/// Parameters of a new stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenParams {
+    /// Traffic class.
+    pub class: u8,
+    /// Priority hint (0 = highest).
+    pub priority: u8,
+    /// Weight within the class (0 is treated as 1).
+    pub weight: u16,
+    /// Option bits.
+    pub options: StreamOptions,
+    /// Route or service name (at most 255 bytes).
+    pub route: Bytes,
+}
+
+impl Default for OpenParams {
+    fn default() -> Self {
+        OpenParams {
+            class: 0,
+            priority: 0,
+            weight: 1,
+            options: StreamOptions::default(),
+            route: Bytes::new(),
+        }
+    }
+}
+
+/// A unit of queued outgoing data.
+#[derive(Debug, Clone)]
+pub(crate) enum Chunk {
+    /// Uncompressed bytes; may be split across frames.
+    Raw(Bytes),
+    /// Pre-encoded bytes; sent as one frame.
+    Encoded { enc: Encoding, payload: Bytes },
+}
+
+impl Chunk {
+    pub(crate) fn raw_len(&self) -> u64 {
+        match self {
+            Chunk::Raw(b) => b.len() as u64,
+            Chunk::Encoded { enc, .. } => enc.raw_len as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendState {
+    Open,
+    /// FIN will be attached to the last queued chunk.
+    FinPending,
+    FinSent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecvState {
+    Open,
+    FinReceived,
+    /// FIN received and every byte read.
+    Done,
+}
+
+/// State of one stream.
+#[derive(Debug)]
+pub(crate) struct Stream {
+    pub(crate) params: OpenParams,
+    pub(crate) send_queue: VecDeque<Chunk>,
+    pub(crate) send_queued: u64,
+    pub(crate) send_credit: SendCredit,
+    pub(crate) send_state: SendState,
+    pub(crate) writer_blocked: bool,
+    pub(crate) recv_queue: VecDeque<Bytes>,
+    pub(crate) recv_window: RecvWindow,
+    pub(crate) recv_state: RecvState,
+    pub(crate) readable_pending: bool,
+    pub(crate) window_pending: bool,
+    /// Set when the stream ended abnormally; reported once to the application.
+    pub(crate) terminal: Option<StreamError>,
+    pub(crate) sched: SchedState,
+}
+
+impl Stream {
+    pub(crate) fn new(params: OpenParams, send_credit: u32, recv_initial: u32, recv_max: u32) -> Self {
+        Stream {
+            params,
+            send_queue: VecDeque::new(),
+            send_queued: 0,
+            send_credit: SendCredit::new(send_credit),
+            send_state: SendState::Open,
+            writer_blocked: false,
+            recv_queue: VecDeque::new(),
+            recv_window: RecvWindow::new(recv_initial, recv_max),
+            recv_state: RecvState::Open,
+            readable_pending: false,
+            window_pending: false,
+            terminal: None,
+            sched: SchedState::default(),
+        }
+    }
+
+    /// True if the next frame of this stream could be sent given stream credit.
+    pub(crate) fn sendable(&self) -> bool {
+        if self.terminal.is_some() {
+            return false;
+        }
+        match self.send_queue.front() {
+            Some(Chunk::Raw(_)) => self.send_credit.available() > 0,
+            Some(c @ Chunk::Encoded { .. }) => self.send_credit.available() >= c.raw_len(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> StreamState {
+        if self.terminal.is_some() {
+            return StreamState::Reset;
+        }
+        let send_done = self.send_state != SendState::Open;
+        let recv_done = self.recv_state != RecvState::Open;
+        match (send_done, recv_done) {
+            (false, false) => StreamState::Open,
+            (true, false) => StreamState::HalfClosedLocal,
+            (false, true) => StreamState::HalfClosedRemote,
+            (true, true) => StreamState::Closed,
+        }
+    }
+
+    /// Both directions complete and all data read: the stream can be forgotten.
+    pub(crate) fn finished(&self) -> bool {
+        self.send_state == SendState::FinSent && self.recv_state == RecvState::Done
+    }
+}
