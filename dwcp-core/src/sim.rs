@@ -45,7 +45,7 @@ impl Default for LinkConfig {
             jitter: Duration::ZERO,
             loss: 0.0,
             mtu: 1448,
-            send_buffer: 4 * 1024 * 1024,
+            send_buffer: 64 * 1024,
             seed: 1,
         }
     }
@@ -321,12 +321,16 @@ impl Pair {
         t
     }
 
-    /// Runs one round: receive, let `app` act, transmit, then jump to the next
-    /// event. Returns false if nothing will ever happen again.
-    pub fn step(&mut self, app: &mut impl FnMut(&mut Pair)) -> bool {
+    /// Runs one round at the current time: receive, let `app` act, transmit.
+    pub fn step(&mut self, app: &mut impl FnMut(&mut Pair)) {
         self.receive();
         app(self);
         self.transmit();
+    }
+
+    /// Jumps virtual time to the next event. Returns false if nothing will
+    /// ever happen again.
+    pub fn advance(&mut self) -> bool {
         match self.next_time() {
             Some(t) => {
                 self.now = self.now.max(t);
@@ -338,17 +342,8 @@ impl Pair {
 
     /// Steps until `done` returns true or `limit` of virtual time has passed.
     /// Returns whether `done` became true.
-    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Pair) -> bool) -> bool {
-        let deadline = self.now + limit;
-        let mut app = |_: &mut Pair| {};
-        loop {
-            if done(self) {
-                return true;
-            }
-            if self.now >= deadline || !self.step(&mut app) {
-                return done(self);
-            }
-        }
+    pub fn run_until(&mut self, limit: Duration, done: impl FnMut(&mut Pair) -> bool) -> bool {
+        self.drive(limit, |_| {}, done)
     }
 
     /// Steps with `app` acting on every round until `done` or `limit`.
@@ -356,15 +351,16 @@ impl Pair {
         &mut self,
         limit: Duration,
         mut app: impl FnMut(&mut Pair),
-        mut done: impl FnMut(&Pair) -> bool,
+        mut done: impl FnMut(&mut Pair) -> bool,
     ) -> bool {
         let deadline = self.now + limit;
         loop {
+            self.step(&mut app);
             if done(self) {
                 return true;
             }
-            if self.now >= deadline || !self.step(&mut app) {
-                return done(self);
+            if self.now >= deadline || !self.advance() {
+                return false;
             }
         }
     }
@@ -477,6 +473,8 @@ impl Traffic {
         while let Some(ev) = conn.poll_event() {
             match ev {
                 Event::StreamOpened(id) => {
+                    // A pure sink: close our direction of incoming streams at once.
+                    let _ = conn.finish(id);
                     self.received.insert(id, Received::default());
                     self.read(conn, id, now);
                 }
@@ -550,7 +548,11 @@ impl Traffic {
         if self.paused.contains(&id) {
             return;
         }
-        let entry = self.received.entry(id).or_default();
+        let Some(entry) = self.received.get_mut(&id) else {
+            // One of our own streams: the peer's (empty) direction ends with FIN.
+            while let Ok(Some(_)) = conn.recv(id, usize::MAX) {}
+            return;
+        };
         loop {
             match conn.recv(id, usize::MAX) {
                 Ok(Some(b)) => {
@@ -599,20 +601,16 @@ pub fn run_traffic(
 ) -> bool {
     let deadline = pair.now + limit;
     loop {
-        if done(pair, client, server) {
-            return true;
-        }
-        if pair.now >= deadline {
-            return false;
-        }
         pair.receive();
         let now = pair.now;
         client.poll(&mut pair.client.conn, now);
         server.poll(&mut pair.server.conn, now);
         pair.transmit();
-        match pair.next_time() {
-            Some(t) => pair.now = pair.now.max(t),
-            None => return done(pair, client, server),
+        if done(pair, client, server) {
+            return true;
+        }
+        if pair.now >= deadline || !pair.advance() {
+            return false;
         }
     }
 }

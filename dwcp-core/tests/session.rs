@@ -1,0 +1,320 @@
+//! Two connections over the virtual-time simulated link.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use dwcp_core::sim::{expected_hash, run_traffic, LinkConfig, Pair, Rng, Traffic};
+use dwcp_core::{
+    Capabilities, Config, ConnectionError, ErrorCode, Event, OpenError, OpenParams, StreamError,
+};
+
+fn wan(mbit: u64, one_way_ms: u64) -> LinkConfig {
+    LinkConfig {
+        bandwidth_bps: mbit * 1_000_000,
+        one_way_delay: Duration::from_millis(one_way_ms),
+        ..LinkConfig::default()
+    }
+}
+
+fn established(pair: &mut Pair) {
+    assert!(pair.run_until(Duration::from_secs(2), |p| {
+        p.client.conn.is_established() && p.server.conn.is_established()
+    }));
+}
+
+#[test]
+fn handshake_completes_in_one_round_trip() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 50));
+    established(&mut pair);
+    // Both HELLOs cross at once: one one-way delay, not a round trip.
+    assert!(pair.elapsed() < Duration::from_millis(60), "{:?}", pair.elapsed());
+    assert_eq!(pair.client.conn.version(), 1);
+    assert_eq!(pair.client.conn.poll_event(), Some(Event::Connected));
+    assert_eq!(pair.server.conn.poll_event(), Some(Event::Connected));
+}
+
+fn expect_local_error(pair: &Pair, code: ErrorCode, words: &str) {
+    for end in [&pair.client, &pair.server] {
+        match end.conn.error() {
+            Some(ConnectionError::Local { code: c, reason }) => {
+                assert_eq!(*c, code);
+                assert!(reason.contains(words), "reason {reason:?} lacks {words:?}");
+            }
+            other => panic!("expected a local {code} error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn version_mismatch_gives_actionable_error_on_both_sides() {
+    let new = Config {
+        min_version: 2,
+        max_version: 3,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(new, Config::default(), wan(100, 10));
+    pair.run_until(Duration::from_secs(2), |p| {
+        p.client.conn.is_closed() && p.server.conn.is_closed()
+    });
+    expect_local_error(&pair, ErrorCode::VersionMismatch, "upgrade");
+    assert!(matches!(
+        pair.client.conn.open_stream(OpenParams::default()),
+        Err(OpenError::Closed(_))
+    ));
+}
+
+#[test]
+fn missing_required_capability() {
+    let strict = Config {
+        required_capabilities: Capabilities(1 << 9),
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), strict, wan(100, 10));
+    pair.run_until(Duration::from_secs(2), |p| {
+        p.client.conn.is_closed() && p.server.conn.is_closed()
+    });
+    expect_local_error(&pair, ErrorCode::MissingCapability, "bit9");
+}
+
+#[test]
+fn thousand_concurrent_streams_verified_by_hash() {
+    let link = LinkConfig {
+        bandwidth_bps: 1_000_000_000,
+        one_way_delay: Duration::from_millis(5),
+        jitter: Duration::from_millis(2),
+        loss: 0.005,
+        seed: 42,
+        ..LinkConfig::default()
+    };
+    let mut pair = Pair::new(Config::default(), Config::default(), link);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    let mut rng = Rng::new(7);
+    let mut expected = Vec::new();
+    for i in 0..1000u64 {
+        let len = rng.below(128 * 1024) + 1;
+        client.add_stream(
+            OpenParams {
+                weight: 1 + (i % 4) as u16,
+                ..OpenParams::default()
+            },
+            len,
+            i,
+        );
+        expected.push((len, i));
+        // The server sends some streams the other way at the same time.
+        if i % 10 == 0 {
+            server.add_stream(OpenParams::default(), len, 10_000 + i);
+        }
+    }
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(60), |_, c, s| {
+        s.finished_count() == 1000 && c.finished_count() == 100
+    });
+    assert!(ok, "server finished {}", server.finished_count());
+    for (n, id) in client.opened.iter().enumerate() {
+        let (len, seed) = expected[n];
+        let r = &server.received[id];
+        assert_eq!(r.len, len, "stream {id}");
+        assert_eq!(r.hash, expected_hash(seed, len, client.chunk), "stream {id}");
+        assert!(r.error.is_none());
+    }
+    for id in &server.opened {
+        assert_eq!(client.received[id].hash, server.sent[id].1);
+    }
+    assert!(pair.client.link.lost > 0, "loss was exercised");
+    // Everything finished: no stream state left behind.
+    assert_eq!(pair.client.conn.active_streams(), 0);
+    assert_eq!(pair.server.conn.active_streams(), 0);
+}
+
+#[test]
+fn both_sides_writing_large_amounts_do_not_deadlock() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 10));
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for i in 0..4 {
+        client.add_stream(OpenParams::default(), 8 << 20, i);
+        server.add_stream(OpenParams::default(), 8 << 20, 100 + i);
+    }
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(30), |_, c, s| {
+        c.finished_count() == 4 && s.finished_count() == 4
+    });
+    assert!(ok, "stalled at {:?}: c={} s={}", pair.elapsed(), client.bytes_read, server.bytes_read);
+    // 64 MiB each way over 100 Mbit/s takes ~5.4 s; full duplex, so both in parallel.
+    assert!(pair.elapsed() < Duration::from_secs(8), "{:?}", pair.elapsed());
+}
+
+#[test]
+fn an_unread_stream_does_not_block_the_others() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    client.add_stream(OpenParams::default(), 4 << 20, 1);
+    client.add_stream(OpenParams::default(), 4 << 20, 2);
+    server.paused.insert(1);
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(10), |_, _, s| {
+        s.received.get(&3).is_some_and(|r| r.finished_at.is_some())
+    });
+    assert!(ok, "stream 3 stalled behind unread stream 1");
+    // Stream 1's unread data is bounded by its window.
+    let buffered = pair.server.conn.stream_window(1).expect("stream 1 open");
+    assert!(buffered <= 256 * 1024, "window grew while unread: {buffered}");
+    server.resume(&mut pair.server.conn, 1, pair.now);
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(10), |_, _, s| {
+        s.finished_count() == 2
+    });
+    assert!(ok);
+}
+
+#[test]
+fn reset_returns_connection_credit() {
+    // Connection window == one stream window: an unread stream can hold all of it.
+    let cfg = Config {
+        initial_stream_window: 512 * 1024,
+        max_stream_window: 512 * 1024,
+        initial_connection_window: 512 * 1024,
+        max_connection_window: 512 * 1024,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(cfg.clone(), cfg, wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    client.add_stream(OpenParams::default(), 4 << 20, 1);
+    server.paused.insert(1);
+    run_traffic(&mut pair, &mut client, &mut server, Duration::from_millis(200), |_, _, _| false);
+    client.add_stream(OpenParams::default(), 1 << 20, 2);
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(1), |_, _, s| {
+        s.finished_count() == 1
+    });
+    assert!(!ok, "stream 3 should be starved by the unread stream 1");
+    // The reader resets the unread stream: its buffered bytes' credit must come back.
+    pair.server.conn.reset(1, ErrorCode::Cancel).expect("reset");
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(5), |_, _, s| {
+        s.received.get(&3).is_some_and(|r| r.finished_at.is_some())
+    });
+    assert!(ok, "connection credit leaked by reset");
+    assert!(client.resets.contains(&(1, ErrorCode::Cancel)));
+}
+
+#[test]
+fn single_stream_reaches_90_percent_of_100mbit_at_100ms_rtt() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 50));
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    client.add_stream(OpenParams::default(), 1 << 30, 1);
+    // Warm-up: windows auto-tune during the first seconds.
+    run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(5), |_, _, _| false);
+    let start_bytes = server.bytes_read;
+    let measure = Duration::from_secs(10);
+    run_traffic(&mut pair, &mut client, &mut server, measure, |_, _, _| false);
+    let rate_bps = (server.bytes_read - start_bytes) as f64 * 8.0 / measure.as_secs_f64();
+    let window = pair.server.conn.stream_window(1).expect("open");
+    println!(
+        "steady-state goodput {:.1} Mbit/s ({:.1}% of link), stream window {} KiB, srtt {:?}",
+        rate_bps / 1e6,
+        rate_bps / 1e6,
+        window / 1024,
+        pair.server.conn.stats().smoothed_rtt
+    );
+    assert!(rate_bps >= 0.9 * 100e6, "goodput {:.1} Mbit/s", rate_bps / 1e6);
+    assert!(window > 256 * 1024, "window auto-tuned beyond its initial size");
+}
+
+#[test]
+fn goaway_drains_open_streams_and_refuses_new_ones() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 20));
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for i in 0..10 {
+        client.add_stream(OpenParams::default(), 2 << 20, i);
+    }
+    run_traffic(&mut pair, &mut client, &mut server, Duration::from_millis(300), |_, _, s| {
+        s.received.len() == 10
+    });
+    assert_eq!(client.opened.len(), 10);
+    pair.server.conn.goaway("maintenance");
+    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(30), |_, c, s| {
+        c.drained && s.drained
+    });
+    assert!(ok, "drain did not complete");
+    // Every stream opened before GOAWAY completed in full.
+    assert_eq!(server.finished_count(), 10);
+    for (n, id) in client.opened.iter().enumerate() {
+        assert_eq!(server.received[id].hash, expected_hash(n as u64, 2 << 20, client.chunk));
+    }
+    assert!(pair.client.conn.is_closed() && pair.server.conn.is_closed());
+    assert!(pair.client.conn.error().is_none());
+    assert!(matches!(
+        pair.client.conn.open_stream(OpenParams::default()),
+        Err(OpenError::Draining) | Err(OpenError::Closed(_))
+    ));
+}
+
+#[test]
+fn stream_opened_across_goaway_is_refused() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 20));
+    established(&mut pair);
+    // The client opens a stream while the server's GOAWAY is in flight.
+    pair.server.conn.goaway("bye");
+    let id = pair.client.conn.open_stream(OpenParams::default()).expect("not yet draining");
+    pair.client.conn.send(id, Bytes::from_static(b"late")).expect("send");
+    let ok = pair.run_until(Duration::from_secs(2), |p| {
+        p.client.conn.is_closed() && p.server.conn.is_closed()
+    });
+    assert!(ok);
+    assert_eq!(pair.client.conn.recv(id, 10), Err(StreamError::Refused));
+    assert_eq!(pair.server.conn.stats().streams_refused, 1);
+}
+
+#[test]
+fn dead_peer_times_out_and_streams_report_it() {
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(3),
+        ..Config::default()
+    };
+    let mut pair = Pair::new(cfg.clone(), cfg, wan(100, 10));
+    established(&mut pair);
+    let id = pair.client.conn.open_stream(OpenParams::default()).expect("open");
+    pair.client.conn.send(id, Bytes::from_static(b"hi")).expect("send");
+    pair.run_until(Duration::from_millis(100), |_| false);
+    pair.server.transmit = false; // the server goes silent
+    pair.run_until(Duration::from_secs(10), |p| p.client.conn.error().is_some());
+    assert!(matches!(pair.client.conn.error(), Some(ConnectionError::TimedOut(_))));
+    assert!(matches!(
+        pair.client.conn.recv(id, 10),
+        Err(StreamError::ConnectionLost(ConnectionError::TimedOut(_)))
+    ));
+}
+
+#[test]
+fn keepalive_holds_idle_connection_and_measures_rtt() {
+    let cfg = Config {
+        idle_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
+    let mut pair = Pair::new(cfg.clone(), cfg, wan(100, 40));
+    established(&mut pair);
+    pair.run_until(Duration::from_secs(60), |p| p.client.conn.error().is_some());
+    assert!(pair.client.conn.error().is_none());
+    assert!(pair.server.conn.error().is_none());
+    let rtt = pair.client.conn.rtt();
+    let min = rtt.min().expect("rtt sampled");
+    assert!(min >= Duration::from_millis(80) && min < Duration::from_millis(82), "{min:?}");
+    assert!(rtt.smoothed().expect("srtt") < Duration::from_millis(85));
+}
+
+#[test]
+fn weights_share_the_link() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 5));
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    client.add_stream(OpenParams { weight: 1, ..OpenParams::default() }, 1 << 30, 1);
+    client.add_stream(OpenParams { weight: 3, ..OpenParams::default() }, 1 << 30, 2);
+    run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(3), |_, _, _| false);
+    let a = server.received[&1].len as f64;
+    let b = server.received[&3].len as f64;
+    let ratio = b / a;
+    assert!((2.7..=3.3).contains(&ratio), "share ratio {ratio}");
+}
