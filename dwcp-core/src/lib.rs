@@ -20,6 +20,7 @@
 //! | [`rtt`] | smoothed / min RTT from PING/PONG |
 //! | [`codec`] | none / lz4 / zstd with bounded decoding |
 //! | [`sim`] | a virtual-time link joining two connections, for tests and demos |
+//! | [`fuzzing`] | harnesses shared by fuzz targets and property tests |
 //!
 //! ## Example
 //!
@@ -47,13 +48,12 @@ pub mod connection;
 pub mod error;
 pub mod flow;
 pub mod frame;
+pub mod fuzzing;
 pub mod rtt;
 pub mod scheduler;
 pub mod sim;
 pub mod stream;
 
-#[cfg(fuzzing)]
-pub mod fuzzing;
 
 pub use codec::CodecId;
 pub use config::{Config, ConfigError, PROTOCOL_VERSION};

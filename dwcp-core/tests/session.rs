@@ -214,7 +214,7 @@ fn single_stream_reaches_90_percent_of_100mbit_at_100ms_rtt() {
     println!(
         "steady-state goodput {:.1} Mbit/s ({:.1}% of link), stream window {} KiB, srtt {:?}",
         rate_bps / 1e6,
-        rate_bps / 1e6,
+        rate_bps / 100e6 * 100.0,
         window / 1024,
         pair.server.conn.stats().smoothed_rtt
     );
