@@ -1,1 +1,33 @@
-//! x
+//! dwcp-bench: benchmark workloads shared by the criterion benches and the
+//! `dwcp-bench` scenarios.
+
+use std::time::Duration;
+
+use dwcp_core::sim::{run_traffic, LinkConfig, Pair, Traffic};
+use dwcp_core::{Config, OpenParams};
+
+/// Moves `streams` x `len` bytes client to server over an unlimited simulated
+/// link; returns the bytes delivered. Measures the cost of the protocol core
+/// itself (framing, flow control, scheduling), with no socket in the way.
+pub fn core_transfer(streams: u32, len: u64) -> u64 {
+    let link = LinkConfig {
+        bandwidth_bps: 0,
+        one_way_delay: Duration::from_micros(50),
+        send_buffer: 1 << 20,
+        ..LinkConfig::default()
+    };
+    let mut pair = Pair::new(Config::default(), Config::default(), link);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for i in 0..streams {
+        client.add_stream(OpenParams::default(), len, i as u64);
+    }
+    run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(3600),
+        |_, _, s| s.finished_count() as u32 == streams,
+    );
+    server.bytes_read
+}

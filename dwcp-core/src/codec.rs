@@ -148,10 +148,11 @@ pub fn decompress(enc: Encoding, payload: &[u8], max_decoded: u32) -> Result<Byt
         }
         CodecId::Zstd => {
             // The capacity bounds the output: zstd fails rather than grow past it.
-            let out = zstd::bulk::decompress(payload, raw_len).map_err(|e| CodecError::Corrupt {
-                codec: "zstd",
-                what: e.to_string(),
-            })?;
+            let out =
+                zstd::bulk::decompress(payload, raw_len).map_err(|e| CodecError::Corrupt {
+                    codec: "zstd",
+                    what: e.to_string(),
+                })?;
             if out.len() != raw_len {
                 return Err(CodecError::Corrupt {
                     codec: "zstd",
@@ -168,7 +169,9 @@ mod tests {
     use super::*;
 
     fn corpus() -> Vec<u8> {
-        (0..100_000u32).map(|i| (i % 251) as u8 ^ (i / 1000) as u8).collect()
+        (0..100_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 1000) as u8)
+            .collect()
     }
 
     #[test]

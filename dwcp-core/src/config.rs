@@ -104,7 +104,9 @@ impl Config {
         }
         if self.initial_stream_window < 1024 || self.initial_stream_window > self.max_stream_window
         {
-            return err("initial_stream_window must be at least 1 KiB and at most max_stream_window");
+            return err(
+                "initial_stream_window must be at least 1 KiB and at most max_stream_window",
+            );
         }
         if self.initial_connection_window < self.initial_stream_window
             || self.initial_connection_window > self.max_connection_window

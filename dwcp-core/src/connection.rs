@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::error::{ConnectionError, ErrorCode, OpenError, StreamError};
 use crate::flow::{RecvWindow, SendCredit};
 use crate::frame::{
-    Capabilities, Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Reset,
-    Window, MAX_ROUTE_LEN_USIZE,
+    Capabilities, Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Reset, Window,
+    MAX_ROUTE_LEN_USIZE,
 };
 use crate::rtt::RttEstimator;
 use crate::scheduler::Scheduler;
@@ -390,7 +390,11 @@ impl Connection {
         if n < data.len() {
             Self::mark_blocked(s, id, &mut self.conn_blocked);
         }
-        let chunk = if n == data.len() { data } else { data.slice(..n) };
+        let chunk = if n == data.len() {
+            data
+        } else {
+            data.slice(..n)
+        };
         s.send_queue.push_back(Chunk::Raw(chunk));
         s.send_queued += n as u64;
         self.send_buffered += n as u64;
@@ -539,7 +543,8 @@ impl Connection {
             return Ok(());
         }
         if !matches!(self.state, State::Closing | State::Closed) {
-            self.control.push_back(Frame::Reset(Reset { stream: id, code }));
+            self.control
+                .push_back(Frame::Reset(Reset { stream: id, code }));
             self.stats.resets_sent += 1;
         }
         self.kill_stream(id, None);
@@ -590,7 +595,10 @@ impl Connection {
             self.events.push_back(Event::Drained);
             return;
         }
-        self.terminate(ConnectionError::Transport(reason.to_string()), State::Closed);
+        self.terminate(
+            ConnectionError::Transport(reason.to_string()),
+            State::Closed,
+        );
     }
 
     // ----- driver API -----
@@ -785,7 +793,10 @@ impl Connection {
     fn room(&self, id: StreamId) -> u64 {
         let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
         let stream_room = (self.config.stream_send_buffer as u64).saturating_sub(queued);
-        let conn_room = self.config.connection_send_buffer.saturating_sub(self.send_buffered);
+        let conn_room = self
+            .config
+            .connection_send_buffer
+            .saturating_sub(self.send_buffered);
         stream_room.min(conn_room)
     }
 
@@ -959,7 +970,10 @@ impl Connection {
             let stream_avail = s.send_credit.available();
             let (encoding, payload, raw) = match s.send_queue.front_mut() {
                 Some(Chunk::Raw(b)) => {
-                    let n = (b.len() as u64).min(max_frame).min(stream_avail).min(conn_avail) as usize;
+                    let n = (b.len() as u64)
+                        .min(max_frame)
+                        .min(stream_avail)
+                        .min(conn_avail) as usize;
                     let payload = if n == b.len() {
                         let p = std::mem::take(b);
                         s.send_queue.pop_front();
@@ -1037,7 +1051,10 @@ impl Connection {
                 Frame::GoAway(g) => self.handle_goaway(g),
                 other => self.fail(
                     ErrorCode::ProtocolError,
-                    format!("expected HELLO as the first frame, got {}", frame_name(&other)),
+                    format!(
+                        "expected HELLO as the first frame, got {}",
+                        frame_name(&other)
+                    ),
                 ),
             }
             return;
@@ -1065,7 +1082,11 @@ impl Connection {
     fn handle_hello(&mut self, now: Instant, h: Hello) {
         let (lo, hi) = (self.config.min_version, self.config.max_version);
         if h.max_version < lo || h.min_version > hi {
-            let older = if h.max_version < lo { "the peer" } else { "this side" };
+            let older = if h.max_version < lo {
+                "the peer"
+            } else {
+                "this side"
+            };
             self.fail(
                 ErrorCode::VersionMismatch,
                 format!(
@@ -1075,7 +1096,10 @@ impl Connection {
             );
             return;
         }
-        let missing = self.config.required_capabilities.missing_from(h.capabilities);
+        let missing = self
+            .config
+            .required_capabilities
+            .missing_from(h.capabilities);
         if missing.0 != 0 {
             self.fail(
                 ErrorCode::MissingCapability,
@@ -1233,7 +1257,10 @@ impl Connection {
                 if codecs & enc.codec.bit() == 0 {
                     self.fail(
                         ErrorCode::CompressionError,
-                        format!("DATA uses codec {}, which this side did not offer", enc.codec.name()),
+                        format!(
+                            "DATA uses codec {}, which this side did not offer",
+                            enc.codec.name()
+                        ),
                     );
                     return;
                 }
@@ -1302,7 +1329,8 @@ impl Connection {
                     StreamError::Reset(r.code)
                 };
                 self.kill_stream(id, Some(err));
-                self.events.push_back(Event::StreamReset { id, code: r.code });
+                self.events
+                    .push_back(Event::StreamReset { id, code: r.code });
             }
             Some(_) => {}
             None if self.is_closed_id(id) => {}

@@ -54,7 +54,6 @@ pub mod scheduler;
 pub mod sim;
 pub mod stream;
 
-
 pub use codec::CodecId;
 pub use config::{Config, ConfigError, PROTOCOL_VERSION};
 pub use connection::{Connection, ConnectionStats, Event, Transmit};

@@ -22,7 +22,7 @@ impl RttEstimator {
                 self.var = sample / 2;
             }
             Some(s) => {
-                let diff = if s > sample { s - sample } else { sample - s };
+                let diff = s.abs_diff(sample);
                 self.var = (self.var * 3 + diff) / 4;
                 self.smoothed = Some((s * 7 + sample) / 8);
             }

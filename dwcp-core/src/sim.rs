@@ -465,7 +465,10 @@ impl Traffic {
 
     /// Incoming streams read to FIN.
     pub fn finished_count(&self) -> usize {
-        self.received.values().filter(|r| r.finished_at.is_some()).count()
+        self.received
+            .values()
+            .filter(|r| r.finished_at.is_some())
+            .count()
     }
 
     /// Reacts to events and moves data. Call once per round.

@@ -108,7 +108,12 @@ pub(crate) struct Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(params: OpenParams, send_credit: u32, recv_initial: u32, recv_max: u32) -> Self {
+    pub(crate) fn new(
+        params: OpenParams,
+        send_credit: u32,
+        recv_initial: u32,
+        recv_max: u32,
+    ) -> Self {
         Stream {
             params,
             send_queue: VecDeque::new(),

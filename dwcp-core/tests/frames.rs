@@ -92,7 +92,10 @@ fn data_layout_plain_and_encoded() {
         fin: true,
     });
     let b = plain.to_bytes();
-    assert_eq!(&b[..], &[0x03, 0x01, 0, 0, 0, 3, 0, 0, 0, 3, b'a', b'b', b'c']);
+    assert_eq!(
+        &b[..],
+        &[0x03, 0x01, 0, 0, 0, 3, 0, 0, 0, 3, b'a', b'b', b'c']
+    );
     assert_eq!(decode_one(&b), Ok(Some(plain)));
     let enc = Frame::Data(Data {
         stream: 3,
@@ -148,12 +151,18 @@ fn window_reset_ping_goaway_layouts() {
         stream: 0,
         credit: 65536,
     });
-    assert_eq!(&w.to_bytes()[..], &[4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0]);
+    assert_eq!(
+        &w.to_bytes()[..],
+        &[4, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 1, 0, 0]
+    );
     let r = Frame::Reset(Reset {
         stream: 7,
         code: ErrorCode::Cancel,
     });
-    assert_eq!(&r.to_bytes()[..], &[5, 0, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 10]);
+    assert_eq!(
+        &r.to_bytes()[..],
+        &[5, 0, 0, 0, 0, 7, 0, 0, 0, 4, 0, 0, 0, 10]
+    );
     let p = Frame::Ping(Ping(*b"abcdefgh"));
     assert_eq!(&p.to_bytes()[..10], &[6, 0, 0, 0, 0, 0, 0, 0, 0, 8]);
     let q = Frame::Pong(Ping(*b"abcdefgh"));
@@ -212,7 +221,14 @@ fn error_codes_round_trip() {
 fn arb_frame() -> impl Strategy<Value = Frame> {
     let stream = 1u32..=u32::MAX;
     prop_oneof![
-        (any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>(), any::<u16>(), any::<[u32; 5]>())
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<[u32; 5]>()
+        )
             .prop_map(|(a, b, c, r, k, l)| Frame::Hello(Hello {
                 min_version: a.min(b),
                 max_version: a.max(b),
@@ -225,7 +241,14 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 initial_connection_window: l[3],
                 max_streams: l[4],
             })),
-        (stream.clone(), any::<u8>(), any::<u8>(), 1u16.., any::<u32>(), proptest::collection::vec(any::<u8>(), 0..=255))
+        (
+            stream.clone(),
+            any::<u8>(),
+            any::<u8>(),
+            1u16..,
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..=255)
+        )
             .prop_map(|(s, c, p, w, o, r)| Frame::Open(Open {
                 stream: s,
                 class: c,
@@ -234,7 +257,12 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 options: StreamOptions(o),
                 route: Bytes::from(r),
             })),
-        (stream.clone(), proptest::option::of((1u8..=2, any::<u32>())), proptest::collection::vec(any::<u8>(), 0..2000), any::<bool>())
+        (
+            stream.clone(),
+            proptest::option::of((1u8..=2, any::<u32>())),
+            proptest::collection::vec(any::<u8>(), 0..2000),
+            any::<bool>()
+        )
             .prop_map(|(s, e, p, fin)| Frame::Data(Data {
                 stream: s,
                 encoding: e.map(|(c, raw_len)| Encoding {
@@ -244,7 +272,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 payload: Bytes::from(p),
                 fin,
             })),
-        (any::<u32>(), 1u32..).prop_map(|(s, c)| Frame::Window(Window { stream: s, credit: c })),
+        (any::<u32>(), 1u32..).prop_map(|(s, c)| Frame::Window(Window {
+            stream: s,
+            credit: c
+        })),
         (stream.clone(), any::<u32>()).prop_map(|(s, c)| Frame::Reset(Reset {
             stream: s,
             code: ErrorCode::from_u32(c),

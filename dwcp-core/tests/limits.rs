@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use dwcp_core::frame::{Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Window};
 use dwcp_core::{
-    CodecId, Config, Connection, ConnectionError, ErrorCode, Event, OpenParams, Side,
-    StreamOptions,
+    CodecId, Config, Connection, ConnectionError, ErrorCode, Event, OpenParams, Side, StreamOptions,
 };
 
 /// A connection under test plus a scripted peer.
@@ -62,7 +61,11 @@ impl RawPeer {
             buf.extend_from_slice(&t.payload);
         }
         let mut out = Vec::new();
-        while let Some(f) = self.decoder.decode(&mut buf).expect("our own frames decode") {
+        while let Some(f) = self
+            .decoder
+            .decode(&mut buf)
+            .expect("our own frames decode")
+        {
             out.push(f);
         }
         out
@@ -87,10 +90,9 @@ impl RawPeer {
             Some(ConnectionError::Local { code: c, .. }) => assert_eq!(*c, code),
             other => panic!("unexpected error {other:?}"),
         }
-        assert!(self
-            .events()
-            .iter()
-            .any(|e| matches!(e, Event::Lost(ConnectionError::Local { code: c, .. }) if *c == code)));
+        assert!(self.events().iter().any(
+            |e| matches!(e, Event::Lost(ConnectionError::Local { code: c, .. }) if *c == code)
+        ));
     }
 
     fn open(&mut self, id: u32) {
@@ -172,7 +174,12 @@ fn lying_raw_length_is_a_compression_error() {
 fn compressed_data_round_trips() {
     let mut p = RawPeer::new(Config::default());
     p.open(1);
-    let text: Vec<u8> = b"the quick brown fox ".iter().cycle().take(100_000).copied().collect();
+    let text: Vec<u8> = b"the quick brown fox "
+        .iter()
+        .cycle()
+        .take(100_000)
+        .copied()
+        .collect();
     for codec in [CodecId::Lz4, CodecId::Zstd] {
         let payload = dwcp_core::codec::compress(codec, 3, &text).expect("compress");
         p.send(Frame::Data(Data {
@@ -404,7 +411,10 @@ fn peer_goaway_with_error_fails_streams() {
         reason: "disk on fire".into(),
     }));
     // Buffered data is still readable, then the loss is reported, never a clean FIN.
-    assert_eq!(p.conn.recv(1, usize::MAX).expect("data").map(|b| b.len()), Some(100));
+    assert_eq!(
+        p.conn.recv(1, usize::MAX).expect("data").map(|b| b.len()),
+        Some(100)
+    );
     match p.conn.recv(1, usize::MAX) {
         Err(dwcp_core::StreamError::ConnectionLost(ConnectionError::Remote { code, reason })) => {
             assert_eq!(code, ErrorCode::InternalError);
@@ -449,5 +459,7 @@ fn idle_timeout_fires() {
     }
     assert!(matches!(p.conn.error(), Some(ConnectionError::TimedOut(_))));
     let out = p.output();
-    assert!(out.iter().any(|f| matches!(f, Frame::GoAway(g) if g.code == ErrorCode::IdleTimeout)));
+    assert!(out
+        .iter()
+        .any(|f| matches!(f, Frame::GoAway(g) if g.code == ErrorCode::IdleTimeout)));
 }

@@ -27,7 +27,11 @@ fn handshake_completes_in_one_round_trip() {
     let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 50));
     established(&mut pair);
     // Both HELLOs cross at once: one one-way delay, not a round trip.
-    assert!(pair.elapsed() < Duration::from_millis(60), "{:?}", pair.elapsed());
+    assert!(
+        pair.elapsed() < Duration::from_millis(60),
+        "{:?}",
+        pair.elapsed()
+    );
     assert_eq!(pair.client.conn.version(), 1);
     assert_eq!(pair.client.conn.poll_event(), Some(Event::Connected));
     assert_eq!(pair.server.conn.poll_event(), Some(Event::Connected));
@@ -107,15 +111,23 @@ fn thousand_concurrent_streams_verified_by_hash() {
             server.add_stream(OpenParams::default(), len, 10_000 + i);
         }
     }
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(60), |_, c, s| {
-        s.finished_count() == 1000 && c.finished_count() == 100
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(60),
+        |_, c, s| s.finished_count() == 1000 && c.finished_count() == 100,
+    );
     assert!(ok, "server finished {}", server.finished_count());
     for (n, id) in client.opened.iter().enumerate() {
         let (len, seed) = expected[n];
         let r = &server.received[id];
         assert_eq!(r.len, len, "stream {id}");
-        assert_eq!(r.hash, expected_hash(seed, len, client.chunk), "stream {id}");
+        assert_eq!(
+            r.hash,
+            expected_hash(seed, len, client.chunk),
+            "stream {id}"
+        );
         assert!(r.error.is_none());
     }
     for id in &server.opened {
@@ -136,12 +148,26 @@ fn both_sides_writing_large_amounts_do_not_deadlock() {
         client.add_stream(OpenParams::default(), 8 << 20, i);
         server.add_stream(OpenParams::default(), 8 << 20, 100 + i);
     }
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(30), |_, c, s| {
-        c.finished_count() == 4 && s.finished_count() == 4
-    });
-    assert!(ok, "stalled at {:?}: c={} s={}", pair.elapsed(), client.bytes_read, server.bytes_read);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(30),
+        |_, c, s| c.finished_count() == 4 && s.finished_count() == 4,
+    );
+    assert!(
+        ok,
+        "stalled at {:?}: c={} s={}",
+        pair.elapsed(),
+        client.bytes_read,
+        server.bytes_read
+    );
     // 64 MiB each way over 100 Mbit/s takes ~5.4 s; full duplex, so both in parallel.
-    assert!(pair.elapsed() < Duration::from_secs(8), "{:?}", pair.elapsed());
+    assert!(
+        pair.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        pair.elapsed()
+    );
 }
 
 #[test]
@@ -153,17 +179,28 @@ fn an_unread_stream_does_not_block_the_others() {
     client.add_stream(OpenParams::default(), 4 << 20, 1);
     client.add_stream(OpenParams::default(), 4 << 20, 2);
     server.paused.insert(1);
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(10), |_, _, s| {
-        s.received.get(&3).is_some_and(|r| r.finished_at.is_some())
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&3).is_some_and(|r| r.finished_at.is_some()),
+    );
     assert!(ok, "stream 3 stalled behind unread stream 1");
     // Stream 1's unread data is bounded by its window.
     let buffered = pair.server.conn.stream_window(1).expect("stream 1 open");
-    assert!(buffered <= 256 * 1024, "window grew while unread: {buffered}");
+    assert!(
+        buffered <= 256 * 1024,
+        "window grew while unread: {buffered}"
+    );
     server.resume(&mut pair.server.conn, 1, pair.now);
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(10), |_, _, s| {
-        s.finished_count() == 2
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.finished_count() == 2,
+    );
     assert!(ok);
 }
 
@@ -183,17 +220,31 @@ fn reset_returns_connection_credit() {
     let mut server = Traffic::new();
     client.add_stream(OpenParams::default(), 4 << 20, 1);
     server.paused.insert(1);
-    run_traffic(&mut pair, &mut client, &mut server, Duration::from_millis(200), |_, _, _| false);
+    run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_millis(200),
+        |_, _, _| false,
+    );
     client.add_stream(OpenParams::default(), 1 << 20, 2);
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(1), |_, _, s| {
-        s.finished_count() == 1
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(1),
+        |_, _, s| s.finished_count() == 1,
+    );
     assert!(!ok, "stream 3 should be starved by the unread stream 1");
     // The reader resets the unread stream: its buffered bytes' credit must come back.
     pair.server.conn.reset(1, ErrorCode::Cancel).expect("reset");
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(5), |_, _, s| {
-        s.received.get(&3).is_some_and(|r| r.finished_at.is_some())
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(5),
+        |_, _, s| s.received.get(&3).is_some_and(|r| r.finished_at.is_some()),
+    );
     assert!(ok, "connection credit leaked by reset");
     assert!(client.resets.contains(&(1, ErrorCode::Cancel)));
 }
@@ -205,10 +256,18 @@ fn single_stream_reaches_90_percent_of_100mbit_at_100ms_rtt() {
     let mut server = Traffic::new();
     client.add_stream(OpenParams::default(), 1 << 30, 1);
     // Warm-up: windows auto-tune during the first seconds.
-    run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(5), |_, _, _| false);
+    run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(5),
+        |_, _, _| false,
+    );
     let start_bytes = server.bytes_read;
     let measure = Duration::from_secs(10);
-    run_traffic(&mut pair, &mut client, &mut server, measure, |_, _, _| false);
+    run_traffic(&mut pair, &mut client, &mut server, measure, |_, _, _| {
+        false
+    });
     let rate_bps = (server.bytes_read - start_bytes) as f64 * 8.0 / measure.as_secs_f64();
     let window = pair.server.conn.stream_window(1).expect("open");
     println!(
@@ -218,8 +277,15 @@ fn single_stream_reaches_90_percent_of_100mbit_at_100ms_rtt() {
         window / 1024,
         pair.server.conn.stats().smoothed_rtt
     );
-    assert!(rate_bps >= 0.9 * 100e6, "goodput {:.1} Mbit/s", rate_bps / 1e6);
-    assert!(window > 256 * 1024, "window auto-tuned beyond its initial size");
+    assert!(
+        rate_bps >= 0.9 * 100e6,
+        "goodput {:.1} Mbit/s",
+        rate_bps / 1e6
+    );
+    assert!(
+        window > 256 * 1024,
+        "window auto-tuned beyond its initial size"
+    );
 }
 
 #[test]
@@ -230,19 +296,30 @@ fn goaway_drains_open_streams_and_refuses_new_ones() {
     for i in 0..10 {
         client.add_stream(OpenParams::default(), 2 << 20, i);
     }
-    run_traffic(&mut pair, &mut client, &mut server, Duration::from_millis(300), |_, _, s| {
-        s.received.len() == 10
-    });
+    run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_millis(300),
+        |_, _, s| s.received.len() == 10,
+    );
     assert_eq!(client.opened.len(), 10);
     pair.server.conn.goaway("maintenance");
-    let ok = run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(30), |_, c, s| {
-        c.drained && s.drained
-    });
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(30),
+        |_, c, s| c.drained && s.drained,
+    );
     assert!(ok, "drain did not complete");
     // Every stream opened before GOAWAY completed in full.
     assert_eq!(server.finished_count(), 10);
     for (n, id) in client.opened.iter().enumerate() {
-        assert_eq!(server.received[id].hash, expected_hash(n as u64, 2 << 20, client.chunk));
+        assert_eq!(
+            server.received[id].hash,
+            expected_hash(n as u64, 2 << 20, client.chunk)
+        );
     }
     assert!(pair.client.conn.is_closed() && pair.server.conn.is_closed());
     assert!(pair.client.conn.error().is_none());
@@ -258,8 +335,15 @@ fn stream_opened_across_goaway_is_refused() {
     established(&mut pair);
     // The client opens a stream while the server's GOAWAY is in flight.
     pair.server.conn.goaway("bye");
-    let id = pair.client.conn.open_stream(OpenParams::default()).expect("not yet draining");
-    pair.client.conn.send(id, Bytes::from_static(b"late")).expect("send");
+    let id = pair
+        .client
+        .conn
+        .open_stream(OpenParams::default())
+        .expect("not yet draining");
+    pair.client
+        .conn
+        .send(id, Bytes::from_static(b"late"))
+        .expect("send");
     let ok = pair.run_until(Duration::from_secs(2), |p| {
         p.client.conn.is_closed() && p.server.conn.is_closed()
     });
@@ -276,12 +360,22 @@ fn dead_peer_times_out_and_streams_report_it() {
     };
     let mut pair = Pair::new(cfg.clone(), cfg, wan(100, 10));
     established(&mut pair);
-    let id = pair.client.conn.open_stream(OpenParams::default()).expect("open");
-    pair.client.conn.send(id, Bytes::from_static(b"hi")).expect("send");
+    let id = pair
+        .client
+        .conn
+        .open_stream(OpenParams::default())
+        .expect("open");
+    pair.client
+        .conn
+        .send(id, Bytes::from_static(b"hi"))
+        .expect("send");
     pair.run_until(Duration::from_millis(100), |_| false);
     pair.server.transmit = false; // the server goes silent
     pair.run_until(Duration::from_secs(10), |p| p.client.conn.error().is_some());
-    assert!(matches!(pair.client.conn.error(), Some(ConnectionError::TimedOut(_))));
+    assert!(matches!(
+        pair.client.conn.error(),
+        Some(ConnectionError::TimedOut(_))
+    ));
     assert!(matches!(
         pair.client.conn.recv(id, 10),
         Err(StreamError::ConnectionLost(ConnectionError::TimedOut(_)))
@@ -301,7 +395,10 @@ fn keepalive_holds_idle_connection_and_measures_rtt() {
     assert!(pair.server.conn.error().is_none());
     let rtt = pair.client.conn.rtt();
     let min = rtt.min().expect("rtt sampled");
-    assert!(min >= Duration::from_millis(80) && min < Duration::from_millis(82), "{min:?}");
+    assert!(
+        min >= Duration::from_millis(80) && min < Duration::from_millis(82),
+        "{min:?}"
+    );
     assert!(rtt.smoothed().expect("srtt") < Duration::from_millis(85));
 }
 
@@ -310,9 +407,29 @@ fn weights_share_the_link() {
     let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 5));
     let mut client = Traffic::new();
     let mut server = Traffic::new();
-    client.add_stream(OpenParams { weight: 1, ..OpenParams::default() }, 1 << 30, 1);
-    client.add_stream(OpenParams { weight: 3, ..OpenParams::default() }, 1 << 30, 2);
-    run_traffic(&mut pair, &mut client, &mut server, Duration::from_secs(3), |_, _, _| false);
+    client.add_stream(
+        OpenParams {
+            weight: 1,
+            ..OpenParams::default()
+        },
+        1 << 30,
+        1,
+    );
+    client.add_stream(
+        OpenParams {
+            weight: 3,
+            ..OpenParams::default()
+        },
+        1 << 30,
+        2,
+    );
+    run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(3),
+        |_, _, _| false,
+    );
     let a = server.received[&1].len as f64;
     let b = server.received[&3].len as f64;
     let ratio = b / a;

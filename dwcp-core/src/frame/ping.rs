@@ -11,12 +11,10 @@ pub struct Ping(pub [u8; 8]);
 
 impl Ping {
     pub(crate) fn decode(kind: &'static str, p: Bytes) -> Result<Ping, FrameError> {
-        let arr: [u8; 8] = p[..]
-            .try_into()
-            .map_err(|_| FrameError::Invalid {
-                kind,
-                what: "payload must be exactly 8 bytes",
-            })?;
+        let arr: [u8; 8] = p[..].try_into().map_err(|_| FrameError::Invalid {
+            kind,
+            what: "payload must be exactly 8 bytes",
+        })?;
         Ok(Ping(arr))
     }
 
