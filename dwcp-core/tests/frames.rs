@@ -181,6 +181,22 @@ fn window_reset_ping_goaway_layouts() {
     }
 }
 
+/// Found by cargo-fuzz: a reason of invalid UTF-8 grew past 1,024 bytes when
+/// decoded lossily, so re-encoding truncated it.
+#[test]
+fn goaway_reason_with_invalid_utf8_round_trips() {
+    let mut b = vec![8u8, 0, 0, 0, 0, 0];
+    b.extend_from_slice(&(8u32 + 1024).to_be_bytes());
+    b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    b.extend(std::iter::repeat_n(0xffu8, 1024));
+    let Ok(Some(f @ Frame::GoAway(_))) = decode_one(&b) else {
+        panic!("GOAWAY expected");
+    };
+    let Frame::GoAway(g) = &f else { unreachable!() };
+    assert!(g.reason.len() <= 1024);
+    assert_eq!(decode_one(&f.to_bytes()), Ok(Some(f.clone())));
+}
+
 #[test]
 fn malformed_small_frames() {
     // WINDOW with zero credit, PING of 7 bytes, HELLO on a stream, DATA on stream 0.

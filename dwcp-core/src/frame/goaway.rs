@@ -31,10 +31,18 @@ impl GoAway {
                 what: "reason longer than 1024 bytes",
             });
         }
+        // Invalid UTF-8 is replaced (U+FFFD takes 3 bytes), which can lengthen
+        // the text: cut it back to the limit so it re-encodes unchanged.
+        let mut reason = String::from_utf8_lossy(&p).into_owned();
+        let mut end = reason.len().min(MAX_REASON_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
         Ok(GoAway {
             last_stream,
             code,
-            reason: String::from_utf8_lossy(&p).into_owned(),
+            reason,
         })
     }
 
