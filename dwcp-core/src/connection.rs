@@ -43,6 +43,9 @@ pub enum Event {
     StreamReadable(StreamId),
     /// A stream that returned `Blocked` to `send` has room again.
     StreamWritable(StreamId),
+    /// The stream is fully closed and forgotten (or was refused): drivers may
+    /// release anything they hold for it.
+    StreamClosed(StreamId),
     /// The peer reset (or refused) a stream.
     StreamReset {
         /// The stream.
@@ -509,7 +512,7 @@ impl Connection {
             return Ok(Some(out));
         }
         if let Some(t) = s.terminal.take() {
-            self.streams.remove(&id);
+            self.forget(id);
             return Err(t);
         }
         match s.recv_state {
@@ -539,7 +542,7 @@ impl Connection {
             return Err(StreamError::UnknownStream);
         };
         if s.terminal.is_some() {
-            self.streams.remove(&id);
+            self.forget(id);
             return Ok(());
         }
         if !matches!(self.state, State::Closing | State::Closed) {
@@ -548,6 +551,40 @@ impl Connection {
             self.stats.resets_sent += 1;
         }
         self.kill_stream(id, None);
+        Ok(())
+    }
+
+    /// Stops reading a stream without resetting it: unread data is discarded
+    /// (its credit returned) and later data is discarded on arrival until the
+    /// peer's FIN. Data this side queued still goes out. Used when a reader is
+    /// dropped after finishing its own direction.
+    ///
+    /// # Errors
+    /// [`StreamError::UnknownStream`] if there is no such stream.
+    pub fn detach_reader(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return Err(StreamError::UnknownStream);
+        };
+        s.detached = true;
+        let unread: u64 = s.recv_queue.iter().map(|b| b.len() as u64).sum();
+        s.recv_queue = VecDeque::new();
+        s.recv_window.on_consume(unread);
+        if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending {
+            s.window_pending = true;
+            self.window_queue.push_back(id);
+        }
+        if s.recv_state == RecvState::FinReceived {
+            s.recv_state = RecvState::Done;
+        }
+        self.conn_recv.on_consume(unread);
+        if self.conn_recv.wants_update() {
+            self.conn_window_pending = true;
+        }
+        if s.terminal.is_some() {
+            self.forget(id);
+        } else {
+            self.maybe_forget(id);
+        }
         Ok(())
     }
 
@@ -843,9 +880,7 @@ impl Connection {
                     self.events.push_back(Event::StreamReadable(id));
                 }
             }
-            None => {
-                self.streams.remove(&id);
-            }
+            None => self.forget(id),
         }
         if was_live {
             self.dec_count(id);
@@ -855,8 +890,14 @@ impl Connection {
 
     fn maybe_forget(&mut self, id: StreamId) {
         if self.streams.get(&id).is_some_and(|s| s.finished()) {
-            self.streams.remove(&id);
+            self.forget(id);
             self.dec_count(id);
+        }
+    }
+
+    fn forget(&mut self, id: StreamId) {
+        if self.streams.remove(&id).is_some() {
+            self.events.push_back(Event::StreamClosed(id));
         }
     }
 
@@ -1160,6 +1201,7 @@ impl Connection {
                 stream: id,
                 code: ErrorCode::RefusedStream,
             }));
+            self.events.push_back(Event::StreamClosed(id));
             return;
         }
         let Some(peer) = &self.peer else { return };
@@ -1273,6 +1315,25 @@ impl Connection {
                 }
             }
         };
+        if s.detached {
+            s.recv_window.on_consume(raw);
+            if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending
+            {
+                s.window_pending = true;
+                self.window_queue.push_back(id);
+            }
+            if d.fin {
+                s.recv_state = RecvState::Done;
+            }
+            self.conn_recv.on_consume(raw);
+            if self.conn_recv.wants_update() {
+                self.conn_window_pending = true;
+            }
+            if d.fin {
+                self.maybe_forget(id);
+            }
+            return;
+        }
         if !bytes.is_empty() {
             s.recv_queue.push_back(bytes);
         }

@@ -19,6 +19,8 @@
 //! | [`scheduler`] | deficit round robin: who sends next |
 //! | [`rtt`] | smoothed / min RTT from PING/PONG |
 //! | [`codec`] | none / lz4 / zstd with bounded decoding |
+//! | [`net`] | async API and transports: QUIC (quinn), TCP lanes, in-memory |
+//! | [`tls`] | mutual-TLS identities, development CA |
 //! | [`sim`] | a virtual-time link joining two connections, for tests and demos |
 //! | [`fuzzing`] | harnesses shared by fuzz targets and property tests |
 //!
@@ -40,7 +42,7 @@
 //! pair.run_until(Duration::from_secs(1), |p| matches!(p.server.conn.recv(id, 1024), Ok(Some(_))));
 //! ```
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod codec;
 pub mod config;
@@ -49,10 +51,12 @@ pub mod error;
 pub mod flow;
 pub mod frame;
 pub mod fuzzing;
+pub mod net;
 pub mod rtt;
 pub mod scheduler;
 pub mod sim;
 pub mod stream;
+pub mod tls;
 
 pub use codec::CodecId;
 pub use config::{Config, ConfigError, PROTOCOL_VERSION};

@@ -386,7 +386,8 @@ impl Source {
         }
     }
 
-    fn next_chunk(&mut self, max: usize) -> Option<Bytes> {
+    /// The next chunk of at most `max` bytes, or `None` at the end.
+    pub fn next_chunk(&mut self, max: usize) -> Option<Bytes> {
         if let Some(p) = self.pending.take() {
             return Some(p);
         }
@@ -399,6 +400,13 @@ impl Source {
         self.hasher.write(&v);
         self.remaining -= n as u64;
         Some(Bytes::from(v))
+    }
+}
+
+impl Source {
+    /// Hash of everything generated so far (the whole content once exhausted).
+    pub fn hash(&self) -> u64 {
+        self.hasher.finish()
     }
 }
 
@@ -486,7 +494,7 @@ impl Traffic {
                 Event::StreamReset { id, code } => self.resets.push((id, code)),
                 Event::Drained => self.drained = true,
                 Event::Lost(e) => self.lost = Some(e),
-                Event::Connected | Event::GoAway { .. } => {}
+                Event::Connected | Event::GoAway { .. } | Event::StreamClosed(_) => {}
             }
         }
         while conn.is_established() && !conn.is_draining() {

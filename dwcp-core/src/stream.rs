@@ -102,6 +102,8 @@ pub(crate) struct Stream {
     pub(crate) recv_state: RecvState,
     pub(crate) readable_pending: bool,
     pub(crate) window_pending: bool,
+    /// The application stopped reading: data is discarded on arrival.
+    pub(crate) detached: bool,
     /// Set when the stream ended abnormally; reported once to the application.
     pub(crate) terminal: Option<StreamError>,
     pub(crate) sched: SchedState,
@@ -126,6 +128,7 @@ impl Stream {
             recv_state: RecvState::Open,
             readable_pending: false,
             window_pending: false,
+            detached: false,
             terminal: None,
             sched: SchedState::default(),
         }

@@ -1,0 +1,547 @@
+//! The thin async driver: one task moves frames from the protocol core to the
+//! transport lanes and runs timers; one task per lane reads bytes into the core;
+//! one task per lane writes frames with vectored writes.
+//!
+//! The core sits behind a `std::sync::Mutex` held only for short, non-blocking
+//! calls; every change to it is followed by [`Inner::dispatch`], which turns
+//! core events into task wake-ups, so no wake-up is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::debug;
+
+use crate::{Connection as Core, ConnectionError, Event, StreamId, Transmit};
+
+/// Frames queued per lane before the driver waits for the lane writer.
+const LANE_QUEUE: usize = 64;
+/// Frames written per vectored write.
+const WRITE_BATCH: usize = 32;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where the connection stands, published to handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Handshaking,
+    Established,
+    Closed(Option<ConnectionError>),
+}
+
+/// A lane's writer: frames are sent here in order; dropping the sender
+/// finishes the lane after the queued frames are written.
+pub(crate) type LaneTx = mpsc::Sender<Transmit>;
+
+/// How frames are mapped onto the transport.
+#[derive(Debug)]
+pub(crate) enum Routing {
+    /// N ordered byte lanes (TCP or in-memory): stream `id` uses lane `id % N`,
+    /// connection frames lane 0.
+    Lanes(Vec<LaneTx>),
+    /// QUIC: connection frames on the control stream, each DWCP stream on its
+    /// own QUIC stream (no head-of-line blocking between DWCP streams).
+    Quic {
+        conn: quinn::Connection,
+        control: LaneTx,
+        streams: HashMap<StreamId, LaneTx>,
+    },
+}
+
+/// Transport-level figures (RTT and loss as the transport sees them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransportStats {
+    /// `quic`, `tcp` or `memory`.
+    pub kind: &'static str,
+    /// Smoothed RTT reported by the transport.
+    pub rtt: Option<std::time::Duration>,
+    /// Minimum RTT reported by the transport (QUIC only).
+    pub min_rtt: Option<std::time::Duration>,
+    /// Packets (QUIC) or segments (TCP) sent.
+    pub sent_packets: u64,
+    /// Packets lost (QUIC) or segments retransmitted (TCP).
+    pub lost_packets: u64,
+    /// `lost_packets / sent_packets`.
+    pub loss_rate: f64,
+    /// Congestion window in bytes (sum over lanes for TCP).
+    pub cwnd: u64,
+    /// Number of lanes (TCP) or QUIC streams in use.
+    pub lanes: usize,
+}
+
+/// Reads transport statistics.
+pub(crate) type StatsFn = Box<dyn Fn() -> TransportStats + Send + Sync>;
+
+pub(crate) struct Inner {
+    pub(crate) core: Core,
+    read_wakers: HashMap<StreamId, Waker>,
+    write_wakers: HashMap<StreamId, Waker>,
+    pub(crate) accept: VecDeque<StreamId>,
+    accept_wakers: Vec<Waker>,
+    pub(crate) routing: Routing,
+    /// Streams closed by the core whose QUIC stream is finished once the
+    /// frames already produced for them are queued.
+    closing: Vec<StreamId>,
+    phase: watch::Sender<Phase>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}
+
+/// State shared by the driver, the lane tasks and the API handles.
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    pub(crate) wake_driver: Notify,
+    pub(crate) phase: watch::Receiver<Phase>,
+    pub(crate) stats: StatsFn,
+    pub(crate) peer_identity: Option<String>,
+    pub(crate) remote_addr: Option<std::net::SocketAddr>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("peer_identity", &self.peer_identity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        core: Core,
+        routing: Routing,
+        stats: StatsFn,
+        peer_identity: Option<String>,
+        remote_addr: Option<std::net::SocketAddr>,
+    ) -> Arc<Shared> {
+        let (tx, rx) = watch::channel(Phase::Handshaking);
+        Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                core,
+                read_wakers: HashMap::new(),
+                write_wakers: HashMap::new(),
+                accept: VecDeque::new(),
+                accept_wakers: Vec::new(),
+                routing,
+                closing: Vec::new(),
+                phase: tx,
+            }),
+            wake_driver: Notify::new(),
+            phase: rx,
+            stats,
+            peer_identity,
+            remote_addr,
+        })
+    }
+
+    /// Locks the state. A poisoned lock (a panic elsewhere) is still usable:
+    /// the core is never left half-updated by the short calls made under it.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reports a failed lane.
+    pub(crate) fn transport_failed(&self, reason: &str) {
+        let mut inner = self.lock();
+        inner.core.handle_transport_error(reason);
+        inner.dispatch();
+        drop(inner);
+        self.wake_driver.notify_one();
+    }
+}
+
+impl Inner {
+    pub(crate) fn register_read(&mut self, id: StreamId, w: &Waker) {
+        self.read_wakers.insert(id, w.clone());
+    }
+
+    pub(crate) fn register_write(&mut self, id: StreamId, w: &Waker) {
+        self.write_wakers.insert(id, w.clone());
+    }
+
+    pub(crate) fn register_accept(&mut self, w: &Waker) {
+        if !self.accept_wakers.iter().any(|x| x.will_wake(w)) {
+            self.accept_wakers.push(w.clone());
+        }
+    }
+
+    pub(crate) fn forget_wakers(&mut self, id: StreamId) {
+        self.read_wakers.remove(&id);
+        self.write_wakers.remove(&id);
+    }
+
+    fn wake_all(&mut self) {
+        for (_, w) in self.read_wakers.drain() {
+            w.wake();
+        }
+        for (_, w) in self.write_wakers.drain() {
+            w.wake();
+        }
+        for w in self.accept_wakers.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Turns core events into wake-ups. Call after every change to the core.
+    pub(crate) fn dispatch(&mut self) {
+        while let Some(ev) = self.core.poll_event() {
+            match ev {
+                Event::Connected => {
+                    self.phase.send_replace(Phase::Established);
+                }
+                Event::StreamOpened(id) => {
+                    self.accept.push_back(id);
+                    for w in self.accept_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+                Event::StreamReadable(id) => {
+                    if let Some(w) = self.read_wakers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::StreamWritable(id) => {
+                    if let Some(w) = self.write_wakers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::StreamReset { id, .. } => {
+                    if let Some(w) = self.read_wakers.remove(&id) {
+                        w.wake();
+                    }
+                    if let Some(w) = self.write_wakers.remove(&id) {
+                        w.wake();
+                    }
+                }
+                Event::StreamClosed(id) => {
+                    if matches!(self.routing, Routing::Quic { .. }) {
+                        self.closing.push(id);
+                    }
+                }
+                Event::GoAway { .. } => {
+                    for w in self.accept_wakers.drain(..) {
+                        w.wake();
+                    }
+                }
+                Event::Drained => {
+                    self.phase.send_replace(Phase::Closed(None));
+                    self.wake_all();
+                }
+                Event::Lost(e) => {
+                    self.phase.send_replace(Phase::Closed(Some(e)));
+                    self.wake_all();
+                }
+            }
+        }
+    }
+
+    /// The lane a frame goes to; for QUIC, opens a QUIC stream for a new local stream.
+    fn route(&mut self, stream: StreamId, shared: &Arc<Shared>) -> Option<LaneTx> {
+        match &mut self.routing {
+            Routing::Lanes(lanes) => {
+                if lanes.is_empty() {
+                    return None;
+                }
+                let i = stream as usize % lanes.len();
+                lanes.get(i).cloned()
+            }
+            Routing::Quic {
+                conn,
+                control,
+                streams,
+            } => {
+                if stream == 0 {
+                    return Some(control.clone());
+                }
+                if let Some(tx) = streams.get(&stream) {
+                    return Some(tx.clone());
+                }
+                let local = (stream % 2 == 1) == (self.core.side() == crate::Side::Client);
+                if !local {
+                    debug!(
+                        stream,
+                        "dwcp: dropping a frame for a peer stream with no QUIC stream"
+                    );
+                    return None;
+                }
+                // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
+                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                let conn = conn.clone();
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    match conn.open_bi().await {
+                        Ok((send, recv)) => {
+                            tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
+                            write_quic_lane(send, rx, shared).await;
+                        }
+                        Err(e) => shared.transport_failed(&format!("opening a QUIC stream: {e}")),
+                    }
+                });
+                streams.insert(stream, tx.clone());
+                Some(tx)
+            }
+        }
+    }
+}
+
+/// What a lane carries, for end-of-stream handling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LaneRole {
+    /// Carries connection frames (TCP lane 0, QUIC control): gates nothing.
+    Control,
+    /// Another TCP/in-memory lane: waits for the handshake; EOF is a failure.
+    Lane,
+    /// A QUIC stream carrying one DWCP stream: waits for the handshake; EOF is normal.
+    QuicStream,
+}
+
+/// The driver task: transmit, timers, shutdown.
+pub(crate) async fn drive(shared: Arc<Shared>) {
+    let mut pending: Option<(LaneTx, Transmit)> = None;
+    loop {
+        if let Some((lane, t)) = pending.take() {
+            // Waits for room on a full lane; a closed lane reports its own error.
+            let _ = lane.send(t).await;
+        }
+        let (timeout, done) = {
+            let mut inner = shared.lock();
+            let now = Instant::now();
+            if inner.core.poll_timeout().is_some_and(|t| t <= now) {
+                inner.core.handle_timeout(now);
+            }
+            while let Some(t) = inner.core.poll_transmit(now) {
+                let Some(lane) = inner.route(t.stream, &shared) else {
+                    continue;
+                };
+                match lane.try_send(t) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(t)) => {
+                        pending = Some((lane, t));
+                        break;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+            inner.dispatch();
+            if pending.is_none() {
+                // Every frame of these streams is queued: dropping the sender
+                // finishes the QUIC stream after them.
+                let closing = std::mem::take(&mut inner.closing);
+                if let Routing::Quic { streams, .. } = &mut inner.routing {
+                    for id in closing {
+                        streams.remove(&id);
+                    }
+                }
+            }
+            (inner.core.poll_timeout(), inner.core.is_closed())
+        };
+        if done && pending.is_none() {
+            break;
+        }
+        if pending.is_some() {
+            continue;
+        }
+        match timeout {
+            Some(t) => {
+                tokio::select! {
+                    _ = shared.wake_driver.notified() => {}
+                    _ = tokio::time::sleep_until(t.into()) => {}
+                }
+            }
+            None => shared.wake_driver.notified().await,
+        }
+    }
+    // Closed: drop every lane sender so the writers flush and finish.
+    let mut inner = shared.lock();
+    inner.dispatch();
+    match &mut inner.routing {
+        Routing::Lanes(l) => l.clear(),
+        Routing::Quic { streams, .. } => streams.clear(),
+    }
+    // The QUIC control sender is dropped with the routing below.
+    let routing = std::mem::replace(&mut inner.routing, Routing::Lanes(Vec::new()));
+    drop(inner);
+    drop(routing);
+    debug!("dwcp: driver finished");
+}
+
+/// Reads a lane into the core until EOF or error.
+pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared>, role: LaneRole) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut phase = shared.phase.clone();
+    loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 8 {
+            buf.reserve(READ_CHUNK);
+        }
+        let res = r.read_buf(&mut buf).await;
+        match res {
+            Ok(0) => {
+                if matches!(role, LaneRole::Control | LaneRole::Lane) {
+                    shared.transport_failed("lane closed by the peer");
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                shared.transport_failed(&format!("lane read failed: {e}"));
+                return;
+            }
+        }
+        if role != LaneRole::Control {
+            // Frames of streams must not overtake the peer's HELLO on the control lane.
+            while *phase.borrow_and_update() == Phase::Handshaking {
+                if phase.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+        let mut inner = shared.lock();
+        inner.core.handle_input(Instant::now(), &mut buf);
+        inner.dispatch();
+        let closed = inner.core.is_closed();
+        drop(inner);
+        shared.wake_driver.notify_one();
+        if closed {
+            return;
+        }
+    }
+}
+
+/// Reads a QUIC stream accepted from the peer: its first frame names the DWCP
+/// stream, whose frames this side then sends on the stream's send half.
+pub(crate) async fn read_accepted_quic(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+) {
+    let mut head = [0u8; crate::frame::HEADER_LEN];
+    if let Err(e) = recv.read_exact(&mut head).await {
+        debug!("dwcp: accepted QUIC stream ended before its first frame: {e}");
+        return;
+    }
+    let Some(h) = crate::frame::Header::peek(&head) else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(LANE_QUEUE);
+    {
+        let mut inner = shared.lock();
+        if let Routing::Quic { streams, .. } = &mut inner.routing {
+            streams.insert(h.stream, tx);
+        }
+    }
+    tokio::spawn(write_quic_lane(send, rx, shared.clone()));
+    let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
+    read_lane(prefixed, shared, LaneRole::QuicStream).await;
+}
+
+/// Writes frames to a byte lane with vectored writes, then shuts it down.
+pub(crate) async fn write_lane<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Transmit>,
+    shared: Arc<Shared>,
+) {
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(WRITE_BATCH * 2);
+    while let Some(t) = rx.recv().await {
+        push(&mut batch, t);
+        while batch.len() < WRITE_BATCH * 2 {
+            match rx.try_recv() {
+                Ok(t) => push(&mut batch, t),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_all_vectored(&mut w, &mut batch).await {
+            shared.transport_failed(&format!("lane write failed: {e}"));
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+fn push(batch: &mut VecDeque<Bytes>, t: Transmit) {
+    batch.push_back(t.header);
+    if !t.payload.is_empty() {
+        batch.push_back(t.payload);
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    batch: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !batch.is_empty() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = batch.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    w.flush().await
+}
+
+/// Writes frames to a QUIC stream without copying (`write_all_chunks`) until
+/// the sender is dropped. Returns false if the stream failed.
+pub(crate) async fn write_quic_frames(
+    send: &mut quinn::SendStream,
+    mut rx: mpsc::Receiver<Transmit>,
+    shared: &Arc<Shared>,
+) -> bool {
+    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH * 2);
+    while let Some(t) = rx.recv().await {
+        batch.push(t.header);
+        if !t.payload.is_empty() {
+            batch.push(t.payload);
+        }
+        while batch.len() < WRITE_BATCH * 2 {
+            match rx.try_recv() {
+                Ok(t) => {
+                    batch.push(t.header);
+                    if !t.payload.is_empty() {
+                        batch.push(t.payload);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = send.write_all_chunks(&mut batch).await {
+            shared.transport_failed(&format!("QUIC stream write failed: {e}"));
+            return false;
+        }
+        batch.clear();
+    }
+    true
+}
+
+/// Writes a DWCP stream's QUIC stream, then finishes it.
+pub(crate) async fn write_quic_lane(
+    mut send: quinn::SendStream,
+    rx: mpsc::Receiver<Transmit>,
+    shared: Arc<Shared>,
+) {
+    if write_quic_frames(&mut send, rx, &shared).await {
+        let _ = send.finish();
+    }
+}

@@ -1,0 +1,87 @@
+//! In-memory transport: two connections joined by `tokio::io::duplex` lanes,
+//! with the same API as the network transports. For tests and benchmarks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::net::connection::Connection;
+use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
+use crate::{Config, ConfigError, Connection as Core, Side};
+
+/// Starts a connection over already-established byte lanes (TCP+TLS lanes or
+/// in-memory pipes). Lane 0 carries connection frames.
+pub(crate) fn spawn_lanes<R, W>(
+    core: Core,
+    lanes: Vec<(R, W)>,
+    stats: StatsFn,
+    peer_identity: Option<String>,
+    remote_addr: Option<std::net::SocketAddr>,
+) -> Connection
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut txs = Vec::with_capacity(lanes.len());
+    let mut rxs = Vec::with_capacity(lanes.len());
+    for _ in 0..lanes.len() {
+        let (tx, rx) = mpsc::channel(64);
+        txs.push(tx);
+        rxs.push(rx);
+    }
+    let shared = Shared::new(core, Routing::Lanes(txs), stats, peer_identity, remote_addr);
+    for (i, ((r, w), rx)) in lanes.into_iter().zip(rxs).enumerate() {
+        let role = if i == 0 {
+            LaneRole::Control
+        } else {
+            LaneRole::Lane
+        };
+        tokio::spawn(driver::read_lane(r, shared.clone(), role));
+        tokio::spawn(driver::write_lane(w, rx, shared.clone()));
+    }
+    tokio::spawn(driver::drive(shared.clone()));
+    Connection::new(Arc::clone(&shared))
+}
+
+/// Two connected DWCP connections over `lanes` in-memory pipes of
+/// `pipe_bytes` capacity each. Must be called inside a tokio runtime.
+///
+/// # Errors
+/// Either configuration is invalid.
+pub async fn pair(
+    client: Config,
+    server: Config,
+    lanes: usize,
+    pipe_bytes: usize,
+) -> Result<(Connection, Connection), crate::net::Error> {
+    let now = Instant::now();
+    let cc = Core::new(client, Side::Client, now)
+        .map_err(|e: ConfigError| crate::net::Error::Config(e.0))?;
+    let sc = Core::new(server, Side::Server, now)
+        .map_err(|e: ConfigError| crate::net::Error::Config(e.0))?;
+    let mut a = Vec::new();
+    let mut b = Vec::new();
+    for _ in 0..lanes.max(1) {
+        let (x, y) = tokio::io::duplex(pipe_bytes);
+        let (xr, xw) = tokio::io::split(x);
+        let (yr, yw) = tokio::io::split(y);
+        a.push((xr, xw));
+        b.push((yr, yw));
+    }
+    let stats = |n: usize| -> StatsFn {
+        Box::new(move || TransportStats {
+            kind: "memory",
+            lanes: n,
+            ..TransportStats::default()
+        })
+    };
+    let n = a.len();
+    let c = spawn_lanes(cc, a, stats(n), None, None);
+    let s = spawn_lanes(sc, b, stats(n), None, None);
+    let timeout = std::time::Duration::from_secs(10);
+    let c = crate::net::endpoint::establish(c, timeout).await?;
+    let s = crate::net::endpoint::establish(s, timeout).await?;
+    Ok((c, s))
+}

@@ -1,0 +1,26 @@
+//! The async API over real transports: [`Endpoint`], [`Connection`], [`Stream`].
+//!
+//! | file | concern |
+//! |---|---|
+//! | `endpoint.rs` | binding, connecting, accepting; endpoint configuration |
+//! | `connection.rs` | the connection handle: open/accept streams, stats, drain |
+//! | `stream.rs` | the stream handle: zero-copy `send`/`recv`, `AsyncRead`/`AsyncWrite` |
+//! | `driver.rs` | the tasks that move frames between the core and the lanes |
+//! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS |
+//! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
+//! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
+//! | `mem.rs` | in-memory lanes for tests and benchmarks |
+
+mod connection;
+pub(crate) mod driver;
+mod endpoint;
+pub mod mem;
+mod quic;
+mod stream;
+mod tcp;
+mod tcp_info;
+
+pub use connection::{Connection, Stats};
+pub use driver::TransportStats;
+pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport};
+pub use stream::{Compression, Stream, StreamOptions};

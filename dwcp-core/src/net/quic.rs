@@ -1,0 +1,216 @@
+//! QUIC transport (quinn) with mutual TLS.
+//!
+//! Connection frames (HELLO, PING, WINDOW for the connection, GOAWAY) travel on
+//! the first bidirectional QUIC stream, opened by the client. Each DWCP stream
+//! travels on its own bidirectional QUIC stream, opened by the side that opens
+//! the DWCP stream, so a loss on one stream never delays another (no
+//! cross-stream head-of-line blocking). quinn's windows are set at least as
+//! large as DWCP's ceilings, so DWCP's windows, auto-tuned to the measured
+//! bandwidth-delay product, are the ones that bind.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{TransportConfig, VarInt};
+use tokio::sync::mpsc;
+
+use crate::net::connection::Connection;
+use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
+use crate::net::endpoint::{establish, Counters, EndpointConfig, Error};
+use crate::tls::peer_name;
+use crate::{Connection as Core, Side};
+
+fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
+    let p = &cfg.protocol;
+    let mut t = TransportConfig::default();
+    let stream_window = (p.max_stream_window as u64).max(1 << 20);
+    let conn_window = (p.max_connection_window as u64).max(stream_window);
+    t.stream_receive_window(VarInt::from_u32(stream_window.min(u32::MAX as u64) as u32));
+    t.receive_window(VarInt::from_u32(conn_window.min(u32::MAX as u64) as u32));
+    t.send_window(conn_window);
+    t.max_concurrent_bidi_streams(VarInt::from_u32(p.max_streams.saturating_add(16)));
+    t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    t.keep_alive_interval(Some(p.ping_interval.max(std::time::Duration::from_secs(1))));
+    let idle = p.idle_timeout + std::time::Duration::from_secs(5);
+    t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    Arc::new(t)
+}
+
+/// Creates the quinn endpoint on a UDP socket with large buffers.
+pub(crate) fn bind(addr: SocketAddr, cfg: &EndpointConfig) -> Result<quinn::Endpoint, Error> {
+    let domain = if addr.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    let _ = sock.set_recv_buffer_size(cfg.udp_buffer);
+    let _ = sock.set_send_buffer_size(cfg.udp_buffer);
+    if let Ok(got) = sock.recv_buffer_size() {
+        if got < cfg.udp_buffer {
+            tracing::info!(
+                requested = cfg.udp_buffer,
+                got,
+                "dwcp: UDP receive buffer capped by the kernel; raise net.core.rmem_max to avoid drops"
+            );
+        }
+    }
+    sock.bind(&addr.into())?;
+    let server_tls = QuicServerConfig::try_from(cfg.tls.server_config()?)
+        .map_err(|e| Error::Config(format!("QUIC server TLS: {e}")))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
+    server.transport_config(transport_config(cfg));
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| Error::Config("no async runtime for QUIC".into()))?;
+    let ep = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        sock.into(),
+        runtime,
+    )?;
+    Ok(ep)
+}
+
+fn stats_of(conn: quinn::Connection) -> StatsFn {
+    Box::new(move || {
+        let s = conn.stats();
+        TransportStats {
+            kind: "quic",
+            rtt: Some(s.path.rtt),
+            min_rtt: None,
+            sent_packets: s.path.sent_packets,
+            lost_packets: s.path.lost_packets,
+            loss_rate: if s.path.sent_packets > 0 {
+                s.path.lost_packets as f64 / s.path.sent_packets as f64
+            } else {
+                0.0
+            },
+            cwnd: s.path.cwnd,
+            lanes: 0,
+        }
+    })
+}
+
+fn identity_of(conn: &quinn::Connection) -> Option<String> {
+    let any = conn.peer_identity()?;
+    let certs = any
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    peer_name(&certs)
+}
+
+/// Starts the driver for a QUIC connection whose control stream is open.
+fn start(
+    conn: quinn::Connection,
+    side: Side,
+    cfg: &EndpointConfig,
+    control: (quinn::SendStream, quinn::RecvStream),
+) -> Result<Connection, Error> {
+    let core =
+        Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
+    let (tx, rx) = mpsc::channel(64);
+    let shared = Shared::new(
+        core,
+        Routing::Quic {
+            conn: conn.clone(),
+            control: tx,
+            streams: Default::default(),
+        },
+        stats_of(conn.clone()),
+        identity_of(&conn),
+        Some(conn.remote_address()),
+    );
+    let (send, recv) = control;
+    tokio::spawn(driver::read_lane(recv, shared.clone(), LaneRole::Control));
+    {
+        let shared = shared.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut send = send;
+            driver::write_quic_frames(&mut send, rx, &shared).await;
+            // Control stream finished after the last frame (GOAWAY): let the peer
+            // read it, then close the QUIC connection.
+            let _ = send.finish();
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), send.stopped()).await;
+            conn.close(VarInt::from_u32(0), b"dwcp closed");
+        });
+    }
+    {
+        // Peer's QUIC streams, one per DWCP stream the peer opens.
+        let shared = shared.clone();
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            let mut phase = shared.phase.clone();
+            while *phase.borrow_and_update() == driver::Phase::Handshaking {
+                if phase.changed().await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                match conn.accept_bi().await {
+                    Ok((send, recv)) => {
+                        tokio::spawn(driver::read_accepted_quic(send, recv, shared.clone()));
+                    }
+                    Err(e) => {
+                        shared.transport_failed(&format!("QUIC connection: {e}"));
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    tokio::spawn(driver::drive(shared.clone()));
+    Ok(Connection::new(shared))
+}
+
+/// Connects over QUIC.
+pub(crate) async fn connect(
+    ep: &quinn::Endpoint,
+    cfg: &EndpointConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection, Error> {
+    let client_tls = QuicClientConfig::try_from(cfg.tls.client_config()?)
+        .map_err(|e| Error::Config(format!("QUIC client TLS: {e}")))?;
+    let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
+    client.transport_config(transport_config(cfg));
+    let conn = ep.connect_with(client, addr, server_name)?.await?;
+    let control = conn.open_bi().await?;
+    let c = start(conn, Side::Client, cfg, control)?;
+    establish(c, cfg.handshake_timeout).await
+}
+
+/// Accepts QUIC connections until the endpoint closes.
+pub(crate) async fn accept_loop(
+    ep: quinn::Endpoint,
+    cfg: Arc<EndpointConfig>,
+    out: mpsc::Sender<Connection>,
+    counters: Arc<Counters>,
+) {
+    while let Some(incoming) = ep.accept().await {
+        let cfg = cfg.clone();
+        let out = out.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let addr = incoming.remote_address();
+            let fut = async {
+                let conn = incoming.await?;
+                let control = conn.accept_bi().await?;
+                let c = start(conn, Side::Server, &cfg, control)?;
+                establish(c, cfg.handshake_timeout).await
+            };
+            match tokio::time::timeout(cfg.handshake_timeout, fut).await {
+                Ok(Ok(c)) => {
+                    counters.accepted();
+                    if out.try_send(c).is_err() {
+                        counters.failed("accept backlog full".into());
+                    }
+                }
+                Ok(Err(e)) => counters.failed(format!("{addr}: {e}")),
+                Err(_) => counters.failed(format!("{addr}: handshake timed out")),
+            }
+        });
+    }
+}

@@ -1,0 +1,350 @@
+//! The stream handle.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::error::{ErrorCode, StreamError};
+use crate::frame::StreamOptions as OptionBits;
+use crate::net::connection::ConnRef;
+use crate::{CodecId, OpenParams, StreamId};
+
+/// How a stream's data is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Chosen per chunk from the data and the link (the default).
+    #[default]
+    Adaptive,
+    /// Never compress.
+    Off,
+    /// Always this codec (zstd at the given level for [`CodecId::Zstd`]).
+    Force(CodecId, i32),
+}
+
+/// Options of a new stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StreamOptions {
+    /// Traffic class.
+    pub class: u8,
+    /// Weight within the class (0 means 1).
+    pub weight: u16,
+    /// Priority hint (0 = highest).
+    pub priority: u8,
+    /// Route or service name for the peer (at most 255 bytes).
+    pub route: Bytes,
+    /// Compression policy.
+    pub compression: Compression,
+    /// Small latency-sensitive messages.
+    pub interactive: bool,
+}
+
+impl StreamOptions {
+    pub(crate) fn to_params(&self) -> OpenParams {
+        let mut bits = 0;
+        if self.compression == Compression::Off {
+            bits |= OptionBits::NO_COMPRESSION.0;
+        }
+        if self.interactive {
+            bits |= OptionBits::INTERACTIVE.0;
+        }
+        OpenParams {
+            class: self.class,
+            priority: self.priority,
+            weight: self.weight.max(1),
+            options: OptionBits(bits),
+            route: self.route.clone(),
+        }
+    }
+}
+
+/// A bidirectional DWCP stream.
+///
+/// `send`/`recv` move [`Bytes`] without copying; the `AsyncRead` and
+/// `AsyncWrite` implementations copy, as those traits require. Dropping a
+/// stream that was not finished resets it with `CANCEL`, so the peer never
+/// mistakes an abandoned stream for a complete one.
+#[derive(Debug)]
+pub struct Stream {
+    id: StreamId,
+    conn: Arc<ConnRef>,
+    finished: bool,
+    reset: bool,
+    recv_done: bool,
+    compression: Compression,
+}
+
+fn io_error(e: StreamError) -> io::Error {
+    let kind = match &e {
+        StreamError::Reset(_) | StreamError::Refused => io::ErrorKind::ConnectionReset,
+        StreamError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
+        StreamError::ClosedLocally => io::ErrorKind::BrokenPipe,
+        _ => io::ErrorKind::Other,
+    };
+    io::Error::new(kind, e)
+}
+
+impl Stream {
+    pub(crate) fn new(id: StreamId, conn: Arc<ConnRef>, compression: Compression) -> Stream {
+        Stream {
+            id,
+            conn,
+            finished: false,
+            reset: false,
+            recv_done: false,
+            compression,
+        }
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The compression policy this handle was opened with.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The route or service name given by the opener.
+    pub fn route(&self) -> Bytes {
+        let inner = self.conn.shared.lock();
+        inner
+            .core
+            .stream_params(self.id)
+            .map(|p| p.route.clone())
+            .unwrap_or_default()
+    }
+
+    /// The traffic class given by the opener.
+    pub fn class(&self) -> u8 {
+        let inner = self.conn.shared.lock();
+        inner.core.stream_params(self.id).map_or(0, |p| p.class)
+    }
+
+    fn poll_send_some(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &Bytes,
+    ) -> Poll<Result<usize, StreamError>> {
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        let r = inner.core.send(self.id, data.clone());
+        match r {
+            Ok(n) => {
+                if n < data.len() {
+                    inner.register_write(self.id, cx.waker());
+                }
+                inner.dispatch();
+                drop(inner);
+                shared.wake_driver.notify_one();
+                if n == 0 && !data.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Ok(n))
+                }
+            }
+            Err(StreamError::Blocked) => {
+                inner.register_write(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    /// Sends all of `data` without copying, waiting for flow-control room.
+    ///
+    /// # Errors
+    /// The stream was reset or finished, or the connection failed.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
+    pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        while !data.is_empty() {
+            let n = std::future::poll_fn(|cx| self.poll_send_some(cx, &data)).await?;
+            data.advance(n);
+        }
+        Ok(())
+    }
+
+    /// Queues one pre-compressed chunk (see [`crate::Connection::send_encoded`]).
+    ///
+    /// # Errors
+    /// As [`Stream::send`], plus limit and negotiation errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the chunk is queued whole or not at all.
+    pub async fn send_encoded(
+        &mut self,
+        enc: crate::frame::Encoding,
+        payload: Bytes,
+    ) -> Result<(), StreamError> {
+        std::future::poll_fn(|cx| {
+            let shared = &self.conn.shared;
+            let mut inner = shared.lock();
+            match inner.core.send_encoded(self.id, enc, payload.clone()) {
+                Ok(()) => {
+                    inner.dispatch();
+                    drop(inner);
+                    shared.wake_driver.notify_one();
+                    Poll::Ready(Ok(()))
+                }
+                Err(StreamError::Blocked) => {
+                    inner.register_write(self.id, cx.waker());
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+        .await
+    }
+
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+    ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        if self.recv_done {
+            return Poll::Ready(Ok(None));
+        }
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        match inner.core.recv(self.id, max) {
+            Ok(Some(b)) => {
+                inner.dispatch();
+                drop(inner);
+                shared.wake_driver.notify_one();
+                Poll::Ready(Ok(Some(b)))
+            }
+            Ok(None) => {
+                self.recv_done = true;
+                inner.dispatch();
+                drop(inner);
+                shared.wake_driver.notify_one();
+                Poll::Ready(Ok(None))
+            }
+            Err(StreamError::Blocked) => {
+                inner.register_read(self.id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => {
+                self.recv_done = true;
+                inner.dispatch();
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    /// Receives the next chunk without copying. `Ok(None)` is the clean end of
+    /// the stream; a reset or a lost connection is an error, never `None`.
+    ///
+    /// # Errors
+    /// The peer reset the stream, or the connection failed before the FIN.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: data is only taken when it is returned.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, StreamError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx, usize::MAX)).await
+    }
+
+    /// Finishes the sending direction; queued data is still delivered.
+    ///
+    /// # Errors
+    /// The stream was already finished or reset, or the connection failed.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        let r = inner.core.finish(self.id);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+        if r.is_ok() {
+            self.finished = true;
+        }
+        r
+    }
+
+    /// Resets both directions with `code`.
+    pub fn reset(&mut self, code: ErrorCode) {
+        if self.reset {
+            return;
+        }
+        self.reset = true;
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        // Unknown only if the stream is already gone; nothing left to reset.
+        let _ = inner.core.reset(self.id, code);
+        inner.forget_wakers(self.id);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if self.reset {
+            return;
+        }
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        inner.forget_wakers(self.id);
+        if inner.core.stream_state(self.id).is_some() {
+            if !self.finished {
+                let _ = inner.core.reset(self.id, ErrorCode::Cancel);
+            } else if !self.recv_done {
+                let _ = inner.core.detach_reader(self.id);
+            }
+        }
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_recv(cx, buf.remaining()) {
+            Poll::Ready(Ok(Some(b))) => {
+                buf.put_slice(&b);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let data = Bytes::copy_from_slice(buf);
+        this.poll_send_some(cx, &data).map_err(io_error)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Data is queued in the connection; it is sent as flow control allows.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(Ok(()));
+        }
+        Poll::Ready(this.finish().map_err(io_error))
+    }
+}

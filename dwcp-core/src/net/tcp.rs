@@ -1,0 +1,285 @@
+//! TCP lanes: N TLS-over-TCP connections carry one DWCP connection.
+//!
+//! Each lane starts, inside TLS, with a 22-byte preamble: `"DWCL"`, a 16-byte
+//! connection nonce, the lane index and the lane count. The acceptor groups
+//! lanes by nonce and requires every lane to present the same peer identity.
+//! Each DWCP stream uses lane `id % N`, so one stream's bytes are never
+//! reordered; connection frames use lane 0.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use socket2::SockRef;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::net::connection::Connection;
+use crate::net::driver::{StatsFn, TransportStats};
+use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, TcpTuning};
+use crate::net::mem::spawn_lanes;
+use crate::net::tcp_info;
+use crate::tls::peer_name;
+use crate::{Connection as Core, Side};
+
+const PREAMBLE_MAGIC: &[u8; 4] = b"DWCL";
+const PREAMBLE_LEN: usize = 22;
+/// Lane groups waiting for their other lanes, at most.
+const MAX_PENDING_GROUPS: usize = 256;
+
+/// Applies the lane tuning to a socket. Options the kernel refuses (BBR not
+/// loaded, `TCP_NOTSENT_LOWAT` missing) are skipped silently.
+fn tune(sock: SockRef<'_>, t: &TcpTuning) {
+    let _ = sock.set_tcp_nodelay(t.nodelay);
+    if let Some(lowat) = t.notsent_lowat {
+        let _ = sock.set_tcp_notsent_lowat(lowat);
+    }
+    if let Some(cc) = &t.congestion {
+        if let Err(e) = sock.set_tcp_congestion(cc.as_bytes()) {
+            tracing::debug!("dwcp: congestion control {cc} unavailable ({e}), keeping the default");
+        }
+    }
+    if let Some(size) = t.socket_buffer {
+        let _ = sock.set_send_buffer_size(size);
+        let _ = sock.set_recv_buffer_size(size);
+    }
+    if let Some(idle) = t.keepalive {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle / 3);
+        let _ = sock.set_tcp_keepalive(&ka);
+        let _ = sock.set_keepalive(true);
+    }
+}
+
+fn nonce() -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for half in out.chunks_mut(8) {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        half.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    out
+}
+
+/// Transport statistics summed over the lanes, from `TCP_INFO`.
+fn lane_stats(socks: Vec<socket2::Socket>) -> StatsFn {
+    Box::new(move || {
+        let mut s = TransportStats {
+            kind: "tcp",
+            lanes: socks.len(),
+            ..TransportStats::default()
+        };
+        let mut rtt_sum = std::time::Duration::ZERO;
+        let mut n = 0u32;
+        for sock in &socks {
+            if let Some(i) = tcp_info::read(sock) {
+                rtt_sum += i.rtt;
+                n += 1;
+                s.lost_packets += i.total_retrans;
+                s.sent_packets += i.segs_out;
+                s.cwnd += i.cwnd_bytes;
+            }
+        }
+        if n > 0 {
+            s.rtt = Some(rtt_sum / n);
+        }
+        if s.sent_packets > 0 {
+            s.loss_rate = s.lost_packets as f64 / s.sent_packets as f64;
+        }
+        s
+    })
+}
+
+/// Opens the lanes of a new connection to `addr`.
+pub(crate) async fn connect(
+    cfg: &EndpointConfig,
+    addr: SocketAddr,
+    server_name: &str,
+) -> Result<Connection, Error> {
+    let connector = TlsConnector::from(Arc::new(cfg.tls.client_config()?));
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+        .map_err(|e| Error::Config(format!("server name {server_name:?}: {e}")))?;
+    let n = cfg.tcp.lanes;
+    let id = nonce();
+    let mut lanes = Vec::with_capacity(n);
+    let mut socks = Vec::with_capacity(n);
+    let mut identity = None;
+    for i in 0..n {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        tune(SockRef::from(&socket), &cfg.tcp);
+        let stream = socket.connect(addr).await?;
+        socks.push(SockRef::from(&stream).try_clone()?);
+        let mut tls = connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|e| Error::TlsHandshake(e.to_string()))?;
+        if identity.is_none() {
+            identity = tls.get_ref().1.peer_certificates().and_then(peer_name);
+        }
+        let mut pre = [0u8; PREAMBLE_LEN];
+        pre[..4].copy_from_slice(PREAMBLE_MAGIC);
+        pre[4..20].copy_from_slice(&id);
+        pre[20] = i as u8;
+        pre[21] = n as u8;
+        tls.write_all(&pre).await?;
+        lanes.push(tokio::io::split(tls));
+    }
+    let core = Core::new(cfg.protocol.clone(), Side::Client, Instant::now())
+        .map_err(|e| Error::Config(e.0))?;
+    let conn = spawn_lanes(core, lanes, lane_stats(socks), identity, Some(addr));
+    establish(conn, cfg.handshake_timeout).await
+}
+
+type ServerLane = tokio_rustls::server::TlsStream<TcpStream>;
+
+struct Arrival {
+    nonce: [u8; 16],
+    index: usize,
+    count: usize,
+    identity: Option<String>,
+    addr: SocketAddr,
+    sock: socket2::Socket,
+    tls: ServerLane,
+}
+
+async fn handshake_lane(
+    stream: TcpStream,
+    addr: SocketAddr,
+    acceptor: TlsAcceptor,
+) -> Result<Arrival, String> {
+    let sock = SockRef::from(&stream)
+        .try_clone()
+        .map_err(|e| e.to_string())?;
+    let mut tls = acceptor
+        .accept(stream)
+        .await
+        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+    let identity = tls.get_ref().1.peer_certificates().and_then(peer_name);
+    let mut pre = [0u8; PREAMBLE_LEN];
+    tls.read_exact(&mut pre)
+        .await
+        .map_err(|e| format!("lane preamble from {addr}: {e}"))?;
+    if &pre[..4] != PREAMBLE_MAGIC {
+        return Err(format!("{addr} is not a DWCP TCP lane (bad preamble)"));
+    }
+    let count = pre[21] as usize;
+    let index = pre[20] as usize;
+    if count == 0 || count > 64 || index >= count {
+        return Err(format!("{addr}: invalid lane {index} of {count}"));
+    }
+    let mut nonce = [0u8; 16];
+    nonce.copy_from_slice(&pre[4..20]);
+    Ok(Arrival {
+        nonce,
+        index,
+        count,
+        identity,
+        addr,
+        sock,
+        tls,
+    })
+}
+
+struct Group {
+    lanes: Vec<Option<ServerLane>>,
+    socks: Vec<socket2::Socket>,
+    identity: Option<String>,
+    addr: SocketAddr,
+    started: Instant,
+}
+
+/// Accepts lanes, groups them into connections and hands established
+/// connections to `out`.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    cfg: Arc<EndpointConfig>,
+    out: mpsc::Sender<Connection>,
+    counters: Arc<Counters>,
+) {
+    let acceptor = match cfg.tls.server_config() {
+        Ok(c) => TlsAcceptor::from(Arc::new(c)),
+        Err(e) => {
+            counters.failed(format!("TLS configuration: {e}"));
+            return;
+        }
+    };
+    let (arr_tx, mut arr_rx) = mpsc::channel::<Arrival>(64);
+    let mut groups: HashMap<[u8; 16], Group> = HashMap::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, addr)) = accepted else { continue };
+                tune(SockRef::from(&stream), &cfg.tcp);
+                let acceptor = acceptor.clone();
+                let tx = arr_tx.clone();
+                let counters = counters.clone();
+                let timeout = cfg.handshake_timeout;
+                tokio::spawn(async move {
+                    match tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor)).await {
+                        Ok(Ok(a)) => { let _ = tx.send(a).await; }
+                        Ok(Err(e)) => counters.failed(e),
+                        Err(_) => counters.failed(format!("{addr}: TLS handshake timed out")),
+                    }
+                });
+            }
+            Some(a) = arr_rx.recv() => {
+                let now = Instant::now();
+                groups.retain(|_, g| now.duration_since(g.started) < cfg.handshake_timeout);
+                if !groups.contains_key(&a.nonce) && groups.len() >= MAX_PENDING_GROUPS {
+                    counters.failed(format!("{}: too many half-open lane groups", a.addr));
+                    continue;
+                }
+                let g = groups.entry(a.nonce).or_insert_with(|| Group {
+                    lanes: (0..a.count).map(|_| None).collect(),
+                    socks: Vec::new(),
+                    identity: a.identity.clone(),
+                    addr: a.addr,
+                    started: now,
+                });
+                if g.lanes.len() != a.count || g.identity != a.identity || g.lanes[a.index].is_some() {
+                    counters.failed(format!("{}: lane does not match its group (count, identity or index)", a.addr));
+                    groups.remove(&a.nonce);
+                    continue;
+                }
+                g.lanes[a.index] = Some(a.tls);
+                g.socks.push(a.sock);
+                if g.lanes.iter().all(Option::is_some) {
+                    let Some(g) = groups.remove(&a.nonce) else { continue };
+                    let lanes: Vec<_> = g.lanes.into_iter().flatten().map(tokio::io::split).collect();
+                    let core = match Core::new(cfg.protocol.clone(), Side::Server, Instant::now()) {
+                        Ok(c) => c,
+                        Err(e) => { counters.failed(e.0); continue; }
+                    };
+                    let conn = spawn_lanes(core, lanes, lane_stats(g.socks), g.identity, Some(g.addr));
+                    let out = out.clone();
+                    let counters = counters.clone();
+                    let timeout = cfg.handshake_timeout;
+                    tokio::spawn(async move {
+                        match establish(conn, timeout).await {
+                            Ok(c) => {
+                                counters.accepted();
+                                if out.try_send(c).is_err() {
+                                    counters.failed("accept backlog full".into());
+                                }
+                            }
+                            Err(e) => counters.failed(format!("{}: {e}", g.addr)),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! TLS identities and mutual-TLS configuration for the QUIC and TCP transports.
+//!
+//! Both sides present a certificate chain and verify the peer's against a
+//! configured CA; the ALPN is `dwcp/1`. The peer's identity is the first DNS
+//! name in its certificate's subject alternative names ([`peer_name`]).
+//! [`DevCa`] generates a throwaway CA and certificates for demos and tests:
+//! that is the only way to run without operator-provided certificates.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::RootCertStore;
+
+/// ALPN protocol id of DWCP version 1.
+pub const ALPN: &[u8] = b"dwcp/1";
+
+/// A TLS configuration problem.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        what: String,
+    },
+    /// rustls rejected the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built (for example an empty CA).
+    #[error("client certificate verifier: {0}")]
+    Verifier(String),
+    /// Certificate generation failed (development mode).
+    #[error("certificate generation: {0}")]
+    Generate(String),
+}
+
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct Identity {
+    /// Leaf first.
+    pub chain: Vec<CertificateDer<'static>>,
+    /// The leaf's private key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Identity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+/// Mutual-TLS settings of an endpoint: its identity and the CA it trusts.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// This endpoint's certificate and key.
+    pub identity: Identity,
+    /// CA certificates that sign acceptable peer certificates.
+    pub roots: Arc<RootCertStore>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsConfig {
+    /// Loads a certificate chain, a private key and a CA bundle from PEM files.
+    ///
+    /// # Errors
+    /// A file is missing, unreadable or holds no certificate or key.
+    pub fn from_pem_files(cert: &Path, key: &Path, ca: &Path) -> Result<Self, TlsError> {
+        let pem_err = |p: &Path, what: String| TlsError::Pem {
+            path: p.display().to_string(),
+            what,
+        };
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| pem_err(cert, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem_err(cert, e.to_string()))?;
+        if chain.is_empty() {
+            return Err(pem_err(cert, "no certificate found".into()));
+        }
+        let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| pem_err(ca, e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem_err(ca, e.to_string()))?;
+        for c in cas {
+            roots
+                .add(c)
+                .map_err(|e| pem_err(ca, format!("bad CA certificate: {e}")))?;
+        }
+        if roots.is_empty() {
+            return Err(pem_err(ca, "no CA certificate found".into()));
+        }
+        Ok(TlsConfig {
+            identity: Identity {
+                chain,
+                key: key_der,
+            },
+            roots: Arc::new(roots),
+        })
+    }
+
+    /// A rustls server configuration requiring a client certificate signed by the CA.
+    ///
+    /// # Errors
+    /// The identity or CA is unusable.
+    pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots.clone(),
+            provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.identity.chain.clone(), self.identity.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        cfg.max_early_data_size = 0;
+        Ok(cfg)
+    }
+
+    /// A rustls client configuration presenting this identity and trusting the CA.
+    ///
+    /// # Errors
+    /// The identity or CA is unusable.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_root_certificates(self.roots.clone())
+            .with_client_auth_cert(self.identity.chain.clone(), self.identity.key.clone_key())?;
+        cfg.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(cfg)
+    }
+}
+
+/// The peer's identity: the first DNS name in its leaf certificate's SAN.
+pub fn peer_name(chain: &[CertificateDer<'_>]) -> Option<String> {
+    let leaf = chain.first()?;
+    let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
+    cert.valid_dns_names().next().map(str::to_string)
+}
+
+/// A throwaway certificate authority for development mode, demos and tests.
+/// Nothing it issues should be trusted outside the process that made it.
+pub struct DevCa {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl std::fmt::Debug for DevCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevCa").finish_non_exhaustive()
+    }
+}
+
+impl DevCa {
+    /// Generates a new CA.
+    ///
+    /// # Errors
+    /// Key generation failed.
+    pub fn new() -> Result<Self, TlsError> {
+        let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let key = rcgen::KeyPair::generate().map_err(gen)?;
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(gen)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "DWCP development CA");
+        let cert = params.self_signed(&key).map_err(gen)?;
+        Ok(DevCa { cert, key })
+    }
+
+    /// The CA certificate.
+    pub fn cert_der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// The CA certificate in PEM.
+    pub fn cert_pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// A root store trusting only this CA.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        // A certificate we just generated always parses.
+        let _ = roots.add(self.cert_der());
+        Arc::new(roots)
+    }
+
+    /// Issues a certificate for `name` valid from now for a year.
+    ///
+    /// # Errors
+    /// Generation failed.
+    pub fn issue(&self, name: &str) -> Result<Identity, TlsError> {
+        self.issue_with(name, false)
+    }
+
+    /// Issues a certificate for `name` that expired in 2021 (for tests).
+    ///
+    /// # Errors
+    /// Generation failed.
+    pub fn issue_expired(&self, name: &str) -> Result<Identity, TlsError> {
+        self.issue_with(name, true)
+    }
+
+    fn issue_with(&self, name: &str, expired: bool) -> Result<Identity, TlsError> {
+        let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let key = rcgen::KeyPair::generate().map_err(gen)?;
+        let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(gen)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.cert, &self.key).map_err(gen)?;
+        Ok(Identity {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        })
+    }
+
+    /// A complete mutual-TLS configuration for `name`, trusting this CA.
+    ///
+    /// # Errors
+    /// Generation failed.
+    pub fn config_for(&self, name: &str) -> Result<TlsConfig, TlsError> {
+        Ok(TlsConfig {
+            identity: self.issue(name)?,
+            roots: self.roots(),
+        })
+    }
+}

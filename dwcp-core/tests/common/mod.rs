@@ -1,0 +1,73 @@
+//! Helpers shared by the network tests.
+#![allow(dead_code)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use dwcp_core::net::{Connection, Endpoint, EndpointConfig, Stream, StreamOptions, Transport};
+use dwcp_core::sim::Source;
+use dwcp_core::tls::DevCa;
+
+pub(crate) const SERVER: &str = "server.dwcp.test";
+pub(crate) const CLIENT: &str = "client.dwcp.test";
+
+pub(crate) fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("addr")
+}
+
+/// A server and a client endpoint trusting the same development CA.
+pub(crate) async fn endpoints(transport: Transport) -> (DevCa, Endpoint, Endpoint) {
+    let ca = DevCa::new().expect("ca");
+    let server = Endpoint::bind(
+        loopback(),
+        EndpointConfig::new(ca.config_for(SERVER).expect("cert"), transport),
+    )
+    .await
+    .expect("bind server");
+    let client = Endpoint::bind(
+        loopback(),
+        EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), transport),
+    )
+    .await
+    .expect("bind client");
+    (ca, server, client)
+}
+
+pub(crate) async fn connected(
+    transport: Transport,
+) -> (Endpoint, Endpoint, Connection, Connection) {
+    let (_ca, server, client) = endpoints(transport).await;
+    let addr = server.local_addr();
+    let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
+    (server, client, c.expect("connect"), s.expect("accept"))
+}
+
+/// Sends `len` bytes from `seed` and finishes; returns the content hash.
+pub(crate) async fn send_content(stream: &mut Stream, seed: u64, len: u64) -> u64 {
+    let mut src = Source::new(seed, len);
+    while let Some(chunk) = src.next_chunk(64 * 1024) {
+        stream.send(chunk).await.expect("send");
+    }
+    stream.finish().expect("finish");
+    src.hash()
+}
+
+/// Reads a stream to its end; returns (length, hash).
+pub(crate) async fn read_all(stream: &mut Stream) -> Result<(u64, u64), dwcp_core::StreamError> {
+    let mut h = DefaultHasher::new();
+    let mut n = 0u64;
+    while let Some(b) = stream.recv().await? {
+        h.write(&b);
+        n += b.len() as u64;
+    }
+    Ok((n, h.finish()))
+}
+
+pub(crate) fn opts(route: &str) -> StreamOptions {
+    StreamOptions {
+        route: Bytes::from(route.to_string()),
+        ..StreamOptions::default()
+    }
+}
