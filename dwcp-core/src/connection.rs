@@ -155,6 +155,11 @@ pub struct Connection {
     streams: HashMap<StreamId, Stream>,
     next_local: u64,
     max_remote: StreamId,
+    /// Peer ids below `max_remote` not opened yet: frames of different streams
+    /// travel on different lanes, so OPENs may arrive out of order.
+    skipped_remote: std::collections::HashSet<StreamId>,
+    /// `last_stream` of the GOAWAY this side sent.
+    goaway_last: StreamId,
     local_open: u32,
     remote_open: u32,
     conn_credit: SendCredit,
@@ -202,6 +207,8 @@ impl Connection {
                 Side::Server => 2,
             },
             max_remote: 0,
+            skipped_remote: std::collections::HashSet::new(),
+            goaway_last: 0,
             local_open: 0,
             remote_open: 0,
             conn_credit: SendCredit::new(0),
@@ -595,6 +602,7 @@ impl Connection {
             return;
         }
         self.goaway_sent = true;
+        self.goaway_last = self.max_remote;
         self.control.push_back(Frame::GoAway(GoAway {
             last_stream: self.max_remote,
             code: ErrorCode::NoError,
@@ -809,7 +817,7 @@ impl Connection {
         if self.is_local_id(id) {
             (id as u64) < self.next_local
         } else {
-            id <= self.max_remote
+            id <= self.max_remote && !self.skipped_remote.contains(&id)
         }
     }
 
@@ -1187,14 +1195,46 @@ impl Connection {
             return;
         }
         if id <= self.max_remote {
-            self.fail(
-                ErrorCode::ProtocolError,
-                format!("peer reused stream id {id} (ids must increase)"),
-            );
-            return;
+            if !self.skipped_remote.remove(&id) {
+                self.fail(
+                    ErrorCode::ProtocolError,
+                    format!("peer opened stream {id} twice"),
+                );
+                return;
+            }
+        } else {
+            // Ids between the previous highest and this one are still to come
+            // (on other lanes); remember them, within a bound.
+            let gap = (id - self.max_remote) / 2;
+            let gap = gap.saturating_sub(1) as usize;
+            if self.skipped_remote.len() + gap > self.config.max_streams as usize {
+                self.fail(
+                    ErrorCode::ProtocolError,
+                    format!(
+                        "peer skipped more than {} stream ids",
+                        self.config.max_streams
+                    ),
+                );
+                return;
+            }
+            let first = if self.max_remote == 0 {
+                if self.side == Side::Server {
+                    1
+                } else {
+                    2
+                }
+            } else {
+                self.max_remote + 2
+            };
+            let mut skipped = first;
+            while skipped < id {
+                self.skipped_remote.insert(skipped);
+                skipped += 2;
+            }
+            self.max_remote = id;
         }
-        self.max_remote = id;
-        if self.goaway_sent || self.remote_open >= self.config.max_streams {
+        let refused_by_goaway = self.goaway_sent && id > self.goaway_last;
+        if refused_by_goaway || self.remote_open >= self.config.max_streams {
             self.stats.streams_refused += 1;
             debug!(id, "dwcp: refusing stream");
             self.push_reply(Frame::Reset(Reset {

@@ -349,7 +349,31 @@ fn stream_id_of_wrong_parity_or_reused() {
     p.assert_closed_with(ErrorCode::ProtocolError);
     let mut p = RawPeer::new(Config::default());
     p.open(5);
+    p.open(5);
+    p.assert_closed_with(ErrorCode::ProtocolError);
+}
+
+#[test]
+fn opens_may_arrive_out_of_order_across_lanes() {
+    let mut p = RawPeer::new(Config::default());
+    p.open(5);
+    p.open(1);
     p.open(3);
+    assert!(!p.conn.is_closed());
+    assert_eq!(p.conn.active_streams(), 3);
+    // A skipped id, once used, cannot be opened again.
+    p.open(3);
+    p.assert_closed_with(ErrorCode::ProtocolError);
+}
+
+#[test]
+fn skipping_too_many_ids_is_an_error() {
+    let cfg = Config {
+        max_streams: 10,
+        ..Config::default()
+    };
+    let mut p = RawPeer::new(cfg);
+    p.open(101);
     p.assert_closed_with(ErrorCode::ProtocolError);
 }
 

@@ -384,6 +384,18 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared
         let res = r.read_buf(&mut buf).await;
         match res {
             Ok(0) => {
+                if role == LaneRole::Lane {
+                    // The peer closes every lane when it closes; give lane 0 a
+                    // moment to deliver its GOAWAY, which says why.
+                    let closed = async {
+                        while !matches!(*phase.borrow_and_update(), Phase::Closed(_)) {
+                            if phase.changed().await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
+                }
                 if matches!(role, LaneRole::Control | LaneRole::Lane) {
                     shared.transport_failed("lane closed by the peer");
                 }

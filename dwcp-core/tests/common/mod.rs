@@ -71,3 +71,73 @@ pub(crate) fn opts(route: &str) -> StreamOptions {
         ..StreamOptions::default()
     }
 }
+
+/// A UDP relay between a QUIC client and server that delays every datagram by
+/// `delay` and drops one in `drop_every` datagrams (deterministically), in
+/// both directions. Returns the address clients should connect to.
+pub(crate) async fn lossy_relay(
+    server: SocketAddr,
+    delay: std::time::Duration,
+    drop_every: u64,
+) -> SocketAddr {
+    use std::sync::Arc;
+    let sock = Arc::new(
+        tokio::net::UdpSocket::bind(loopback())
+            .await
+            .expect("relay"),
+    );
+    let upstream = Arc::new(
+        tokio::net::UdpSocket::bind(loopback())
+            .await
+            .expect("relay up"),
+    );
+    upstream.connect(server).await.expect("connect");
+    let addr = sock.local_addr().expect("addr");
+    let client: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    {
+        let (sock, upstream, client) = (sock.clone(), upstream.clone(), client.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            let mut n = 0u64;
+            loop {
+                let Ok((len, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                *client.lock().expect("lock") = Some(from);
+                n += 1;
+                if n % drop_every == 0 {
+                    continue;
+                }
+                let pkt = buf[..len].to_vec();
+                let up = upstream.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = up.send(&pkt).await;
+                });
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65536];
+        let mut n = 0u64;
+        loop {
+            let Ok(len) = upstream.recv(&mut buf).await else {
+                return;
+            };
+            n += 1;
+            if n % drop_every == 0 {
+                continue;
+            }
+            let Some(to) = *client.lock().expect("lock") else {
+                continue;
+            };
+            let pkt = buf[..len].to_vec();
+            let s = sock.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = s.send_to(&pkt, to).await;
+            });
+        }
+    });
+    addr
+}
