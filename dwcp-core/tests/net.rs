@@ -139,9 +139,11 @@ async fn tcp_reset_by_either_side() {
 /// the peer process died). Every client stream must end in an error.
 async fn connection_loss(transport: Transport) {
     let ca = dwcp_core::tls::DevCa::new().expect("ca");
-    let mut proto = dwcp_core::Config::default();
-    proto.idle_timeout = Duration::from_secs(3);
-    proto.ping_interval = Duration::from_millis(300);
+    let proto = dwcp_core::Config {
+        idle_timeout: Duration::from_secs(3),
+        ping_interval: Duration::from_millis(300),
+        ..Default::default()
+    };
     let mut scfg = EndpointConfig::new(ca.config_for(SERVER).expect("cert"), transport);
     scfg.protocol = proto.clone();
     let mut ccfg = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), transport);

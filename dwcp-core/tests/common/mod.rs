@@ -105,7 +105,7 @@ pub(crate) async fn lossy_relay(
                 };
                 *client.lock().expect("lock") = Some(from);
                 n += 1;
-                if n % drop_every == 0 {
+                if n.is_multiple_of(drop_every) {
                     continue;
                 }
                 let pkt = buf[..len].to_vec();
@@ -125,7 +125,7 @@ pub(crate) async fn lossy_relay(
                 return;
             };
             n += 1;
-            if n % drop_every == 0 {
+            if n.is_multiple_of(drop_every) {
                 continue;
             }
             let Some(to) = *client.lock().expect("lock") else {
