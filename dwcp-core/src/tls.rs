@@ -233,6 +233,33 @@ impl DevCa {
         })
     }
 
+    /// Writes `ca.pem`, `NAME.pem` and `NAME.key` for each of `names` into
+    /// `dir`, so separate processes can share a development CA.
+    ///
+    /// # Errors
+    /// Generation failed or the files could not be written.
+    pub fn write_pem_files(&self, dir: &Path, names: &[&str]) -> Result<(), TlsError> {
+        let io = |p: &Path, e: std::io::Error| TlsError::Pem {
+            path: p.display().to_string(),
+            what: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, self.cert_pem()).map_err(|e| io(&ca, e))?;
+        let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        for name in names {
+            let key = rcgen::KeyPair::generate().map_err(gen)?;
+            let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(gen)?;
+            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            let cert = params.signed_by(&key, &self.cert, &self.key).map_err(gen)?;
+            let cp = dir.join(format!("{name}.pem"));
+            std::fs::write(&cp, cert.pem()).map_err(|e| io(&cp, e))?;
+            let kp = dir.join(format!("{name}.key"));
+            std::fs::write(&kp, key.serialize_pem()).map_err(|e| io(&kp, e))?;
+        }
+        Ok(())
+    }
+
     /// A complete mutual-TLS configuration for `name`, trusting this CA.
     ///
     /// # Errors

@@ -75,6 +75,8 @@ pub struct Stream {
     reset: bool,
     recv_done: bool,
     compression: Compression,
+    route: Bytes,
+    class: u8,
 }
 
 fn io_error(e: StreamError) -> io::Error {
@@ -89,6 +91,14 @@ fn io_error(e: StreamError) -> io::Error {
 
 impl Stream {
     pub(crate) fn new(id: StreamId, conn: Arc<ConnRef>, compression: Compression) -> Stream {
+        let (route, class) = {
+            let inner = conn.shared.lock();
+            inner
+                .core
+                .stream_params(id)
+                .map(|p| (p.route.clone(), p.class))
+                .unwrap_or_default()
+        };
         Stream {
             id,
             conn,
@@ -96,6 +106,8 @@ impl Stream {
             reset: false,
             recv_done: false,
             compression,
+            route,
+            class,
         }
     }
 
@@ -111,18 +123,12 @@ impl Stream {
 
     /// The route or service name given by the opener.
     pub fn route(&self) -> Bytes {
-        let inner = self.conn.shared.lock();
-        inner
-            .core
-            .stream_params(self.id)
-            .map(|p| p.route.clone())
-            .unwrap_or_default()
+        self.route.clone()
     }
 
     /// The traffic class given by the opener.
     pub fn class(&self) -> u8 {
-        let inner = self.conn.shared.lock();
-        inner.core.stream_params(self.id).map_or(0, |p| p.class)
+        self.class
     }
 
     fn poll_send_some(
