@@ -1,6 +1,8 @@
 //! dwcp-bench: benchmark workloads shared by the criterion benches and the
 //! `dwcp-bench` scenarios.
 
+pub mod scenarios;
+
 use std::time::Duration;
 
 use dwcp_core::sim::{run_traffic, LinkConfig, Pair, Traffic};

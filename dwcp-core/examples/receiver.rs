@@ -26,13 +26,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if dev {
         args.remove(0);
     }
-    let [dir, transport, addr] = &args[..] else { usage() };
+    let [dir, transport, addr] = &args[..] else {
+        usage()
+    };
     let dir = PathBuf::from(dir);
     if dev {
         DevCa::new()?.write_pem_files(&dir, &["receiver", "sender"])?;
         println!("development certificates written to {}", dir.display());
     }
-    let tls = TlsConfig::from_pem_files(&dir.join("receiver.pem"), &dir.join("receiver.key"), &dir.join("ca.pem"))?;
+    let tls = TlsConfig::from_pem_files(
+        &dir.join("receiver.pem"),
+        &dir.join("receiver.key"),
+        &dir.join("ca.pem"),
+    )?;
     let transport = match transport.as_str() {
         "quic" => Transport::Quic,
         "tcp" => Transport::Tcp,
@@ -41,7 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ep = Endpoint::bind(addr.parse()?, EndpointConfig::new(tls, transport)).await?;
     println!("listening on {} ({transport:?})", ep.local_addr());
     while let Some(conn) = ep.accept().await {
-        println!("connection from {:?} ({:?})", conn.peer_identity(), conn.remote_addr());
+        println!(
+            "connection from {:?} ({:?})",
+            conn.peer_identity(),
+            conn.remote_addr()
+        );
         tokio::spawn(async move {
             while let Some(mut stream) = conn.accept_stream().await {
                 tokio::spawn(async move {

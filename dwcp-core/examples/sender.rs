@@ -15,8 +15,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2)
     };
     let dir = PathBuf::from(dir);
-    let tls = TlsConfig::from_pem_files(&dir.join("sender.pem"), &dir.join("sender.key"), &dir.join("ca.pem"))?;
-    let transport = if transport == "tcp" { Transport::Tcp } else { Transport::Quic };
+    let tls = TlsConfig::from_pem_files(
+        &dir.join("sender.pem"),
+        &dir.join("sender.key"),
+        &dir.join("ca.pem"),
+    )?;
+    let transport = if transport == "tcp" {
+        Transport::Tcp
+    } else {
+        Transport::Quic
+    };
     let mib: u64 = mib.parse()?;
     let ep = Endpoint::bind("0.0.0.0:0".parse()?, EndpointConfig::new(tls, transport)).await?;
     let conn = ep.connect(addr.parse()?, "receiver").await?;
@@ -48,7 +56,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "sent {} MiB in {s:.2} s ({:.1} MB/s); transport RTT {:?}, loss {:.4}%",
         4 * mib,
-        (4 * mib << 20) as f64 / s / 1e6,
+        ((4 * mib) << 20) as f64 / s / 1e6,
         stats.transport.rtt,
         stats.transport.loss_rate * 100.0
     );

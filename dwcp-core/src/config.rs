@@ -45,7 +45,7 @@ pub struct Config {
     pub stream_send_buffer: u32,
     /// Bytes the application may queue on all streams together (default 64 MiB).
     pub connection_send_buffer: u64,
-    /// Largest DATA payload this side emits, further capped by the peer's limit (default 32 KiB).
+    /// Largest DATA payload this side emits, further capped by the peer's limit (default 128 KiB).
     pub data_frame_size: u32,
     /// Scheduler quantum per unit of stream weight, in bytes (default 16 KiB).
     pub quantum: u32,
@@ -75,7 +75,7 @@ impl Default for Config {
             max_streams: 10_000,
             stream_send_buffer: 4 * 1024 * 1024,
             connection_send_buffer: 64 * 1024 * 1024,
-            data_frame_size: 32 * 1024,
+            data_frame_size: 128 * 1024,
             quantum: 16 * 1024,
             ping_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),

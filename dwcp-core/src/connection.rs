@@ -999,6 +999,9 @@ impl Connection {
             return None;
         }
         let max_frame = self.data_frame_limit();
+        // A turn must allow at least one full frame, or a stream whose deficit
+        // went negative would need several empty rounds to send again.
+        let quantum = self.config.quantum.max(max_frame as u32);
         let mut spins = self.sched.len() * 2 + 1;
         while spins > 0 {
             spins -= 1;
@@ -1011,7 +1014,7 @@ impl Connection {
                 self.sched.pop(Some(&mut s.sched));
                 continue;
             }
-            let deficit = Scheduler::begin_turn(&mut s.sched, self.config.quantum, s.params.weight);
+            let deficit = Scheduler::begin_turn(&mut s.sched, quantum, s.params.weight);
             if deficit <= 0 {
                 self.sched.rotate(&mut s.sched);
                 continue;

@@ -250,7 +250,9 @@ impl DevCa {
         for name in names {
             let key = rcgen::KeyPair::generate().map_err(gen)?;
             let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).map_err(gen)?;
-            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, *name);
             let cert = params.signed_by(&key, &self.cert, &self.key).map_err(gen)?;
             let cp = dir.join(format!("{name}.pem"));
             std::fs::write(&cp, cert.pem()).map_err(|e| io(&cp, e))?;

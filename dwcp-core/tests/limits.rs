@@ -487,3 +487,44 @@ fn idle_timeout_fires() {
         .iter()
         .any(|f| matches!(f, Frame::GoAway(g) if g.code == ErrorCode::IdleTimeout)));
 }
+
+/// Regression: with DATA frames larger than the scheduler quantum, one
+/// `poll_transmit` loop must still send everything credit allows (it once
+/// returned `None` after a few empty DRR rounds, stalling a real driver until
+/// its next timer).
+#[test]
+fn transmit_loop_drains_everything_credit_allows() {
+    for frame in [8 * 1024u32, 32 * 1024, 128 * 1024] {
+        let cfg = Config {
+            data_frame_size: frame,
+            quantum: 4096,
+            ..Config::default()
+        };
+        let mut p = RawPeer::new(cfg);
+        let _ = p.output();
+        let a = p.conn.open_stream(OpenParams::default()).expect("open");
+        let b = p
+            .conn
+            .open_stream(OpenParams {
+                weight: 3,
+                ..OpenParams::default()
+            })
+            .expect("open");
+        p.conn
+            .send(a, Bytes::from(vec![1u8; 1 << 20]))
+            .expect("send");
+        p.conn
+            .send(b, Bytes::from(vec![2u8; 1 << 20]))
+            .expect("send");
+        let sent: usize = p
+            .output()
+            .iter()
+            .map(|f| match f {
+                Frame::Data(d) => d.payload.len(),
+                _ => 0,
+            })
+            .sum();
+        // The peer's HELLO allows 256 KiB per stream and 1 MiB in total.
+        assert_eq!(sent, 512 * 1024, "frame size {frame}");
+    }
+}

@@ -1,0 +1,293 @@
+//! End-to-end scenarios: DWCP and the alternative a user would pick, measured
+//! in the same run on loopback with the same encryption.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use dwcp_core::net::{Endpoint, EndpointConfig, StreamOptions, Transport};
+use dwcp_core::tls::DevCa;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// Scenario name.
+    pub scenario: String,
+    /// What was measured.
+    pub subject: String,
+    /// Value.
+    pub value: f64,
+    /// Unit.
+    pub unit: &'static str,
+}
+
+/// A DWCP figure beside its baseline.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// Scenario name.
+    pub scenario: String,
+    /// DWCP's figure.
+    pub dwcp: Figure,
+    /// The alternative's figure.
+    pub baseline: Figure,
+    /// `dwcp / baseline` (higher is better for throughput).
+    pub ratio: f64,
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+const CHUNK: usize = 1 << 20;
+
+/// DWCP throughput in MB/s: `streams` streams sending `total` bytes together.
+pub async fn dwcp_throughput(transport: Transport, streams: usize, total: u64) -> f64 {
+    let ca = DevCa::new().expect("ca");
+    let server = Endpoint::bind(
+        loopback(),
+        EndpointConfig::new(ca.config_for("server").expect("cert"), transport),
+    )
+    .await
+    .expect("bind");
+    let client = Endpoint::bind(
+        loopback(),
+        EndpointConfig::new(ca.config_for("client").expect("cert"), transport),
+    )
+    .await
+    .expect("bind");
+    let addr = server.local_addr();
+    let (c, s) = tokio::join!(client.connect(addr, "server"), server.accept());
+    let c = c.expect("connect");
+    let s = s.expect("accept");
+    let per = total / streams as u64;
+    let sink = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let mut st = s.accept_stream().await.expect("stream");
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while let Some(b) = st.recv().await.expect("recv") {
+                    n += b.len() as u64;
+                }
+                let _ = st.finish();
+                n
+            }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            n += t.await.expect("task");
+        }
+        (n, s)
+    });
+    let chunk = Bytes::from(vec![0x5a; CHUNK]);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..streams {
+        let mut st = c.open_stream(StreamOptions::default()).expect("open");
+        let chunk = chunk.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut left = per;
+            while left > 0 {
+                let n = left.min(CHUNK as u64) as usize;
+                st.send(chunk.slice(..n)).await.expect("send");
+                left -= n as u64;
+            }
+            st.finish().expect("finish");
+            while st.recv().await.expect("recv").is_some() {}
+        }));
+    }
+    for t in tasks {
+        t.await.expect("sender");
+    }
+    let (n, _s) = sink.await.expect("sink");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(n, per * streams as u64);
+    n as f64 / secs / 1e6
+}
+
+/// Raw quinn: one QUIC stream, same TLS (mutual, TLS 1.3, ring) and same
+/// transport windows as DWCP uses.
+pub async fn raw_quinn_throughput(total: u64) -> f64 {
+    let ca = DevCa::new().expect("ca");
+    let stls = ca.config_for("server").expect("cert");
+    let ctls = ca.config_for("client").expect("cert");
+    let cfg = EndpointConfig::new(stls.clone(), Transport::Quic);
+    let mut t = quinn::TransportConfig::default();
+    t.stream_receive_window(quinn::VarInt::from_u32(cfg.protocol.max_stream_window));
+    t.receive_window(quinn::VarInt::from_u32(cfg.protocol.max_connection_window));
+    t.send_window(cfg.protocol.max_connection_window as u64);
+    let t = Arc::new(t);
+    let sq = quinn::crypto::rustls::QuicServerConfig::try_from(stls.server_config().expect("tls"))
+        .expect("quic");
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(sq));
+    sc.transport_config(t.clone());
+    let sock = std::net::UdpSocket::bind(loopback()).expect("udp");
+    let s2 = socket2::SockRef::from(&sock);
+    let _ = s2.set_recv_buffer_size(8 << 20);
+    let _ = s2.set_send_buffer_size(8 << 20);
+    let server = quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(sc),
+        sock,
+        quinn::default_runtime().expect("runtime"),
+    )
+    .expect("endpoint");
+    let addr = server.local_addr().expect("addr");
+    let cq = quinn::crypto::rustls::QuicClientConfig::try_from(ctls.client_config().expect("tls"))
+        .expect("quic");
+    let mut cc = quinn::ClientConfig::new(Arc::new(cq));
+    cc.transport_config(t);
+    let client = quinn::Endpoint::client(loopback()).expect("client");
+    let sink = tokio::spawn(async move {
+        let conn = server
+            .accept()
+            .await
+            .expect("incoming")
+            .await
+            .expect("conn");
+        let (_send, mut recv) = conn.accept_bi().await.expect("stream");
+        let mut n = 0u64;
+        while let Some(c) = recv.read_chunk(usize::MAX, true).await.expect("read") {
+            n += c.bytes.len() as u64;
+        }
+        n
+    });
+    let conn = client
+        .connect_with(cc, addr, "server")
+        .expect("connect")
+        .await
+        .expect("conn");
+    let (mut send, _recv) = conn.open_bi().await.expect("open");
+    let chunk = Bytes::from(vec![0x5a; CHUNK]);
+    let start = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        send.write_chunk(chunk.slice(..n)).await.expect("write");
+        left -= n as u64;
+    }
+    send.finish().expect("finish");
+    let n = sink.await.expect("sink");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(n, total);
+    n as f64 / secs / 1e6
+}
+
+/// Raw tokio TCP with tokio-rustls (mutual TLS 1.3, ring): one connection.
+pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
+    let ca = DevCa::new().expect("ca");
+    let stls = ca.config_for("server").expect("cert");
+    let ctls = ca.config_for("client").expect("cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(stls.server_config().expect("tls")));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ctls.client_config().expect("tls")));
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let sink = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        tcp.set_nodelay(true).expect("nodelay");
+        let mut tls = acceptor.accept(tcp).await.expect("tls");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let r = tls.read(&mut buf).await.expect("read");
+            if r == 0 {
+                break;
+            }
+            n += r as u64;
+        }
+        n
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("server").expect("name");
+    let mut tls = connector.connect(name, tcp).await.expect("tls");
+    let chunk = vec![0x5a; CHUNK];
+    let start = Instant::now();
+    let mut left = total;
+    while left > 0 {
+        let n = left.min(CHUNK as u64) as usize;
+        tls.write_all(&chunk[..n]).await.expect("write");
+        left -= n as u64;
+    }
+    tls.shutdown().await.expect("shutdown");
+    let n = sink.await.expect("sink");
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(n, total);
+    n as f64 / secs / 1e6
+}
+
+fn fig(scenario: &str, subject: &str, value: f64) -> Figure {
+    Figure {
+        scenario: scenario.into(),
+        subject: subject.into(),
+        value,
+        unit: "MB/s",
+    }
+}
+
+fn compare(scenario: &str, dwcp: Figure, baseline: Figure) -> Comparison {
+    let ratio = dwcp.value / baseline.value;
+    Comparison {
+        scenario: scenario.into(),
+        dwcp,
+        baseline,
+        ratio,
+    }
+}
+
+/// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,
+/// alternating DWCP and the baseline, best of each kept (loopback on a shared
+/// machine is noisy; alternating keeps both sides under the same conditions).
+pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    let (mut d, mut b) = (0f64, 0f64);
+    for _ in 0..rounds {
+        d = d.max(dwcp_throughput(Transport::Quic, 1, total).await);
+        b = b.max(raw_quinn_throughput(total).await);
+    }
+    let quic_single = d;
+    out.push(compare(
+        "single-stream bulk, QUIC",
+        fig("quic-single", "DWCP over QUIC, 1 stream", d),
+        fig("quic-single", "raw quinn, 1 stream", b),
+    ));
+    let (mut d, mut b) = (0f64, 0f64);
+    for _ in 0..rounds {
+        d = d.max(dwcp_throughput(Transport::Tcp, 1, total).await);
+        b = b.max(raw_tls_tcp_throughput(total).await);
+    }
+    let tcp_single = d;
+    out.push(compare(
+        "single-stream bulk, TCP",
+        fig("tcp-single", "DWCP over 4 TCP lanes + TLS, 1 stream", d),
+        fig("tcp-single", "raw tokio TCP + rustls, 1 connection", b),
+    ));
+    let mut d = 0f64;
+    for _ in 0..rounds {
+        d = d.max(dwcp_throughput(Transport::Quic, 1000, total).await);
+    }
+    out.push(compare(
+        "1,000 streams vs 1 stream, QUIC",
+        fig("quic-1000", "DWCP over QUIC, 1,000 streams aggregate", d),
+        fig("quic-1000", "DWCP over QUIC, 1 stream", quic_single),
+    ));
+    let mut d = 0f64;
+    for _ in 0..rounds {
+        d = d.max(dwcp_throughput(Transport::Tcp, 1000, total).await);
+    }
+    out.push(compare(
+        "1,000 streams vs 1 stream, TCP",
+        fig(
+            "tcp-1000",
+            "DWCP over TCP lanes, 1,000 streams aggregate",
+            d,
+        ),
+        fig("tcp-1000", "DWCP over TCP lanes, 1 stream", tcp_single),
+    ));
+    out
+}
