@@ -19,6 +19,8 @@
 //! | [`scheduler`] | deficit round robin: who sends next |
 //! | [`rtt`] | smoothed / min RTT from PING/PONG |
 //! | [`codec`] | none / lz4 / zstd with bounded decoding |
+//! | [`selector`] | adaptive codec choice per chunk from data, CPU and link rate |
+//! | [`encoder`] | the sending side of the codec layer (policy, contexts, measurements) |
 //! | [`net`] | async API and transports: QUIC (quinn), TCP lanes, in-memory |
 //! | [`tls`] | mutual-TLS identities, development CA |
 //! | [`sim`] | a virtual-time link joining two connections, for tests and demos |
@@ -47,6 +49,8 @@
 pub mod codec;
 pub mod config;
 pub mod connection;
+pub mod corpus;
+pub mod encoder;
 pub mod error;
 pub mod flow;
 pub mod frame;
@@ -54,6 +58,7 @@ pub mod fuzzing;
 pub mod net;
 pub mod rtt;
 pub mod scheduler;
+pub mod selector;
 pub mod sim;
 pub mod stream;
 pub mod tls;

@@ -1,0 +1,216 @@
+//! The codec layer's sending side: compresses chunks according to a policy,
+//! with reusable zstd contexts, and feeds the selector its measurements.
+//!
+//! An [`Encoder`] does CPU work; run it off the I/O path (the async layer uses
+//! tokio's blocking pool). Uncompressed chunks keep their `Bytes` (zero copy).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::frame::Encoding;
+use crate::selector::{Level, Selector};
+
+/// Bytes of a chunk tried with LZ4 to judge compressibility.
+pub const SAMPLE: usize = 4096;
+/// Bytes used when exploring another level.
+pub const EXPLORE_SAMPLE: usize = 16 * 1024;
+
+/// Compression policy of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// Chosen per chunk by the [`Selector`].
+    #[default]
+    Adaptive,
+    /// Never compress.
+    Off,
+    /// Always this level (falls back to none if the peer did not accept the codec).
+    Force(Level),
+}
+
+/// One encoded chunk.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// Level used (`None` when sent as-is).
+    pub level: Level,
+    /// Encoding for the DATA frame; `None` for raw bytes.
+    pub encoding: Option<Encoding>,
+    /// Payload to send.
+    pub payload: Bytes,
+    /// Raw length.
+    pub raw_len: usize,
+    /// CPU time spent (compression, sampling and exploration).
+    pub cpu: Duration,
+}
+
+/// Compression state of one stream.
+pub struct Encoder {
+    policy: Policy,
+    codec_bits: u16,
+    selector: Selector,
+    zstd: HashMap<i32, zstd::bulk::Compressor<'static>>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("policy", &self.policy)
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
+/// LZ4 ratio (raw/compressed) of a sample from the middle of `data`.
+pub fn sample_ratio(data: &[u8]) -> f64 {
+    if data.len() < 64 {
+        return 1.0;
+    }
+    let start = data.len().saturating_sub(SAMPLE) / 2;
+    let sample = &data[start..(start + SAMPLE).min(data.len())];
+    let c = lz4_flex::block::compress(sample);
+    sample.len() as f64 / c.len().max(1) as f64
+}
+
+impl Encoder {
+    /// An encoder for a peer accepting the codecs in `codec_bits`.
+    pub fn new(policy: Policy, codec_bits: u16) -> Self {
+        Encoder {
+            policy,
+            codec_bits,
+            selector: Selector::new(codec_bits),
+            zstd: HashMap::new(),
+        }
+    }
+
+    /// The selector (for stats).
+    pub fn selector(&self) -> &Selector {
+        &self.selector
+    }
+
+    fn allowed(&self, level: Level) -> bool {
+        level == Level::None || self.codec_bits & level.codec().bit() != 0
+    }
+
+    fn compress(&mut self, level: Level, data: &[u8]) -> Option<Vec<u8>> {
+        match level {
+            Level::None => None,
+            Level::Lz4 => Some(lz4_flex::block::compress(data)),
+            Level::Zstd(l) => {
+                let ctx = match self.zstd.entry(l) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(zstd::bulk::Compressor::new(l).ok()?)
+                    }
+                };
+                ctx.compress(data).ok()
+            }
+        }
+    }
+
+    /// Encodes one chunk. `link_rate` is the wire rate available to the stream
+    /// in bytes/s, if known.
+    pub fn encode(&mut self, chunk: Bytes, link_rate: Option<f64>) -> Encoded {
+        let t0 = Instant::now();
+        let level = match self.policy {
+            Policy::Off => Level::None,
+            Policy::Force(l) if self.allowed(l) => l,
+            Policy::Force(_) => Level::None,
+            Policy::Adaptive => {
+                let ratio = sample_ratio(&chunk);
+                let level = self.selector.choose(link_rate, ratio);
+                if let Some(probe) = self.selector.explore() {
+                    let n = chunk.len().min(EXPLORE_SAMPLE);
+                    let t = Instant::now();
+                    if let Some(c) = self.compress(probe, &chunk[..n]) {
+                        self.selector.observe(probe, n, c.len(), t.elapsed());
+                    }
+                }
+                level
+            }
+        };
+        let raw_len = chunk.len();
+        let t = Instant::now();
+        let compressed = self.compress(level, &chunk);
+        let took = t.elapsed();
+        let out = match compressed {
+            Some(c) => {
+                self.selector.observe(level, raw_len, c.len(), took);
+                if c.len() + 5 < raw_len {
+                    Encoded {
+                        level,
+                        encoding: Some(Encoding {
+                            codec: level.codec(),
+                            raw_len: raw_len as u32,
+                        }),
+                        payload: Bytes::from(c),
+                        raw_len,
+                        cpu: Duration::ZERO,
+                    }
+                } else {
+                    // No gain: send as-is.
+                    Encoded {
+                        level: Level::None,
+                        encoding: None,
+                        payload: chunk,
+                        raw_len,
+                        cpu: Duration::ZERO,
+                    }
+                }
+            }
+            None => Encoded {
+                level: Level::None,
+                encoding: None,
+                payload: chunk,
+                raw_len,
+                cpu: Duration::ZERO,
+            },
+        };
+        Encoded {
+            cpu: t0.elapsed(),
+            ..out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::decompress;
+
+    #[test]
+    fn forced_levels_round_trip() {
+        let text: Vec<u8> = b"replication log entry 42: ok\n"
+            .iter()
+            .cycle()
+            .take(100_000)
+            .copied()
+            .collect();
+        for level in crate::selector::LADDER {
+            let mut e = Encoder::new(Policy::Force(level), crate::CodecId::all_bits());
+            let out = e.encode(Bytes::from(text.clone()), None);
+            assert_eq!(out.level, level);
+            let back = match out.encoding {
+                Some(enc) => decompress(enc, &out.payload, 1 << 20).expect("decode"),
+                None => out.payload.clone(),
+            };
+            assert_eq!(&back[..], &text[..]);
+        }
+    }
+
+    #[test]
+    fn uncompressed_path_is_zero_copy() {
+        let data = Bytes::from(vec![3u8; 10_000]);
+        let mut e = Encoder::new(Policy::Off, crate::CodecId::all_bits());
+        let out = e.encode(data.clone(), Some(1e6));
+        assert_eq!(out.payload.as_ptr(), data.as_ptr());
+    }
+
+    #[test]
+    fn codec_not_negotiated_falls_back_to_none() {
+        let mut e = Encoder::new(Policy::Force(Level::Zstd(3)), crate::CodecId::None.bit());
+        let out = e.encode(Bytes::from(vec![0u8; 10_000]), None);
+        assert_eq!(out.level, Level::None);
+        assert!(out.encoding.is_none());
+    }
+}

@@ -1,0 +1,319 @@
+//! The adaptive codec selector: for each chunk, the codec that delivers the
+//! most raw bytes per second given the stream's available rate.
+//!
+//! A stream's raw delivery rate with codec `c` is limited either by the
+//! compressor or by the link:
+//!
+//! ```text
+//! rate(c) = min(speed(c), link_rate × ratio(c))
+//! ```
+//!
+//! where `speed(c)` is raw bytes compressed per second of CPU time and
+//! `ratio(c)` is raw/wire, both moving averages measured on this machine and
+//! this stream's data. `none` has infinite speed and ratio 1. The selector
+//! picks the codec with the highest predicted rate, switches only when the
+//! best beats the current choice by [`SWITCH_MARGIN`] after at least
+//! [`MIN_DWELL`] chunks (no oscillation), treats data whose sample does not
+//! compress as incompressible (sent as-is), and every [`EXPLORE_EVERY`] chunks
+//! measures a neighbouring codec on a sample so estimates follow the data.
+//! `docs/compression.md` gives the measurements behind the constants.
+
+use std::time::Duration;
+
+/// A codec and level the selector can choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Level {
+    /// No compression.
+    None,
+    /// LZ4 block.
+    Lz4,
+    /// Zstandard at a level.
+    Zstd(i32),
+}
+
+impl Level {
+    /// Codec id on the wire.
+    pub fn codec(self) -> crate::CodecId {
+        match self {
+            Level::None => crate::CodecId::None,
+            Level::Lz4 => crate::CodecId::Lz4,
+            Level::Zstd(_) => crate::CodecId::Zstd,
+        }
+    }
+
+    /// Label for metrics and logs (`none`, `lz4`, `zstd3`...).
+    pub fn label(self) -> String {
+        match self {
+            Level::None => "none".into(),
+            Level::Lz4 => "lz4".into(),
+            Level::Zstd(l) => format!("zstd{l}"),
+        }
+    }
+}
+
+/// Candidates, fastest first.
+pub const LADDER: [Level; 6] = [
+    Level::None,
+    Level::Lz4,
+    Level::Zstd(1),
+    Level::Zstd(3),
+    Level::Zstd(9),
+    Level::Zstd(19),
+];
+
+/// Priors (raw MB/s of one core, ratio) used until a codec has been measured;
+/// typical figures for mixed text/binary data on a current x86 core.
+const PRIORS: [(f64, f64); 6] = [
+    (f64::INFINITY, 1.0),
+    (600e6, 2.0),
+    (300e6, 2.6),
+    (150e6, 2.8),
+    (40e6, 3.1),
+    (4e6, 3.4),
+];
+
+/// Predicted gain needed before switching codec.
+pub const SWITCH_MARGIN: f64 = 1.10;
+/// Chunks to stay on a codec before switching again.
+pub const MIN_DWELL: u32 = 4;
+/// Chunks between two exploration samples.
+pub const EXPLORE_EVERY: u64 = 16;
+/// A sample compressing by less than this (raw/wire) marks the chunk incompressible.
+pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
+/// Weight of a new measurement in the moving averages.
+const ALPHA: f64 = 0.25;
+
+#[derive(Debug, Clone, Copy)]
+struct Estimate {
+    speed: f64,
+    ratio: f64,
+    samples: u32,
+}
+
+/// Per-stream selector state.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    est: [Estimate; 6],
+    allowed: [bool; 6],
+    current: usize,
+    since_switch: u32,
+    chunks: u64,
+}
+
+impl Selector {
+    /// A selector limited to the codecs in `codec_bits` (the peer's HELLO bitmap).
+    pub fn new(codec_bits: u16) -> Self {
+        let mut est = [Estimate {
+            speed: 0.0,
+            ratio: 1.0,
+            samples: 0,
+        }; 6];
+        let mut allowed = [false; 6];
+        for (i, l) in LADDER.iter().enumerate() {
+            est[i].speed = PRIORS[i].0;
+            est[i].ratio = PRIORS[i].1;
+            allowed[i] = *l == Level::None || codec_bits & l.codec().bit() != 0;
+        }
+        Selector {
+            est,
+            allowed,
+            current: 0,
+            since_switch: MIN_DWELL,
+            chunks: 0,
+        }
+    }
+
+    /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
+    pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
+        let e = self.est[i];
+        e.speed.min(link_rate * e.ratio)
+    }
+
+    /// The current choice.
+    pub fn current(&self) -> Level {
+        LADDER[self.current]
+    }
+
+    /// Chooses the level for the next chunk. `link_rate` is the wire rate the
+    /// stream can send at (bytes/s; `None` if unknown, taken as unlimited);
+    /// `sample_ratio` is an LZ4 trial on a sample of the chunk.
+    pub fn choose(&mut self, link_rate: Option<f64>, sample_ratio: f64) -> Level {
+        self.chunks += 1;
+        if sample_ratio < INCOMPRESSIBLE_RATIO {
+            // Incompressible data: send as-is, whatever the link.
+            return Level::None;
+        }
+        let link = link_rate.unwrap_or(f64::INFINITY);
+        let mut best = self.current;
+        let mut best_rate = self.predicted_rate(self.current, link);
+        for i in 0..LADDER.len() {
+            if !self.allowed[i] {
+                continue;
+            }
+            let r = self.predicted_rate(i, link);
+            if r > best_rate {
+                best = i;
+                best_rate = r;
+            }
+        }
+        let current_rate = self.predicted_rate(self.current, link);
+        self.since_switch = self.since_switch.saturating_add(1);
+        if best != self.current
+            && self.since_switch >= MIN_DWELL
+            && (best_rate > current_rate * SWITCH_MARGIN || !self.allowed[self.current])
+        {
+            self.current = best;
+            self.since_switch = 0;
+        }
+        LADDER[self.current]
+    }
+
+    /// A neighbouring level to measure on a sample now, if exploration is due.
+    pub fn explore(&self) -> Option<Level> {
+        if self.chunks % EXPLORE_EVERY != 0 {
+            return None;
+        }
+        // Alternate between the next slower and the next faster level.
+        let up = (self.chunks / EXPLORE_EVERY) % 2 == 0;
+        let candidates: Vec<usize> = if up {
+            (self.current + 1..LADDER.len()).collect()
+        } else {
+            (1..self.current).rev().collect()
+        };
+        candidates
+            .into_iter()
+            .find(|i| self.allowed[*i])
+            .map(|i| LADDER[i])
+    }
+
+    /// Records a measurement: `raw` bytes became `wire` bytes in `cpu` time.
+    pub fn observe(&mut self, level: Level, raw: usize, wire: usize, cpu: Duration) {
+        let Some(i) = LADDER.iter().position(|l| *l == level) else {
+            return;
+        };
+        if i == 0 || raw == 0 {
+            return;
+        }
+        let ratio = raw as f64 / wire.max(1) as f64;
+        let speed = raw as f64 / cpu.as_secs_f64().max(1e-7);
+        let e = &mut self.est[i];
+        if e.samples == 0 {
+            e.ratio = ratio;
+            e.speed = speed;
+        } else {
+            e.ratio += ALPHA * (ratio - e.ratio);
+            e.speed += ALPHA * (speed - e.speed);
+        }
+        e.samples = e.samples.saturating_add(1);
+    }
+
+    /// Estimated (speed bytes/s, ratio) of a level.
+    pub fn estimate(&self, level: Level) -> Option<(f64, f64)> {
+        let i = LADDER.iter().position(|l| *l == level)?;
+        Some((self.est[i].speed, self.est[i].ratio))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn teach(s: &mut Selector, level: Level, mbps: f64, ratio: f64) {
+        for _ in 0..8 {
+            let raw = 131_072;
+            s.observe(
+                level,
+                raw,
+                (raw as f64 / ratio) as usize,
+                Duration::from_secs_f64(raw as f64 / (mbps * 1e6)),
+            );
+        }
+    }
+
+    fn taught() -> Selector {
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        teach(&mut s, Level::Lz4, 700.0, 2.1);
+        teach(&mut s, Level::Zstd(1), 350.0, 2.9);
+        teach(&mut s, Level::Zstd(3), 180.0, 3.1);
+        teach(&mut s, Level::Zstd(9), 40.0, 3.5);
+        teach(&mut s, Level::Zstd(19), 3.0, 4.0);
+        s
+    }
+
+    fn settle(s: &mut Selector, link: Option<f64>) -> Level {
+        let mut l = Level::None;
+        for _ in 0..20 {
+            l = s.choose(link, 2.0);
+        }
+        l
+    }
+
+    #[test]
+    fn incompressible_data_is_sent_as_is() {
+        let mut s = taught();
+        for _ in 0..10 {
+            assert_eq!(s.choose(Some(1e6), 1.0), Level::None);
+        }
+    }
+
+    #[test]
+    fn slow_link_gets_stronger_codec_and_returns_when_it_speeds_up() {
+        let mut s = taught();
+        let unlimited = settle(&mut s, None);
+        assert_eq!(unlimited, Level::None);
+        let idx = |l: Level| LADDER.iter().position(|x| *x == l).unwrap_or(0);
+        // 1 Gbit/s: zstd1 at 350 MB/s beats lz4's 2.1 x 125 MB/s and none's 125.
+        let gig = settle(&mut s, Some(125e6));
+        assert_eq!(gig, Level::Zstd(1));
+        let slow = settle(&mut s, Some(1.25e6));
+        assert!(
+            matches!(slow, Level::Zstd(l) if l >= 9),
+            "10 Mbit/s: {slow:?}"
+        );
+        assert!(idx(slow) > idx(gig));
+        let back = settle(&mut s, Some(125e6));
+        assert_eq!(back, gig);
+    }
+
+    #[test]
+    fn no_oscillation_between_close_candidates() {
+        let mut s = taught();
+        settle(&mut s, Some(60e6));
+        let first = s.current();
+        let mut switches = 0;
+        for i in 0..200 {
+            // Link estimate jitters by ±5%.
+            let link = 60e6 * if i % 2 == 0 { 1.05 } else { 0.95 };
+            let before = s.current();
+            s.choose(Some(link), 2.0);
+            if s.current() != before {
+                switches += 1;
+            }
+        }
+        assert!(switches <= 1, "{switches} switches from {first:?}");
+    }
+
+    #[test]
+    fn respects_negotiated_codecs() {
+        let mut s = Selector::new(crate::CodecId::None.bit() | crate::CodecId::Lz4.bit());
+        let l = settle(&mut s, Some(1e6));
+        assert_eq!(l, Level::Lz4);
+    }
+
+    #[test]
+    fn exploration_visits_neighbours() {
+        let mut s = taught();
+        settle(&mut s, Some(125e6));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..64 {
+            s.choose(Some(125e6), 2.0);
+            if let Some(l) = s.explore() {
+                seen.insert(l);
+            }
+        }
+        assert!(
+            seen.contains(&Level::Lz4) && seen.contains(&Level::Zstd(3)),
+            "{seen:?}"
+        );
+    }
+}

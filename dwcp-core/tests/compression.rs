@@ -1,0 +1,127 @@
+//! Codec layer: round trips on every corpus, bombs, the selector's behaviour.
+
+use bytes::{Bytes, BytesMut};
+use dwcp_core::codec::decompress;
+use dwcp_core::encoder::{sample_ratio, Encoder, Policy};
+use dwcp_core::frame::{Data, Frame};
+use dwcp_core::selector::{Level, LADDER};
+use dwcp_core::{corpus, CodecId, Config, Connection, ErrorCode, Side};
+
+#[test]
+fn every_codec_round_trips_every_corpus() {
+    for (name, data) in corpus::all(1 << 20) {
+        for level in LADDER {
+            let mut enc = Encoder::new(Policy::Force(level), CodecId::all_bits());
+            for chunk in data.chunks(128 * 1024) {
+                let out = enc.encode(Bytes::copy_from_slice(chunk), None);
+                let back = match out.encoding {
+                    Some(e) => decompress(e, &out.payload, 1 << 20).expect("decode"),
+                    None => out.payload.clone(),
+                };
+                assert_eq!(&back[..], chunk, "{name} {level:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn corpora_have_the_intended_compressibility() {
+    let ratio = |d: &[u8]| sample_ratio(d);
+    assert!(ratio(&corpus::random(1 << 16, 1)) < 1.05);
+    assert!(ratio(&corpus::text(1 << 16, 1)) > 2.0);
+    assert!(ratio(&corpus::json(1 << 16, 1)) > 2.0);
+    assert!(ratio(&corpus::zeros(1 << 16)) > 50.0);
+}
+
+#[test]
+fn adaptive_sends_random_data_as_is() {
+    let data = corpus::random(2 << 20, 9);
+    let mut enc = Encoder::new(Policy::Adaptive, CodecId::all_bits());
+    for chunk in data.chunks(128 * 1024) {
+        for rate in [Some(1.25e6), Some(125e6), None] {
+            let out = enc.encode(Bytes::copy_from_slice(chunk), rate);
+            assert_eq!(out.level, Level::None);
+            assert!(out.encoding.is_none());
+        }
+    }
+}
+
+fn settle(enc: &mut Encoder, data: &[u8], rate: Option<f64>) -> Level {
+    let mut last = Level::None;
+    for _ in 0..3 {
+        for chunk in data.chunks(128 * 1024) {
+            last = enc.encode(Bytes::copy_from_slice(chunk), rate).level;
+        }
+    }
+    last
+}
+
+#[test]
+fn adaptive_picks_stronger_codec_on_slow_link_and_returns() {
+    let data = corpus::vm_memory(4 << 20, 5);
+    let mut enc = Encoder::new(Policy::Adaptive, CodecId::all_bits());
+    let idx = |l: Level| LADDER.iter().position(|x| *x == l).unwrap_or(0);
+    let fast = settle(&mut enc, &data, None);
+    let slow = settle(&mut enc, &data, Some(10e6 / 8.0));
+    let back = settle(&mut enc, &data, None);
+    assert!(
+        idx(slow) > idx(fast),
+        "10 Mbit/s {slow:?} vs unlimited {fast:?}"
+    );
+    assert!(idx(back) < idx(slow), "did not return: {back:?}");
+}
+
+fn established() -> (Connection, std::time::Instant) {
+    let now = std::time::Instant::now();
+    let mut c = Connection::new(Config::default(), Side::Server, now).expect("config");
+    let hello = dwcp_core::frame::Hello {
+        min_version: 1,
+        max_version: 1,
+        capabilities: dwcp_core::Capabilities::ALL,
+        required: dwcp_core::Capabilities::NONE,
+        codecs: CodecId::all_bits(),
+        max_frame_payload: 256 * 1024,
+        max_decoded_frame: 1 << 20,
+        initial_stream_window: 256 * 1024,
+        initial_connection_window: 1 << 20,
+        max_streams: 100,
+    };
+    c.handle_input(
+        now,
+        &mut BytesMut::from(&Frame::Hello(hello).to_bytes()[..]),
+    );
+    (c, now)
+}
+
+#[test]
+fn bomb_frames_are_rejected_with_their_code() {
+    for codec in [CodecId::Lz4, CodecId::Zstd] {
+        let (mut c, now) = established();
+        let open = Frame::Open(dwcp_core::frame::Open {
+            stream: 1,
+            class: 0,
+            priority: 0,
+            weight: 1,
+            options: Default::default(),
+            route: Bytes::new(),
+        });
+        c.handle_input(now, &mut BytesMut::from(&open.to_bytes()[..]));
+        let zeros = corpus::zeros(64 << 20);
+        let payload = dwcp_core::codec::compress(codec, 19, &zeros).expect("compress");
+        let bomb = Frame::Data(Data {
+            stream: 1,
+            encoding: Some(dwcp_core::frame::Encoding {
+                codec,
+                raw_len: zeros.len() as u32,
+            }),
+            payload: payload.slice(..payload.len().min(200_000)),
+            fin: false,
+        });
+        c.handle_input(now, &mut BytesMut::from(&bomb.to_bytes()[..]));
+        assert_eq!(
+            c.error().and_then(|e| e.code()),
+            Some(ErrorCode::DecompressionLimit),
+            "{codec:?}"
+        );
+    }
+}
