@@ -130,6 +130,13 @@ pub struct ConnectionStats {
     pub min_rtt: Option<Duration>,
     /// Current connection receive window.
     pub connection_window: u64,
+    /// DATA payload bytes received per codec id (`[none, lz4, zstd]`), before decoding.
+    pub wire_received_by_codec: [u64; 3],
+    /// Bytes received per codec id after decoding.
+    pub raw_received_by_codec: [u64; 3],
+    /// Time spent decompressing, in nanoseconds (a measurement only; it
+    /// does not influence the protocol).
+    pub decompress_nanos: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +322,11 @@ impl Connection {
     /// Current receive window of a stream (grows with auto-tuning).
     pub fn stream_window(&self, id: StreamId) -> Option<u64> {
         self.streams.get(&id).map(|s| s.recv_window.window())
+    }
+
+    /// Streams that have data and credit, waiting for the scheduler.
+    pub fn backlogged_streams(&self) -> usize {
+        self.sched.len()
     }
 
     /// Bytes queued by the application and not yet sent, over all streams.
@@ -1294,6 +1306,9 @@ impl Connection {
         }
         self.stats.data_raw_received += raw;
         self.stats.data_wire_received += d.payload.len() as u64;
+        let ci = d.encoding.map_or(0, |e| e.codec as usize).min(2);
+        self.stats.raw_received_by_codec[ci] += raw;
+        self.stats.wire_received_by_codec[ci] += d.payload.len() as u64;
         let discard = match self.streams.get(&id) {
             None if self.is_closed_id(id) => true,
             None => {
@@ -1349,7 +1364,10 @@ impl Connection {
                     );
                     return;
                 }
-                match codec::decompress(enc, &d.payload, max_decoded) {
+                let t0 = std::time::Instant::now();
+                let r = codec::decompress(enc, &d.payload, max_decoded);
+                self.stats.decompress_nanos += t0.elapsed().as_nanos() as u64;
+                match r {
                     Ok(b) => b,
                     Err(e) => {
                         self.fail(e.code(), format!("stream {id}: {e}"));

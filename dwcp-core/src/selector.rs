@@ -170,11 +170,11 @@ impl Selector {
 
     /// A neighbouring level to measure on a sample now, if exploration is due.
     pub fn explore(&self) -> Option<Level> {
-        if self.chunks % EXPLORE_EVERY != 0 {
+        if !self.chunks.is_multiple_of(EXPLORE_EVERY) {
             return None;
         }
         // Alternate between the next slower and the next faster level.
-        let up = (self.chunks / EXPLORE_EVERY) % 2 == 0;
+        let up = (self.chunks / EXPLORE_EVERY).is_multiple_of(2);
         let candidates: Vec<usize> = if up {
             (self.current + 1..LADDER.len()).collect()
         } else {

@@ -38,6 +38,8 @@ pub struct Stats {
     pub core: ConnectionStats,
     /// RTT and loss as the transport measures them.
     pub transport: TransportStats,
+    /// Compression per traffic class (sending side).
+    pub compression: std::collections::BTreeMap<u8, crate::net::driver::ClassCompression>,
 }
 
 impl Stats {
@@ -113,7 +115,23 @@ impl Connection {
             Poll::Pending
         })
         .await
-        .map(|id| Stream::new(id, self.conn.clone(), crate::net::Compression::Adaptive))
+        .map(|id| {
+            let no_comp = self
+                .shared()
+                .lock()
+                .core
+                .stream_params(id)
+                .is_some_and(|p| {
+                    p.options
+                        .contains(crate::frame::StreamOptions::NO_COMPRESSION)
+                });
+            let policy = if no_comp {
+                crate::net::Compression::Off
+            } else {
+                crate::net::Compression::Adaptive
+            };
+            Stream::new(id, self.conn.clone(), policy)
+        })
     }
 
     /// Statistics snapshot.
@@ -122,6 +140,12 @@ impl Connection {
         Stats {
             core,
             transport: (self.shared().stats)(),
+            compression: self
+                .shared()
+                .compression
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 

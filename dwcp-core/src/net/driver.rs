@@ -104,6 +104,23 @@ pub(crate) struct Shared {
     pub(crate) stats: StatsFn,
     pub(crate) peer_identity: Option<String>,
     pub(crate) remote_addr: Option<std::net::SocketAddr>,
+    /// Configured WAN rate cap in bytes/s, if any.
+    pub(crate) link_rate: Option<f64>,
+    /// Compression figures per traffic class.
+    pub(crate) compression: Mutex<std::collections::BTreeMap<u8, ClassCompression>>,
+}
+
+/// Compression figures of one traffic class on a connection.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClassCompression {
+    /// Raw bytes handed to the codec layer.
+    pub raw: u64,
+    /// Bytes after encoding.
+    pub wire: u64,
+    /// Time spent compressing.
+    pub cpu: std::time::Duration,
+    /// Level chosen for the last chunk (`none`, `lz4`, `zstd3`...).
+    pub current: String,
 }
 
 impl std::fmt::Debug for Shared {
@@ -121,6 +138,7 @@ impl Shared {
         stats: StatsFn,
         peer_identity: Option<String>,
         remote_addr: Option<std::net::SocketAddr>,
+        link_rate: Option<f64>,
     ) -> Arc<Shared> {
         let (tx, rx) = watch::channel(Phase::Handshaking);
         Arc::new(Shared {
@@ -139,7 +157,26 @@ impl Shared {
             stats,
             peer_identity,
             remote_addr,
+            link_rate,
+            compression: Mutex::new(Default::default()),
         })
+    }
+
+    /// Wire rate (bytes/s) one backlogged stream can expect now: the
+    /// transport's congestion window over its RTT, capped by the configured
+    /// link rate, shared among the streams waiting to send. `None` if unknown.
+    pub(crate) fn rate_hint(&self) -> Option<f64> {
+        let t = (self.stats)();
+        let transport = match t.rtt {
+            Some(rtt) if t.cwnd > 0 && !rtt.is_zero() => Some(t.cwnd as f64 / rtt.as_secs_f64()),
+            _ => None,
+        };
+        let rate = match (transport, self.link_rate) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        let waiting = self.lock().core.backlogged_streams().max(1);
+        Some(rate / waiting as f64)
     }
 
     /// Locks the state. A poisoned lock (a panic elsewhere) is still usable:

@@ -73,6 +73,9 @@ pub struct EndpointConfig {
     pub handshake_timeout: Duration,
     /// Established connections waiting for `accept` (default 128); more are refused.
     pub accept_backlog: usize,
+    /// The WAN rate in bits/s, if known (for example a contracted rate); used by
+    /// adaptive compression together with the transport's own estimate.
+    pub link_rate_bps: Option<u64>,
 }
 
 impl EndpointConfig {
@@ -86,6 +89,7 @@ impl EndpointConfig {
             udp_buffer: 8 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 128,
+            link_rate_bps: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub(crate) fn spawn_lanes<R, W>(
     stats: StatsFn,
     peer_identity: Option<String>,
     remote_addr: Option<std::net::SocketAddr>,
+    link_rate: Option<f64>,
 ) -> Connection
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -31,7 +32,14 @@ where
         txs.push(tx);
         rxs.push(rx);
     }
-    let shared = Shared::new(core, Routing::Lanes(txs), stats, peer_identity, remote_addr);
+    let shared = Shared::new(
+        core,
+        Routing::Lanes(txs),
+        stats,
+        peer_identity,
+        remote_addr,
+        link_rate,
+    );
     for (i, ((r, w), rx)) in lanes.into_iter().zip(rxs).enumerate() {
         let role = if i == 0 {
             LaneRole::Control
@@ -78,8 +86,8 @@ pub async fn pair(
         })
     };
     let n = a.len();
-    let c = spawn_lanes(cc, a, stats(n), None, None);
-    let s = spawn_lanes(sc, b, stats(n), None, None);
+    let c = spawn_lanes(cc, a, stats(n), None, None, None);
+    let s = spawn_lanes(sc, b, stats(n), None, None, None);
     let timeout = std::time::Duration::from_secs(10);
     let c = crate::net::endpoint::establish(c, timeout).await?;
     let s = crate::net::endpoint::establish(s, timeout).await?;

@@ -21,6 +21,6 @@ mod tcp;
 mod tcp_info;
 
 pub use connection::{Connection, Stats};
-pub use driver::TransportStats;
+pub use driver::{ClassCompression, TransportStats};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport};
 pub use stream::{Compression, Stream, StreamOptions};

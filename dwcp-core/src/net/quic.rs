@@ -121,6 +121,7 @@ fn start(
         stats_of(conn.clone()),
         identity_of(&conn),
         Some(conn.remote_address()),
+        cfg.link_rate_bps.map(|b| b as f64 / 8.0),
     );
     let (send, recv) = control;
     tokio::spawn(driver::read_lane(recv, shared.clone(), LaneRole::Control));

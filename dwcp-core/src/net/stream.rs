@@ -8,9 +8,11 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::encoder::{Encoded, Encoder, Policy};
 use crate::error::{ErrorCode, StreamError};
 use crate::frame::StreamOptions as OptionBits;
 use crate::net::connection::ConnRef;
+use crate::selector::Level;
 use crate::{CodecId, OpenParams, StreamId};
 
 /// How a stream's data is compressed.
@@ -77,7 +79,13 @@ pub struct Stream {
     compression: Compression,
     route: Bytes,
     class: u8,
+    encoder: Option<Arc<std::sync::Mutex<Encoder>>>,
 }
+
+/// Largest chunk compressed at once (also the largest compressed DATA frame).
+const COMPRESS_CHUNK: usize = 128 * 1024;
+/// Writes smaller than this are sent as-is: not worth a trip to the compressor.
+const MIN_COMPRESS: usize = 2048;
 
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
@@ -108,7 +116,61 @@ impl Stream {
             compression,
             route,
             class,
+            encoder: None,
         }
+    }
+
+    fn policy(&self) -> Policy {
+        match self.compression {
+            Compression::Adaptive => Policy::Adaptive,
+            Compression::Off => Policy::Off,
+            Compression::Force(CodecId::None, _) => Policy::Off,
+            Compression::Force(CodecId::Lz4, _) => Policy::Force(Level::Lz4),
+            Compression::Force(CodecId::Zstd, l) => Policy::Force(Level::Zstd(l)),
+        }
+    }
+
+    fn encoder(&mut self) -> Arc<std::sync::Mutex<Encoder>> {
+        if let Some(e) = &self.encoder {
+            return e.clone();
+        }
+        let bits = {
+            let inner = self.conn.shared.lock();
+            inner.core.peer_hello().map_or(0, |h| {
+                if h.capabilities.contains(crate::Capabilities::COMPRESSION) {
+                    h.codecs
+                } else {
+                    0
+                }
+            })
+        };
+        let e = Arc::new(std::sync::Mutex::new(Encoder::new(self.policy(), bits)));
+        self.encoder = Some(e.clone());
+        e
+    }
+
+    fn record(&self, out: &Encoded) {
+        let label = out.level.label();
+        let class = self.class.to_string();
+        metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => label.clone())
+            .increment(out.raw_len as u64);
+        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class.clone(), "codec" => label.clone())
+            .increment(out.payload.len() as u64);
+        metrics::histogram!("dwcp_compression_seconds", "codec" => label.clone())
+            .record(out.cpu.as_secs_f64());
+        let mut map = self
+            .conn
+            .shared
+            .compression
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let c = map.entry(self.class).or_default();
+        c.raw += out.raw_len as u64;
+        c.wire += out.payload.len() as u64;
+        c.cpu += out.cpu;
+        c.current = label;
+        let ratio = c.raw as f64 / c.wire.max(1) as f64;
+        metrics::gauge!("dwcp_compression_ratio", "class" => class).set(ratio);
     }
 
     /// The stream id.
@@ -161,7 +223,10 @@ impl Stream {
         }
     }
 
-    /// Sends all of `data` without copying, waiting for flow-control room.
+    /// Sends all of `data`, waiting for flow-control room. Following the
+    /// stream's [`Compression`] policy, data is compressed in chunks of up to
+    /// 128 KiB on tokio's blocking pool (off the I/O path); data sent as-is is
+    /// never copied.
     ///
     /// # Errors
     /// The stream was reset or finished, or the connection failed.
@@ -169,6 +234,41 @@ impl Stream {
     /// # Cancel safety
     /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
+        if self.policy() == Policy::Off || data.len() < MIN_COMPRESS {
+            return self.send_raw(data).await;
+        }
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(COMPRESS_CHUNK));
+            let enc = self.encoder();
+            let rate = self.conn.shared.rate_hint();
+            let out = tokio::task::spawn_blocking(move || {
+                enc.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .encode(chunk, rate)
+            })
+            .await
+            .map_err(|e| {
+                StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
+                    "compressor task failed: {e}"
+                )))
+            })?;
+            self.record(&out);
+            match out.encoding {
+                None => self.send_raw(out.payload).await?,
+                Some(e) => self.send_encoded(e, out.payload).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `data` as-is (never compressed, never copied).
+    ///
+    /// # Errors
+    /// As [`Stream::send`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
+    pub async fn send_raw(&mut self, mut data: Bytes) -> Result<(), StreamError> {
         while !data.is_empty() {
             let n = std::future::poll_fn(|cx| self.poll_send_some(cx, &data)).await?;
             data.advance(n);

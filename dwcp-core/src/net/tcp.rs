@@ -139,7 +139,14 @@ pub(crate) async fn connect(
     }
     let core = Core::new(cfg.protocol.clone(), Side::Client, Instant::now())
         .map_err(|e| Error::Config(e.0))?;
-    let conn = spawn_lanes(core, lanes, lane_stats(socks), identity, Some(addr));
+    let conn = spawn_lanes(
+        core,
+        lanes,
+        lane_stats(socks),
+        identity,
+        Some(addr),
+        cfg.link_rate_bps.map(|b| b as f64 / 8.0),
+    );
     establish(conn, cfg.handshake_timeout).await
 }
 
@@ -263,7 +270,7 @@ pub(crate) async fn accept_loop(
                         Ok(c) => c,
                         Err(e) => { counters.failed(e.0); continue; }
                     };
-                    let conn = spawn_lanes(core, lanes, lane_stats(g.socks), g.identity, Some(g.addr));
+                    let conn = spawn_lanes(core, lanes, lane_stats(g.socks), g.identity, Some(g.addr), cfg.link_rate_bps.map(|b| b as f64 / 8.0));
                     let out = out.clone();
                     let counters = counters.clone();
                     let timeout = cfg.handshake_timeout;
