@@ -1,6 +1,7 @@
 //! dwcp-bench: benchmark workloads shared by the criterion benches and the
 //! `dwcp-bench` scenarios.
 
+pub mod compression;
 pub mod scenarios;
 
 use std::time::Duration;

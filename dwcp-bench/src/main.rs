@@ -25,6 +25,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Adaptive vs fixed compression over emulated link rates.
+    Compression {
+        /// MiB of each corpus.
+        #[arg(long, default_value_t = 32)]
+        mib: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
@@ -37,6 +46,49 @@ fn main() {
             std::process::exit(1)
         });
     match cli.command {
+        Command::Compression { mib, json } => {
+            let cells = dwcp_bench::compression::table(mib);
+            if json {
+                match serde_json::to_string_pretty(&cells) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("json: {e}"),
+                }
+                return;
+            }
+            print!("{:<26} {:>11}", "corpus", "link");
+            if let Some(c) = cells.first() {
+                for (name, _) in &c.mbps {
+                    print!(" {:>9}", name);
+                }
+            }
+            println!(" {:>9}", "adapt/best");
+            for c in &cells {
+                print!("{:<26} {:>11}", c.corpus, c.rate);
+                for (_, v) in &c.mbps {
+                    print!(" {:>9.1}", v);
+                }
+                println!(" {:>9.2}", c.adaptive_vs_best);
+            }
+            println!("levels chosen by adaptive (chunks):");
+            for c in &cells {
+                println!("  {:<26} {:>11} {:?}", c.corpus, c.rate, c.adaptive_levels);
+            }
+            // Whole-table totals: the sum over cells of each policy's rate,
+            // each cell normalised by its best policy.
+            if let Some(first) = cells.first() {
+                println!("normalised sum over all cells (each cell / its best):");
+                for (i, (name, _)) in first.mbps.iter().enumerate() {
+                    let s: f64 = cells
+                        .iter()
+                        .map(|c| {
+                            let best = c.mbps.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+                            c.mbps[i].1 / best
+                        })
+                        .sum();
+                    println!("  {name:>9}: {s:.2} of {}", cells.len());
+                }
+            }
+        }
         Command::Bulk { mib, rounds, json } => {
             let res = rt.block_on(dwcp_bench::scenarios::bulk(mib << 20, rounds.max(1)));
             if json {

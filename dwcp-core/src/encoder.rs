@@ -61,14 +61,20 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-/// LZ4 ratio (raw/compressed) of a sample from the middle of `data`.
+/// LZ4 ratio (raw/compressed) of a [`SAMPLE`]-byte sample made of four
+/// pieces spread over `data`, so one random page in a mixed chunk does not
+/// decide for the whole chunk.
 pub fn sample_ratio(data: &[u8]) -> f64 {
     if data.len() < 64 {
         return 1.0;
     }
-    let start = data.len().saturating_sub(SAMPLE) / 2;
-    let sample = &data[start..(start + SAMPLE).min(data.len())];
-    let c = lz4_flex::block::compress(sample);
+    let piece = (SAMPLE / 4).min(data.len() / 4);
+    let mut sample = Vec::with_capacity(piece * 4);
+    for k in 0..4 {
+        let start = (data.len() / 4) * k;
+        sample.extend_from_slice(&data[start..start + piece]);
+    }
+    let c = lz4_flex::block::compress(&sample);
     sample.len() as f64 / c.len().max(1) as f64
 }
 
@@ -116,6 +122,7 @@ impl Encoder {
             Policy::Off => Level::None,
             Policy::Force(l) if self.allowed(l) => l,
             Policy::Force(_) => Level::None,
+            Policy::Adaptive if self.selector.none_dominates(link_rate) => Level::None,
             Policy::Adaptive => {
                 let ratio = sample_ratio(&chunk);
                 let level = self.selector.choose(link_rate, ratio);

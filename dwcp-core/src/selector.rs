@@ -65,11 +65,11 @@ pub const LADDER: [Level; 6] = [
 /// typical figures for mixed text/binary data on a current x86 core.
 const PRIORS: [(f64, f64); 6] = [
     (f64::INFINITY, 1.0),
-    (600e6, 2.0),
-    (300e6, 2.6),
-    (150e6, 2.8),
-    (40e6, 3.1),
-    (4e6, 3.4),
+    (450e6, 2.4),
+    (300e6, 3.0),
+    (230e6, 3.1),
+    (40e6, 3.3),
+    (3e6, 3.4),
 ];
 
 /// Predicted gain needed before switching codec.
@@ -83,11 +83,28 @@ pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
 /// Weight of a new measurement in the moving averages.
 const ALPHA: f64 = 0.25;
 
+/// Moving averages of CPU seconds per raw byte and wire bytes per raw byte:
+/// averaging costs (not rates) weights each byte equally, so a run of easy
+/// chunks (zero pages) does not inflate the speed estimate.
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
-    speed: f64,
-    ratio: f64,
+    cost: f64,
+    inv_ratio: f64,
     samples: u32,
+}
+
+impl Estimate {
+    fn speed(&self) -> f64 {
+        if self.cost <= 0.0 {
+            f64::INFINITY
+        } else {
+            1.0 / self.cost
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        1.0 / self.inv_ratio.max(1e-6)
+    }
 }
 
 /// Per-stream selector state.
@@ -104,14 +121,14 @@ impl Selector {
     /// A selector limited to the codecs in `codec_bits` (the peer's HELLO bitmap).
     pub fn new(codec_bits: u16) -> Self {
         let mut est = [Estimate {
-            speed: 0.0,
-            ratio: 1.0,
+            cost: 0.0,
+            inv_ratio: 1.0,
             samples: 0,
         }; 6];
         let mut allowed = [false; 6];
         for (i, l) in LADDER.iter().enumerate() {
-            est[i].speed = PRIORS[i].0;
-            est[i].ratio = PRIORS[i].1;
+            est[i].cost = 1.0 / PRIORS[i].0;
+            est[i].inv_ratio = 1.0 / PRIORS[i].1;
             allowed[i] = *l == Level::None || codec_bits & l.codec().bit() != 0;
         }
         Selector {
@@ -126,7 +143,7 @@ impl Selector {
     /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
     pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
         let e = self.est[i];
-        e.speed.min(link_rate * e.ratio)
+        e.speed().min(link_rate * e.ratio())
     }
 
     /// The current choice.
@@ -168,6 +185,16 @@ impl Selector {
         LADDER[self.current]
     }
 
+    /// True when sending as-is is best whatever the data: no allowed codec can
+    /// compress as fast as the link sends (`speed(c) <= link_rate` for all c),
+    /// so the compressibility sample can be skipped.
+    pub fn none_dominates(&self, link_rate: Option<f64>) -> bool {
+        let link = link_rate.unwrap_or(f64::INFINITY);
+        (1..LADDER.len())
+            .filter(|i| self.allowed[*i])
+            .all(|i| self.est[i].speed() <= link)
+    }
+
     /// A neighbouring level to measure on a sample now, if exploration is due.
     pub fn explore(&self) -> Option<Level> {
         if !self.chunks.is_multiple_of(EXPLORE_EVERY) {
@@ -194,15 +221,15 @@ impl Selector {
         if i == 0 || raw == 0 {
             return;
         }
-        let ratio = raw as f64 / wire.max(1) as f64;
-        let speed = raw as f64 / cpu.as_secs_f64().max(1e-7);
+        let inv_ratio = wire as f64 / raw as f64;
+        let cost = cpu.as_secs_f64() / raw as f64;
         let e = &mut self.est[i];
         if e.samples == 0 {
-            e.ratio = ratio;
-            e.speed = speed;
+            e.inv_ratio = inv_ratio;
+            e.cost = cost;
         } else {
-            e.ratio += ALPHA * (ratio - e.ratio);
-            e.speed += ALPHA * (speed - e.speed);
+            e.inv_ratio += ALPHA * (inv_ratio - e.inv_ratio);
+            e.cost += ALPHA * (cost - e.cost);
         }
         e.samples = e.samples.saturating_add(1);
     }
@@ -210,7 +237,7 @@ impl Selector {
     /// Estimated (speed bytes/s, ratio) of a level.
     pub fn estimate(&self, level: Level) -> Option<(f64, f64)> {
         let i = LADDER.iter().position(|l| *l == level)?;
-        Some((self.est[i].speed, self.est[i].ratio))
+        Some((self.est[i].speed(), self.est[i].ratio()))
     }
 }
 

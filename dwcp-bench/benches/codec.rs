@@ -1,0 +1,71 @@
+#![allow(missing_docs)] // criterion macros generate undocumented items
+//! Each codec through DWCP's codec layer vs calling lz4_flex / zstd directly.
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dwcp_core::codec::decompress;
+use dwcp_core::encoder::{Encoder, Policy};
+use dwcp_core::frame::Encoding;
+use dwcp_core::selector::Level;
+use dwcp_core::{corpus, CodecId};
+
+const CHUNK: usize = 128 * 1024;
+
+fn compress(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compress");
+    for (name, data) in [
+        ("text", corpus::text(CHUNK, 1)),
+        ("vm-memory", corpus::vm_memory(CHUNK, 4)),
+    ] {
+        let data = Bytes::from(data);
+        g.throughput(Throughput::Bytes(CHUNK as u64));
+        for level in [Level::Lz4, Level::Zstd(1), Level::Zstd(3)] {
+            let id = format!("{name}/{}", level.label());
+            let mut enc = Encoder::new(Policy::Force(level), CodecId::all_bits());
+            g.bench_with_input(BenchmarkId::new("dwcp", &id), &data, |b, d| {
+                b.iter(|| enc.encode(d.clone(), None))
+            });
+            match level {
+                Level::Lz4 => g.bench_with_input(BenchmarkId::new("direct", &id), &data, |b, d| {
+                    b.iter(|| lz4_flex::block::compress(d))
+                }),
+                Level::Zstd(l) => {
+                    let mut z = zstd::bulk::Compressor::new(l).expect("zstd");
+                    g.bench_with_input(BenchmarkId::new("direct", &id), &data, |b, d| {
+                        b.iter(|| z.compress(d).expect("zstd"))
+                    })
+                }
+                Level::None => g,
+            };
+        }
+    }
+    g.finish();
+}
+
+fn decompress_bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decompress");
+    let data = corpus::vm_memory(CHUNK, 4);
+    g.throughput(Throughput::Bytes(CHUNK as u64));
+    let lz = lz4_flex::block::compress(&data);
+    let zs = zstd::bulk::compress(&data, 3).expect("zstd");
+    let enc = |codec| Encoding {
+        codec,
+        raw_len: CHUNK as u32,
+    };
+    g.bench_function("dwcp/lz4", |b| {
+        b.iter(|| decompress(enc(CodecId::Lz4), &lz, 1 << 20).expect("ok"))
+    });
+    g.bench_function("direct/lz4", |b| {
+        b.iter(|| lz4_flex::block::decompress(&lz, CHUNK).expect("ok"))
+    });
+    g.bench_function("dwcp/zstd3", |b| {
+        b.iter(|| decompress(enc(CodecId::Zstd), &zs, 1 << 20).expect("ok"))
+    });
+    g.bench_function("direct/zstd3", |b| {
+        b.iter(|| zstd::bulk::decompress(&zs, CHUNK).expect("ok"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, compress, decompress_bench);
+criterion_main!(benches);

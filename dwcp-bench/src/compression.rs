@@ -1,0 +1,132 @@
+//! Adaptive vs fixed compression over emulated link rates.
+//!
+//! The sender is a two-stage pipeline: one compressor thread (real CPU time,
+//! measured here) feeding a link of the emulated rate (virtual time):
+//! chunk `k` leaves the compressor at `c[k] = c[k-1] + cpu[k]` and the link at
+//! `l[k] = max(l[k-1], c[k]) + wire[k] / rate`. Delivered raw rate =
+//! raw bytes / `l[last]`. The adaptive selector is told the emulated rate, as
+//! the link estimate would report it (estimator error is not modelled here).
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use dwcp_core::encoder::{Encoder, Policy};
+use dwcp_core::selector::Level;
+use dwcp_core::{corpus, CodecId};
+use serde::Serialize;
+
+const CHUNK: usize = 128 * 1024;
+
+/// Rates emulated, bits per second (0 = unlimited).
+pub const RATES: [(u64, &str); 4] = [
+    (10_000_000, "10 Mbit/s"),
+    (100_000_000, "100 Mbit/s"),
+    (1_000_000_000, "1 Gbit/s"),
+    (0, "unlimited"),
+];
+
+/// Fixed policies compared.
+pub const FIXED: [Level; 6] = [
+    Level::None,
+    Level::Lz4,
+    Level::Zstd(1),
+    Level::Zstd(3),
+    Level::Zstd(9),
+    Level::Zstd(19),
+];
+
+/// One table cell.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// Corpus name.
+    pub corpus: String,
+    /// Link rate label.
+    pub rate: String,
+    /// Delivered raw MB/s per policy, in the order of [`FIXED`] then adaptive.
+    pub mbps: Vec<(String, f64)>,
+    /// Adaptive over the best fixed policy.
+    pub adaptive_vs_best: f64,
+    /// Chunks per level chosen by the adaptive policy.
+    pub adaptive_levels: Vec<(String, usize)>,
+}
+
+struct Trace {
+    cpu: Vec<f64>,
+    wire: Vec<usize>,
+    raw: usize,
+    levels: std::collections::BTreeMap<String, usize>,
+}
+
+fn run(policy: Policy, data: &[u8], rate_bytes: Option<f64>) -> Trace {
+    let mut enc = Encoder::new(policy, CodecId::all_bits());
+    let mut t = Trace {
+        cpu: Vec::new(),
+        wire: Vec::new(),
+        raw: 0,
+        levels: Default::default(),
+    };
+    for chunk in data.chunks(CHUNK) {
+        let b = Bytes::copy_from_slice(chunk);
+        let t0 = Instant::now();
+        let out = enc.encode(b, rate_bytes);
+        t.cpu.push(t0.elapsed().as_secs_f64());
+        t.wire.push(out.payload.len() + 15);
+        t.raw += chunk.len();
+        *t.levels.entry(out.level.label()).or_default() += 1;
+    }
+    t
+}
+
+fn delivered(t: &Trace, rate_bytes: Option<f64>) -> f64 {
+    let (mut c, mut l) = (0.0f64, 0.0f64);
+    for (cpu, wire) in t.cpu.iter().zip(&t.wire) {
+        c += cpu;
+        let send = rate_bytes.map_or(0.0, |r| *wire as f64 / r);
+        l = l.max(c) + send;
+    }
+    t.raw as f64 / l.max(1e-9) / 1e6
+}
+
+/// Runs the table on `mib` MiB of each corpus.
+pub fn table(mib: usize) -> Vec<Cell> {
+    let len = mib << 20;
+    let corpora = [
+        ("vm-memory (compressible)", corpus::vm_memory(len, 4)),
+        ("random (incompressible)", corpus::random(len, 3)),
+    ];
+    let mut out = Vec::new();
+    for (name, data) in &corpora {
+        // Fixed policies do the same work whatever the link: measure once.
+        let fixed: Vec<Trace> = FIXED
+            .iter()
+            .map(|l| {
+                let p = if *l == Level::None {
+                    Policy::Off
+                } else {
+                    Policy::Force(*l)
+                };
+                run(p, data, None)
+            })
+            .collect();
+        for (bps, label) in RATES {
+            let rate = (bps > 0).then(|| bps as f64 / 8.0);
+            let mut mbps: Vec<(String, f64)> = FIXED
+                .iter()
+                .zip(&fixed)
+                .map(|(l, t)| (l.label(), delivered(t, rate)))
+                .collect();
+            let a = run(Policy::Adaptive, data, rate);
+            let ad = delivered(&a, rate);
+            let best = mbps.iter().map(|(_, v)| *v).fold(0.0, f64::max);
+            mbps.push(("adaptive".into(), ad));
+            out.push(Cell {
+                corpus: (*name).into(),
+                rate: label.into(),
+                mbps,
+                adaptive_vs_best: ad / best,
+                adaptive_levels: a.levels.into_iter().collect(),
+            });
+        }
+    }
+    out
+}
