@@ -26,17 +26,19 @@ fn compress(c: &mut Criterion) {
                 b.iter(|| enc.encode(d.clone(), None))
             });
             match level {
-                Level::Lz4 => g.bench_with_input(BenchmarkId::new("direct", &id), &data, |b, d| {
-                    b.iter(|| lz4_flex::block::compress(d))
-                }),
+                Level::Lz4 => {
+                    g.bench_with_input(BenchmarkId::new("direct", &id), &data, |b, d| {
+                        b.iter(|| lz4_flex::block::compress(d))
+                    });
+                }
                 Level::Zstd(l) => {
                     let mut z = zstd::bulk::Compressor::new(l).expect("zstd");
                     g.bench_with_input(BenchmarkId::new("direct", &id), &data, |b, d| {
                         b.iter(|| z.compress(d).expect("zstd"))
-                    })
+                    });
                 }
-                Level::None => g,
-            };
+                Level::None => {}
+            }
         }
     }
     g.finish();
