@@ -14,8 +14,6 @@ use crate::selector::{Level, Selector};
 
 /// Bytes of a chunk tried with LZ4 to judge compressibility.
 pub const SAMPLE: usize = 4096;
-/// Bytes used when exploring another level.
-pub const EXPLORE_SAMPLE: usize = 16 * 1024;
 
 /// Compression policy of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -126,14 +124,13 @@ impl Encoder {
             Policy::Adaptive => {
                 let ratio = sample_ratio(&chunk);
                 let level = self.selector.choose(link_rate, ratio);
-                if let Some(probe) = self.selector.explore() {
-                    let n = chunk.len().min(EXPLORE_SAMPLE);
-                    let t = Instant::now();
-                    if let Some(c) = self.compress(probe, &chunk[..n]) {
-                        self.selector.observe(probe, n, c.len(), t.elapsed());
-                    }
+                // Exploration sends this one chunk with a neighbouring level:
+                // its real cost and ratio refresh that level's estimate at no
+                // extra CPU (no chunk is compressed twice).
+                match self.selector.explore() {
+                    Some(probe) if level != Level::None => probe,
+                    _ => level,
                 }
-                level
             }
         };
         let raw_len = chunk.len();

@@ -8,14 +8,17 @@
 //! rate(c) = min(speed(c), link_rate × ratio(c))
 //! ```
 //!
-//! where `speed(c)` is raw bytes compressed per second of CPU time and
-//! `ratio(c)` is raw/wire, both moving averages measured on this machine and
-//! this stream's data. `none` has infinite speed and ratio 1. The selector
+//! where `speed(c)` is raw bytes compressed per second of CPU time (a moving
+//! average measured on this machine and this stream's data) and `ratio(c)` is
+//! raw/wire predicted for *this* chunk: the chunk's LZ4 sample ratio times the
+//! codec's moving-average ratio relative to that sample. Keeping ratios
+//! relative to the sample means a run of less compressible chunks, seen only
+//! by the codec in use, does not make the unused codecs look better. `none` has infinite speed and ratio 1. The selector
 //! picks the codec with the highest predicted rate, switches only when the
 //! best beats the current choice by [`SWITCH_MARGIN`] after at least
 //! [`MIN_DWELL`] chunks (no oscillation), treats data whose sample does not
 //! compress as incompressible (sent as-is), and every [`EXPLORE_EVERY`] chunks
-//! measures a neighbouring codec on a sample so estimates follow the data.
+//! sends one chunk with a neighbouring level so estimates follow the data.
 //! `docs/compression.md` gives the measurements behind the constants.
 
 use std::time::Duration;
@@ -61,27 +64,29 @@ pub const LADDER: [Level; 6] = [
     Level::Zstd(19),
 ];
 
-/// Priors (raw MB/s of one core, ratio) used until a codec has been measured;
-/// typical figures for mixed text/binary data on a current x86 core.
+/// Priors (raw bytes/s of one core, ratio) used until a codec has been
+/// measured: `dwcp-bench compression` on the VM-memory corpus, 128 KiB chunks,
+/// on the 2-core x86-64 development machine (docs/compression.md).
+/// The ratio is relative to the LZ4 sample ratio of the same chunk.
 const PRIORS: [(f64, f64); 6] = [
     (f64::INFINITY, 1.0),
-    (450e6, 2.4),
-    (300e6, 3.0),
-    (230e6, 3.1),
-    (40e6, 3.3),
-    (3e6, 3.4),
+    (820e6, 1.0),
+    (630e6, 1.17),
+    (525e6, 1.21),
+    (91e6, 1.25),
+    (7.7e6, 1.3),
 ];
 
 /// Predicted gain needed before switching codec.
-pub const SWITCH_MARGIN: f64 = 1.10;
+pub const SWITCH_MARGIN: f64 = 1.05;
 /// Chunks to stay on a codec before switching again.
-pub const MIN_DWELL: u32 = 4;
+pub const MIN_DWELL: u32 = 8;
 /// Chunks between two exploration samples.
 pub const EXPLORE_EVERY: u64 = 16;
 /// A sample compressing by less than this (raw/wire) marks the chunk incompressible.
 pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
 /// Weight of a new measurement in the moving averages.
-const ALPHA: f64 = 0.25;
+const ALPHA: f64 = 0.1;
 
 /// Moving averages of CPU seconds per raw byte and wire bytes per raw byte:
 /// averaging costs (not rates) weights each byte equally, so a run of easy
@@ -89,7 +94,8 @@ const ALPHA: f64 = 0.25;
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
     cost: f64,
-    inv_ratio: f64,
+    /// Moving average of (raw/wire) / sample ratio.
+    rel_ratio: f64,
     samples: u32,
 }
 
@@ -101,10 +107,6 @@ impl Estimate {
             1.0 / self.cost
         }
     }
-
-    fn ratio(&self) -> f64 {
-        1.0 / self.inv_ratio.max(1e-6)
-    }
 }
 
 /// Per-stream selector state.
@@ -112,6 +114,8 @@ impl Estimate {
 pub struct Selector {
     est: [Estimate; 6],
     allowed: [bool; 6],
+    /// LZ4 sample ratio of the chunk being encoded.
+    sample: f64,
     current: usize,
     since_switch: u32,
     chunks: u64,
@@ -122,28 +126,37 @@ impl Selector {
     pub fn new(codec_bits: u16) -> Self {
         let mut est = [Estimate {
             cost: 0.0,
-            inv_ratio: 1.0,
+            rel_ratio: 1.0,
             samples: 0,
         }; 6];
         let mut allowed = [false; 6];
         for (i, l) in LADDER.iter().enumerate() {
             est[i].cost = 1.0 / PRIORS[i].0;
-            est[i].inv_ratio = 1.0 / PRIORS[i].1;
+            est[i].rel_ratio = PRIORS[i].1;
             allowed[i] = *l == Level::None || codec_bits & l.codec().bit() != 0;
         }
         Selector {
             est,
             allowed,
+            sample: 2.0,
             current: 0,
             since_switch: MIN_DWELL,
             chunks: 0,
         }
     }
 
+    /// Predicted ratio (raw/wire) of ladder entry `i` on the current chunk.
+    pub fn predicted_ratio(&self, i: usize) -> f64 {
+        if i == 0 {
+            1.0
+        } else {
+            (self.est[i].rel_ratio * self.sample).max(1.0)
+        }
+    }
+
     /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
     pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
-        let e = self.est[i];
-        e.speed().min(link_rate * e.ratio())
+        self.est[i].speed().min(link_rate * self.predicted_ratio(i))
     }
 
     /// The current choice.
@@ -156,6 +169,7 @@ impl Selector {
     /// `sample_ratio` is an LZ4 trial on a sample of the chunk.
     pub fn choose(&mut self, link_rate: Option<f64>, sample_ratio: f64) -> Level {
         self.chunks += 1;
+        self.sample = sample_ratio;
         if sample_ratio < INCOMPRESSIBLE_RATIO {
             // Incompressible data: send as-is, whatever the link.
             return Level::None;
@@ -195,7 +209,7 @@ impl Selector {
             .all(|i| self.est[i].speed() <= link)
     }
 
-    /// A neighbouring level to measure on a sample now, if exploration is due.
+    /// A neighbouring level to use for the current chunk, if exploration is due.
     pub fn explore(&self) -> Option<Level> {
         if !self.chunks.is_multiple_of(EXPLORE_EVERY) {
             return None;
@@ -221,23 +235,23 @@ impl Selector {
         if i == 0 || raw == 0 {
             return;
         }
-        let inv_ratio = wire as f64 / raw as f64;
+        let rel = (raw as f64 / wire.max(1) as f64) / self.sample.max(1.0);
         let cost = cpu.as_secs_f64() / raw as f64;
         let e = &mut self.est[i];
         if e.samples == 0 {
-            e.inv_ratio = inv_ratio;
+            e.rel_ratio = rel;
             e.cost = cost;
         } else {
-            e.inv_ratio += ALPHA * (inv_ratio - e.inv_ratio);
+            e.rel_ratio += ALPHA * (rel - e.rel_ratio);
             e.cost += ALPHA * (cost - e.cost);
         }
         e.samples = e.samples.saturating_add(1);
     }
 
-    /// Estimated (speed bytes/s, ratio) of a level.
+    /// Estimated (speed bytes/s, ratio on the current chunk) of a level.
     pub fn estimate(&self, level: Level) -> Option<(f64, f64)> {
         let i = LADDER.iter().position(|l| *l == level)?;
-        Some((self.est[i].speed(), self.est[i].ratio()))
+        Some((self.est[i].speed(), self.predicted_ratio(i)))
     }
 }
 
