@@ -131,13 +131,14 @@ pub fn decompress(enc: Encoding, payload: &[u8], max_decoded: u32) -> Result<Byt
             Ok(Bytes::copy_from_slice(payload))
         }
         CodecId::Lz4 => {
-            let mut out = vec![0u8; raw_len];
-            let n = lz4_flex::block::decompress_into(payload, &mut out).map_err(|e| {
-                CodecError::Corrupt {
+            // The output buffer is exactly `raw_len` long: decoding stops with
+            // an error rather than write past it.
+            let out =
+                lz4_flex::block::decompress(payload, raw_len).map_err(|e| CodecError::Corrupt {
                     codec: "lz4",
                     what: e.to_string(),
-                }
-            })?;
+                })?;
+            let n = out.len();
             if n != raw_len {
                 return Err(CodecError::Corrupt {
                     codec: "lz4",
