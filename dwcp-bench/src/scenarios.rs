@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use dwcp_core::net::{Endpoint, EndpointConfig, StreamOptions, Transport};
+
 use dwcp_core::tls::DevCa;
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -86,7 +87,14 @@ pub async fn dwcp_throughput(transport: Transport, streams: usize, total: u64) -
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..streams {
-        let mut st = c.open_stream(StreamOptions::default()).expect("open");
+        // Compression off: this scenario compares transport paths on equal
+        // bytes (the payload is a constant pattern, which would compress).
+        let mut st = c
+            .open_stream(StreamOptions {
+                compression: dwcp_core::net::Compression::Off,
+                ..StreamOptions::default()
+            })
+            .expect("open");
         let chunk = chunk.clone();
         tasks.push(tokio::spawn(async move {
             let mut left = per;
