@@ -14,6 +14,8 @@ use crate::selector::{Level, Selector};
 
 /// Bytes of a chunk tried with LZ4 to judge compressibility.
 pub const SAMPLE: usize = 4096;
+/// Bytes compressed with three levels when exploring.
+pub const EXPLORE_SAMPLE: usize = 32 * 1024;
 
 /// Compression policy of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -112,6 +114,23 @@ impl Encoder {
         }
     }
 
+    /// Compresses one sample with LZ4, `probe` and `current` and records the
+    /// paired figures.
+    fn explore(&mut self, probe: Level, current: Level, chunk: &[u8]) {
+        let n = chunk.len().min(EXPLORE_SAMPLE);
+        let start = (chunk.len() - n) / 2;
+        let sample = &chunk[start..start + n];
+        let timed = |e: &mut Self, l: Level| {
+            let t = Instant::now();
+            let w = e.compress(l, sample).map_or(n, |c| c.len());
+            (w, t.elapsed())
+        };
+        let (lz4, _) = timed(self, Level::Lz4);
+        let (pw, pt) = timed(self, probe);
+        let (cw, ct) = timed(self, current);
+        self.selector.observe_pair(probe, n, lz4, pw, pt, cw, ct);
+    }
+
     /// Encodes one chunk. `link_rate` is the wire rate available to the stream
     /// in bytes/s, if known.
     pub fn encode(&mut self, chunk: Bytes, link_rate: Option<f64>) -> Encoded {
@@ -124,13 +143,12 @@ impl Encoder {
             Policy::Adaptive => {
                 let ratio = sample_ratio(&chunk);
                 let level = self.selector.choose(link_rate, ratio);
-                // Exploration sends this one chunk with a neighbouring level:
-                // its real cost and ratio refresh that level's estimate at no
-                // extra CPU (no chunk is compressed twice).
-                match self.selector.explore() {
-                    Some(probe) if level != Level::None => probe,
-                    _ => level,
+                if level != Level::None {
+                    if let Some(probe) = self.selector.explore_at(link_rate) {
+                        self.explore(probe, level, &chunk);
+                    }
                 }
+                level
             }
         };
         let raw_len = chunk.len();

@@ -8,18 +8,19 @@
 //! rate(c) = min(speed(c), link_rate × ratio(c))
 //! ```
 //!
-//! where `speed(c)` is raw bytes compressed per second of CPU time (a moving
-//! average measured on this machine and this stream's data) and `ratio(c)` is
-//! raw/wire predicted for *this* chunk: the chunk's LZ4 sample ratio times the
-//! codec's moving-average ratio relative to that sample. Keeping ratios
-//! relative to the sample means a run of less compressible chunks, seen only
-//! by the codec in use, does not make the unused codecs look better. `none` has infinite speed and ratio 1. The selector
-//! picks the codec with the highest predicted rate, switches only when the
-//! best beats the current choice by [`SWITCH_MARGIN`] after at least
+//! `speed(c)` is raw bytes compressed per second of CPU, a moving average of
+//! cost per byte. `ratio(c)` is predicted as `rel(c) × data`, where `rel(c)` is
+//! the codec's ratio relative to LZ4 *on the same bytes* (measured in pairs on
+//! samples, so data variation cancels out) and `data` is a moving estimate of
+//! how well the current data compresses, expressed as an LZ4 ratio (from the
+//! full chunks actually sent). `none` has infinite speed and ratio 1. The
+//! selector picks the codec with the highest predicted rate, switches only when
+//! the best beats the current choice by [`SWITCH_MARGIN`] after at least
 //! [`MIN_DWELL`] chunks (no oscillation), treats data whose sample does not
 //! compress as incompressible (sent as-is), and every [`EXPLORE_EVERY`] chunks
-//! sends one chunk with a neighbouring level so estimates follow the data.
-//! `docs/compression.md` gives the measurements behind the constants.
+//! compresses a sample with LZ4, the current level and a neighbour to refresh
+//! the paired estimates. `docs/compression.md` gives the measurements behind
+//! the constants.
 
 use std::time::Duration;
 
@@ -64,10 +65,10 @@ pub const LADDER: [Level; 6] = [
     Level::Zstd(19),
 ];
 
-/// Priors (raw bytes/s of one core, ratio) used until a codec has been
-/// measured: `dwcp-bench compression` on the VM-memory corpus, 128 KiB chunks,
-/// on the 2-core x86-64 development machine (docs/compression.md).
-/// The ratio is relative to the LZ4 sample ratio of the same chunk.
+/// Priors (raw bytes/s of one core, ratio relative to LZ4 on the same bytes)
+/// used until a codec has been measured: `dwcp-bench compression` on the
+/// VM-memory corpus, 128 KiB chunks, on the 2-core x86-64 development machine
+/// (docs/compression.md).
 const PRIORS: [(f64, f64); 6] = [
     (f64::INFINITY, 1.0),
     (820e6, 1.0),
@@ -80,21 +81,24 @@ const PRIORS: [(f64, f64); 6] = [
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
 /// Chunks to stay on a codec before switching again.
-pub const MIN_DWELL: u32 = 8;
+pub const MIN_DWELL: u32 = 16;
 /// Chunks between two exploration samples.
-pub const EXPLORE_EVERY: u64 = 16;
+pub const EXPLORE_EVERY: u64 = 32;
+/// Exploration skips neighbours predicted slower than this fraction of the current level.
+pub const EXPLORE_FLOOR: f64 = 0.7;
 /// A sample compressing by less than this (raw/wire) marks the chunk incompressible.
 pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
 /// Weight of a new measurement in the moving averages.
-const ALPHA: f64 = 0.1;
+const ALPHA: f64 = 0.2;
+/// Weight of a new chunk in the data-compressibility estimate.
+const DATA_ALPHA: f64 = 0.3;
 
-/// Moving averages of CPU seconds per raw byte and wire bytes per raw byte:
-/// averaging costs (not rates) weights each byte equally, so a run of easy
-/// chunks (zero pages) does not inflate the speed estimate.
+/// Moving averages of CPU seconds per raw byte (averaging costs, not rates,
+/// weights each byte equally, so a run of easy chunks does not inflate the
+/// speed) and of the ratio relative to LZ4 on the same bytes.
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
     cost: f64,
-    /// Moving average of (raw/wire) / sample ratio.
     rel_ratio: f64,
     samples: u32,
 }
@@ -114,8 +118,8 @@ impl Estimate {
 pub struct Selector {
     est: [Estimate; 6],
     allowed: [bool; 6],
-    /// LZ4 sample ratio of the chunk being encoded.
-    sample: f64,
+    /// How compressible the current data is, as an LZ4 ratio.
+    data: f64,
     current: usize,
     since_switch: u32,
     chunks: u64,
@@ -138,7 +142,7 @@ impl Selector {
         Selector {
             est,
             allowed,
-            sample: 2.0,
+            data: 2.0,
             current: 0,
             since_switch: MIN_DWELL,
             chunks: 0,
@@ -150,7 +154,7 @@ impl Selector {
         if i == 0 {
             1.0
         } else {
-            (self.est[i].rel_ratio * self.sample).max(1.0)
+            (self.est[i].rel_ratio * self.data).max(1.0)
         }
     }
 
@@ -169,7 +173,6 @@ impl Selector {
     /// `sample_ratio` is an LZ4 trial on a sample of the chunk.
     pub fn choose(&mut self, link_rate: Option<f64>, sample_ratio: f64) -> Level {
         self.chunks += 1;
-        self.sample = sample_ratio;
         if sample_ratio < INCOMPRESSIBLE_RATIO {
             // Incompressible data: send as-is, whatever the link.
             return Level::None;
@@ -209,6 +212,18 @@ impl Selector {
             .all(|i| self.est[i].speed() <= link)
     }
 
+    /// A neighbouring level to use for the current chunk, if exploration is
+    /// due and the neighbour is predicted to be at least
+    /// [`EXPLORE_FLOOR`] as fast as the current level at `link_rate` (exploring
+    /// a level known to be far slower would cost more than it could teach).
+    pub fn explore_at(&self, link_rate: Option<f64>) -> Option<Level> {
+        let level = self.explore()?;
+        let link = link_rate.unwrap_or(f64::INFINITY);
+        let i = LADDER.iter().position(|l| *l == level)?;
+        let cur = self.predicted_rate(self.current, link);
+        (self.predicted_rate(i, link) >= cur * EXPLORE_FLOOR).then_some(level)
+    }
+
     /// A neighbouring level to use for the current chunk, if exploration is due.
     pub fn explore(&self) -> Option<Level> {
         if !self.chunks.is_multiple_of(EXPLORE_EVERY) {
@@ -227,7 +242,8 @@ impl Selector {
             .map(|i| LADDER[i])
     }
 
-    /// Records a measurement: `raw` bytes became `wire` bytes in `cpu` time.
+    /// Records a full chunk sent with `level`: `raw` bytes became `wire` bytes
+    /// in `cpu` time. Updates the level's speed and the data estimate.
     pub fn observe(&mut self, level: Level, raw: usize, wire: usize, cpu: Duration) {
         let Some(i) = LADDER.iter().position(|l| *l == level) else {
             return;
@@ -235,17 +251,62 @@ impl Selector {
         if i == 0 || raw == 0 {
             return;
         }
-        let rel = (raw as f64 / wire.max(1) as f64) / self.sample.max(1.0);
+        let ratio = raw as f64 / wire.max(1) as f64;
+        let data = ratio / self.est[i].rel_ratio.max(1e-3);
+        self.data += DATA_ALPHA * (data - self.data);
         let cost = cpu.as_secs_f64() / raw as f64;
         let e = &mut self.est[i];
         if e.samples == 0 {
-            e.rel_ratio = rel;
             e.cost = cost;
         } else {
-            e.rel_ratio += ALPHA * (rel - e.rel_ratio);
             e.cost += ALPHA * (cost - e.cost);
         }
         e.samples = e.samples.saturating_add(1);
+    }
+
+    /// Records a paired measurement on one sample of `raw` bytes: LZ4 gave
+    /// `lz4_wire`; `probe` gave `probe_wire` in `probe_cpu`; the current level
+    /// gave `cur_wire` in `cur_cpu`. Updates the probe's ratio relative to LZ4
+    /// and its cost relative to the current level's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_pair(
+        &mut self,
+        probe: Level,
+        raw: usize,
+        lz4_wire: usize,
+        probe_wire: usize,
+        probe_cpu: Duration,
+        cur_wire: usize,
+        cur_cpu: Duration,
+    ) {
+        let (Some(p), c) = (LADDER.iter().position(|l| *l == probe), self.current) else {
+            return;
+        };
+        if raw == 0 || p == 0 {
+            return;
+        }
+        let lz4_ratio = raw as f64 / lz4_wire.max(1) as f64;
+        let rel = |wire: usize| (raw as f64 / wire.max(1) as f64) / lz4_ratio;
+        let probe_rel = rel(probe_wire);
+        let e = &mut self.est[p];
+        e.rel_ratio += ALPHA * (probe_rel - e.rel_ratio);
+        if c != 0 {
+            let cur_rel = rel(cur_wire);
+            let ec = &mut self.est[c];
+            ec.rel_ratio += ALPHA * (cur_rel - ec.rel_ratio);
+            // Cost relative to the current level on the same bytes, scaled by
+            // the current level's full-chunk cost (samples are too small to
+            // time zstd's context set-up fairly on their own).
+            let scale = probe_cpu.as_secs_f64() / cur_cpu.as_secs_f64().max(1e-9);
+            let cost = self.est[c].cost * scale;
+            let e = &mut self.est[p];
+            e.cost += ALPHA * (cost - e.cost);
+        } else {
+            let cost = probe_cpu.as_secs_f64() / raw as f64;
+            let e = &mut self.est[p];
+            e.cost += ALPHA * (cost - e.cost);
+        }
+        self.est[1].rel_ratio = 1.0;
     }
 
     /// Estimated (speed bytes/s, ratio on the current chunk) of a level.
@@ -259,14 +320,19 @@ impl Selector {
 mod tests {
     use super::*;
 
+    /// Teaches `level`'s speed and its ratio on data where LZ4 achieves 2.1,
+    /// through paired samples taken while the current level is `none`.
     fn teach(s: &mut Selector, level: Level, mbps: f64, ratio: f64) {
-        for _ in 0..8 {
-            let raw = 131_072;
-            s.observe(
+        let raw = 131_072usize;
+        for _ in 0..16 {
+            s.observe_pair(
                 level,
                 raw,
+                (raw as f64 / 2.1) as usize,
                 (raw as f64 / ratio) as usize,
                 Duration::from_secs_f64(raw as f64 / (mbps * 1e6)),
+                raw,
+                Duration::ZERO,
             );
         }
     }
