@@ -206,7 +206,9 @@ impl Selector {
     /// compress as fast as the link sends (`speed(c) <= link_rate` for all c),
     /// so the compressibility sample can be skipped.
     pub fn none_dominates(&self, link_rate: Option<f64>) -> bool {
-        let link = link_rate.unwrap_or(f64::INFINITY);
+        let Some(link) = link_rate else {
+            return true;
+        };
         (1..LADDER.len())
             .filter(|i| self.allowed[*i])
             .all(|i| self.est[i].speed() <= link)
