@@ -56,6 +56,11 @@ pub struct Config {
     /// Most queued control frames (pongs, refusals, resets) before the peer is
     /// closed with `ExcessiveLoad` (default 4096).
     pub max_control_queue: usize,
+    /// Traffic classes (weight, minimum and maximum rate); classes not listed
+    /// have weight 1 and no limits.
+    pub classes: Vec<crate::scheduler::ClassConfig>,
+    /// Connection-wide cap on DATA sent, in bytes/s (a contracted WAN rate).
+    pub rate_limit: Option<u64>,
 }
 
 impl Default for Config {
@@ -80,6 +85,8 @@ impl Default for Config {
             ping_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(30),
             max_control_queue: 4096,
+            classes: Vec::new(),
+            rate_limit: None,
         }
     }
 }
@@ -122,6 +129,19 @@ impl Config {
         }
         if self.max_control_queue < 16 {
             return err("max_control_queue must be at least 16");
+        }
+        for c in &self.classes {
+            if c.weight == 0 {
+                return err("class weight must be at least 1");
+            }
+            if let (Some(lo), Some(hi)) = (c.min_rate, c.max_rate) {
+                if lo > hi {
+                    return err("class min_rate is above its max_rate");
+                }
+            }
+        }
+        if self.rate_limit == Some(0) {
+            return err("rate_limit must be positive");
         }
         if self.idle_timeout <= self.ping_interval {
             return err("idle_timeout must be longer than ping_interval");

@@ -187,6 +187,8 @@ pub struct Connection {
     ping_outstanding: Option<(u64, Instant)>,
     next_ping: Instant,
     last_recv: Instant,
+    /// The latest time passed in by the driver.
+    last_now: Instant,
     goaway_sent: bool,
     goaway_recv: Option<StreamId>,
     error: Option<ConnectionError>,
@@ -230,13 +232,19 @@ impl Connection {
             control: VecDeque::new(),
             window_queue: VecDeque::new(),
             final_frame: None,
-            sched: Scheduler::default(),
+            sched: Scheduler::new(
+                &config.classes,
+                config.rate_limit,
+                (2 * config.data_frame_size as u64).max(64 * 1024),
+                now,
+            ),
             events: VecDeque::new(),
             rtt: RttEstimator::default(),
             ping_seq: 0,
             ping_outstanding: None,
             next_ping: now,
             last_recv: now,
+            last_now: now,
             goaway_sent: false,
             goaway_recv: None,
             error: None,
@@ -327,6 +335,13 @@ impl Connection {
     /// Streams that have data and credit, waiting for the scheduler.
     pub fn backlogged_streams(&self) -> usize {
         self.sched.len()
+    }
+
+    /// Allocation per traffic class: allocated and used rate and utilization
+    /// of `capacity` (bytes/s: the link estimate or the configured cap).
+    pub fn allocation(&self, capacity: Option<f64>) -> Vec<crate::scheduler::ClassReport> {
+        let cap = capacity.or(self.config.rate_limit.map(|r| r as f64));
+        self.sched.report(cap, self.last_now)
     }
 
     /// Bytes queued by the application and not yet sent, over all streams.
@@ -421,7 +436,8 @@ impl Connection {
         s.send_queued += n as u64;
         self.send_buffered += n as u64;
         if s.sendable() {
-            self.sched.push(id, &mut s.sched);
+            self.sched
+                .push(s.params.class, id, &mut s.sched, self.last_now);
         }
         Ok(n)
     }
@@ -468,7 +484,8 @@ impl Connection {
         s.send_queued += raw as u64;
         self.send_buffered += raw as u64;
         if s.sendable() {
-            self.sched.push(id, &mut s.sched);
+            self.sched
+                .push(s.params.class, id, &mut s.sched, self.last_now);
         }
         Ok(())
     }
@@ -663,6 +680,7 @@ impl Connection {
     /// Feeds bytes read from the transport. Complete frames are split off `buf`
     /// without copying; an incomplete frame is left in it for the next call.
     pub fn handle_input(&mut self, now: Instant, buf: &mut BytesMut) {
+        self.last_now = self.last_now.max(now);
         loop {
             if matches!(self.state, State::Closing | State::Closed) {
                 buf.clear();
@@ -690,6 +708,7 @@ impl Connection {
     /// Call until `None` whenever the transport can take more bytes.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.last_now = self.last_now.max(now);
         match self.state {
             State::Closed => return None,
             State::Closing => {
@@ -736,7 +755,7 @@ impl Connection {
                 }
             }
         }
-        if let Some(t) = self.poll_data() {
+        if let Some(t) = self.poll_data(now) {
             return Some(t);
         }
         self.check_drained();
@@ -755,12 +774,16 @@ impl Connection {
         if matches!(self.state, State::Closing | State::Closed) {
             return None;
         }
-        let idle = self.last_recv + self.config.idle_timeout;
+        let mut t = self.last_recv + self.config.idle_timeout;
         if self.peer.is_some() && self.ping_outstanding.is_none() {
-            Some(idle.min(self.next_ping))
-        } else {
-            Some(idle)
+            t = t.min(self.next_ping);
         }
+        if !self.sched.is_empty() {
+            if let Some(r) = self.sched.blocked_until() {
+                t = t.min(r);
+            }
+        }
+        Some(t)
     }
 
     /// Runs timers due at `now`: keepalive PINGs and the idle timeout.
@@ -1005,32 +1028,61 @@ impl Connection {
         self.replies.push_back(f);
     }
 
-    fn poll_data(&mut self) -> Option<Transmit> {
+    fn poll_data(&mut self, now: Instant) -> Option<Transmit> {
         let conn_avail = self.conn_credit.available();
         if conn_avail == 0 {
             return None;
         }
         let max_frame = self.data_frame_limit();
-        // A turn must allow at least one full frame, or a stream whose deficit
+        // A turn must allow at least one full frame, or an entry whose deficit
         // went negative would need several empty rounds to send again.
         let quantum = self.config.quantum.max(max_frame as u32);
-        let mut spins = self.sched.len() * 2 + 1;
-        while spins > 0 {
-            spins -= 1;
-            let id = self.sched.front()?;
-            let Some(s) = self.streams.get_mut(&id) else {
-                self.sched.pop(None);
+        let mut class_spins = 1024;
+        loop {
+            if class_spins == 0 {
+                return None;
+            }
+            class_spins -= 1;
+            let class = match self.sched.next_class(now, quantum)? {
+                Ok(c) => c,
+                Err(_) => return None,
+            };
+            let mut spins = self.sched.len() * 2 + 1;
+            let mut served = None;
+            while spins > 0 {
+                spins -= 1;
+                let Some(id) = self.sched.front_stream(class) else {
+                    break;
+                };
+                let Some(s) = self.streams.get_mut(&id) else {
+                    self.sched.pop_stream(class, None);
+                    continue;
+                };
+                if !s.sendable() {
+                    self.sched.pop_stream(class, Some(&mut s.sched));
+                    continue;
+                }
+                if Scheduler::begin_turn(&mut s.sched, quantum, s.params.weight) <= 0 {
+                    self.sched.rotate_stream(class, &mut s.sched);
+                    continue;
+                }
+                if let Some(Chunk::Encoded { enc, .. }) = s.send_queue.front() {
+                    if (enc.raw_len as u64) > conn_avail {
+                        // Wait for connection credit; let others use what there is.
+                        self.sched.rotate_stream(class, &mut s.sched);
+                        continue;
+                    }
+                }
+                served = Some(id);
+                break;
+            }
+            let Some(id) = served else {
+                self.sched.skip_class(class);
                 continue;
             };
-            if !s.sendable() {
-                self.sched.pop(Some(&mut s.sched));
+            let Some(s) = self.streams.get_mut(&id) else {
                 continue;
-            }
-            let deficit = Scheduler::begin_turn(&mut s.sched, quantum, s.params.weight);
-            if deficit <= 0 {
-                self.sched.rotate(&mut s.sched);
-                continue;
-            }
+            };
             let stream_avail = s.send_credit.available();
             let (encoding, payload, raw) = match s.send_queue.front_mut() {
                 Some(Chunk::Raw(b)) => {
@@ -1047,20 +1099,12 @@ impl Connection {
                     };
                     (None, payload, n as u64)
                 }
-                Some(Chunk::Encoded { enc, .. }) => {
-                    if (enc.raw_len as u64) > conn_avail {
-                        // Wait for connection credit; let others use what there is.
-                        self.sched.rotate(&mut s.sched);
-                        continue;
+                Some(Chunk::Encoded { .. }) => match s.send_queue.pop_front() {
+                    Some(Chunk::Encoded { enc, payload }) => {
+                        (Some(enc), payload, enc.raw_len as u64)
                     }
-                    let enc = *enc;
-                    match s.send_queue.pop_front() {
-                        Some(Chunk::Encoded { payload, .. }) => {
-                            (Some(enc), payload, enc.raw_len as u64)
-                        }
-                        _ => continue,
-                    }
-                }
+                    _ => continue,
+                },
                 None => continue,
             };
             s.send_credit.consume(raw);
@@ -1071,9 +1115,9 @@ impl Connection {
                 s.send_state = SendState::FinSent;
             }
             if !s.sendable() {
-                self.sched.pop(Some(&mut s.sched));
+                self.sched.pop_stream(class, Some(&mut s.sched));
             } else if s.sched.deficit <= 0 {
-                self.sched.rotate(&mut s.sched);
+                self.sched.rotate_stream(class, &mut s.sched);
             }
             if s.writer_blocked
                 && s.send_queued <= self.config.stream_send_buffer as u64 / 2
@@ -1082,6 +1126,7 @@ impl Connection {
                 s.writer_blocked = false;
                 self.events.push_back(Event::StreamWritable(id));
             }
+            self.sched.charge(class, raw, now);
             self.conn_credit.consume(raw);
             self.send_buffered -= raw;
             self.stats.data_raw_sent += raw;
@@ -1100,7 +1145,6 @@ impl Connection {
             });
             return Some(self.emit(frame, id));
         }
-        None
     }
 
     fn data_frame_limit(&self) -> u64 {
@@ -1429,7 +1473,8 @@ impl Connection {
                     return;
                 }
                 if s.sendable() {
-                    self.sched.push(id, &mut s.sched);
+                    self.sched
+                        .push(s.params.class, id, &mut s.sched, self.last_now);
                 }
             }
             None if closed => {}
