@@ -870,9 +870,19 @@ impl Connection {
         Ok(())
     }
 
+    /// Bytes one stream may queue: its own limit, but no more than an equal
+    /// share of the connection's send buffer (at least 64 KiB), so a few
+    /// streams cannot fill the connection buffer and keep the others out of
+    /// the scheduler.
+    fn stream_buffer_limit(&self) -> u64 {
+        let open = self.active_streams().max(1) as u64;
+        let fair = (self.config.connection_send_buffer / open).max(64 * 1024);
+        (self.config.stream_send_buffer as u64).min(fair)
+    }
+
     fn room(&self, id: StreamId) -> u64 {
         let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
-        let stream_room = (self.config.stream_send_buffer as u64).saturating_sub(queued);
+        let stream_room = self.stream_buffer_limit().saturating_sub(queued);
         let conn_room = self
             .config
             .connection_send_buffer
@@ -1034,6 +1044,7 @@ impl Connection {
             return None;
         }
         let max_frame = self.data_frame_limit();
+        let stream_limit = self.stream_buffer_limit();
         // A turn must allow at least one full frame, or an entry whose deficit
         // went negative would need several empty rounds to send again.
         let quantum = self.config.quantum.max(max_frame as u32);
@@ -1120,7 +1131,7 @@ impl Connection {
                 self.sched.rotate_stream(class, &mut s.sched);
             }
             if s.writer_blocked
-                && s.send_queued <= self.config.stream_send_buffer as u64 / 2
+                && s.send_queued <= stream_limit / 2
                 && self.send_buffered - raw <= self.config.connection_send_buffer / 2
             {
                 s.writer_blocked = false;
