@@ -183,6 +183,10 @@ pub struct Connection {
     sched: Scheduler,
     events: VecDeque<Event>,
     rtt: RttEstimator,
+    /// The sending direction, fed with the transport's delivery figures.
+    tx_link: crate::estimator::LinkEstimator,
+    /// The receiving direction, fed with DATA arrivals; sizes new windows.
+    rx_link: crate::estimator::LinkEstimator,
     ping_seq: u64,
     ping_outstanding: Option<(u64, Instant)>,
     next_ping: Instant,
@@ -240,6 +244,8 @@ impl Connection {
             ),
             events: VecDeque::new(),
             rtt: RttEstimator::default(),
+            tx_link: Default::default(),
+            rx_link: Default::default(),
             ping_seq: 0,
             ping_outstanding: None,
             next_ping: now,
@@ -337,6 +343,40 @@ impl Connection {
         self.sched.len()
     }
 
+    /// Reports transport figures for the sending direction: `delivered` bytes
+    /// in total by `now` (acknowledged, or delivered by a simulated link) and,
+    /// if known, the loss rate. Drivers call this every 100 ms or so.
+    pub fn on_transport_delivered(&mut self, now: Instant, delivered: u64, loss_rate: Option<f64>) {
+        let app_limited = self.sched.is_empty() && self.send_buffered == 0;
+        self.tx_link.on_delivered(now, delivered, app_limited);
+        if let Some(l) = loss_rate {
+            self.tx_link.on_loss_rate(l);
+        }
+    }
+
+    /// The estimate of the sending direction (bandwidth, RTT, loss, mode).
+    pub fn link_estimate(&self) -> &crate::estimator::LinkEstimator {
+        &self.tx_link
+    }
+
+    /// The estimate of the receiving direction, from DATA arrivals.
+    pub fn receive_estimate(&self) -> &crate::estimator::LinkEstimator {
+        &self.rx_link
+    }
+
+    /// Receive window a new stream starts with: twice the receiving
+    /// direction's bandwidth-delay product in WAN mode, within the configured
+    /// initial and maximum windows.
+    fn initial_window_target(&self) -> u64 {
+        let initial = self.config.initial_stream_window as u64;
+        if self.rx_link.mode() != crate::estimator::LinkMode::Wan {
+            return initial;
+        }
+        self.rx_link.bdp().map_or(initial, |bdp| {
+            (2 * bdp).clamp(initial, self.config.max_stream_window as u64)
+        })
+    }
+
     /// Allocation per traffic class: allocated and used rate and utilization
     /// of `capacity` (bytes/s: the link estimate or the configured cap).
     pub fn allocation(&self, capacity: Option<f64>) -> Vec<crate::scheduler::ClassReport> {
@@ -390,12 +430,16 @@ impl Connection {
             options: params.options,
             route: params.route.clone(),
         }));
-        let stream = Stream::new(
+        let mut stream = Stream::new(
             params,
             peer.initial_stream_window,
             self.config.initial_stream_window,
             self.config.max_stream_window,
         );
+        if stream.recv_window.grow_to(self.initial_window_target()) {
+            stream.window_pending = true;
+            self.window_queue.push_back(id);
+        }
         self.streams.insert(id, stream);
         self.local_open += 1;
         self.stats.streams_opened_local += 1;
@@ -694,7 +738,11 @@ impl Connection {
                     self.stats.bytes_received += (before - buf.len()) as u64;
                     self.handle_frame(now, frame);
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    self.rx_link
+                        .on_delivered(now, self.stats.data_raw_received, false);
+                    return;
+                }
                 Err(e) => {
                     self.fail(e.code(), e.to_string());
                     buf.clear();
@@ -1189,7 +1237,10 @@ impl Connection {
                 if let Some((seq, sent)) = self.ping_outstanding {
                     if p.0 == seq.to_be_bytes() {
                         self.ping_outstanding = None;
-                        self.rtt.update(now.saturating_duration_since(sent));
+                        let sample = now.saturating_duration_since(sent);
+                        self.rtt.update(sample);
+                        self.tx_link.on_rtt(now, sample);
+                        self.rx_link.on_rtt(now, sample);
                     }
                 }
             }
@@ -1328,6 +1379,12 @@ impl Connection {
             self.config.initial_stream_window,
             self.config.max_stream_window,
         );
+        let target = self.initial_window_target();
+        let mut s = s;
+        if s.recv_window.grow_to(target) {
+            s.window_pending = true;
+            self.window_queue.push_back(id);
+        }
         self.streams.insert(id, s);
         self.remote_open += 1;
         self.stats.streams_opened_remote += 1;

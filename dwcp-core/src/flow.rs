@@ -74,6 +74,16 @@ impl RecvWindow {
         self.window
     }
 
+    /// Raises the window to `target` (within the ceiling) ahead of auto-tuning.
+    /// Returns true if a credit update is now due.
+    pub fn grow_to(&mut self, target: u64) -> bool {
+        let target = target.min(self.max);
+        if target > self.window {
+            self.window = target;
+        }
+        self.wants_update()
+    }
+
     /// True when a credit update is due.
     pub fn wants_update(&self) -> bool {
         self.advertised - self.consumed <= self.window / 2

@@ -18,6 +18,7 @@
 //! | [`flow`] | credit windows that auto-tune toward the bandwidth-delay product |
 //! | [`scheduler`] | deficit round robin: who sends next |
 //! | [`rtt`] | smoothed / min RTT from PING/PONG |
+//! | [`estimator`] | bottleneck bandwidth, min RTT, loss, datacenter/WAN mode |
 //! | [`codec`] | none / lz4 / zstd with bounded decoding |
 //! | [`selector`] | adaptive codec choice per chunk from data, CPU and link rate |
 //! | [`encoder`] | the sending side of the codec layer (policy, contexts, measurements) |
@@ -52,6 +53,7 @@ pub mod connection;
 pub mod corpus;
 pub mod encoder;
 pub mod error;
+pub mod estimator;
 pub mod flow;
 pub mod frame;
 pub mod fuzzing;

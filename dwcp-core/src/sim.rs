@@ -121,6 +121,11 @@ impl Link {
         }
     }
 
+    /// Changes the link rate from now on (bits/s, 0 = unlimited).
+    pub fn set_bandwidth(&mut self, bps: u64) {
+        self.cfg.bandwidth_bps = bps;
+    }
+
     fn serialization(&self, bytes: usize) -> Duration {
         if self.cfg.bandwidth_bps == 0 {
             return Duration::ZERO;
@@ -273,6 +278,9 @@ impl Pair {
             if r.conn.poll_timeout().is_some_and(|t| t <= now) {
                 r.conn.handle_timeout(now);
             }
+            // The link reports what it delivered, as a transport would.
+            let delivered = t.link.delivered;
+            t.conn.on_transport_delivered(now, delivered, None);
         }
     }
 
