@@ -72,6 +72,8 @@ pub struct TransportStats {
     pub cwnd: u64,
     /// Number of lanes (TCP) or QUIC streams in use.
     pub lanes: usize,
+    /// Bytes the peer acknowledged (TCP) or sent minus lost (QUIC), if known.
+    pub delivered_bytes: Option<u64>,
 }
 
 /// Reads transport statistics.
@@ -166,10 +168,18 @@ impl Shared {
     /// transport's congestion window over its RTT, capped by the configured
     /// link rate, shared among the streams waiting to send. `None` if unknown.
     pub(crate) fn rate_hint(&self) -> Option<f64> {
-        let t = (self.stats)();
-        let transport = match t.rtt {
-            Some(rtt) if t.cwnd > 0 && !rtt.is_zero() => Some(t.cwnd as f64 / rtt.as_secs_f64()),
-            _ => None,
+        let estimate = self.lock().core.link_estimate().bottleneck_bw();
+        let transport = match estimate {
+            Some(bw) => Some(bw),
+            None => {
+                let t = (self.stats)();
+                match t.rtt {
+                    Some(rtt) if t.cwnd > 0 && !rtt.is_zero() => {
+                        Some(t.cwnd as f64 / rtt.as_secs_f64())
+                    }
+                    _ => None,
+                }
+            }
         };
         let rate = match (transport, self.link_rate) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -343,7 +353,18 @@ pub(crate) enum LaneRole {
 /// The driver task: transmit, timers, shutdown.
 pub(crate) async fn drive(shared: Arc<Shared>) {
     let mut pending: Option<(LaneTx, Transmit)> = None;
+    let mut next_feed = Instant::now();
     loop {
+        if Instant::now() >= next_feed {
+            // Transport figures for the link estimator, ten times a second.
+            next_feed = Instant::now() + std::time::Duration::from_millis(100);
+            let t = (shared.stats)();
+            if let Some(d) = t.delivered_bytes {
+                let mut inner = shared.lock();
+                let loss = (t.sent_packets > 0).then_some(t.loss_rate);
+                inner.core.on_transport_delivered(Instant::now(), d, loss);
+            }
+        }
         if let Some((lane, t)) = pending.take() {
             // Waits for room on a full lane; a closed lane reports its own error.
             let _ = lane.send(t).await;
@@ -386,6 +407,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
         if pending.is_some() {
             continue;
         }
+        let timeout = Some(timeout.map_or(next_feed, |t| t.min(next_feed)));
         match timeout {
             Some(t) => {
                 tokio::select! {

@@ -89,6 +89,7 @@ fn stats_of(conn: quinn::Connection) -> StatsFn {
             },
             cwnd: s.path.cwnd,
             lanes: 0,
+            delivered_bytes: Some(s.udp_tx.bytes.saturating_sub(s.path.lost_bytes)),
         }
     })
 }

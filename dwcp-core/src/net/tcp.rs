@@ -87,6 +87,7 @@ fn lane_stats(socks: Vec<socket2::Socket>) -> StatsFn {
                 s.lost_packets += i.total_retrans;
                 s.sent_packets += i.segs_out;
                 s.cwnd += i.cwnd_bytes;
+                *s.delivered_bytes.get_or_insert(0) += i.bytes_acked;
             }
         }
         if n > 0 {

@@ -62,6 +62,8 @@ pub(crate) struct TcpInfo {
     pub(crate) segs_out: u64,
     /// Congestion window in bytes.
     pub(crate) cwnd_bytes: u64,
+    /// Bytes acknowledged by the peer.
+    pub(crate) bytes_acked: u64,
 }
 
 /// Reads `TCP_INFO`; `None` where the platform does not provide it.
@@ -89,6 +91,7 @@ pub(crate) fn read(sock: &impl AsRawFd) -> Option<TcpInfo> {
         total_retrans: raw.total_retrans as u64,
         segs_out: if has_segs { raw.segs_out as u64 } else { 0 },
         cwnd_bytes: raw.snd_cwnd as u64 * raw.snd_mss as u64,
+        bytes_acked: if has_segs { raw.bytes_acked } else { 0 },
     })
 }
 
