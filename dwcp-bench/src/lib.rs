@@ -2,6 +2,7 @@
 //! `dwcp-bench` scenarios.
 
 pub mod compression;
+pub mod latency;
 pub mod scenarios;
 
 use std::time::Duration;

@@ -25,6 +25,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// 1 KiB echo latency under 8 saturating bulk streams: DWCP vs rust-yamux.
+    Latency {
+        /// Echoes measured per system.
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Adaptive vs fixed compression over emulated link rates.
     Compression {
         /// MiB of each corpus.
@@ -46,6 +55,22 @@ fn main() {
             std::process::exit(1)
         });
     match cli.command {
+        Command::Latency { messages, json } => {
+            let d = rt.block_on(dwcp_bench::latency::dwcp(messages));
+            let y = rt.block_on(dwcp_bench::latency::yamux_latency(messages));
+            if json {
+                match serde_json::to_string_pretty(&[&d, &y]) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("json: {e}"),
+                }
+                return;
+            }
+            println!("{:<50} {:>9} {:>9} {:>10}", "system", "p50 ms", "p99 ms", "bulk MB/s");
+            for l in [&d, &y] {
+                println!("{:<50} {:>9.3} {:>9.3} {:>10.0}", l.subject, l.p50_ms, l.p99_ms, l.bulk_mbps);
+            }
+            println!("p99 ratio DWCP / yamux: {:.3}", d.p99_ms / y.p99_ms);
+        }
         Command::Compression { mib, json } => {
             let cells = dwcp_bench::compression::table(mib);
             if json {

@@ -19,8 +19,14 @@ use tracing::debug;
 
 use crate::{Connection as Core, ConnectionError, Event, StreamId, Transmit};
 
-/// Frames queued per lane before the driver waits for the lane writer.
-const LANE_QUEUE: usize = 64;
+/// Frames queued per TCP or in-memory lane before the driver waits for the
+/// lane writer. Several streams share a lane, so the queue is kept short (with
+/// `TCP_NOTSENT_LOWAT` below it) to let the scheduler, not a queue, decide the
+/// order: a 1 KiB message waits behind at most this many frames of its lane.
+pub(crate) const LANE_QUEUE: usize = 4;
+/// Frames queued per QUIC stream: each carries a single DWCP stream, so a
+/// deeper queue costs no other stream anything and keeps writes batched.
+pub(crate) const QUIC_QUEUE: usize = 64;
 /// Frames written per vectored write.
 const WRITE_BATCH: usize = 32;
 /// Read buffer growth step.
@@ -320,7 +326,7 @@ impl Inner {
                     return None;
                 }
                 // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
-                let (tx, rx) = mpsc::channel(LANE_QUEUE);
+                let (tx, rx) = mpsc::channel(QUIC_QUEUE);
                 let conn = conn.clone();
                 let shared = shared.clone();
                 tokio::spawn(async move {
@@ -501,7 +507,7 @@ pub(crate) async fn read_accepted_quic(
     let Some(h) = crate::frame::Header::peek(&head) else {
         return;
     };
-    let (tx, rx) = mpsc::channel(LANE_QUEUE);
+    let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     {
         let mut inner = shared.lock();
         if let Routing::Quic { streams, .. } = &mut inner.routing {

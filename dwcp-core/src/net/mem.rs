@@ -28,7 +28,7 @@ where
     let mut txs = Vec::with_capacity(lanes.len());
     let mut rxs = Vec::with_capacity(lanes.len());
     for _ in 0..lanes.len() {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(driver::LANE_QUEUE);
         txs.push(tx);
         rxs.push(rx);
     }

@@ -111,7 +111,7 @@ fn start(
 ) -> Result<Connection, Error> {
     let core =
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
-    let (tx, rx) = mpsc::channel(64);
+    let (tx, rx) = mpsc::channel(driver::QUIC_QUEUE);
     let shared = Shared::new(
         core,
         Routing::Quic {

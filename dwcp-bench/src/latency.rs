@@ -1,0 +1,279 @@
+//! Interactive latency under bulk load: 1 KiB echoes on one stream while 8
+//! bulk streams saturate a loopback connection; DWCP (TCP lanes, interactive
+//! class weighted 16:1 over the bulk class) vs rust-yamux over one TCP
+//! connection. Both sides use the same mutual TLS 1.3 (rustls, ring).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dwcp_core::net::{Compression, Endpoint, EndpointConfig, StreamOptions, Transport};
+use dwcp_core::scheduler::ClassConfig;
+use dwcp_core::tls::DevCa;
+use futures::{AsyncReadExt as _, AsyncWriteExt as _};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+/// Latency percentiles of one system.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    /// What was measured.
+    pub subject: String,
+    /// Median RTT of a 1 KiB echo, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile, milliseconds.
+    pub p99_ms: f64,
+    /// Bulk bytes moved during the measurement, MB/s.
+    pub bulk_mbps: f64,
+}
+
+const MSG: usize = 1024;
+const BULK: usize = 8;
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// DWCP over TCP lanes.
+pub async fn dwcp(messages: usize) -> Latency {
+    let ca = DevCa::new().expect("ca");
+    let mut proto = dwcp_core::Config::default();
+    proto.classes = vec![
+        ClassConfig { class: 0, weight: 16, min_rate: None, max_rate: None },
+        ClassConfig { class: 1, weight: 1, min_rate: None, max_rate: None },
+    ];
+    let mut scfg = EndpointConfig::new(ca.config_for("server").expect("cert"), Transport::Tcp);
+    scfg.protocol = proto.clone();
+    let mut ccfg = EndpointConfig::new(ca.config_for("client").expect("cert"), Transport::Tcp);
+    ccfg.protocol = proto;
+    let server = Endpoint::bind(loopback(), scfg).await.expect("bind");
+    let client = Endpoint::bind(loopback(), ccfg).await.expect("bind");
+    let (c, s) = tokio::join!(client.connect(server.local_addr(), "server"), server.accept());
+    let (c, s) = (c.expect("connect"), s.expect("accept"));
+    let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let d2 = drained.clone();
+    tokio::spawn(async move {
+        while let Some(mut st) = s.accept_stream().await {
+            let d = d2.clone();
+            tokio::spawn(async move {
+                if &st.route()[..] == b"echo" {
+                    let mut buf = Vec::with_capacity(MSG);
+                    while let Ok(Some(b)) = st.recv().await {
+                        buf.extend_from_slice(&b);
+                        while buf.len() >= MSG {
+                            let m = Bytes::copy_from_slice(&buf[..MSG]);
+                            buf.drain(..MSG);
+                            if st.send_raw(m).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                } else {
+                    while let Ok(Some(b)) = st.recv().await {
+                        d.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let mut bulk = Vec::new();
+    for _ in 0..BULK {
+        let mut st = c
+            .open_stream(StreamOptions {
+                class: 1,
+                route: Bytes::from_static(b"bulk"),
+                compression: Compression::Off,
+                ..StreamOptions::default()
+            })
+            .expect("open");
+        bulk.push(tokio::spawn(async move {
+            let chunk = Bytes::from(vec![7u8; 256 * 1024]);
+            loop {
+                if st.send(chunk.clone()).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut echo = c
+        .open_stream(StreamOptions {
+            class: 0,
+            route: Bytes::from_static(b"echo"),
+            compression: Compression::Off,
+            interactive: true,
+            ..StreamOptions::default()
+        })
+        .expect("open");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let d0 = drained.load(std::sync::atomic::Ordering::Relaxed);
+    let mut rtts = Vec::with_capacity(messages);
+    let msg = Bytes::from(vec![1u8; MSG]);
+    for _ in 0..messages {
+        let t0 = Instant::now();
+        echo.send_raw(msg.clone()).await.expect("send");
+        let mut got = 0;
+        while got < MSG {
+            got += echo.recv().await.expect("recv").expect("data").len();
+        }
+        rtts.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bulk_mbps = (drained.load(std::sync::atomic::Ordering::Relaxed) - d0) as f64 / secs / 1e6;
+    for b in bulk {
+        b.abort();
+    }
+    c.close(dwcp_core::ErrorCode::NoError, "done");
+    Latency {
+        subject: "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
+        p50_ms: pct(&mut rtts, 0.5),
+        p99_ms: pct(&mut rtts, 0.99),
+        bulk_mbps,
+    }
+}
+
+type Opener = mpsc::Sender<oneshot::Sender<yamux::Stream>>;
+
+/// Drives a yamux connection; opens outbound streams on request.
+async fn drive_yamux<T>(mut conn: yamux::Connection<T>, mut req: mpsc::Receiver<oneshot::Sender<yamux::Stream>>, inbound: Option<mpsc::Sender<yamux::Stream>>)
+where
+    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
+{
+    let mut pending: Option<oneshot::Sender<yamux::Stream>> = None;
+    std::future::poll_fn(|cx| loop {
+        if pending.is_none() {
+            if let std::task::Poll::Ready(Some(r)) = req.poll_recv(cx) {
+                pending = Some(r);
+            }
+        }
+        if pending.is_some() {
+            match conn.poll_new_outbound(cx) {
+                std::task::Poll::Ready(Ok(s)) => {
+                    if let Some(p) = pending.take() {
+                        let _ = p.send(s);
+                    }
+                    continue;
+                }
+                std::task::Poll::Ready(Err(_)) => return std::task::Poll::Ready(()),
+                std::task::Poll::Pending => {}
+            }
+        }
+        match conn.poll_next_inbound(cx) {
+            std::task::Poll::Ready(Some(Ok(s))) => {
+                if let Some(tx) = &inbound {
+                    let _ = tx.try_send(s);
+                }
+            }
+            std::task::Poll::Ready(_) => return std::task::Poll::Ready(()),
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        }
+    })
+    .await;
+}
+
+async fn open(o: &Opener) -> yamux::Stream {
+    let (tx, rx) = oneshot::channel();
+    o.send(tx).await.expect("driver");
+    rx.await.expect("stream")
+}
+
+/// rust-yamux (default config) over one TCP + TLS connection.
+pub async fn yamux_latency(messages: usize) -> Latency {
+    let ca = DevCa::new().expect("ca");
+    let stls = ca.config_for("server").expect("cert");
+    let ctls = ca.config_for("client").expect("cert");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(stls.server_config().expect("tls")));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(ctls.client_config().expect("tls")));
+    let listener = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let d2 = drained.clone();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        tcp.set_nodelay(true).expect("nodelay");
+        let tls = acceptor.accept(tcp).await.expect("tls");
+        let conn = yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Server);
+        let (_otx, orx) = mpsc::channel(1);
+        let (itx, mut irx) = mpsc::channel(64);
+        tokio::spawn(drive_yamux(conn, orx, Some(itx)));
+        while let Some(mut st) = irx.recv().await {
+            let d = d2.clone();
+            tokio::spawn(async move {
+                let mut kind = [0u8; 1];
+                if st.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                let mut buf = vec![0u8; 64 * 1024];
+                if kind[0] == b'E' {
+                    let mut m = vec![0u8; MSG];
+                    while st.read_exact(&mut m).await.is_ok() {
+                        if st.write_all(&m).await.is_err() {
+                            return;
+                        }
+                    }
+                } else {
+                    while let Ok(n) = st.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        d.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("server").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("tls");
+    let conn = yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Client);
+    let (otx, orx) = mpsc::channel(16);
+    let driver = tokio::spawn(drive_yamux(conn, orx, None));
+    let mut bulk = Vec::new();
+    for _ in 0..BULK {
+        let mut st = open(&otx).await;
+        bulk.push(tokio::spawn(async move {
+            let chunk = vec![7u8; 256 * 1024];
+            if st.write_all(b"B").await.is_err() {
+                return;
+            }
+            while st.write_all(&chunk).await.is_ok() {}
+        }));
+    }
+    let mut echo = open(&otx).await;
+    echo.write_all(b"E").await.expect("kind");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = Instant::now();
+    let d0 = drained.load(std::sync::atomic::Ordering::Relaxed);
+    let mut rtts = Vec::with_capacity(messages);
+    let msg = vec![1u8; MSG];
+    let mut back = vec![0u8; MSG];
+    for _ in 0..messages {
+        let t0 = Instant::now();
+        echo.write_all(&msg).await.expect("send");
+        echo.read_exact(&mut back).await.expect("recv");
+        rtts.push(t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bulk_mbps = (drained.load(std::sync::atomic::Ordering::Relaxed) - d0) as f64 / secs / 1e6;
+    for b in bulk {
+        b.abort();
+    }
+    driver.abort();
+    Latency {
+        subject: "rust-yamux 0.13 (default config), 1 TCP + TLS".into(),
+        p50_ms: pct(&mut rtts, 0.5),
+        p99_ms: pct(&mut rtts, 0.99),
+        bulk_mbps,
+    }
+}
