@@ -33,7 +33,9 @@ fn decide(c: &mut Criterion) {
                     Some(Ok(c)) => c,
                     _ => return,
                 };
-                let Some(id) = s.front_stream(class) else { return };
+                let Some(id) = s.front_stream(class) else {
+                    return;
+                };
                 let st = &mut states[id as usize];
                 if Scheduler::begin_turn(st, quantum, 1) <= 0 {
                     s.rotate_stream(class, st);

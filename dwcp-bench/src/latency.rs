@@ -47,8 +47,18 @@ pub async fn dwcp(messages: usize) -> Latency {
     let ca = DevCa::new().expect("ca");
     let mut proto = dwcp_core::Config::default();
     proto.classes = vec![
-        ClassConfig { class: 0, weight: 16, min_rate: None, max_rate: None },
-        ClassConfig { class: 1, weight: 1, min_rate: None, max_rate: None },
+        ClassConfig {
+            class: 0,
+            weight: 16,
+            min_rate: None,
+            max_rate: None,
+        },
+        ClassConfig {
+            class: 1,
+            weight: 1,
+            min_rate: None,
+            max_rate: None,
+        },
     ];
     let mut scfg = EndpointConfig::new(ca.config_for("server").expect("cert"), Transport::Tcp);
     scfg.protocol = proto.clone();
@@ -56,7 +66,10 @@ pub async fn dwcp(messages: usize) -> Latency {
     ccfg.protocol = proto;
     let server = Endpoint::bind(loopback(), scfg).await.expect("bind");
     let client = Endpoint::bind(loopback(), ccfg).await.expect("bind");
-    let (c, s) = tokio::join!(client.connect(server.local_addr(), "server"), server.accept());
+    let (c, s) = tokio::join!(
+        client.connect(server.local_addr(), "server"),
+        server.accept()
+    );
     let (c, s) = (c.expect("connect"), s.expect("accept"));
     let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let d2 = drained.clone();
@@ -144,8 +157,11 @@ pub async fn dwcp(messages: usize) -> Latency {
 type Opener = mpsc::Sender<oneshot::Sender<yamux::Stream>>;
 
 /// Drives a yamux connection; opens outbound streams on request.
-async fn drive_yamux<T>(mut conn: yamux::Connection<T>, mut req: mpsc::Receiver<oneshot::Sender<yamux::Stream>>, inbound: Option<mpsc::Sender<yamux::Stream>>)
-where
+async fn drive_yamux<T>(
+    mut conn: yamux::Connection<T>,
+    mut req: mpsc::Receiver<oneshot::Sender<yamux::Stream>>,
+    inbound: Option<mpsc::Sender<yamux::Stream>>,
+) where
     T: futures::AsyncRead + futures::AsyncWrite + Unpin,
 {
     let mut pending: Option<oneshot::Sender<yamux::Stream>> = None;
@@ -193,7 +209,9 @@ pub async fn yamux_latency(messages: usize) -> Latency {
     let ctls = ca.config_for("client").expect("cert");
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(stls.server_config().expect("tls")));
     let connector = tokio_rustls::TlsConnector::from(Arc::new(ctls.client_config().expect("tls")));
-    let listener = tokio::net::TcpListener::bind(loopback()).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(loopback())
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let d2 = drained.clone();
@@ -201,7 +219,8 @@ pub async fn yamux_latency(messages: usize) -> Latency {
         let (tcp, _) = listener.accept().await.expect("accept");
         tcp.set_nodelay(true).expect("nodelay");
         let tls = acceptor.accept(tcp).await.expect("tls");
-        let conn = yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Server);
+        let conn =
+            yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Server);
         let (_otx, orx) = mpsc::channel(1);
         let (itx, mut irx) = mpsc::channel(64);
         tokio::spawn(drive_yamux(conn, orx, Some(itx)));

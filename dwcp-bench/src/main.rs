@@ -65,9 +65,15 @@ fn main() {
                 }
                 return;
             }
-            println!("{:<50} {:>9} {:>9} {:>10}", "system", "p50 ms", "p99 ms", "bulk MB/s");
+            println!(
+                "{:<50} {:>9} {:>9} {:>10}",
+                "system", "p50 ms", "p99 ms", "bulk MB/s"
+            );
             for l in [&d, &y] {
-                println!("{:<50} {:>9.3} {:>9.3} {:>10.0}", l.subject, l.p50_ms, l.p99_ms, l.bulk_mbps);
+                println!(
+                    "{:<50} {:>9.3} {:>9.3} {:>10.0}",
+                    l.subject, l.p50_ms, l.p99_ms, l.bulk_mbps
+                );
             }
             println!("p99 ratio DWCP / yamux: {:.3}", d.p99_ms / y.p99_ms);
         }

@@ -296,15 +296,28 @@ impl Inner {
         }
     }
 
-    /// The lane a frame goes to; for QUIC, opens a QUIC stream for a new local stream.
-    fn route(&mut self, stream: StreamId, shared: &Arc<Shared>) -> Option<LaneTx> {
+    /// The lane a frame goes to, with a key identifying the lane; for QUIC,
+    /// opens a QUIC stream for a new local stream. On byte lanes, connection
+    /// frames and interactive streams use lane 0 and bulk streams the others,
+    /// so small messages never queue behind bulk frames in a lane.
+    fn route(&mut self, stream: StreamId, shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
+        let interactive = stream != 0
+            && self
+                .core
+                .stream_params(stream)
+                .is_some_and(|p| p.options.contains(crate::frame::StreamOptions::INTERACTIVE));
         match &mut self.routing {
             Routing::Lanes(lanes) => {
-                if lanes.is_empty() {
+                let n = lanes.len();
+                if n == 0 {
                     return None;
                 }
-                let i = stream as usize % lanes.len();
-                lanes.get(i).cloned()
+                let i = if stream == 0 || interactive || n == 1 {
+                    0
+                } else {
+                    1 + stream as usize % (n - 1)
+                };
+                lanes.get(i).cloned().map(|l| (i as u64, l))
             }
             Routing::Quic {
                 conn,
@@ -312,10 +325,10 @@ impl Inner {
                 streams,
             } => {
                 if stream == 0 {
-                    return Some(control.clone());
+                    return Some((0, control.clone()));
                 }
                 if let Some(tx) = streams.get(&stream) {
-                    return Some(tx.clone());
+                    return Some((stream as u64, tx.clone()));
                 }
                 let local = (stream % 2 == 1) == (self.core.side() == crate::Side::Client);
                 if !local {
@@ -339,7 +352,7 @@ impl Inner {
                     }
                 });
                 streams.insert(stream, tx.clone());
-                Some(tx)
+                Some((stream as u64, tx))
             }
         }
     }
@@ -358,7 +371,13 @@ pub(crate) enum LaneRole {
 
 /// The driver task: transmit, timers, shutdown.
 pub(crate) async fn drive(shared: Arc<Shared>) {
-    let mut pending: Option<(LaneTx, Transmit)> = None;
+    // Frames waiting for a full lane, at most one per lane. The driver keeps
+    // pulling frames for other lanes meanwhile, so a full bulk lane does not
+    // hold up an interactive stream on another lane.
+    let mut stash: HashMap<u64, (LaneTx, Transmit)> = HashMap::new();
+    // A frame for a lane that already has a stashed frame: pulling stops
+    // until that lane has room (frames of one lane keep their order).
+    let mut blocked: Option<(u64, LaneTx, Transmit)> = None;
     let mut next_feed = Instant::now();
     loop {
         if Instant::now() >= next_feed {
@@ -371,9 +390,26 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                 inner.core.on_transport_delivered(Instant::now(), d, loss);
             }
         }
-        if let Some((lane, t)) = pending.take() {
-            // Waits for room on a full lane; a closed lane reports its own error.
-            let _ = lane.send(t).await;
+        // Flush stashed frames whose lane has room again (or is closed).
+        stash.retain(|_, (lane, t)| match lane.try_reserve() {
+            Ok(permit) => {
+                permit.send(t.clone());
+                false
+            }
+            Err(mpsc::error::TrySendError::Full(())) => true,
+            Err(mpsc::error::TrySendError::Closed(())) => false,
+        });
+        if let Some((key, lane, t)) = blocked.take() {
+            if stash.contains_key(&key) {
+                blocked = Some((key, lane, t));
+            } else {
+                match lane.try_send(t) {
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                    Err(mpsc::error::TrySendError::Full(t)) => {
+                        stash.insert(key, (lane, t));
+                    }
+                }
+            }
         }
         let (timeout, done) = {
             let mut inner = shared.lock();
@@ -381,21 +417,26 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             if inner.core.poll_timeout().is_some_and(|t| t <= now) {
                 inner.core.handle_timeout(now);
             }
-            while let Some(t) = inner.core.poll_transmit(now) {
-                let Some(lane) = inner.route(t.stream, &shared) else {
+            while blocked.is_none() {
+                let Some(t) = inner.core.poll_transmit(now) else {
+                    break;
+                };
+                let Some((key, lane)) = inner.route(t.stream, &shared) else {
                     continue;
                 };
+                if stash.contains_key(&key) {
+                    blocked = Some((key, lane, t));
+                    break;
+                }
                 match lane.try_send(t) {
-                    Ok(()) => {}
+                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                     Err(mpsc::error::TrySendError::Full(t)) => {
-                        pending = Some((lane, t));
-                        break;
+                        stash.insert(key, (lane, t));
                     }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
             inner.dispatch();
-            if pending.is_none() {
+            if stash.is_empty() && blocked.is_none() {
                 // Every frame of these streams is queued: dropping the sender
                 // finishes the QUIC stream after them.
                 let closing = std::mem::take(&mut inner.closing);
@@ -407,21 +448,29 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             }
             (inner.core.poll_timeout(), inner.core.is_closed())
         };
-        if done && pending.is_none() {
+        let waiting = !stash.is_empty() || blocked.is_some();
+        if done && !waiting {
             break;
         }
-        if pending.is_some() {
+        let t = timeout.map_or(next_feed, |t| t.min(next_feed));
+        if waiting {
+            // Room on any stashed lane, new work, or a timer.
+            let lanes: Vec<LaneTx> = stash.values().map(|(l, _)| l.clone()).collect();
+            if lanes.is_empty() {
+                continue;
+            }
+            let room =
+                futures_util::future::select_all(lanes.iter().map(|l| Box::pin(l.reserve())));
+            tokio::select! {
+                _ = room => {}
+                _ = shared.wake_driver.notified() => {}
+                _ = tokio::time::sleep_until(t.into()) => {}
+            }
             continue;
         }
-        let timeout = Some(timeout.map_or(next_feed, |t| t.min(next_feed)));
-        match timeout {
-            Some(t) => {
-                tokio::select! {
-                    _ = shared.wake_driver.notified() => {}
-                    _ = tokio::time::sleep_until(t.into()) => {}
-                }
-            }
-            None => shared.wake_driver.notified().await,
+        tokio::select! {
+            _ = shared.wake_driver.notified() => {}
+            _ = tokio::time::sleep_until(t.into()) => {}
         }
     }
     // Closed: drop every lane sender so the writers flush and finish.
