@@ -400,15 +400,14 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             Err(mpsc::error::TrySendError::Closed(())) => false,
         });
         if let Some((key, lane, t)) = blocked.take() {
-            if stash.contains_key(&key) {
-                blocked = Some((key, lane, t));
-            } else {
-                match lane.try_send(t) {
+            match stash.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => blocked = Some((key, lane, t)),
+                std::collections::hash_map::Entry::Vacant(v) => match lane.try_send(t) {
                     Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
                     Err(mpsc::error::TrySendError::Full(t)) => {
-                        stash.insert(key, (lane, t));
+                        v.insert((lane, t));
                     }
-                }
+                },
             }
         }
         let (timeout, done) = {
