@@ -45,21 +45,23 @@ fn loopback() -> SocketAddr {
 /// DWCP over TCP lanes.
 pub async fn dwcp(messages: usize) -> Latency {
     let ca = DevCa::new().expect("ca");
-    let mut proto = dwcp_core::Config::default();
-    proto.classes = vec![
-        ClassConfig {
-            class: 0,
-            weight: 16,
-            min_rate: None,
-            max_rate: None,
-        },
-        ClassConfig {
-            class: 1,
-            weight: 1,
-            min_rate: None,
-            max_rate: None,
-        },
-    ];
+    let proto = dwcp_core::Config {
+        classes: vec![
+            ClassConfig {
+                class: 0,
+                weight: 16,
+                min_rate: None,
+                max_rate: None,
+            },
+            ClassConfig {
+                class: 1,
+                weight: 1,
+                min_rate: None,
+                max_rate: None,
+            },
+        ],
+        ..Default::default()
+    };
     let mut scfg = EndpointConfig::new(ca.config_for("server").expect("cert"), Transport::Tcp);
     scfg.protocol = proto.clone();
     let mut ccfg = EndpointConfig::new(ca.config_for("client").expect("cert"), Transport::Tcp);
