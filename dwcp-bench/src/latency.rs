@@ -43,7 +43,7 @@ fn loopback() -> SocketAddr {
 }
 
 /// DWCP over TCP lanes.
-pub async fn dwcp(messages: usize) -> Latency {
+pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
     let ca = DevCa::new().expect("ca");
     let proto = dwcp_core::Config {
         classes: vec![
@@ -57,7 +57,7 @@ pub async fn dwcp(messages: usize) -> Latency {
                 class: 1,
                 weight: 1,
                 min_rate: None,
-                max_rate: None,
+                max_rate: bulk_cap,
             },
         ],
         ..Default::default()
@@ -149,7 +149,13 @@ pub async fn dwcp(messages: usize) -> Latency {
     }
     c.close(dwcp_core::ErrorCode::NoError, "done");
     Latency {
-        subject: "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
+        subject: match bulk_cap {
+            None => "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
+            Some(c) => format!(
+                "DWCP, as above, bulk class capped at {} MB/s",
+                c / 1_000_000
+            ),
+        },
         p50_ms: pct(&mut rtts, 0.5),
         p99_ms: pct(&mut rtts, 0.99),
         bulk_mbps,

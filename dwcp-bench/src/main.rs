@@ -30,6 +30,10 @@ enum Command {
         /// Echoes measured per system.
         #[arg(long, default_value_t = 1000)]
         messages: usize,
+        /// Also run DWCP with the bulk class capped at this many MB/s, to see
+        /// how much of the latency is CPU saturation of this machine.
+        #[arg(long)]
+        bulk_cap_mbps: Option<u64>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -55,11 +59,17 @@ fn main() {
             std::process::exit(1)
         });
     match cli.command {
-        Command::Latency { messages, json } => {
-            let d = rt.block_on(dwcp_bench::latency::dwcp(messages));
+        Command::Latency {
+            messages,
+            bulk_cap_mbps,
+            json,
+        } => {
+            let d = rt.block_on(dwcp_bench::latency::dwcp(messages, None));
             let y = rt.block_on(dwcp_bench::latency::yamux_latency(messages));
+            let capped = bulk_cap_mbps
+                .map(|c| rt.block_on(dwcp_bench::latency::dwcp(messages, Some(c * 1_000_000))));
             if json {
-                match serde_json::to_string_pretty(&[&d, &y]) {
+                match serde_json::to_string_pretty(&[Some(&d), Some(&y), capped.as_ref()]) {
                     Ok(s) => println!("{s}"),
                     Err(e) => eprintln!("json: {e}"),
                 }

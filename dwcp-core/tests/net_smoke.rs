@@ -38,6 +38,12 @@ async fn tcp_transport() {
     let st = c.stats();
     assert_eq!(st.transport.kind, "tcp");
     assert!(st.transport.rtt.is_some());
+    assert_eq!(st.link.mode, "datacenter");
+    assert!(
+        st.allocation.iter().any(|r| r.bytes_sent >= 3 << 20),
+        "{:?}",
+        st.allocation
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

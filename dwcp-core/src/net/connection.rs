@@ -40,6 +40,25 @@ pub struct Stats {
     pub transport: TransportStats,
     /// Compression per traffic class (sending side).
     pub compression: std::collections::BTreeMap<u8, crate::net::driver::ClassCompression>,
+    /// Link estimate of the sending direction.
+    pub link: LinkSummary,
+    /// Allocation per traffic class against the link estimate (or configured cap).
+    pub allocation: Vec<crate::scheduler::ClassReport>,
+}
+
+/// The link estimate, as figures.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LinkSummary {
+    /// Bottleneck bandwidth in bytes/s.
+    pub bottleneck_bw: Option<f64>,
+    /// Minimum RTT.
+    pub min_rtt: Option<std::time::Duration>,
+    /// Smoothed RTT.
+    pub srtt: Option<std::time::Duration>,
+    /// Loss rate reported by the transport.
+    pub loss_rate: f64,
+    /// `datacenter` or `wan`.
+    pub mode: &'static str,
 }
 
 impl Stats {
@@ -136,9 +155,26 @@ impl Connection {
 
     /// Statistics snapshot.
     pub fn stats(&self) -> Stats {
-        let core = self.shared().lock().core.stats();
+        let (core, link, allocation) = {
+            let inner = self.shared().lock();
+            let e = inner.core.link_estimate();
+            let link = LinkSummary {
+                bottleneck_bw: e.bottleneck_bw(),
+                min_rtt: e.min_rtt(),
+                srtt: e.srtt(),
+                loss_rate: e.loss_rate(),
+                mode: match e.mode() {
+                    crate::estimator::LinkMode::Datacenter => "datacenter",
+                    crate::estimator::LinkMode::Wan => "wan",
+                },
+            };
+            let allocation = inner.core.allocation(e.bottleneck_bw());
+            (inner.core.stats(), link, allocation)
+        };
         Stats {
             core,
+            link,
+            allocation,
             transport: (self.shared().stats)(),
             compression: self
                 .shared()

@@ -20,7 +20,7 @@ mod stream;
 mod tcp;
 mod tcp_info;
 
-pub use connection::{Connection, Stats};
+pub use connection::{Connection, LinkSummary, Stats};
 pub use driver::{ClassCompression, TransportStats};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport};
 pub use stream::{Compression, Stream, StreamOptions};
