@@ -79,7 +79,7 @@ fn main() {
                 "{:<50} {:>9} {:>9} {:>10}",
                 "system", "p50 ms", "p99 ms", "bulk MB/s"
             );
-            for l in [&d, &y] {
+            for l in [Some(&d), Some(&y), capped.as_ref()].into_iter().flatten() {
                 println!(
                     "{:<50} {:>9.3} {:>9.3} {:>10.0}",
                     l.subject, l.p50_ms, l.p99_ms, l.bulk_mbps
