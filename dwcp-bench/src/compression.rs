@@ -25,15 +25,8 @@ pub const RATES: [(u64, &str); 4] = [
     (0, "unlimited"),
 ];
 
-/// Fixed policies compared.
-pub const FIXED: [Level; 6] = [
-    Level::None,
-    Level::Lz4,
-    Level::Zstd(1),
-    Level::Zstd(3),
-    Level::Zstd(9),
-    Level::Zstd(19),
-];
+/// Fixed policies compared: every level of the selector's ladder.
+pub const FIXED: [Level; 6] = dwcp_core::selector::LADDER;
 
 /// One table cell.
 #[derive(Debug, Clone, Serialize)]

@@ -212,15 +212,7 @@ async fn open(o: &Opener) -> yamux::Stream {
 
 /// rust-yamux (default config) over one TCP + TLS connection.
 pub async fn yamux_latency(messages: usize) -> Latency {
-    let ca = DevCa::new().expect("ca");
-    let stls = ca.config_for("server").expect("cert");
-    let ctls = ca.config_for("client").expect("cert");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(stls.server_config().expect("tls")));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(ctls.client_config().expect("tls")));
-    let listener = tokio::net::TcpListener::bind(loopback())
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (acceptor, connector, listener, addr) = crate::scenarios::raw_tls_setup().await;
     let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let d2 = drained.clone();
     tokio::spawn(async move {

@@ -184,8 +184,14 @@ pub async fn raw_quinn_throughput(total: u64) -> f64 {
     n as f64 / secs / 1e6
 }
 
-/// Raw tokio TCP with tokio-rustls (mutual TLS 1.3, ring): one connection.
-pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
+/// The baseline's TLS endpoints (the same mutual TLS 1.3 configuration DWCP
+/// uses) and a listening socket on loopback.
+pub async fn raw_tls_setup() -> (
+    tokio_rustls::TlsAcceptor,
+    tokio_rustls::TlsConnector,
+    tokio::net::TcpListener,
+    SocketAddr,
+) {
     let ca = DevCa::new().expect("ca");
     let stls = ca.config_for("server").expect("cert");
     let ctls = ca.config_for("client").expect("cert");
@@ -195,6 +201,12 @@ pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
+    (acceptor, connector, listener, addr)
+}
+
+/// Raw tokio TCP with tokio-rustls (mutual TLS 1.3, ring): one connection.
+pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
+    let (acceptor, connector, listener, addr) = raw_tls_setup().await;
     let sink = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.expect("accept");
         tcp.set_nodelay(true).expect("nodelay");
