@@ -418,6 +418,9 @@ impl AsyncRead for Stream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         match this.poll_recv(cx, buf.remaining()) {
             Poll::Ready(Ok(Some(b))) => {
                 buf.put_slice(&b);
