@@ -284,46 +284,72 @@ fn compare(scenario: &str, dwcp: Figure, baseline: Figure) -> Comparison {
     }
 }
 
+/// Best of `rounds` runs of `f`.
+async fn best_of<F, Fut>(rounds: usize, mut f: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut best = 0f64;
+    for _ in 0..rounds {
+        best = best.max(f().await);
+    }
+    best
+}
+
+/// Best of `rounds` runs of each of `f` and `g`, alternating them so both
+/// see the same conditions on a shared machine.
+async fn best_of_pair<F, G, FutF, FutG>(rounds: usize, mut f: F, mut g: G) -> (f64, f64)
+where
+    F: FnMut() -> FutF,
+    G: FnMut() -> FutG,
+    FutF: std::future::Future<Output = f64>,
+    FutG: std::future::Future<Output = f64>,
+{
+    let (mut a, mut b) = (0f64, 0f64);
+    for _ in 0..rounds {
+        a = a.max(f().await);
+        b = b.max(g().await);
+    }
+    (a, b)
+}
+
 /// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,
 /// alternating DWCP and the baseline, best of each kept (loopback on a shared
 /// machine is noisy; alternating keeps both sides under the same conditions).
 pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
     let mut out = Vec::new();
-    let (mut d, mut b) = (0f64, 0f64);
-    for _ in 0..rounds {
-        d = d.max(dwcp_throughput(Transport::Quic, 1, total).await);
-        b = b.max(raw_quinn_throughput(total, 1).await);
-    }
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Quic, 1, total),
+        || raw_quinn_throughput(total, 1),
+    )
+    .await;
     let quic_single = d;
     out.push(compare(
         "single-stream bulk, QUIC",
         fig("quic-single", "DWCP over QUIC, 1 stream", d),
         fig("quic-single", "raw quinn, 1 stream", b),
     ));
-    let (mut d, mut b) = (0f64, 0f64);
-    for _ in 0..rounds {
-        d = d.max(dwcp_throughput(Transport::Tcp, 1, total).await);
-        b = b.max(raw_tls_tcp_throughput(total).await);
-    }
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Tcp, 1, total),
+        || raw_tls_tcp_throughput(total),
+    )
+    .await;
     let tcp_single = d;
     out.push(compare(
         "single-stream bulk, TCP",
         fig("tcp-single", "DWCP over 4 TCP lanes + TLS, 1 stream", d),
         fig("tcp-single", "raw tokio TCP + rustls, 1 connection", b),
     ));
-    let mut d = 0f64;
-    for _ in 0..rounds {
-        d = d.max(dwcp_throughput(Transport::Quic, 1000, total).await);
-    }
+    let d = best_of(rounds, || dwcp_throughput(Transport::Quic, 1000, total)).await;
     out.push(compare(
         "1,000 streams vs 1 stream, QUIC",
         fig("quic-1000", "DWCP over QUIC, 1,000 streams aggregate", d),
         fig("quic-1000", "DWCP over QUIC, 1 stream", quic_single),
     ));
-    let mut r = 0f64;
-    for _ in 0..rounds {
-        r = r.max(raw_quinn_throughput(total, 1000).await);
-    }
+    let r = best_of(rounds, || raw_quinn_throughput(total, 1000)).await;
     out.push(compare(
         "1,000 streams, QUIC vs raw quinn",
         fig(
@@ -333,10 +359,7 @@ pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
         ),
         fig("quic-1000-raw", "raw quinn, 1,000 streams aggregate", r),
     ));
-    let mut d = 0f64;
-    for _ in 0..rounds {
-        d = d.max(dwcp_throughput(Transport::Tcp, 1000, total).await);
-    }
+    let d = best_of(rounds, || dwcp_throughput(Transport::Tcp, 1000, total)).await;
     out.push(compare(
         "1,000 streams vs 1 stream, TCP",
         fig(
