@@ -142,20 +142,32 @@ pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
         rtts.push(t0.elapsed());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let bulk_mbps = (drained.load(std::sync::atomic::Ordering::Relaxed) - d0) as f64 / secs / 1e6;
     for b in bulk {
         b.abort();
     }
     c.close(dwcp_core::ErrorCode::NoError, "done");
+    let subject = match bulk_cap {
+        None => "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
+        Some(c) => format!(
+            "DWCP, as above, bulk class capped at {} MB/s",
+            c / 1_000_000
+        ),
+    };
+    summarise(subject, rtts, start, &drained, d0)
+}
+
+/// Percentiles of the echo RTTs and the bulk rate drained since `start`.
+fn summarise(
+    subject: String,
+    mut rtts: Vec<Duration>,
+    start: Instant,
+    drained: &std::sync::atomic::AtomicU64,
+    d0: u64,
+) -> Latency {
+    let secs = start.elapsed().as_secs_f64();
+    let bulk_mbps = (drained.load(std::sync::atomic::Ordering::Relaxed) - d0) as f64 / secs / 1e6;
     Latency {
-        subject: match bulk_cap {
-            None => "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
-            Some(c) => format!(
-                "DWCP, as above, bulk class capped at {} MB/s",
-                c / 1_000_000
-            ),
-        },
+        subject,
         p50_ms: pct(&mut rtts, 0.5),
         p99_ms: pct(&mut rtts, 0.99),
         bulk_mbps,
@@ -283,16 +295,15 @@ pub async fn yamux_latency(messages: usize) -> Latency {
         rtts.push(t0.elapsed());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let secs = start.elapsed().as_secs_f64();
-    let bulk_mbps = (drained.load(std::sync::atomic::Ordering::Relaxed) - d0) as f64 / secs / 1e6;
     for b in bulk {
         b.abort();
     }
     driver.abort();
-    Latency {
-        subject: "rust-yamux 0.13 (default config), 1 TCP + TLS".into(),
-        p50_ms: pct(&mut rtts, 0.5),
-        p99_ms: pct(&mut rtts, 0.99),
-        bulk_mbps,
-    }
+    summarise(
+        "rust-yamux 0.13 (default config), 1 TCP + TLS".into(),
+        rtts,
+        start,
+        &drained,
+        d0,
+    )
 }
