@@ -226,8 +226,11 @@ impl Inner {
         }
     }
 
-    pub(crate) fn forget_wakers(&mut self, id: StreamId) {
+    pub(crate) fn forget_read_waker(&mut self, id: StreamId) {
         self.read_wakers.remove(&id);
+    }
+
+    pub(crate) fn forget_write_waker(&mut self, id: StreamId) {
         self.write_wakers.remove(&id);
     }
 

@@ -23,4 +23,4 @@ mod tcp_info;
 pub use connection::{Connection, LinkSummary, Stats};
 pub use driver::{ClassCompression, TransportStats};
 pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport};
-pub use stream::{Compression, Stream, StreamOptions};
+pub use stream::{Compression, RecvStream, SendStream, Stream, StreamOptions};

@@ -69,17 +69,41 @@ impl StreamOptions {
 /// `AsyncWrite` implementations copy, as those traits require. Dropping a
 /// stream that was not finished resets it with `CANCEL`, so the peer never
 /// mistakes an abandoned stream for a complete one.
+///
+/// [`Stream::split`] gives the two directions to two tasks, so a writer
+/// blocked on flow control never stops the reader (the cause of yamux's
+/// both-sides-writing deadlock).
 #[derive(Debug)]
 pub struct Stream {
+    send: SendStream,
+    recv: RecvStream,
+}
+
+/// The sending half of a [`Stream`] (see [`Stream::split`]).
+///
+/// Dropping it before [`SendStream::finish`] resets the stream with `CANCEL`.
+#[derive(Debug)]
+pub struct SendStream {
     id: StreamId,
     conn: Arc<ConnRef>,
     finished: bool,
     reset: bool,
-    recv_done: bool,
     compression: Compression,
-    route: Bytes,
     class: u8,
     encoder: Option<Arc<std::sync::Mutex<Encoder>>>,
+}
+
+/// The receiving half of a [`Stream`] (see [`Stream::split`]).
+///
+/// Dropping it before the end of the stream stops reading: unread and later
+/// data is discarded and its credit returned; the other direction goes on.
+#[derive(Debug)]
+pub struct RecvStream {
+    id: StreamId,
+    conn: Arc<ConnRef>,
+    recv_done: bool,
+    route: Bytes,
+    class: u8,
 }
 
 /// Largest chunk compressed at once (also the largest compressed DATA frame).
@@ -108,16 +132,117 @@ impl Stream {
                 .unwrap_or_default()
         };
         Stream {
-            id,
-            conn,
-            finished: false,
-            reset: false,
-            recv_done: false,
-            compression,
-            route,
-            class,
-            encoder: None,
+            send: SendStream {
+                id,
+                conn: conn.clone(),
+                finished: false,
+                reset: false,
+                compression,
+                class,
+                encoder: None,
+            },
+            recv: RecvStream {
+                id,
+                conn,
+                recv_done: false,
+                route,
+                class,
+            },
         }
+    }
+
+    /// Splits the stream into its sending and receiving halves, to be driven
+    /// by separate tasks.
+    pub fn split(self) -> (SendStream, RecvStream) {
+        (self.send, self.recv)
+    }
+
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.send.id
+    }
+
+    /// The compression policy this handle was opened with.
+    pub fn compression(&self) -> Compression {
+        self.send.compression
+    }
+
+    /// The route or service name given by the opener.
+    pub fn route(&self) -> Bytes {
+        self.recv.route.clone()
+    }
+
+    /// The traffic class given by the opener.
+    pub fn class(&self) -> u8 {
+        self.send.class
+    }
+
+    /// Sends all of `data` (see [`SendStream::send`]).
+    ///
+    /// # Errors
+    /// The stream was reset or finished, or the connection failed.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
+    pub async fn send(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send.send(data).await
+    }
+
+    /// Sends `data` as-is, never compressed, never copied.
+    ///
+    /// # Errors
+    /// As [`Stream::send`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
+    pub async fn send_raw(&mut self, data: Bytes) -> Result<(), StreamError> {
+        self.send.send_raw(data).await
+    }
+
+    /// Queues one pre-compressed chunk (see [`crate::Connection::send_encoded`]).
+    ///
+    /// # Errors
+    /// As [`Stream::send`], plus limit and negotiation errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the chunk is queued whole or not at all.
+    pub async fn send_encoded(
+        &mut self,
+        enc: crate::frame::Encoding,
+        payload: Bytes,
+    ) -> Result<(), StreamError> {
+        self.send.send_encoded(enc, payload).await
+    }
+
+    /// Receives the next chunk without copying (see [`RecvStream::recv`]).
+    ///
+    /// # Errors
+    /// The peer reset the stream, or the connection failed before the FIN.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: data is only taken when it is returned.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, StreamError> {
+        self.recv.recv().await
+    }
+
+    /// Finishes the sending direction; queued data is still delivered.
+    ///
+    /// # Errors
+    /// The stream was already finished or reset, or the connection failed.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        self.send.finish()
+    }
+
+    /// Resets both directions with `code`.
+    pub fn reset(&mut self, code: ErrorCode) {
+        self.send.reset(code);
+    }
+}
+
+impl SendStream {
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
     }
 
     fn policy(&self) -> Policy {
@@ -154,7 +279,7 @@ impl Stream {
         let class = self.class.to_string();
         metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => label.clone())
             .increment(out.raw_len as u64);
-        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class.clone(), "codec" => label.clone())
+        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class, "codec" => label.clone())
             .increment(out.payload.len() as u64);
         metrics::histogram!("dwcp_compression_seconds", "codec" => label.clone())
             .record(out.cpu.as_secs_f64());
@@ -169,28 +294,6 @@ impl Stream {
         c.wire += out.payload.len() as u64;
         c.cpu += out.cpu;
         c.current = label;
-        let ratio = c.raw as f64 / c.wire.max(1) as f64;
-        metrics::gauge!("dwcp_compression_ratio", "class" => class).set(ratio);
-    }
-
-    /// The stream id.
-    pub fn id(&self) -> StreamId {
-        self.id
-    }
-
-    /// The compression policy this handle was opened with.
-    pub fn compression(&self) -> Compression {
-        self.compression
-    }
-
-    /// The route or service name given by the opener.
-    pub fn route(&self) -> Bytes {
-        self.route.clone()
-    }
-
-    /// The traffic class given by the opener.
-    pub fn class(&self) -> u8 {
-        self.class
     }
 
     fn poll_send_some(
@@ -264,7 +367,7 @@ impl Stream {
     /// Sends `data` as-is (never compressed, never copied).
     ///
     /// # Errors
-    /// As [`Stream::send`].
+    /// As [`SendStream::send`].
     ///
     /// # Cancel safety
     /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
@@ -279,7 +382,7 @@ impl Stream {
     /// Queues one pre-compressed chunk (see [`crate::Connection::send_encoded`]).
     ///
     /// # Errors
-    /// As [`Stream::send`], plus limit and negotiation errors.
+    /// As [`SendStream::send`], plus limit and negotiation errors.
     ///
     /// # Cancel safety
     /// Cancel safe: the chunk is queued whole or not at all.
@@ -306,6 +409,73 @@ impl Stream {
             }
         })
         .await
+    }
+
+    /// Finishes the sending direction; queued data is still delivered.
+    ///
+    /// # Errors
+    /// The stream was already finished or reset, or the connection failed.
+    pub fn finish(&mut self) -> Result<(), StreamError> {
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        let r = inner.core.finish(self.id);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+        if r.is_ok() {
+            self.finished = true;
+        }
+        r
+    }
+
+    /// Resets both directions of the stream with `code`.
+    pub fn reset(&mut self, code: ErrorCode) {
+        if self.reset {
+            return;
+        }
+        self.reset = true;
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        // Unknown only if the stream is already gone; nothing left to reset.
+        let _ = inner.core.reset(self.id, code);
+        inner.forget_write_waker(self.id);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+    }
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        if self.reset || self.finished {
+            return;
+        }
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        inner.forget_write_waker(self.id);
+        if inner.core.stream_state(self.id).is_some() {
+            let _ = inner.core.reset(self.id, ErrorCode::Cancel);
+        }
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+    }
+}
+
+impl RecvStream {
+    /// The stream id.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The route or service name given by the opener.
+    pub fn route(&self) -> Bytes {
+        self.route.clone()
+    }
+
+    /// The traffic class given by the opener.
+    pub fn class(&self) -> u8 {
+        self.class
     }
 
     fn poll_recv(
@@ -355,55 +525,15 @@ impl Stream {
     pub async fn recv(&mut self) -> Result<Option<Bytes>, StreamError> {
         std::future::poll_fn(|cx| self.poll_recv(cx, usize::MAX)).await
     }
-
-    /// Finishes the sending direction; queued data is still delivered.
-    ///
-    /// # Errors
-    /// The stream was already finished or reset, or the connection failed.
-    pub fn finish(&mut self) -> Result<(), StreamError> {
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
-        let r = inner.core.finish(self.id);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
-        if r.is_ok() {
-            self.finished = true;
-        }
-        r
-    }
-
-    /// Resets both directions with `code`.
-    pub fn reset(&mut self, code: ErrorCode) {
-        if self.reset {
-            return;
-        }
-        self.reset = true;
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
-        // Unknown only if the stream is already gone; nothing left to reset.
-        let _ = inner.core.reset(self.id, code);
-        inner.forget_wakers(self.id);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
-    }
 }
 
-impl Drop for Stream {
+impl Drop for RecvStream {
     fn drop(&mut self) {
-        if self.reset {
-            return;
-        }
         let shared = &self.conn.shared;
         let mut inner = shared.lock();
-        inner.forget_wakers(self.id);
-        if inner.core.stream_state(self.id).is_some() {
-            if !self.finished {
-                let _ = inner.core.reset(self.id, ErrorCode::Cancel);
-            } else if !self.recv_done {
-                let _ = inner.core.detach_reader(self.id);
-            }
+        inner.forget_read_waker(self.id);
+        if !self.recv_done && inner.core.stream_state(self.id).is_some() {
+            let _ = inner.core.detach_reader(self.id);
         }
         inner.dispatch();
         drop(inner);
@@ -411,29 +541,36 @@ impl Drop for Stream {
     }
 }
 
-impl AsyncRead for Stream {
+fn poll_read_into(
+    recv: &mut RecvStream,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if buf.remaining() == 0 {
+        return Poll::Ready(Ok(()));
+    }
+    match recv.poll_recv(cx, buf.remaining()) {
+        Poll::Ready(Ok(Some(b))) => {
+            buf.put_slice(&b);
+            Poll::Ready(Ok(()))
+        }
+        Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(e))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+impl AsyncRead for RecvStream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if buf.remaining() == 0 {
-            return Poll::Ready(Ok(()));
-        }
-        match this.poll_recv(cx, buf.remaining()) {
-            Poll::Ready(Ok(Some(b))) => {
-                buf.put_slice(&b);
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(e))),
-            Poll::Pending => Poll::Pending,
-        }
+        poll_read_into(self.get_mut(), cx, buf)
     }
 }
 
-impl AsyncWrite for Stream {
+impl AsyncWrite for SendStream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -455,5 +592,33 @@ impl AsyncWrite for Stream {
             return Poll::Ready(Ok(()));
         }
         Poll::Ready(this.finish().map_err(io_error))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        poll_read_into(&mut self.get_mut().recv, cx, buf)
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().send).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().send).poll_shutdown(cx)
     }
 }
