@@ -634,6 +634,27 @@ impl Connection {
         Ok(())
     }
 
+    /// Tells the scheduler that the transport cannot take more of stream
+    /// `id`'s frames now (its lane or QUIC stream is full), so other streams
+    /// are served meanwhile; [`Connection::resume_stream`] undoes it. Unknown
+    /// streams are ignored.
+    pub fn pause_stream(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.paused = true;
+        }
+    }
+
+    /// The transport can take stream `id`'s frames again.
+    pub fn resume_stream(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.paused = false;
+            if s.sendable() {
+                self.sched
+                    .push(s.params.class, id, &mut s.sched, self.last_now);
+            }
+        }
+    }
+
     /// Stops reading a stream without resetting it: unread data is discarded
     /// (its credit returned) and later data is discarded on arrival until the
     /// peer's FIN. Data this side queued still goes out. Used when a reader is

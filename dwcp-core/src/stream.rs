@@ -107,6 +107,8 @@ pub(crate) struct Stream {
     /// Set when the stream ended abnormally; reported once to the application.
     pub(crate) terminal: Option<StreamError>,
     pub(crate) sched: SchedState,
+    /// The transport below cannot take more of this stream's frames now.
+    pub(crate) paused: bool,
 }
 
 impl Stream {
@@ -131,12 +133,13 @@ impl Stream {
             detached: false,
             terminal: None,
             sched: SchedState::default(),
+            paused: false,
         }
     }
 
     /// True if the next frame of this stream could be sent given stream credit.
     pub(crate) fn sendable(&self) -> bool {
-        if self.terminal.is_some() {
+        if self.terminal.is_some() || self.paused {
             return false;
         }
         match self.send_queue.front() {

@@ -1,35 +1,196 @@
-//! `dwcp-daemon`: the DWCP sidecar.
-//!
-//! Today it offers `demo`, which runs the DWCP protocol core over a simulated
-//! WAN link in virtual time and reports what it achieved.
+//! `dwcp-daemon`: the DWCP sidecar's command line.
 
-mod demo;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use dwcp_daemon::config::{self, LogFormat};
+use dwcp_daemon::{demo, probe, Daemon};
 
-/// DWCP sidecar.
+/// DWCP sidecar: carries local TCP connections as DWCP streams to peer sidecars.
 #[derive(Debug, Parser)]
 #[command(name = "dwcp-daemon", version, about)]
 struct Cli {
+    /// Log format (overrides `log.format`).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `dwcp_core=debug,info` (overrides `log.level`).
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs bulk and interactive streams over a simulated WAN and prints the results.
+    /// Runs the sidecar.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Overrides a key, e.g. `--set admin.listen=127.0.0.1:9091` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Validates a configuration file; prints every problem with its key and line.
+    CheckConfig {
+        /// Configuration file (TOML).
+        file: PathBuf,
+        /// Overrides, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Probes the local admin server; exits 0 if it answers 200, else 1.
+    Health {
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        addr: String,
+        /// Path to probe (`/health` for liveness, `/ready` for readiness).
+        #[arg(long, default_value = "/health")]
+        path: String,
+        /// Timeout in seconds.
+        #[arg(long, default_value_t = 2)]
+        timeout: u64,
+    },
+    /// Runs two daemons over an emulated WAN with traffic through real tunnels.
     Demo(demo::DemoArgs),
 }
 
-fn main() -> std::process::ExitCode {
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+fn load(file: &std::path::Path, set: &[String]) -> Result<config::Config, String> {
+    let overrides = config::overrides(|k| std::env::var(k).ok(), set)?;
+    config::load(file, &overrides).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => match demo::run(&args) {
-            Ok(()) => std::process::ExitCode::SUCCESS,
+        Command::CheckConfig { file, set } => match load(&file, &set) {
+            Ok(c) => {
+                println!(
+                    "{}: OK ({} peer(s), {} service(s), {} tunnel(s))",
+                    file.display(),
+                    c.peers.len(),
+                    c.services.len(),
+                    c.tunnels.len()
+                );
+                ExitCode::SUCCESS
+            }
             Err(e) => {
-                eprintln!("demo failed: {e}");
-                std::process::ExitCode::FAILURE
+                eprintln!("{e}");
+                ExitCode::FAILURE
             }
         },
+        Command::Health {
+            addr,
+            path,
+            timeout,
+        } => match probe::get(&addr, &path, Duration::from_secs(timeout)) {
+            Ok((200, body)) => {
+                println!("{}", body.trim());
+                ExitCode::SUCCESS
+            }
+            Ok((code, body)) => {
+                eprintln!("{addr}{path}: HTTP {code} {}", body.trim());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("{addr}{path}: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo(args) => {
+            init_logging(
+                cli.log_format.unwrap_or(LogFormat::Text),
+                cli.log_level.as_deref().unwrap_or("warn"),
+            );
+            match demo::run(&args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("demo failed: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { config, set } => {
+            let config = match load(&config, &set) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            init_logging(
+                cli.log_format.unwrap_or(config.log.format),
+                cli.log_level.as_deref().unwrap_or(&config.log.level),
+            );
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(run(config))
+        }
+    }
+}
+
+async fn run(config: config::Config) -> ExitCode {
+    let grace = Duration::from_secs(config.lifecycle.drain_grace_secs);
+    let daemon = match Daemon::start(config).await {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            eprintln!("dwcp-daemon: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let signal = wait_for_signal().await;
+    tracing::info!(signal, ?grace, "shutting down");
+    let report = tokio::select! {
+        r = daemon.drain(grace) => r,
+        s = wait_for_signal() => {
+            tracing::warn!(signal = s, "second signal: stopping without waiting");
+            dwcp_daemon::DrainReport { cut: daemon.state().registry.len(), took: Duration::ZERO }
+        }
+    };
+    tracing::info!(
+        cut = report.cut,
+        took_ms = report.took.as_millis() as u64,
+        "drained"
+    );
+    daemon.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, only Ctrl-C through tokio remains.
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
     }
 }

@@ -72,6 +72,15 @@ impl Stats {
     }
 }
 
+/// Two handles are equal when they refer to the same connection.
+impl PartialEq for Connection {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.conn, &other.conn)
+    }
+}
+
+impl Eq for Connection {}
+
 impl Connection {
     pub(crate) fn new(shared: Arc<Shared>) -> Connection {
         Connection {

@@ -24,9 +24,10 @@ use crate::{Connection as Core, ConnectionError, Event, StreamId, Transmit};
 /// `TCP_NOTSENT_LOWAT` below it) to let the scheduler, not a queue, decide the
 /// order: a 1 KiB message waits behind at most this many frames of its lane.
 pub(crate) const LANE_QUEUE: usize = 4;
-/// Frames queued per QUIC stream: each carries a single DWCP stream, so a
-/// deeper queue costs no other stream anything and keeps writes batched.
-pub(crate) const QUIC_QUEUE: usize = 64;
+/// Frames queued per QUIC stream: each carries a single DWCP stream, and a
+/// stream whose queue is full is paused in the scheduler, so the depth only
+/// batches writes; kept small so weights, not queue depth, share the link.
+pub(crate) const QUIC_QUEUE: usize = 16;
 /// Frames written per vectored write.
 const WRITE_BATCH: usize = 32;
 /// Read buffer growth step.
@@ -342,12 +343,20 @@ impl Inner {
                     return None;
                 }
                 // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
+                let interactive = self
+                    .core
+                    .stream_params(stream)
+                    .is_some_and(|p| p.options.contains(crate::frame::StreamOptions::INTERACTIVE));
                 let (tx, rx) = mpsc::channel(QUIC_QUEUE);
                 let conn = conn.clone();
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match conn.open_bi().await {
                         Ok((send, recv)) => {
+                            if interactive {
+                                // quinn sends higher priorities first.
+                                let _ = send.set_priority(1);
+                            }
                             tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
                             write_quic_lane(send, rx, shared).await;
                         }
@@ -372,15 +381,93 @@ pub(crate) enum LaneRole {
     QuicStream,
 }
 
+/// Most frames the driver holds for full lanes before it stops pulling
+/// frames altogether (each paused stream holds at most one DATA frame; the
+/// rest are small control frames).
+const MAX_STASHED: usize = 1024;
+
+/// Frames waiting for room on their lane, and the streams paused for them.
+#[derive(Default)]
+struct Stash {
+    lanes: HashMap<u64, (LaneTx, VecDeque<Transmit>, Vec<StreamId>)>,
+    frames: usize,
+}
+
+impl Stash {
+    fn is_empty(&self) -> bool {
+        self.lanes.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.frames >= MAX_STASHED
+    }
+
+    /// Sends `t` on `lane` unless the lane is full or already has frames
+    /// waiting; returns whether the frame was stashed instead.
+    fn send_or_stash(&mut self, key: u64, lane: LaneTx, t: Transmit) -> bool {
+        if let Some((_, q, _)) = self.lanes.get_mut(&key) {
+            q.push_back(t);
+            self.frames += 1;
+            return true;
+        }
+        match lane.try_send(t) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(t)) => {
+                self.lanes
+                    .insert(key, (lane, VecDeque::from([t]), Vec::new()));
+                self.frames += 1;
+                true
+            }
+        }
+    }
+
+    /// Records that `stream` was paused for lane `key`.
+    fn paused(&mut self, key: u64, stream: StreamId) {
+        if let Some((_, _, p)) = self.lanes.get_mut(&key) {
+            if !p.contains(&stream) {
+                p.push(stream);
+            }
+        }
+    }
+
+    /// Moves frames to lanes with room; returns the streams to resume.
+    fn flush(&mut self) -> Vec<StreamId> {
+        let mut resumed = Vec::new();
+        let mut sent = 0;
+        self.lanes.retain(|_, (lane, q, paused)| {
+            while let Some(t) = q.front() {
+                match lane.try_reserve() {
+                    Ok(permit) => {
+                        permit.send(t.clone());
+                        q.pop_front();
+                        sent += 1;
+                    }
+                    Err(mpsc::error::TrySendError::Full(())) => return true,
+                    Err(mpsc::error::TrySendError::Closed(())) => {
+                        sent += q.len();
+                        q.clear();
+                    }
+                }
+            }
+            resumed.append(paused);
+            false
+        });
+        self.frames -= sent;
+        resumed
+    }
+
+    /// The lanes with frames waiting.
+    fn lanes(&self) -> Vec<LaneTx> {
+        self.lanes.values().map(|(l, _, _)| l.clone()).collect()
+    }
+}
+
 /// The driver task: transmit, timers, shutdown.
 pub(crate) async fn drive(shared: Arc<Shared>) {
-    // Frames waiting for a full lane, at most one per lane. The driver keeps
-    // pulling frames for other lanes meanwhile, so a full bulk lane does not
-    // hold up an interactive stream on another lane.
-    let mut stash: HashMap<u64, (LaneTx, Transmit)> = HashMap::new();
-    // A frame for a lane that already has a stashed frame: pulling stops
-    // until that lane has room (frames of one lane keep their order).
-    let mut blocked: Option<(u64, LaneTx, Transmit)> = None;
+    // Frames waiting for a full lane, in order per lane. A stream with a frame
+    // waiting here is paused in the scheduler until its lane has room, so a
+    // full bulk lane never holds up an interactive stream on another lane.
+    let mut stash = Stash::default();
     let mut next_feed = Instant::now();
     loop {
         if Instant::now() >= next_feed {
@@ -393,52 +480,36 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                 inner.core.on_transport_delivered(Instant::now(), d, loss);
             }
         }
-        // Flush stashed frames whose lane has room again (or is closed).
-        stash.retain(|_, (lane, t)| match lane.try_reserve() {
-            Ok(permit) => {
-                permit.send(t.clone());
-                false
-            }
-            Err(mpsc::error::TrySendError::Full(())) => true,
-            Err(mpsc::error::TrySendError::Closed(())) => false,
-        });
-        if let Some((key, lane, t)) = blocked.take() {
-            match stash.entry(key) {
-                std::collections::hash_map::Entry::Occupied(_) => blocked = Some((key, lane, t)),
-                std::collections::hash_map::Entry::Vacant(v) => match lane.try_send(t) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    Err(mpsc::error::TrySendError::Full(t)) => {
-                        v.insert((lane, t));
-                    }
-                },
-            }
-        }
+        // Flush stashed frames whose lane has room again (or is closed), and
+        // resume the streams they held back.
+        let resumed = stash.flush();
         let (timeout, done) = {
             let mut inner = shared.lock();
+            for id in resumed {
+                inner.core.resume_stream(id);
+            }
             let now = Instant::now();
             if inner.core.poll_timeout().is_some_and(|t| t <= now) {
                 inner.core.handle_timeout(now);
             }
-            while blocked.is_none() {
+            while !stash.is_full() {
                 let Some(t) = inner.core.poll_transmit(now) else {
                     break;
                 };
                 let Some((key, lane)) = inner.route(t.stream, &shared) else {
                     continue;
                 };
-                if stash.contains_key(&key) {
-                    blocked = Some((key, lane, t));
-                    break;
-                }
-                match lane.try_send(t) {
-                    Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-                    Err(mpsc::error::TrySendError::Full(t)) => {
-                        stash.insert(key, (lane, t));
+                let stream = t.stream;
+                if stash.send_or_stash(key, lane, t) {
+                    // Held back: stop scheduling this stream until there is room.
+                    if stream != 0 {
+                        inner.core.pause_stream(stream);
+                        stash.paused(key, stream);
                     }
                 }
             }
             inner.dispatch();
-            if stash.is_empty() && blocked.is_none() {
+            if stash.is_empty() {
                 // Every frame of these streams is queued: dropping the sender
                 // finishes the QUIC stream after them.
                 let closing = std::mem::take(&mut inner.closing);
@@ -450,17 +521,14 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             }
             (inner.core.poll_timeout(), inner.core.is_closed())
         };
-        let waiting = !stash.is_empty() || blocked.is_some();
+        let waiting = !stash.is_empty();
         if done && !waiting {
             break;
         }
         let t = timeout.map_or(next_feed, |t| t.min(next_feed));
         if waiting {
             // Room on any stashed lane, new work, or a timer.
-            let lanes: Vec<LaneTx> = stash.values().map(|(l, _)| l.clone()).collect();
-            if lanes.is_empty() {
-                continue;
-            }
+            let lanes = stash.lanes();
             let room =
                 futures_util::future::select_all(lanes.iter().map(|l| Box::pin(l.reserve())));
             tokio::select! {

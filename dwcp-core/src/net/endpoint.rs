@@ -23,6 +23,20 @@ pub enum Transport {
     Tcp,
 }
 
+/// Congestion control of QUIC connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// BBR (quinn's implementation): paces at the measured bottleneck rate and
+    /// does not treat random loss as congestion, which matters on lossy WAN
+    /// paths. The default, like the TCP lanes' request for the kernel's BBR.
+    #[default]
+    Bbr,
+    /// CUBIC (quinn's default).
+    Cubic,
+    /// NewReno.
+    NewReno,
+}
+
 /// Tuning of TCP lanes.
 #[derive(Debug, Clone)]
 pub struct TcpTuning {
@@ -76,6 +90,8 @@ pub struct EndpointConfig {
     /// The WAN rate in bits/s, if known (for example a contracted rate); used by
     /// adaptive compression together with the transport's own estimate.
     pub link_rate_bps: Option<u64>,
+    /// QUIC congestion control (default BBR).
+    pub congestion: Congestion,
 }
 
 impl EndpointConfig {
@@ -90,6 +106,7 @@ impl EndpointConfig {
             handshake_timeout: Duration::from_secs(10),
             accept_backlog: 128,
             link_rate_bps: None,
+            congestion: Congestion::default(),
         }
     }
 }

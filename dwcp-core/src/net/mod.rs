@@ -22,5 +22,7 @@ mod tcp_info;
 
 pub use connection::{Connection, LinkSummary, Stats};
 pub use driver::{ClassCompression, TransportStats};
-pub use endpoint::{Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport};
+pub use endpoint::{
+    Congestion, Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport,
+};
 pub use stream::{Compression, RecvStream, SendStream, Stream, StreamOptions};

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::net::connection::Connection;
 use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
-use crate::net::endpoint::{establish, Counters, EndpointConfig, Error};
+use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
 
@@ -29,12 +29,24 @@ fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     let conn_window = (p.max_connection_window as u64).max(stream_window);
     t.stream_receive_window(VarInt::from_u32(stream_window.min(u32::MAX as u64) as u32));
     t.receive_window(VarInt::from_u32(conn_window.min(u32::MAX as u64) as u32));
-    t.send_window(conn_window);
+    // Starts small and follows the congestion window (see tune_send_window).
+    t.send_window(MIN_SEND_WINDOW * 4);
     t.max_concurrent_bidi_streams(VarInt::from_u32(p.max_streams.saturating_add(16)));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.keep_alive_interval(Some(p.ping_interval.max(std::time::Duration::from_secs(1))));
     let idle = p.idle_timeout + std::time::Duration::from_secs(5);
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
+    match cfg.congestion {
+        Congestion::Bbr => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        }
+        Congestion::Cubic => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+        }
+        Congestion::NewReno => {
+            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
+        }
+    };
     Arc::new(t)
 }
 
@@ -163,8 +175,37 @@ fn start(
             }
         });
     }
+    tokio::spawn(tune_send_window(conn.clone(), transport_send_window(cfg)));
     tokio::spawn(driver::drive(shared.clone()));
     Ok(Connection::new(shared))
+}
+
+/// Largest QUIC send window (bytes buffered in quinn, sent or not, unacked).
+fn transport_send_window(cfg: &EndpointConfig) -> u64 {
+    (cfg.protocol.max_connection_window as u64).max(1 << 20)
+}
+
+/// Smallest QUIC send window.
+const MIN_SEND_WINDOW: u64 = 256 * 1024;
+
+/// Keeps quinn's connection send window near its congestion window.
+///
+/// quinn buffers written data until it is acknowledged, up to the send
+/// window. A window much larger than what the path carries turns into a
+/// queue below DWCP's scheduler: bulk streams fill it and an interactive
+/// write waits for room behind seconds of bulk data. Sizing it at 1.5 × cwnd
+/// keeps the path full while the scheduler, not quinn's buffer, decides order.
+async fn tune_send_window(conn: quinn::Connection, max: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        if conn.close_reason().is_some() {
+            return;
+        }
+        let cwnd = conn.stats().path.cwnd;
+        let target = (cwnd + cwnd / 2).clamp(MIN_SEND_WINDOW, max);
+        conn.set_send_window(target);
+    }
 }
 
 /// Connects over QUIC.

@@ -1,0 +1,368 @@
+//! The admin HTTP server: metrics, health, readiness, status, and drain.
+//!
+//! It runs on its own thread with its own single-threaded runtime, so a busy
+//! data plane never delays a probe and a flood of admin requests never takes
+//! a worker from the data plane.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::{ConnectInfo, Query, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use crate::daemon::State;
+use crate::peers::PeerState;
+use crate::telemetry;
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct Handle {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Handle {
+    /// Stops the server and waits for its thread.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+type Shared = Arc<State>;
+
+/// Binds `addr` and serves on a dedicated thread.
+///
+/// # Errors
+/// The address cannot be bound, or the thread cannot start.
+pub fn start(state: Shared, addr: SocketAddr) -> std::io::Result<Handle> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("dwcp-admin".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "admin listener");
+                        return;
+                    }
+                };
+                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+                let r = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "admin server stopped");
+                }
+            });
+        })?;
+    Ok(Handle {
+        addr,
+        stop: Some(tx),
+        thread: Some(thread),
+    })
+}
+
+/// The routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/health/detailed", get(health_detailed))
+        .route("/api/v1/dwcp/status", get(status))
+        .route("/api/v1/dwcp/streams", get(streams))
+        .route("/api/v1/info", get(info))
+        .route("/api/v1/dwcp/drain", post(drain))
+        .with_state(state)
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+async fn metrics() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        telemetry::render(),
+    )
+        .into_response()
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "healthy", "timestamp": now() }))
+}
+
+async fn ready(AxState(s): AxState<Shared>) -> Response {
+    if s.is_ready() {
+        (StatusCode::OK, Json(json!({ "status": "ready" }))).into_response()
+    } else {
+        let why = if s.is_draining() {
+            "draining"
+        } else {
+            "starting"
+        };
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": why })),
+        )
+            .into_response()
+    }
+}
+
+async fn health_detailed(AxState(s): AxState<Shared>) -> Json<Value> {
+    let mut peers = serde_json::Map::new();
+    let mut degraded = false;
+    for (name, p) in &s.peers {
+        let st = p.status();
+        if p.config.address.is_some() && st.state != PeerState::Connected {
+            degraded = true;
+        }
+        peers.insert(name.clone(), json!(st.state.as_str()));
+    }
+    let transport = if s.listeners.is_empty() {
+        "unhealthy"
+    } else {
+        "healthy"
+    };
+    let status = if s.is_draining() {
+        "draining"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    Json(json!({
+        "status": status,
+        "timestamp": now(),
+        "components": {
+            "transport": transport,
+            "peers": peers,
+            "compression": "healthy",
+            "admin": "healthy",
+        }
+    }))
+}
+
+/// Sums over live connections of what `/api/v1/dwcp/status` reports.
+async fn status(AxState(s): AxState<Shared>) -> Json<Value> {
+    let mut active = 0u64;
+    let mut allocated = 0.0;
+    let mut capacity = 0.0;
+    let (mut raw, mut wire) = (0u64, 0u64);
+    let mut peers = serde_json::Map::new();
+    for (name, p) in &s.peers {
+        let st = p.status();
+        let mut entry = json!({
+            "state": st.state.as_str(),
+            "since_secs": st.since.elapsed().as_secs(),
+            "transport": st.transport,
+            "reconnects": st.reconnects,
+            "last_error": st.last_error,
+        });
+        if let Some(c) = p.connection() {
+            let stats = c.stats();
+            active += stats.core.active_streams;
+            let alloc: f64 = stats.allocation.iter().map(|a| a.allocated).sum();
+            allocated += alloc;
+            let cap = stats.link.bottleneck_bw.unwrap_or(0.0);
+            capacity += cap;
+            raw += stats.core.data_raw_sent;
+            wire += stats.core.data_wire_sent;
+            let rtt = stats.transport.rtt.or(stats.core.smoothed_rtt);
+            if let Value::Object(m) = &mut entry {
+                m.insert("active_streams".into(), json!(stats.core.active_streams));
+                m.insert(
+                    "rtt_ms".into(),
+                    json!(rtt.map(|r| r.as_secs_f64() * 1000.0)),
+                );
+                m.insert("loss_rate".into(), json!(stats.transport.loss_rate));
+                m.insert("bandwidth_allocated".into(), json!(alloc));
+                m.insert("bandwidth_capacity".into(), json!(cap));
+                m.insert("compression_ratio".into(), json!(stats.compression_ratio()));
+                m.insert("mode".into(), json!(stats.link.mode));
+                m.insert(
+                    "remote_addr".into(),
+                    json!(c.remote_addr().map(|a| a.to_string())),
+                );
+            }
+        }
+        peers.insert(name.clone(), entry);
+    }
+    let tunnels: Vec<Value> = s
+        .tunnels
+        .iter()
+        .map(|(t, addr)| {
+            json!({
+                "name": t.name, "listen": addr.to_string(), "peer": t.peer.name(),
+                "service": t.service, "class": t.class.1,
+            })
+        })
+        .collect();
+    let status = if s.is_draining() {
+        "draining"
+    } else {
+        "active"
+    };
+    Json(json!({
+        "status": status,
+        "active_streams": active,
+        "tunnelled_connections": s.registry.len(),
+        "bandwidth_allocated": allocated,
+        "bandwidth_capacity": capacity,
+        "compression_ratio": if wire == 0 { 1.0 } else { raw as f64 / wire as f64 },
+        "uptime_secs": s.started.elapsed().as_secs(),
+        "peers": peers,
+        "tunnels": tunnels,
+        "listeners": s.listeners.iter().map(|(k, v)| (k.to_string(), json!(v.to_string()))).collect::<serde_json::Map<_, _>>(),
+    }))
+}
+
+/// Query of `/api/v1/dwcp/streams`.
+#[derive(Debug, serde::Deserialize)]
+struct Page {
+    #[serde(default = "one")]
+    page: usize,
+    #[serde(default = "hundred")]
+    per_page: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn hundred() -> usize {
+    100
+}
+
+async fn streams(AxState(s): AxState<Shared>, Query(q): Query<Page>) -> Response {
+    if q.page == 0 || q.per_page == 0 || q.per_page > 1000 {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": "page must be >= 1 and per_page from 1 to 1000" })),
+        )
+            .into_response();
+    }
+    let offset = (q.page - 1).saturating_mul(q.per_page);
+    let (entries, total) = s.registry.page(offset, q.per_page);
+    let rows: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "stream_id": e.stream_id,
+                "peer": e.peer,
+                "name": e.name,
+                "direction": e.direction,
+                "class": e.class,
+                "age_secs": e.started.elapsed().as_secs_f64(),
+                "bytes_sent": e.sent.load(std::sync::atomic::Ordering::Relaxed),
+                "bytes_received": e.received.load(std::sync::atomic::Ordering::Relaxed),
+            })
+        })
+        .collect();
+    Json(json!({
+        "page": q.page,
+        "per_page": q.per_page,
+        "total": total,
+        "streams": rows,
+    }))
+    .into_response()
+}
+
+async fn info(AxState(s): AxState<Shared>) -> Json<Value> {
+    Json(json!({
+        "name": "dwcp-daemon",
+        "version": env!("CARGO_PKG_VERSION"),
+        "node": s.config.node.name,
+        "protocol_version": dwcp_core::PROTOCOL_VERSION,
+        "build": {
+            "target": crate::build::TARGET,
+            "profile": crate::build::PROFILE,
+            "git_commit": crate::build::GIT_COMMIT,
+        },
+        "features": {
+            "transports": ["quic", "tcp"],
+            "codecs": ["lz4", "zstd"],
+            "compression": "adaptive",
+            "tls": "rustls (ring), TLS 1.3, mutual",
+        },
+    }))
+}
+
+/// Loopback callers, or a matching bearer token.
+fn authorised(s: &State, from: SocketAddr, headers: &HeaderMap) -> bool {
+    if from.ip().is_loopback() {
+        return true;
+    }
+    let Some(token) = &s.admin_token else {
+        return false;
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant-time comparison.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn drain(
+    AxState(s): AxState<Shared>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorised(&s, from, &headers) {
+        tracing::warn!(%from, "refused an unauthorised drain request");
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "mutating endpoints need a loopback caller or the admin bearer token" })),
+        )
+            .into_response();
+    }
+    s.begin_drain("drain requested through the admin API");
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "status": "draining", "open_streams": s.registry.len() })),
+    )
+        .into_response()
+}

@@ -1,0 +1,351 @@
+//! Peer daemons: their connection, its state, and keeping it up.
+//!
+//! A peer with an `address` is dialled and redialled after any loss, with
+//! exponential backoff and full jitter. Any peer may also connect to us; a
+//! connection's mutual-TLS identity (its certificate's DNS name) says which
+//! peer it is, and identities that name no configured peer are refused.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dwcp_core::net::{Connection, Endpoint};
+use dwcp_core::{ConnectionStats, ErrorCode};
+use tokio::sync::watch;
+
+use crate::config::{self, PeerTransport};
+use crate::daemon::State;
+
+/// The state of a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Dialling.
+    Connecting,
+    /// A connection is up.
+    Connected,
+    /// Waiting before the next dial after a failure.
+    Backoff,
+    /// Not dialled by us (no address) and not connected to us.
+    Waiting,
+    /// Shutting down.
+    Draining,
+}
+
+impl PeerState {
+    /// The name used in JSON and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerState::Connecting => "connecting",
+            PeerState::Connected => "connected",
+            PeerState::Backoff => "backoff",
+            PeerState::Waiting => "waiting",
+            PeerState::Draining => "draining",
+        }
+    }
+}
+
+/// What is known about a peer.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// Current state.
+    pub state: PeerState,
+    /// Since when.
+    pub since: Instant,
+    /// Connections established after the first.
+    pub reconnects: u64,
+    /// Last connection failure or loss.
+    pub last_error: Option<String>,
+    /// Transport of the current connection.
+    pub transport: &'static str,
+}
+
+/// A configured peer.
+#[derive(Debug)]
+pub struct Peer {
+    /// Its configuration.
+    pub config: config::Peer,
+    status: Mutex<Status>,
+    conn: watch::Sender<Option<Connection>>,
+    /// Totals of the connections that have ended (for monotonic counters).
+    retired: Mutex<ConnectionStats>,
+    established: Mutex<u64>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Peer {
+    /// A peer, not yet connected.
+    pub fn new(config: config::Peer) -> Peer {
+        let state = if config.address.is_some() {
+            PeerState::Connecting
+        } else {
+            PeerState::Waiting
+        };
+        Peer {
+            status: Mutex::new(Status {
+                state,
+                since: Instant::now(),
+                reconnects: 0,
+                last_error: None,
+                transport: config.transport.as_str(),
+            }),
+            config,
+            conn: watch::channel(None).0,
+            retired: Mutex::default(),
+            established: Mutex::new(0),
+        }
+    }
+
+    /// The peer's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// A snapshot of the status.
+    pub fn status(&self) -> Status {
+        lock(&self.status).clone()
+    }
+
+    fn set_state(&self, state: PeerState, error: Option<String>) {
+        let mut s = lock(&self.status);
+        if s.state != state {
+            s.state = state;
+            s.since = Instant::now();
+        }
+        if error.is_some() {
+            s.last_error = error;
+        }
+    }
+
+    /// The live connection, if any.
+    pub fn connection(&self) -> Option<Connection> {
+        self.conn.borrow().clone().filter(|c| !c.is_closed())
+    }
+
+    /// Waits up to `wait` for a live connection.
+    pub async fn wait_connection(&self, wait: Duration) -> Option<Connection> {
+        let mut rx = self.conn.subscribe();
+        let r = tokio::time::timeout(
+            wait,
+            rx.wait_for(|c| c.as_ref().is_some_and(|c| !c.is_closed())),
+        )
+        .await;
+        match r {
+            Ok(Ok(c)) => c.clone(),
+            _ => None,
+        }
+    }
+
+    /// Makes `conn` the peer's connection.
+    fn attach(&self, conn: Connection, transport: &'static str) {
+        let n = {
+            let mut e = lock(&self.established);
+            *e += 1;
+            *e
+        };
+        {
+            let mut s = lock(&self.status);
+            s.state = PeerState::Connected;
+            s.since = Instant::now();
+            s.transport = transport;
+            if n > 1 {
+                s.reconnects += 1;
+                metrics::counter!("dwcp_reconnects_total", "peer" => self.name().to_string())
+                    .increment(1);
+            }
+        }
+        self.conn.send_replace(Some(conn));
+    }
+
+    /// Records the end of `conn`: folds its counters into the totals and
+    /// clears it if it is still the current one.
+    fn retire(&self, conn: &Connection, reason: String, draining: bool) {
+        let last = conn.stats().core;
+        add_totals(&mut lock(&self.retired), &last);
+        let current = self.conn.borrow().as_ref().is_some_and(|c| c == conn);
+        if current {
+            self.conn.send_replace(None);
+            let state = if draining {
+                PeerState::Draining
+            } else if self.config.address.is_some() {
+                PeerState::Backoff
+            } else {
+                PeerState::Waiting
+            };
+            self.set_state(state, Some(reason));
+        }
+    }
+
+    /// Counters over every connection to this peer: ended ones plus the live one.
+    pub fn totals(&self) -> ConnectionStats {
+        let mut t = lock(&self.retired).clone();
+        if let Some(c) = self.connection() {
+            add_totals(&mut t, &c.stats().core);
+        }
+        t
+    }
+}
+
+fn add_totals(into: &mut ConnectionStats, s: &ConnectionStats) {
+    into.frames_sent += s.frames_sent;
+    into.frames_received += s.frames_received;
+    into.bytes_sent += s.bytes_sent;
+    into.bytes_received += s.bytes_received;
+    into.data_raw_sent += s.data_raw_sent;
+    into.data_wire_sent += s.data_wire_sent;
+    into.data_raw_received += s.data_raw_received;
+    into.data_wire_received += s.data_wire_received;
+    into.streams_opened_local += s.streams_opened_local;
+    into.streams_opened_remote += s.streams_opened_remote;
+    into.streams_refused += s.streams_refused;
+    into.resets_sent += s.resets_sent;
+    into.resets_received += s.resets_received;
+}
+
+/// Backoff delays: doubling from `initial` to `max`, each drawn uniformly
+/// from `[0, delay]` (full jitter), so restarted fleets do not redial in step.
+#[derive(Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// A backoff from `initial` to `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(self.max);
+        ceiling.mul_f64(fastrand::f64()).max(self.initial / 4)
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// Serves a connection: accepts the peer's streams until it closes.
+pub async fn serve(state: Arc<State>, peer: Arc<Peer>, conn: Connection, transport: &'static str) {
+    if state.is_draining() {
+        conn.goaway("draining");
+    }
+    peer.attach(conn.clone(), transport);
+    tracing::info!(peer = peer.name(), transport, remote = ?conn.remote_addr(), "peer connected");
+    while let Some(stream) = conn.accept_stream().await {
+        let (state, peer) = (state.clone(), peer.clone());
+        tokio::spawn(async move { crate::service::handle(state, &peer, stream).await });
+    }
+    let reason = match conn.closed().await {
+        Ok(()) => "closed".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(peer = peer.name(), %reason, "peer connection ended");
+    peer.retire(&conn, reason, state.is_draining());
+}
+
+/// Keeps a dialled peer connected until the daemon drains.
+pub async fn maintain(state: Arc<State>, peer: Arc<Peer>, endpoint: Arc<Endpoint>) {
+    let Some(address) = peer.config.address.clone() else {
+        return;
+    };
+    let transport = peer.config.transport;
+    let mut backoff = Backoff::new(
+        Duration::from_millis(state.config.reconnect.initial_ms),
+        Duration::from_millis(state.config.reconnect.max_ms),
+    );
+    let mut draining = state.draining_signal();
+    loop {
+        if state.is_draining() {
+            return;
+        }
+        peer.set_state(PeerState::Connecting, None);
+        match dial(&endpoint, &address, peer.name()).await {
+            Ok(conn) => {
+                backoff.reset();
+                let kind = match transport {
+                    PeerTransport::Quic => "quic",
+                    PeerTransport::Tcp => "tcp",
+                };
+                serve(state.clone(), peer.clone(), conn, kind).await;
+            }
+            Err(e) => {
+                tracing::warn!(peer = peer.name(), %address, error = %e, "cannot connect to peer");
+                metrics::counter!("dwcp_errors_total", "kind" => "connect", "peer" => peer.name().to_string())
+                    .increment(1);
+                peer.set_state(PeerState::Backoff, Some(e));
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = crate::daemon::until_true(&mut draining) => return,
+        }
+    }
+}
+
+async fn dial(endpoint: &Endpoint, address: &str, name: &str) -> Result<Connection, String> {
+    let addrs: Vec<_> = tokio::net::lookup_host(address)
+        .await
+        .map_err(|e| format!("resolve {address}: {e}"))?
+        .collect();
+    let mut last = format!("{address} resolves to no address");
+    for a in addrs {
+        match endpoint.connect(a, name).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Accepts connections on a listening endpoint and hands each to its peer.
+pub async fn accept_loop(state: Arc<State>, endpoint: Arc<Endpoint>, transport: &'static str) {
+    while let Some(conn) = endpoint.accept().await {
+        let identity = conn.peer_identity().map(str::to_owned);
+        let peer = identity.as_deref().and_then(|n| state.peer(n));
+        match peer {
+            Some(peer) => {
+                tokio::spawn(serve(state.clone(), peer, conn, transport));
+            }
+            None => {
+                tracing::warn!(identity = ?identity, remote = ?conn.remote_addr(), "refused a connection from an unknown peer");
+                metrics::counter!("dwcp_errors_total", "kind" => "unknown_peer", "peer" => "unknown")
+                    .increment(1);
+                conn.close(
+                    ErrorCode::Unknown(crate::service::codes::UNKNOWN_PEER),
+                    "unknown peer identity",
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 * (1 << i.min(4))).min(Duration::from_secs(1));
+            assert!(*d <= ceiling, "delay {i} = {d:?} above {ceiling:?}");
+            assert!(*d >= Duration::from_millis(25));
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,113 @@
+//! Copies between a local TCP connection and a DWCP stream, both ways, with
+//! half-close carried across and failures never turned into a clean end.
+//!
+//! - TCP EOF from the application → FIN on the stream; the other direction
+//!   goes on.
+//! - FIN from the peer → `shutdown(Write)` on the TCP connection.
+//! - A reset stream, a lost connection or a TCP error → the other side is
+//!   aborted: the stream is reset, the TCP connection closed with RST, so
+//!   neither application mistakes a failure for the end of the data.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use dwcp_core::net::{RecvStream, SendStream, Stream};
+use dwcp_core::{ErrorCode, StreamError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::registry::Entry;
+
+/// Size of each read from the application.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why a pipe ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    /// The DWCP stream failed (reset by the peer, connection lost...).
+    #[error("stream: {0}")]
+    Stream(#[from] StreamError),
+    /// The local TCP connection failed.
+    #[error("local connection: {0}")]
+    Tcp(#[from] std::io::Error),
+}
+
+/// Totals of a finished pipe.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Bytes from the application to the peer.
+    pub sent: u64,
+    /// Bytes from the peer to the application.
+    pub received: u64,
+}
+
+async fn tcp_to_stream(
+    tcp: &mut OwnedReadHalf,
+    stream: &mut SendStream,
+    entry: &Entry,
+) -> Result<u64, PipeError> {
+    let mut total = 0u64;
+    loop {
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let n = tcp.read_buf(&mut buf).await?;
+        if n == 0 {
+            stream.finish()?;
+            return Ok(total);
+        }
+        total += n as u64;
+        entry.sent.fetch_add(n as u64, Ordering::Relaxed);
+        stream.send(buf.freeze()).await?;
+    }
+}
+
+async fn stream_to_tcp(
+    stream: &mut RecvStream,
+    tcp: &mut OwnedWriteHalf,
+    entry: &Entry,
+) -> Result<u64, PipeError> {
+    let mut total = 0u64;
+    while let Some(chunk) = stream.recv().await? {
+        total += chunk.len() as u64;
+        entry
+            .received
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        tcp.write_all(&chunk).await?;
+    }
+    tcp.shutdown().await?;
+    Ok(total)
+}
+
+/// Pipes `tcp` and `stream` until both directions end. On failure of either
+/// side, the other is aborted (stream reset with `CANCEL`, TCP closed with
+/// RST) and the error returned.
+///
+/// # Errors
+/// The first failure of either side.
+pub async fn run(tcp: TcpStream, stream: Stream, entry: &Entry) -> Result<Totals, PipeError> {
+    let _ = tcp.set_nodelay(true);
+    let (mut tcp_rx, mut tcp_tx) = tcp.into_split();
+    let (mut send, mut recv) = stream.split();
+    let r = tokio::try_join!(
+        tcp_to_stream(&mut tcp_rx, &mut send, entry),
+        stream_to_tcp(&mut recv, &mut tcp_tx, entry),
+    );
+    match r {
+        Ok((sent, received)) => Ok(Totals { sent, received }),
+        Err(e) => {
+            send.reset(ErrorCode::Cancel);
+            if let Ok(tcp) = tcp_rx.reunite(tcp_tx) {
+                abort(tcp);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Closes a TCP connection with RST, so the application sees an error rather
+/// than a clean end of data.
+pub fn abort(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}
