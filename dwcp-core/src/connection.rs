@@ -287,6 +287,12 @@ impl Connection {
         self.goaway_sent || self.goaway_recv.is_some()
     }
 
+    /// Whether the peer has sent GOAWAY (it opens no more streams and ends
+    /// its side once its streams are done).
+    pub fn peer_sent_goaway(&self) -> bool {
+        self.goaway_recv.is_some()
+    }
+
     /// The error that ended the connection, if it failed.
     pub fn error(&self) -> Option<&ConnectionError> {
         self.error.as_ref()

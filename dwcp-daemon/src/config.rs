@@ -168,6 +168,9 @@ pub struct Limits {
     pub max_connections_per_tunnel: usize,
     /// Seconds to connect to a service's target before refusing the stream.
     pub connect_timeout_secs: u64,
+    /// Seconds without hearing from a peer before its connection is declared
+    /// dead (keepalive PINGs go every second).
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -176,6 +179,7 @@ impl Default for Limits {
             max_streams: 10_000,
             max_connections_per_tunnel: 1024,
             connect_timeout_secs: 5,
+            idle_timeout_secs: 30,
         }
     }
 }
@@ -375,6 +379,7 @@ pub const OVERRIDABLE: &[(&str, Kind)] = &[
     ("limits.max_streams", Kind::Int),
     ("limits.max_connections_per_tunnel", Kind::Int),
     ("limits.connect_timeout_secs", Kind::Int),
+    ("limits.idle_timeout_secs", Kind::Int),
     ("link.rate_mbps", Kind::Float),
     ("link.tcp_lanes", Kind::Int),
     ("reconnect.initial_ms", Kind::Int),
@@ -689,6 +694,12 @@ impl Config {
             bad(
                 "limits.max_connections_per_tunnel".into(),
                 "must be at least 1".into(),
+            );
+        }
+        if !(3..=3600).contains(&self.limits.idle_timeout_secs) {
+            bad(
+                "limits.idle_timeout_secs".into(),
+                "must be from 3 to 3600".into(),
             );
         }
         if self.limits.connect_timeout_secs == 0 {

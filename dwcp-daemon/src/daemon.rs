@@ -152,6 +152,7 @@ pub struct DrainReport {
 fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> EndpointConfig {
     let mut ec = EndpointConfig::new(tls.clone(), transport);
     ec.protocol.max_streams = config.limits.max_streams;
+    ec.protocol.idle_timeout = Duration::from_secs(config.limits.idle_timeout_secs);
     let mbit = |m: f64| (m * 1e6 / 8.0) as u64;
     ec.protocol.classes = config
         .class_list()

@@ -117,6 +117,17 @@ pub(crate) struct Shared {
     pub(crate) link_rate: Option<f64>,
     /// Compression figures per traffic class.
     pub(crate) compression: Mutex<std::collections::BTreeMap<u8, ClassCompression>>,
+    /// QUIC stream writers still running (see [`Shared::writers_idle`]).
+    writers: watch::Sender<usize>,
+}
+
+/// Counts a running QUIC stream writer; dropped when it is done.
+pub(crate) struct WriterGuard(Arc<Shared>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0.writers.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Compression figures of one traffic class on a connection.
@@ -168,7 +179,21 @@ impl Shared {
             remote_addr,
             link_rate,
             compression: Mutex::new(Default::default()),
+            writers: watch::channel(0).0,
         })
+    }
+
+    /// Registers a QUIC stream writer (before it is spawned).
+    pub(crate) fn writer_guard(self: &Arc<Self>) -> WriterGuard {
+        self.writers.send_modify(|n| *n += 1);
+        WriterGuard(self.clone())
+    }
+
+    /// Waits until every QUIC stream writer has delivered its data: closing
+    /// the QUIC connection earlier would discard what is still unacknowledged.
+    pub(crate) async fn writers_idle(&self) {
+        let mut rx = self.writers.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Wire rate (bytes/s) one backlogged stream can expect now: the
@@ -349,6 +374,7 @@ impl Inner {
                     .is_some_and(|p| p.options.contains(crate::frame::StreamOptions::INTERACTIVE));
                 let (tx, rx) = mpsc::channel(QUIC_QUEUE);
                 let conn = conn.clone();
+                let guard = shared.writer_guard();
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     match conn.open_bi().await {
@@ -358,7 +384,7 @@ impl Inner {
                                 let _ = send.set_priority(1);
                             }
                             tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
-                            write_quic_lane(send, rx, shared).await;
+                            write_quic_lane(send, rx, shared, guard).await;
                         }
                         Err(e) => shared.transport_failed(&format!("opening a QUIC stream: {e}")),
                     }
@@ -580,6 +606,14 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared
                     };
                     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
                 }
+                if role == LaneRole::Control && shared.lock().core.peer_sent_goaway() {
+                    // The peer drained and ended its control lane; data of its
+                    // last streams may still be in flight on other lanes or
+                    // QUIC streams. The connection ends when our side drains
+                    // too, or when the transport closes.
+                    debug!("dwcp: peer ended its control lane after GOAWAY");
+                    return;
+                }
                 if matches!(role, LaneRole::Control | LaneRole::Lane) {
                     shared.transport_failed("lane closed by the peer");
                 }
@@ -633,7 +667,12 @@ pub(crate) async fn read_accepted_quic(
             streams.insert(h.stream, tx);
         }
     }
-    tokio::spawn(write_quic_lane(send, rx, shared.clone()));
+    tokio::spawn(write_quic_lane(
+        send,
+        rx,
+        shared.clone(),
+        shared.writer_guard(),
+    ));
     let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
     read_lane(prefixed, shared, LaneRole::QuicStream).await;
 }
@@ -736,8 +775,13 @@ pub(crate) async fn write_quic_lane(
     mut send: quinn::SendStream,
     rx: mpsc::Receiver<Transmit>,
     shared: Arc<Shared>,
+    guard: WriterGuard,
 ) {
     if write_quic_frames(&mut send, rx, &shared).await {
         let _ = send.finish();
+        // Until the peer has everything (or gives up on the stream), so a
+        // close after a drain never discards data in flight.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), send.stopped()).await;
     }
+    drop(guard);
 }

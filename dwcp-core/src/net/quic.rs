@@ -148,6 +148,10 @@ fn start(
             // read it, then close the QUIC connection.
             let _ = send.finish();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), send.stopped()).await;
+            // Data of finished streams may still be unacknowledged: closing
+            // the QUIC connection now would discard it.
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), shared.writers_idle())
+                .await;
             conn.close(VarInt::from_u32(0), b"dwcp closed");
         });
     }

@@ -1,0 +1,407 @@
+//! End-to-end: two `dwcp-daemon` processes on loopback.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{data, round_trip, Pair, Proc};
+
+fn start_pair() -> (Pair, Proc, Proc) {
+    let pair = Pair::new();
+    let b = Proc::start(&pair.config_b(""));
+    let a = Proc::start(&pair.config_a("node-a", ""));
+    a.wait_peer("node-b", Duration::from_secs(20));
+    (pair, a, b)
+}
+
+#[test]
+fn tunnel_carries_bulk_and_echo_intact() {
+    let (pair, a, b) = start_pair();
+    // Bulk through the echo service: 24 MiB out and back, both half-closes.
+    let payload = data(24 << 20, 7);
+    let back = round_trip(pair.t_echo, &payload).expect("round trip");
+    assert_eq!(back.len(), payload.len());
+    assert!(back == payload, "echoed bytes differ");
+
+    // Bulk to the counting sink, several connections at once.
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let port = pair.t_sink;
+            std::thread::spawn(move || {
+                let d = data((3 << 20) + i * 1000, i as u64);
+                let reply = round_trip(port, &d).expect("sink");
+                assert_eq!(reply, (d.len() as u64).to_be_bytes().to_vec());
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("sink thread");
+    }
+
+    // Small request/response on one connection.
+    let mut s = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    for i in 0..50u32 {
+        let msg = i.to_be_bytes().repeat(256);
+        s.write_all(&msg).expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("read");
+        assert_eq!(got, msg);
+    }
+    drop(s);
+
+    // The streams table and counters saw it.
+    let status = a.json("/api/v1/dwcp/status");
+    assert_eq!(status["peers"]["node-b"]["state"], "connected");
+    let bstatus = b.json("/api/v1/dwcp/status");
+    assert_eq!(bstatus["peers"]["node-a"]["state"], "connected");
+}
+
+#[test]
+fn unknown_service_forbidden_service_and_unknown_peer_are_refused() {
+    let (pair, a, b) = start_pair();
+    for port in [pair.t_nope, pair.t_forbidden] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let _ = s.write_all(b"hello");
+        let mut buf = [0u8; 16];
+        // Refused: an error (RST), never a clean end of data.
+        match s.read(&mut buf) {
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+                "port {port}: {e}"
+            ),
+            Ok(n) => panic!("port {port}: read {n} bytes instead of a reset"),
+        }
+    }
+    // The refusals are logged and counted on node-b.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = b.get("/metrics").expect("metrics");
+        if metrics.contains("reason=\"unknown_service\"")
+            && metrics.contains("reason=\"not_allowed\"")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "refusals not counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = b.log_text();
+    assert!(log.contains("refused a stream"), "{log}");
+
+    drop(a);
+}
+
+#[test]
+fn a_peer_node_b_does_not_list_is_refused() {
+    let pair = Pair::new();
+    let b = Proc::start(&pair.config_b(""));
+    // node-x holds a certificate from the same CA, but node-b lists no such peer.
+    let x = Proc::start(&pair.config_a("node-x", ""));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = b.get("/metrics").expect("metrics");
+        if metrics.contains("kind=\"unknown_peer\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "unknown peer not counted:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(b.log_text().contains("unknown peer"), "{}", b.log_text());
+    // node-b never lists node-x as connected, and node-x's tunnels carry nothing.
+    let s = b.json("/api/v1/dwcp/status");
+    assert!(s["peers"].get("node-x").is_none(), "{s}");
+    let r = round_trip(pair.t_echo, b"hello");
+    assert!(
+        r.as_ref().map_or(true, |v| v.is_empty()),
+        "data crossed: {r:?}"
+    );
+    drop(x);
+}
+
+#[test]
+fn sigterm_drains_without_cutting_streams_short() {
+    let (pair, mut a, _b) = start_pair();
+    // A slow upload: 8 chunks of 256 KiB, one every 250 ms (2 s in all).
+    let port = pair.t_sink;
+    let upload = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let chunk = data(256 * 1024, 3);
+        for _ in 0..8 {
+            s.write_all(&chunk).expect("write during drain");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+        let mut reply = [0u8; 8];
+        s.read_exact(&mut reply).expect("sink reply after drain");
+        u64::from_be_bytes(reply)
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    a.signal("-TERM");
+    // Readiness flips to 503 while the stream drains.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut saw_503 = false;
+    while Instant::now() < deadline {
+        if let Ok((503, body)) = a.get("/ready") {
+            assert!(body.contains("draining"), "{body}");
+            saw_503 = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(saw_503, "readiness never went to 503");
+    // New connections to the tunnel are refused while draining.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        TcpStream::connect(("127.0.0.1", pair.t_echo)).is_err(),
+        "tunnel still accepting while draining"
+    );
+    let got = match upload.join() {
+        Ok(g) => g,
+        Err(_) => panic!(
+            "upload failed; node-a log:\n{}\nnode-b log:\n{}",
+            a.log_text(),
+            _b.log_text()
+        ),
+    };
+    assert_eq!(got, 8 * 256 * 1024, "the stream was cut short");
+    let status = a
+        .wait_exit(Duration::from_secs(15))
+        .expect("daemon exits after the drain");
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        a.log_text()
+    );
+    assert!(a.log_text().contains("drained"), "{}", a.log_text());
+}
+
+#[test]
+fn admin_endpoints_have_the_documented_shapes_and_metrics() {
+    let (pair, a, _b) = start_pair();
+    let d = data(1 << 20, 1);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("echo"), d);
+    // Keep one connection open for the streams table.
+    let mut open = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+    open.write_all(b"ping").expect("write");
+    let mut b4 = [0u8; 4];
+    open.read_exact(&mut b4).expect("read");
+
+    let h = a.json("/health");
+    assert_eq!(h["status"], "healthy");
+    assert!(
+        h["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{h}"
+    );
+
+    let r = a.json("/ready");
+    assert_eq!(r["status"], "ready");
+
+    let hd = a.json("/health/detailed");
+    assert_eq!(hd["status"], "healthy");
+    assert_eq!(hd["components"]["transport"], "healthy");
+    assert_eq!(hd["components"]["peers"]["node-b"], "connected");
+    assert!(hd["components"]["compression"].is_string());
+
+    let s = a.json("/api/v1/dwcp/status");
+    assert_eq!(s["status"], "active");
+    assert!(s["active_streams"].as_u64().is_some_and(|n| n >= 1), "{s}");
+    assert!(s["bandwidth_allocated"].is_number(), "{s}");
+    assert!(
+        s["compression_ratio"].as_f64().is_some_and(|r| r >= 1.0),
+        "{s}"
+    );
+    assert!(s["peers"]["node-b"]["rtt_ms"].is_number(), "{s}");
+    assert_eq!(s["tunnels"].as_array().map(Vec::len), Some(4));
+
+    let st = a.json("/api/v1/dwcp/streams?page=1&per_page=10");
+    assert_eq!(st["page"], 1);
+    assert_eq!(st["per_page"], 10);
+    assert!(st["total"].as_u64().is_some_and(|n| n >= 1), "{st}");
+    let row = &st["streams"][0];
+    for key in [
+        "id",
+        "stream_id",
+        "peer",
+        "name",
+        "direction",
+        "class",
+        "age_secs",
+        "bytes_sent",
+        "bytes_received",
+    ] {
+        assert!(!row[key].is_null(), "streams row lacks {key}: {st}");
+    }
+    assert_eq!(row["direction"], "outbound");
+    let (code, _) = a.get("/api/v1/dwcp/streams?per_page=0").expect("answer");
+    assert_eq!(code, 400);
+
+    let info = a.json("/api/v1/info");
+    assert_eq!(info["name"], "dwcp-daemon");
+    assert_eq!(info["version"], env!("CARGO_PKG_VERSION"));
+    assert!(info["build"]["target"].is_string());
+    assert!(info["features"]["transports"].is_array());
+
+    // Wait for a sample, then check every contract metric name.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (code, metrics) = a.get("/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for name in dwcp_daemon::telemetry::NAMES {
+        assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
+    }
+    for name in [
+        "dwcp_compression_raw_bytes_total",
+        "dwcp_compression_wire_bytes_total",
+        "dwcp_rtt_milliseconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+    assert!(metrics.contains("peer=\"node-b\""));
+    assert!(!metrics.contains("stream_id"), "a label per stream");
+    drop(open);
+
+    // `dwcp-daemon health` exits 0 against a live admin server, 1 otherwise.
+    let probe = |addr: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+            .args(["health", "--addr", addr, "--path", "/ready"])
+            .output()
+            .expect("run health")
+            .status
+            .success()
+    };
+    assert!(probe(&a.admin));
+    assert!(!probe(&format!("127.0.0.1:{}", common::free_tcp())));
+
+    // Drain through the API from loopback: accepted, then readiness is 503.
+    let (code, body) = a.post("/api/v1/dwcp/drain");
+    assert_eq!(code, 202, "{body}");
+    let (code, _) = a.get("/ready").expect("ready");
+    assert_eq!(code, 503);
+    let s = a.json("/api/v1/dwcp/status");
+    assert_eq!(s["status"], "draining");
+}
+
+#[test]
+fn peer_restart_is_followed_by_reconnection() {
+    let (pair, a, mut b) = start_pair();
+    let d = data(256 * 1024, 9);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("before"), d);
+    b.child.kill().expect("kill node-b");
+    let _ = b.child.wait();
+    // node-a notices and backs off.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = a.json("/api/v1/dwcp/status");
+        if s["peers"]["node-b"]["state"] != "connected" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "loss of node-b never noticed: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hd = a.json("/health/detailed");
+    assert_eq!(hd["status"], "degraded");
+    let b2 = Proc::start(&b.config);
+    a.wait_peer("node-b", Duration::from_secs(30));
+    assert_eq!(round_trip(pair.t_echo, &d).expect("after"), d);
+    let s = a.json("/api/v1/dwcp/status");
+    assert!(
+        s["peers"]["node-b"]["reconnects"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{s}"
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, metrics) = a.get("/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("dwcp_reconnects_total{peer=\"node-b\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    drop(b2);
+}
+
+#[test]
+fn bad_configs_are_answered_with_key_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).expect("write");
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+            .arg("check-config")
+            .arg(&p)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, err) = check(
+        "typo.toml",
+        "[admin]\nlisten = \"127.0.0.1:9090\"\nlisen = 1\n",
+    );
+    assert!(!ok);
+    assert!(err.contains("line 3") && err.contains("lisen"), "{err}");
+
+    let (ok, err) = check(
+        "refs.toml",
+        "[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n\n[[tunnels]]\nname = \"t\"\nlisten = \"127.0.0.1:1\"\npeer = \"ghost\"\nservice = \"s\"\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("line 9") && err.contains("tunnels[0].peer") && err.contains("ghost"),
+        "{err}"
+    );
+
+    let (ok, err) = check("syntax.toml", "[admin\n");
+    assert!(!ok);
+    assert!(err.contains("line 1"), "{err}");
+
+    let (ok, err) = check("missing.toml", "");
+    assert!(!ok);
+    assert!(err.contains("tls.cert"), "{err}");
+
+    let (ok, out) = check(
+        "good.toml",
+        "[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n",
+    );
+    assert!(ok, "{out}");
+
+    // A file that does not exist.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+        .args(["check-config", "/nonexistent/dwcp.toml"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    // Environment overrides are validated too.
+    let p = dir.path().join("good.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+        .arg("check-config")
+        .arg(&p)
+        .env("DWCP_ADMIN_LISTEN", "not-an-address")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin.listen"));
+}
