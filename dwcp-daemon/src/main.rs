@@ -55,6 +55,16 @@ enum Command {
     },
     /// Runs two daemons over an emulated WAN with traffic through real tunnels.
     Demo(demo::DemoArgs),
+    /// Writes a throwaway development CA and certificates (`ca.pem`,
+    /// `NAME.pem`, `NAME.key`) for trying the daemon; never for production.
+    DevCerts {
+        /// Output directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node names (the DNS name in each certificate).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -111,6 +121,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::DevCerts { dir, names } => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            match dwcp_core::tls::DevCa::new().and_then(|ca| ca.write_pem_files(&dir, &names)) {
+                Ok(()) => {
+                    println!("wrote ca.pem and {} certificate(s) to {}", names.len(), dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("dev-certs: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Demo(args) => {
             init_logging(
                 cli.log_format.unwrap_or(LogFormat::Text),
