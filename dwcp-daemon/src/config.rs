@@ -1016,9 +1016,13 @@ compression = "zstd:3"
         let doc = include_str!("../../docs/configuration.md");
         let start = doc.find("```toml\n").expect("example") + "```toml\n".len();
         let len = doc[start..].find("```").expect("end of example");
-        let c = parse(&doc[start..start + len], "docs/configuration.md", &[]).expect("valid example");
+        let c =
+            parse(&doc[start..start + len], "docs/configuration.md", &[]).expect("valid example");
         assert_eq!(c.tunnels[0].class.as_deref(), Some("bulk"));
-        assert_eq!(c.admin.token_file.as_deref(), Some(Path::new("/etc/dwcp/admin/token")));
+        assert_eq!(
+            c.admin.token_file.as_deref(),
+            Some(Path::new("/etc/dwcp/admin/token"))
+        );
     }
 
     #[test]

@@ -125,7 +125,11 @@ fn main() -> ExitCode {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             match dwcp_core::tls::DevCa::new().and_then(|ca| ca.write_pem_files(&dir, &names)) {
                 Ok(()) => {
-                    println!("wrote ca.pem and {} certificate(s) to {}", names.len(), dir.display());
+                    println!(
+                        "wrote ca.pem and {} certificate(s) to {}",
+                        names.len(),
+                        dir.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
