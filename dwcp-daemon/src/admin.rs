@@ -325,11 +325,11 @@ async fn info(AxState(s): AxState<Shared>) -> Json<Value> {
 }
 
 /// Loopback callers, or a matching bearer token.
-fn authorised(s: &State, from: SocketAddr, headers: &HeaderMap) -> bool {
+fn authorised(token: Option<&str>, from: SocketAddr, headers: &HeaderMap) -> bool {
     if from.ip().is_loopback() {
         return true;
     }
-    let Some(token) = &s.admin_token else {
+    let Some(token) = token else {
         return false;
     };
     let given = headers
@@ -351,7 +351,7 @@ async fn drain(
     ConnectInfo(from): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if !authorised(&s, from, &headers) {
+    if !authorised(s.admin_token.as_deref(), from, &headers) {
         tracing::warn!(%from, "refused an unauthorised drain request");
         return (
             StatusCode::FORBIDDEN,
@@ -365,4 +365,34 @@ async fn drain(
         Json(json!({ "status": "draining", "open_streams": s.registry.len() })),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mutating_endpoints_need_loopback_or_the_token() {
+        let local: SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        let remote: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
+        let none = HeaderMap::new();
+        let mut good = HeaderMap::new();
+        good.insert(
+            header::AUTHORIZATION,
+            "Bearer s3cret".parse().expect("header"),
+        );
+        let mut bad = HeaderMap::new();
+        bad.insert(
+            header::AUTHORIZATION,
+            "Bearer s3creT".parse().expect("header"),
+        );
+        assert!(authorised(None, local, &none));
+        assert!(
+            !authorised(None, remote, &good),
+            "no token configured: remote refused"
+        );
+        assert!(authorised(Some("s3cret"), remote, &good));
+        assert!(!authorised(Some("s3cret"), remote, &bad));
+        assert!(!authorised(Some("s3cret"), remote, &none));
+    }
 }

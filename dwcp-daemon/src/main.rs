@@ -53,6 +53,13 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         timeout: u64,
     },
+    /// Asks the local daemon to drain (readiness 503, no new streams, open
+    /// streams go on); for preStop hooks and operators.
+    Drain {
+        /// Admin address.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        addr: String,
+    },
     /// Runs two daemons over an emulated WAN with traffic through real tunnels.
     Demo(demo::DemoArgs),
     /// Writes a throwaway development CA and certificates (`ca.pem`,
@@ -121,6 +128,22 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Drain { addr } => {
+            match probe::post(&addr, "/api/v1/dwcp/drain", Duration::from_secs(5)) {
+                Ok((202, body)) => {
+                    println!("{}", body.trim());
+                    ExitCode::SUCCESS
+                }
+                Ok((code, body)) => {
+                    eprintln!("{addr}: HTTP {code} {}", body.trim());
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{addr}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::DevCerts { dir, names } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             match dwcp_core::tls::DevCa::new().and_then(|ca| ca.write_pem_files(&dir, &names)) {

@@ -1,5 +1,6 @@
-//! `dwcp-daemon health`: an HTTP GET against the local admin server, for
-//! container HEALTHCHECKs and exec probes in images without curl.
+//! `dwcp-daemon health` and `dwcp-daemon drain`: HTTP requests to the local
+//! admin server, for container HEALTHCHECKs, exec probes and preStop hooks in
+//! images without curl.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -10,6 +11,23 @@ use std::time::Duration;
 /// # Errors
 /// Connection failure, timeout, or a response that is not HTTP.
 pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    request(addr, "GET", path, timeout)
+}
+
+/// Sends an empty `POST` to `path` and returns the status code and body.
+///
+/// # Errors
+/// As [`get`].
+pub fn post(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    request(addr, "POST", path, timeout)
+}
+
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let target: SocketAddr = addr
         .to_socket_addrs()
         .map_err(|e| format!("{addr}: {e}"))?
@@ -23,7 +41,7 @@ pub fn get(addr: &str, path: &str, timeout: Duration) -> Result<(u16, String), S
         .map_err(|e| e.to_string())?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();

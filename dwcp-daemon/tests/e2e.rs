@@ -287,9 +287,17 @@ fn admin_endpoints_have_the_documented_shapes_and_metrics() {
     assert!(probe(&a.admin));
     assert!(!probe(&format!("127.0.0.1:{}", common::free_tcp())));
 
-    // Drain through the API from loopback: accepted, then readiness is 503.
-    let (code, body) = a.post("/api/v1/dwcp/drain");
-    assert_eq!(code, 202, "{body}");
+    // Drain through `dwcp-daemon drain` (loopback): accepted, then readiness is 503.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+        .args(["drain", "--addr", &a.admin])
+        .output()
+        .expect("run drain");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("draining"));
     let (code, _) = a.get("/ready").expect("ready");
     assert_eq!(code, 503);
     let s = a.json("/api/v1/dwcp/status");
