@@ -2,6 +2,7 @@
 //! `dwcp-bench` scenarios.
 
 pub mod compression;
+pub mod gate;
 pub mod latency;
 pub mod scenarios;
 
@@ -34,4 +35,16 @@ pub fn core_transfer(streams: u32, len: u64) -> u64 {
         |_, _, s| s.finished_count() as u32 == streams,
     );
     server.bytes_read
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn core_transfer_delivers_everything() {
+        for (streams, len) in [(1u32, 64u64 << 10), (1, 1 << 20), (8, 1 << 20)] {
+            let t = std::time::Instant::now();
+            assert_eq!(super::core_transfer(streams, len), streams as u64 * len);
+            eprintln!("{streams} x {len}: {:?}", t.elapsed());
+        }
+    }
 }

@@ -38,6 +38,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compares a run with a committed baseline; exits 1 on a regression.
+    Gate {
+        /// Baseline file (JSON).
+        #[arg(long)]
+        baseline: std::path::PathBuf,
+        /// How much to measure.
+        #[arg(long, value_enum, default_value = "quick")]
+        profile: dwcp_bench::gate::Profile,
+        /// Measure only some figures.
+        #[arg(long, value_enum, default_value = "all")]
+        only: dwcp_bench::gate::Only,
+        /// Write the measured figures as a new baseline to this file instead
+        /// of comparing.
+        #[arg(long)]
+        write_baseline: Option<std::path::PathBuf>,
+        /// Also write the verdicts as JSON to this file.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
+    /// Runs one deterministic workload (what `gate` counts under valgrind).
+    Workload {
+        /// Workload name.
+        name: String,
+    },
     /// Adaptive vs fixed compression over emulated link rates.
     Compression {
         /// MiB of each corpus.
@@ -59,6 +83,20 @@ fn main() {
             std::process::exit(1)
         });
     match cli.command {
+        Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
+            Ok(v) => println!("{v}"),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(2);
+            }
+        },
+        Command::Gate {
+            baseline,
+            profile,
+            only,
+            write_baseline,
+            report,
+        } => std::process::exit(gate(&rt, &baseline, profile, only, write_baseline, report)),
         Command::Latency {
             messages,
             bulk_cap_mbps,
@@ -156,5 +194,88 @@ fn main() {
                 }
             }
         }
+    }
+}
+
+fn gate(
+    rt: &tokio::runtime::Runtime,
+    baseline: &std::path::Path,
+    profile: dwcp_bench::gate::Profile,
+    only: dwcp_bench::gate::Only,
+    write_baseline: Option<std::path::PathBuf>,
+    report: Option<std::path::PathBuf>,
+) -> i32 {
+    use dwcp_bench::gate;
+    eprintln!("dwcp-bench gate: measuring ({profile:?} profile)");
+    let measured = match rt.block_on(gate::measure(profile, only)) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("gate: {e}");
+            return 2;
+        }
+    };
+    if let Some(out) = write_baseline {
+        let b = gate::Baseline {
+            machine: std::fs::read_to_string("/proc/cpuinfo")
+                .ok()
+                .and_then(|c| {
+                    c.lines()
+                        .find(|l| l.starts_with("model name"))
+                        .and_then(|l| l.split(':').nth(1))
+                        .map(|m| m.trim().to_string())
+                })
+                .unwrap_or_else(|| "unknown".into()),
+            rustc: gate::rustc_version(),
+            metrics: measured
+                .iter()
+                .map(|(k, v)| (k.clone(), gate::default_expected(k, *v)))
+                .collect(),
+        };
+        return match serde_json::to_string_pretty(&b)
+            .map_err(|e| e.to_string())
+            .and_then(|s| std::fs::write(&out, s + "\n").map_err(|e| e.to_string()))
+        {
+            Ok(()) => {
+                eprintln!("wrote {}", out.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("gate: {}: {e}", out.display());
+                2
+            }
+        };
+    }
+    let base = match gate::load(baseline) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("gate: {e}");
+            return 2;
+        }
+    };
+    let rustc = gate::rustc_version();
+    if rustc != base.rustc {
+        eprintln!(
+            "gate: note: baseline measured with {}, this build uses {rustc}; instruction counts may shift",
+            base.rustc
+        );
+    }
+    let verdicts = gate::compare(&base, &measured);
+    print!("{}", gate::report(&verdicts));
+    if let Some(path) = report {
+        if let Ok(s) = serde_json::to_string_pretty(&verdicts) {
+            let _ = std::fs::write(path, s);
+        }
+    }
+    let failed: Vec<&str> = verdicts
+        .iter()
+        .filter(|v| !v.pass)
+        .map(|v| v.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("gate: {} figure(s) within tolerance", verdicts.len());
+        0
+    } else {
+        println!("gate: REGRESSION in {}", failed.join(", "));
+        1
     }
 }

@@ -314,6 +314,29 @@ where
     (a, b)
 }
 
+/// The two single-stream ratios the regression gate tracks: DWCP over QUIC
+/// vs raw quinn, and DWCP over TCP lanes vs raw TCP + rustls, each measured
+/// alternately in the same run (best of `rounds`).
+pub async fn bulk_pairs(total: u64, rounds: usize) -> Vec<(&'static str, f64)> {
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Quic, 1, total),
+        || raw_quinn_throughput(total, 1),
+    )
+    .await;
+    let quic = d / b.max(1e-9);
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Tcp, 1, total),
+        || raw_tls_tcp_throughput(total),
+    )
+    .await;
+    vec![
+        ("quic_vs_raw_quinn", quic),
+        ("tcp_vs_raw_tls_tcp", d / b.max(1e-9)),
+    ]
+}
+
 /// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,
 /// alternating DWCP and the baseline, best of each kept (loopback on a shared
 /// machine is noisy; alternating keeps both sides under the same conditions).

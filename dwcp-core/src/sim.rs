@@ -139,7 +139,8 @@ impl Link {
 
     /// True if the send buffer has room.
     pub fn can_send(&self, now: Instant) -> bool {
-        self.backlog(now) < self.serialization(self.cfg.send_buffer)
+        // An unlimited link never queues, so its buffer is never full.
+        self.cfg.bandwidth_bps == 0 || self.backlog(now) < self.serialization(self.cfg.send_buffer)
     }
 
     /// When the send buffer will have room again, if it is full now.

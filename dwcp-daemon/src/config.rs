@@ -193,6 +193,21 @@ pub struct Link {
     pub rate_mbps: Option<f64>,
     /// TCP lanes per connection for peers with `transport = "tcp"`.
     pub tcp_lanes: usize,
+    /// QUIC congestion control: `bbr` (default), `cubic` or `newreno`.
+    pub congestion: CongestionName,
+}
+
+/// QUIC congestion controller names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CongestionName {
+    /// BBR: keeps throughput under random loss (WAN paths).
+    #[default]
+    Bbr,
+    /// CUBIC: fastest on clean, short paths.
+    Cubic,
+    /// NewReno.
+    Newreno,
 }
 
 impl Default for Link {
@@ -200,6 +215,7 @@ impl Default for Link {
         Link {
             rate_mbps: None,
             tcp_lanes: 4,
+            congestion: CongestionName::default(),
         }
     }
 }
@@ -382,6 +398,7 @@ pub const OVERRIDABLE: &[(&str, Kind)] = &[
     ("limits.idle_timeout_secs", Kind::Int),
     ("link.rate_mbps", Kind::Float),
     ("link.tcp_lanes", Kind::Int),
+    ("link.congestion", Kind::Str),
     ("reconnect.initial_ms", Kind::Int),
     ("reconnect.max_ms", Kind::Int),
 ];

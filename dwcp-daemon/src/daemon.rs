@@ -168,6 +168,11 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
     ec.protocol.rate_limit = config.link.rate_mbps.map(mbit);
     ec.link_rate_bps = config.link.rate_mbps.map(|m| (m * 1e6) as u64);
     ec.tcp.lanes = config.link.tcp_lanes;
+    ec.congestion = match config.link.congestion {
+        config::CongestionName::Bbr => dwcp_core::net::Congestion::Bbr,
+        config::CongestionName::Cubic => dwcp_core::net::Congestion::Cubic,
+        config::CongestionName::Newreno => dwcp_core::net::Congestion::NewReno,
+    };
     ec
 }
 

@@ -175,6 +175,8 @@ impl Frame {
     /// into `head`; a DATA payload is returned as-is (zero copy) to be written
     /// after `head`.
     pub fn encode(&self, head: &mut BytesMut) -> Bytes {
+        #[cfg(feature = "gate-selftest")]
+        gate_selftest_slowdown();
         match self {
             Frame::Hello(f) => {
                 f.encode(head);
@@ -305,4 +307,15 @@ impl FrameDecoder {
         let payload = whole.split_off(HEADER_LEN).freeze();
         Frame::decode(header, payload).map(Some)
     }
+}
+
+/// Wasted work for the regression gate's self-test (feature `gate-selftest`).
+#[cfg(feature = "gate-selftest")]
+#[inline(never)]
+fn gate_selftest_slowdown() {
+    let mut x = 0u64;
+    for i in 0..400u64 {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+    }
+    std::hint::black_box(x);
 }

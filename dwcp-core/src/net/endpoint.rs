@@ -26,13 +26,15 @@ pub enum Transport {
 /// Congestion control of QUIC connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
-    /// BBR (quinn's implementation): paces at the measured bottleneck rate and
-    /// does not treat random loss as congestion, which matters on lossy WAN
-    /// paths. The default, like the TCP lanes' request for the kernel's BBR.
+    /// CUBIC, quinn's default: the fastest on clean, short paths (on
+    /// loopback, about twice quinn's BBR).
     #[default]
-    Bbr,
-    /// CUBIC (quinn's default).
     Cubic,
+    /// BBR (quinn's implementation): paces at the measured bottleneck rate and
+    /// does not treat random loss as congestion. On a 100 Mbit/s, 50 ms path
+    /// with 0.5 % loss it carries several times what CUBIC does; the sidecar
+    /// uses it by default.
+    Bbr,
     /// NewReno.
     NewReno,
 }
@@ -90,7 +92,7 @@ pub struct EndpointConfig {
     /// The WAN rate in bits/s, if known (for example a contracted rate); used by
     /// adaptive compression together with the transport's own estimate.
     pub link_rate_bps: Option<u64>,
-    /// QUIC congestion control (default BBR).
+    /// QUIC congestion control (default CUBIC; BBR for lossy WAN paths).
     pub congestion: Congestion,
 }
 

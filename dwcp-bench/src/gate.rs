@@ -1,0 +1,351 @@
+//! The regression gate: figures compared with a committed baseline.
+//!
+//! Two kinds of figure, both robust on shared, noisy machines:
+//!
+//! - **instruction counts** of deterministic workloads run under valgrind
+//!   (callgrind), minus the count of an empty workload (process start-up);
+//!   the same code gives the same count, so tolerances are tight;
+//! - **ratios** of DWCP against the alternative measured in the same run (DWCP
+//!   over QUIC vs raw quinn, DWCP over TCP lanes vs raw TCP + rustls), never
+//!   raw wall time; the machine's noise affects both sides alike, so the
+//!   ratio moves far less than either figure.
+//!
+//! `dwcp-bench gate --baseline FILE` exits non-zero with a readable report when
+//! a figure is worse than its baseline by more than its tolerance.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+use crate::scenarios;
+
+/// Which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Better {
+    /// Smaller is better (instruction counts).
+    Lower,
+    /// Larger is better (throughput ratios).
+    Higher,
+}
+
+/// One baseline figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expected {
+    /// The baseline value.
+    pub value: f64,
+    /// Allowed relative change in the bad direction (0.05 = 5 %).
+    pub tolerance: f64,
+    /// Which way is better.
+    pub better: Better,
+}
+
+/// A baseline file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// What the baseline was measured on.
+    pub machine: String,
+    /// `rustc --version` of the build that measured it.
+    pub rustc: String,
+    /// Figures by name.
+    pub metrics: BTreeMap<String, Expected>,
+}
+
+/// How much is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// Instruction counts, and the ratios on 128 MiB, best of 2 (about 2 minutes).
+    Quick,
+    /// Instruction counts, and the ratios on 1 GiB, best of 3 (release CI).
+    Full,
+}
+
+/// Which figures to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// Both kinds.
+    All,
+    /// Instruction counts only.
+    Instructions,
+    /// Ratios only.
+    Ratios,
+}
+
+/// Workloads counted under valgrind, by name (see [`run_workload`]).
+pub const WORKLOADS: &[&str] = &["frames", "core_transfer", "lz4_compress", "zstd3_compress"];
+
+/// Runs a workload in this process (called as `dwcp-bench workload NAME`
+/// under valgrind). Returns a value that depends on the work, so it cannot
+/// be optimised away.
+///
+/// # Errors
+/// An unknown name.
+pub fn run_workload(name: &str) -> Result<u64, String> {
+    use bytes::{Bytes, BytesMut};
+    use dwcp_core::frame::{Data, Frame, FrameDecoder, Window};
+    match name {
+        "noop" => Ok(0),
+        "frames" => {
+            // 20,000 DATA frames of 1 KiB and 20,000 WINDOW frames, encoded
+            // and decoded.
+            let payload = Bytes::from(vec![7u8; 1024]);
+            let dec = FrameDecoder::new(256 * 1024);
+            let mut head = BytesMut::with_capacity(1 << 16);
+            let mut wire = BytesMut::with_capacity(1 << 20);
+            let mut n = 0u64;
+            for i in 0..20_000u32 {
+                let d = Frame::Data(Data {
+                    stream: i | 1,
+                    encoding: None,
+                    payload: payload.clone(),
+                    fin: false,
+                });
+                let w = Frame::Window(Window {
+                    stream: i | 1,
+                    credit: 65_536,
+                });
+                for f in [d, w] {
+                    let p = f.encode(&mut head);
+                    wire.extend_from_slice(&head);
+                    wire.extend_from_slice(&p);
+                    head.clear();
+                }
+                while let Ok(Some(f)) = dec.decode(&mut wire) {
+                    n += u64::from(matches!(f, Frame::Data(_)));
+                }
+            }
+            Ok(n)
+        }
+        "core_transfer" => Ok(crate::core_transfer(8, 1 << 20)),
+        "lz4_compress" | "zstd3_compress" => {
+            let raw = dwcp_core::corpus::json(4 << 20, 1);
+            let (codec, level) = if name == "lz4_compress" {
+                (dwcp_core::CodecId::Lz4, 0)
+            } else {
+                (dwcp_core::CodecId::Zstd, 3)
+            };
+            let mut total = 0u64;
+            for chunk in raw.chunks(128 * 1024) {
+                let out = dwcp_core::codec::compress(codec, level, chunk)
+                    .map_err(|e| format!("compress: {e}"))?;
+                total += out.len() as u64;
+            }
+            Ok(total)
+        }
+        other => Err(format!(
+            "unknown workload {other:?} (known: noop, {})",
+            WORKLOADS.join(", ")
+        )),
+    }
+}
+
+/// Instructions executed by `dwcp-bench workload NAME` under callgrind.
+fn callgrind(name: &str) -> Result<u64, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("dwcp-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let out = dir.join(format!("{name}.callgrind"));
+    let status = Command::new("valgrind")
+        .args(["--tool=callgrind", "--quiet"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(&exe)
+        .args(["workload", name])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run valgrind (install it: apt-get install valgrind): {e}"))?;
+    if !status.success() {
+        return Err(format!("workload {name} under valgrind: {status}"));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no instruction total in {}", out.display()))
+}
+
+/// Measures the figures of a profile.
+///
+/// # Errors
+/// valgrind is missing, or a workload failed.
+pub async fn measure(profile: Profile, only: Only) -> Result<BTreeMap<String, f64>, String> {
+    let mut m = BTreeMap::new();
+    if only != Only::Ratios {
+        let base = callgrind("noop")?;
+        for w in WORKLOADS {
+            let n = callgrind(w)?;
+            eprintln!("  instructions {w}: {}", n.saturating_sub(base));
+            m.insert(format!("instructions.{w}"), n.saturating_sub(base) as f64);
+        }
+    }
+    if only != Only::Instructions {
+        let (mib, rounds) = match profile {
+            Profile::Quick => (128u64, 2),
+            Profile::Full => (1024, 3),
+        };
+        for c in scenarios::bulk_pairs(mib << 20, rounds).await {
+            eprintln!("  ratio {}: {:.3}", c.0, c.1);
+            m.insert(format!("ratio.{}", c.0), c.1);
+        }
+    }
+    Ok(m)
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verdict {
+    /// Figure name.
+    pub name: String,
+    /// Baseline value.
+    pub baseline: f64,
+    /// Measured value.
+    pub measured: f64,
+    /// Relative change, positive = worse.
+    pub worse_by: f64,
+    /// Tolerance.
+    pub tolerance: f64,
+    /// Within tolerance.
+    pub pass: bool,
+}
+
+/// Compares measured figures with the baseline. Figures in the baseline that
+/// were not measured are skipped (for example with `--only`).
+pub fn compare(baseline: &Baseline, measured: &BTreeMap<String, f64>) -> Vec<Verdict> {
+    baseline
+        .metrics
+        .iter()
+        .filter_map(|(name, e)| {
+            let v = *measured.get(name)?;
+            let worse_by = match e.better {
+                Better::Lower => (v - e.value) / e.value.max(1e-12),
+                Better::Higher => (e.value - v) / e.value.max(1e-12),
+            };
+            Some(Verdict {
+                name: name.clone(),
+                baseline: e.value,
+                measured: v,
+                worse_by,
+                tolerance: e.tolerance,
+                pass: worse_by <= e.tolerance,
+            })
+        })
+        .collect()
+}
+
+/// The default tolerance of a figure: 3 % for instruction counts (only code
+/// changes move them), 25 % for ratios (the machine's noise moves them).
+pub fn default_expected(name: &str, value: f64) -> Expected {
+    if name.starts_with("instructions.") {
+        Expected {
+            value,
+            tolerance: 0.03,
+            better: Better::Lower,
+        }
+    } else {
+        Expected {
+            value,
+            tolerance: 0.25,
+            better: Better::Higher,
+        }
+    }
+}
+
+/// `rustc --version`, or `unknown`.
+pub fn rustc_version() -> String {
+    Command::new("rustc")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_string())
+}
+
+/// Reads a baseline file.
+///
+/// # Errors
+/// Unreadable or not a baseline.
+pub fn load(path: &Path) -> Result<Baseline, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Formats the report as a table.
+pub fn report(verdicts: &[Verdict]) -> String {
+    let mut s = format!(
+        "{:<34} {:>16} {:>16} {:>9} {:>9}  result\n",
+        "figure", "baseline", "measured", "worse by", "allowed"
+    );
+    for v in verdicts {
+        s += &format!(
+            "{:<34} {:>16.3} {:>16.3} {:>8.1}% {:>8.1}%  {}\n",
+            v.name,
+            v.baseline,
+            v.measured,
+            v.worse_by * 100.0,
+            v.tolerance * 100.0,
+            if v.pass { "ok" } else { "REGRESSION" }
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn baseline() -> Baseline {
+        let mut metrics = BTreeMap::new();
+        metrics.insert(
+            "instructions.frames".into(),
+            default_expected("instructions.frames", 1000.0),
+        );
+        metrics.insert("ratio.quic".into(), default_expected("ratio.quic", 0.9));
+        Baseline {
+            machine: "test".into(),
+            rustc: "test".into(),
+            metrics,
+        }
+    }
+
+    #[test]
+    fn lower_is_better_for_instructions_higher_for_ratios() {
+        let b = baseline();
+        let m: BTreeMap<String, f64> = [
+            ("instructions.frames".into(), 1020.0),
+            ("ratio.quic".into(), 0.80),
+        ]
+        .into();
+        let v = compare(&b, &m);
+        assert!(v.iter().all(|v| v.pass), "{}", report(&v));
+        let m: BTreeMap<String, f64> = [
+            ("instructions.frames".into(), 1040.0),
+            ("ratio.quic".into(), 0.65),
+        ]
+        .into();
+        let v = compare(&b, &m);
+        assert!(v.iter().all(|v| !v.pass), "{}", report(&v));
+        assert!(report(&v).contains("REGRESSION"));
+    }
+
+    #[test]
+    fn unmeasured_figures_are_skipped() {
+        let m: BTreeMap<String, f64> = [("ratio.quic".into(), 0.95)].into();
+        let v = compare(&baseline(), &m);
+        assert_eq!(v.len(), 1);
+        assert!(v[0].pass);
+    }
+
+    #[test]
+    fn workloads_run_and_depend_on_their_work() {
+        assert_eq!(run_workload("noop"), Ok(0));
+        assert_eq!(run_workload("frames"), Ok(20_000));
+        assert!(run_workload("lz4_compress").is_ok_and(|n| n > 0 && n < 4 << 20));
+        assert!(run_workload("nope").is_err());
+    }
+}
