@@ -38,6 +38,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Throughput against the number of concurrent streams (loopback): DWCP
+    /// over QUIC and over TCP lanes, and raw quinn; JSON for the plots.
+    Streams {
+        /// Stream counts.
+        #[arg(long, value_delimiter = ',', default_value = "1,10,100,1000")]
+        counts: Vec<usize>,
+        /// MiB moved per run.
+        #[arg(long, default_value_t = 256)]
+        mib: u64,
+        /// Runs of each (best kept).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
+    /// Goodput over an emulated WAN (UDP relay): DWCP (BBR and CUBIC) vs raw quinn.
+    Wan {
+        /// Link rate in Mbit/s.
+        #[arg(long, default_value_t = 100)]
+        mbit: u64,
+        /// Round-trip time in ms.
+        #[arg(long, default_value_t = 50)]
+        rtt_ms: u64,
+        /// Loss in percent, each way.
+        #[arg(long, default_value_t = 1.0)]
+        loss_pct: f64,
+        /// MiB moved per run.
+        #[arg(long, default_value_t = 64)]
+        mib: u64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Compares a run with a committed baseline; exits 1 on a regression.
     Gate {
         /// Baseline file (JSON).
@@ -83,6 +114,58 @@ fn main() {
             std::process::exit(1)
         });
     match cli.command {
+        Command::Wan {
+            mbit,
+            rtt_ms,
+            loss_pct,
+            mib,
+            json,
+        } => {
+            let r = rt.block_on(dwcp_bench::scenarios::wan(
+                mbit,
+                rtt_ms,
+                loss_pct,
+                mib << 20,
+            ));
+            if json {
+                match serde_json::to_string_pretty(&r) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("json: {e}"),
+                }
+                return;
+            }
+            for c in &r {
+                println!("{}", c.scenario);
+                println!(
+                    "  {:<40} {:>8.1} Mbit/s  ({:.0}% of the link)",
+                    c.dwcp.subject,
+                    c.dwcp.value,
+                    c.dwcp.value / mbit as f64 * 100.0
+                );
+                println!(
+                    "  {:<40} {:>8.1} Mbit/s  ({:.0}% of the link)",
+                    c.baseline.subject,
+                    c.baseline.value,
+                    c.baseline.value / mbit as f64 * 100.0
+                );
+                println!("  ratio {:.2}", c.ratio);
+            }
+        }
+        Command::Streams {
+            counts,
+            mib,
+            rounds,
+        } => {
+            let rows = rt.block_on(dwcp_bench::scenarios::stream_sweep(
+                &counts,
+                mib << 20,
+                rounds,
+            ));
+            match serde_json::to_string_pretty(&rows) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("json: {e}"),
+            }
+        }
         Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
             Ok(v) => println!("{v}"),
             Err(e) => {

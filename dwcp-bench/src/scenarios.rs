@@ -44,22 +44,53 @@ fn loopback() -> SocketAddr {
 
 const CHUNK: usize = 1 << 20;
 
+/// The path between the two sides of a scenario.
+#[derive(Debug, Clone, Default)]
+pub struct Path {
+    /// `None`: plain loopback. `Some`: a `dwcp-wanem` UDP relay applying this
+    /// profile in each direction (QUIC only).
+    pub wan: Option<dwcp_wanem::LinkProfile>,
+    /// DWCP's QUIC congestion control.
+    pub congestion: dwcp_core::net::Congestion,
+}
+
+/// Starts a relay for `path`, or returns `addr` unchanged on loopback.
+async fn through(path: &Path, addr: SocketAddr) -> (SocketAddr, Option<dwcp_wanem::udp::Relay>) {
+    match &path.wan {
+        None => (addr, None),
+        Some(p) => {
+            let back = dwcp_wanem::LinkProfile {
+                seed: p.seed.wrapping_add(1),
+                ..p.clone()
+            };
+            let r = dwcp_wanem::udp::Relay::start(loopback(), addr, p.clone(), back)
+                .await
+                .expect("relay");
+            (r.local_addr(), Some(r))
+        }
+    }
+}
+
 /// DWCP throughput in MB/s: `streams` streams sending `total` bytes together.
 pub async fn dwcp_throughput(transport: Transport, streams: usize, total: u64) -> f64 {
+    dwcp_throughput_on(&Path::default(), transport, streams, total).await
+}
+
+/// [`dwcp_throughput`] over `path`.
+pub async fn dwcp_throughput_on(
+    path: &Path,
+    transport: Transport,
+    streams: usize,
+    total: u64,
+) -> f64 {
     let ca = DevCa::new().expect("ca");
-    let server = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for("server").expect("cert"), transport),
-    )
-    .await
-    .expect("bind");
-    let client = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for("client").expect("cert"), transport),
-    )
-    .await
-    .expect("bind");
-    let addr = server.local_addr();
+    let mut sc = EndpointConfig::new(ca.config_for("server").expect("cert"), transport);
+    sc.congestion = path.congestion;
+    let server = Endpoint::bind(loopback(), sc).await.expect("bind");
+    let mut cc = EndpointConfig::new(ca.config_for("client").expect("cert"), transport);
+    cc.congestion = path.congestion;
+    let client = Endpoint::bind(loopback(), cc).await.expect("bind");
+    let (addr, _relay) = through(path, server.local_addr()).await;
     let (c, s) = tokio::join!(client.connect(addr, "server"), server.accept());
     let c = c.expect("connect");
     let s = s.expect("accept");
@@ -119,6 +150,11 @@ pub async fn dwcp_throughput(transport: Transport, streams: usize, total: u64) -
 /// Raw quinn: one QUIC stream, same TLS (mutual, TLS 1.3, ring) and same
 /// transport windows as DWCP uses.
 pub async fn raw_quinn_throughput(total: u64, streams: usize) -> f64 {
+    raw_quinn_throughput_on(&Path::default(), total, streams).await
+}
+
+/// [`raw_quinn_throughput`] over `path` (quinn's default congestion control).
+pub async fn raw_quinn_throughput_on(path: &Path, total: u64, streams: usize) -> f64 {
     let ca = DevCa::new().expect("ca");
     let stls = ca.config_for("server").expect("cert");
     let ctls = ca.config_for("client").expect("cert");
@@ -143,7 +179,7 @@ pub async fn raw_quinn_throughput(total: u64, streams: usize) -> f64 {
         quinn::default_runtime().expect("runtime"),
     )
     .expect("endpoint");
-    let addr = server.local_addr().expect("addr");
+    let (addr, _relay) = through(path, server.local_addr().expect("addr")).await;
     let cq = quinn::crypto::rustls::QuicClientConfig::try_from(ctls.client_config().expect("tls"))
         .expect("quic");
     let mut cc = quinn::ClientConfig::new(Arc::new(cq));
@@ -335,6 +371,80 @@ pub async fn bulk_pairs(total: u64, rounds: usize) -> Vec<(&'static str, f64)> {
         ("quic_vs_raw_quinn", quic),
         ("tcp_vs_raw_tls_tcp", d / b.max(1e-9)),
     ]
+}
+
+/// Goodput over an emulated WAN (QUIC through the `dwcp-wanem` relay):
+/// DWCP with BBR (the sidecar's default), DWCP with CUBIC, and raw quinn with
+/// its defaults, each moving `total` bytes on one stream. Figures in Mbit/s;
+/// each comparison's ratio is DWCP over raw quinn.
+pub async fn wan(mbit: u64, rtt_ms: u64, loss_pct: f64, total: u64) -> Vec<Comparison> {
+    let profile = dwcp_wanem::LinkProfile::wan(mbit, rtt_ms, loss_pct);
+    let path = |congestion| Path {
+        wan: Some(profile.clone()),
+        congestion,
+    };
+    let name = format!("WAN {mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way");
+    let mbps = |mb_per_s: f64| mb_per_s * 8.0;
+    let raw = mbps(raw_quinn_throughput_on(&path(Default::default()), total, 1).await);
+    let bbr = mbps(
+        dwcp_throughput_on(
+            &path(dwcp_core::net::Congestion::Bbr),
+            Transport::Quic,
+            1,
+            total,
+        )
+        .await,
+    );
+    let cubic = mbps(
+        dwcp_throughput_on(
+            &path(dwcp_core::net::Congestion::Cubic),
+            Transport::Quic,
+            1,
+            total,
+        )
+        .await,
+    );
+    let f = |subject: &str, v: f64| Figure {
+        scenario: "wan".into(),
+        subject: subject.into(),
+        value: v,
+        unit: "Mbit/s",
+    };
+    let raw_fig = f("raw quinn (CUBIC), 1 stream", raw);
+    vec![
+        Comparison {
+            scenario: format!("{name}: DWCP (BBR) vs raw quinn"),
+            dwcp: f("DWCP over QUIC, BBR, 1 stream", bbr),
+            baseline: raw_fig.clone(),
+            ratio: bbr / raw.max(1e-9),
+        },
+        Comparison {
+            scenario: format!("{name}: DWCP (CUBIC) vs raw quinn"),
+            dwcp: f("DWCP over QUIC, CUBIC, 1 stream", cubic),
+            baseline: raw_fig,
+            ratio: cubic / raw.max(1e-9),
+        },
+    ]
+}
+
+/// Throughput (MB/s) for each stream count: DWCP over QUIC, DWCP over TCP
+/// lanes, raw quinn; best of `rounds` each, measured alternately.
+pub async fn stream_sweep(counts: &[usize], total: u64, rounds: usize) -> Vec<serde_json::Value> {
+    let mut rows = Vec::new();
+    for &n in counts {
+        let (quic, raw) = best_of_pair(
+            rounds,
+            || dwcp_throughput(Transport::Quic, n, total),
+            || raw_quinn_throughput(total, n),
+        )
+        .await;
+        let tcp = best_of(rounds, || dwcp_throughput(Transport::Tcp, n, total)).await;
+        eprintln!("{n} streams: DWCP QUIC {quic:.0} MB/s, DWCP TCP {tcp:.0} MB/s, raw quinn {raw:.0} MB/s");
+        rows.push(serde_json::json!({
+            "streams": n, "dwcp_quic": quic, "dwcp_tcp": tcp, "raw_quinn": raw, "unit": "MB/s",
+        }));
+    }
+    rows
 }
 
 /// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,
