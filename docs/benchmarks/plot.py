@@ -70,13 +70,16 @@ def compression():
         sel = [r for r in rows if r["corpus"] == corpus]
         rates = [r["rate"] for r in sel]
         names = [n for n, _ in sel[0]["mbps"]]
-        series = [(n, [dict(r["mbps"])[n] for r in sel]) for n in names]
+        # Each rate's figures relative to its best fixed codec (100 %), so the
+        # rates, whose absolute figures differ by orders of magnitude, compare.
+        best = [max(v for n, v in r["mbps"] if n != "adaptive") for r in sel]
+        series = [(n, [dict(r["mbps"])[n] / b * 100 for r, b in zip(sel, best)]) for n in names]
         W, H, L, R, T, B = 640, 400, 70, 170, 40, 50
         pw, ph = W - L - R, H - T - B
         ymax = max(v for _, vals in series for v in vals) * 1.1
-        body = [f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">Effective rate by codec: {corpus}</text>',
+        body = [f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">Application rate vs best fixed codec (=100%): {corpus}</text>',
                 f'<line x1="{L}" y1="{T+ph}" x2="{L+pw}" y2="{T+ph}" stroke="black"/>',
-                f'<text x="18" y="{T+ph/2}" text-anchor="middle" transform="rotate(-90 18 {T+ph/2})">application MB/s</text>']
+                f'<text x="18" y="{T+ph/2}" text-anchor="middle" transform="rotate(-90 18 {T+ph/2})">% of the best fixed codec</text>']
         gw = pw / len(rates)
         bw = gw * 0.8 / len(series)
         for i in range(6):
