@@ -388,7 +388,26 @@ async fn quic_no_head_of_line_blocking_across_streams() {
         (ca, (), s, c)
     };
     let one_way = Duration::from_millis(20);
-    let relay = lossy_relay(server_ep.local_addr(), one_way, 100).await;
+    // The dwcp-wanem relay: 20 ms and 1 % seeded loss each way.
+    let profile = dwcp_wanem::LinkProfile {
+        delay: one_way,
+        loss: 0.01,
+        seed: 3,
+        ..dwcp_wanem::LinkProfile::default()
+    };
+    let back = dwcp_wanem::LinkProfile {
+        seed: 4,
+        ..profile.clone()
+    };
+    let wan = dwcp_wanem::udp::Relay::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        server_ep.local_addr(),
+        profile,
+        back,
+    )
+    .await
+    .expect("relay");
+    let relay = wan.local_addr();
     let (c, s) = tokio::join!(client_ep.connect(relay, SERVER), server_ep.accept());
     let (c, s) = (c.expect("connect"), s.expect("accept"));
     // Server: drain bulk, echo small messages.
