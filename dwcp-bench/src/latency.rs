@@ -307,3 +307,76 @@ pub async fn yamux_latency(messages: usize) -> Latency {
         d0,
     )
 }
+
+/// rust-yamux (default config, stream limit raised) bulk throughput in MB/s: `streams` streams
+/// over one TCP + TLS connection moving `total` bytes together, each stream
+/// closed when done; the receiver counts to the end of every stream.
+pub async fn yamux_bulk(total: u64, streams: usize) -> f64 {
+    let (acceptor, connector, listener, addr) = crate::scenarios::raw_tls_setup().await;
+    let (done_tx, mut done_rx) = mpsc::channel::<u64>(streams.max(1));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        tcp.set_nodelay(true).expect("nodelay");
+        let tls = acceptor.accept(tcp).await.expect("tls");
+        let conn = yamux::Connection::new(tls.compat(), yamux_config(streams), yamux::Mode::Server);
+        let (_otx, orx) = mpsc::channel(1);
+        let (itx, mut irx) = mpsc::channel(streams.max(1));
+        tokio::spawn(drive_yamux(conn, orx, Some(itx)));
+        while let Some(mut st) = irx.recv().await {
+            let done = done_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut n = 0u64;
+                while let Ok(k) = st.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    n += k as u64;
+                }
+                let _ = done.send(n).await;
+            });
+        }
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tcp.set_nodelay(true).expect("nodelay");
+    let name = rustls::pki_types::ServerName::try_from("server").expect("name");
+    let tls = connector.connect(name, tcp).await.expect("tls");
+    let conn = yamux::Connection::new(tls.compat(), yamux_config(streams), yamux::Mode::Client);
+    let (otx, orx) = mpsc::channel(16);
+    let driver = tokio::spawn(drive_yamux(conn, orx, None));
+    let per = total / streams as u64;
+    let start = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..streams {
+        let mut st = open(&otx).await;
+        writers.push(tokio::spawn(async move {
+            let chunk = vec![0x5au8; 1 << 20];
+            let mut left = per;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                st.write_all(&chunk[..n]).await.expect("write");
+                left -= n as u64;
+            }
+            st.close().await.expect("close");
+        }));
+    }
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let mut n = 0u64;
+    for _ in 0..streams {
+        n += done_rx.recv().await.expect("reader");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    driver.abort();
+    assert_eq!(n, per * streams as u64);
+    n as f64 / secs / 1e6
+}
+
+/// yamux's defaults, with the stream limit raised to `streams` (its default,
+/// 512, would refuse a 1,000-stream test).
+fn yamux_config(streams: usize) -> yamux::Config {
+    let mut c = yamux::Config::default();
+    c.set_max_num_streams(streams.max(512));
+    c
+}

@@ -493,6 +493,20 @@ pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
         fig("quic-1000-raw", "raw quinn, 1,000 streams aggregate", r),
     ));
     let d = best_of(rounds, || dwcp_throughput(Transport::Tcp, 1000, total)).await;
+    let y = best_of(rounds, || crate::latency::yamux_bulk(total, 1000)).await;
+    out.push(compare(
+        "1,000 streams, TCP lanes vs rust-yamux",
+        fig(
+            "tcp-1000-yamux",
+            "DWCP over TCP lanes, 1,000 streams aggregate",
+            d,
+        ),
+        fig(
+            "tcp-1000-yamux",
+            "rust-yamux over TCP + rustls, 1,000 streams aggregate",
+            y,
+        ),
+    ));
     out.push(compare(
         "1,000 streams vs 1 stream, TCP",
         fig(
