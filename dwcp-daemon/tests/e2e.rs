@@ -67,17 +67,22 @@ fn unknown_service_forbidden_service_and_unknown_peer_are_refused() {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let _ = s.write_all(b"hello");
+        let reset = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            )
+        };
+        // Refused: an error (RST), never a clean end of data. The RST may
+        // arrive before the write, which then reports it (and a read after
+        // that sees the closed socket), or after it, when the read reports it.
+        if let Err(e) = s.write_all(b"hello") {
+            assert!(reset(&e), "port {port}: write: {e}");
+            continue;
+        }
         let mut buf = [0u8; 16];
-        // Refused: an error (RST), never a clean end of data.
         match s.read(&mut buf) {
-            Err(e) => assert!(
-                matches!(
-                    e.kind(),
-                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                ),
-                "port {port}: {e}"
-            ),
+            Err(e) => assert!(reset(&e), "port {port}: {e}"),
             Ok(n) => panic!("port {port}: read {n} bytes instead of a reset"),
         }
     }

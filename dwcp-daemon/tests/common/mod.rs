@@ -10,20 +10,30 @@ use std::time::{Duration, Instant};
 
 use dwcp_core::tls::DevCa;
 
-/// A free TCP port on loopback (released before use; good enough for tests).
+/// A free port below Linux's ephemeral range (32768 and up), so that no
+/// socket bound to port 0 by a concurrently running test can take it between
+/// this check and the daemon's bind. Spread by process id and a counter.
+fn free_port(check: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000
+            + ((std::process::id().wrapping_mul(7919) + n.wrapping_mul(104_729)) % 12_000) as u16;
+        if check(port) {
+            return port;
+        }
+    }
+}
+
+/// A free TCP port on loopback.
 pub fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free TCP port")
+    free_port(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// A free UDP port on loopback.
 pub fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("free UDP port")
+    free_port(|p| UdpSocket::bind(("127.0.0.1", p)).is_ok())
 }
 
 /// Certificates for `names` in a fresh directory.
