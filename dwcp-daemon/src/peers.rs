@@ -248,10 +248,16 @@ pub async fn serve(state: Arc<State>, peer: Arc<Peer>, conn: Connection, transpo
         tokio::spawn(async move { crate::service::handle(state, &peer, stream).await });
     }
     let reason = match conn.closed().await {
-        Ok(()) => "closed".to_string(),
-        Err(e) => e.to_string(),
+        Ok(()) => {
+            tracing::info!(peer = peer.name(), "peer connection closed");
+            "closed".to_string()
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::warn!(peer = peer.name(), %reason, "peer connection ended");
+            reason
+        }
     };
-    tracing::warn!(peer = peer.name(), %reason, "peer connection ended");
     peer.retire(&conn, reason, state.is_draining());
 }
 
