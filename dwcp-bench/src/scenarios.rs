@@ -94,6 +94,21 @@ pub async fn dwcp_throughput_on(
     let (c, s) = tokio::join!(client.connect(addr, "server"), server.accept());
     let c = c.expect("connect");
     let s = s.expect("accept");
+    let start = Instant::now();
+    let n = transfer(&c, s, streams, total).await;
+    n as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// Sends `total` bytes from `c` to `s` over `streams` streams together
+/// (compression off: scenarios compare transport paths on equal bytes, and
+/// the payload is a constant pattern that would compress); returns the bytes
+/// the receiver counted, checked against what was sent.
+pub async fn transfer(
+    c: &dwcp_core::net::Connection,
+    s: dwcp_core::net::Connection,
+    streams: usize,
+    total: u64,
+) -> u64 {
     let per = total / streams as u64;
     let sink = tokio::spawn(async move {
         let mut tasks = Vec::new();
@@ -115,11 +130,8 @@ pub async fn dwcp_throughput_on(
         (n, s)
     });
     let chunk = Bytes::from(vec![0x5a; CHUNK]);
-    let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..streams {
-        // Compression off: this scenario compares transport paths on equal
-        // bytes (the payload is a constant pattern, which would compress).
         let mut st = c
             .open_stream(StreamOptions {
                 compression: dwcp_core::net::Compression::Off,
@@ -142,9 +154,8 @@ pub async fn dwcp_throughput_on(
         t.await.expect("sender");
     }
     let (n, _s) = sink.await.expect("sink");
-    let secs = start.elapsed().as_secs_f64();
     assert_eq!(n, per * streams as u64);
-    n as f64 / secs / 1e6
+    n
 }
 
 /// Raw quinn: one QUIC stream, same TLS (mutual, TLS 1.3, ring) and same
