@@ -91,6 +91,25 @@ fn load(file: &std::path::Path, set: &[String]) -> Result<config::Config, String
     config::load(file, &overrides).map_err(|e| e.to_string())
 }
 
+/// Prints an admin answer: the body on stdout if the status is `expected`
+/// (exit 0), else the status and body or the error on stderr (exit 1).
+fn report(target: &str, expected: u16, answer: Result<(u16, String), String>) -> ExitCode {
+    match answer {
+        Ok((code, body)) if code == expected => {
+            println!("{}", body.trim());
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            eprintln!("{target}: HTTP {code} {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{target}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -114,36 +133,16 @@ fn main() -> ExitCode {
             addr,
             path,
             timeout,
-        } => match probe::get(&addr, &path, Duration::from_secs(timeout)) {
-            Ok((200, body)) => {
-                println!("{}", body.trim());
-                ExitCode::SUCCESS
-            }
-            Ok((code, body)) => {
-                eprintln!("{addr}{path}: HTTP {code} {}", body.trim());
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("{addr}{path}: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Drain { addr } => {
-            match probe::post(&addr, "/api/v1/dwcp/drain", Duration::from_secs(5)) {
-                Ok((202, body)) => {
-                    println!("{}", body.trim());
-                    ExitCode::SUCCESS
-                }
-                Ok((code, body)) => {
-                    eprintln!("{addr}: HTTP {code} {}", body.trim());
-                    ExitCode::FAILURE
-                }
-                Err(e) => {
-                    eprintln!("{addr}: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        } => report(
+            &format!("{addr}{path}"),
+            200,
+            probe::get(&addr, &path, Duration::from_secs(timeout)),
+        ),
+        Command::Drain { addr } => report(
+            &addr,
+            202,
+            probe::post(&addr, "/api/v1/dwcp/drain", Duration::from_secs(5)),
+        ),
         Command::DevCerts { dir, names } => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             match dwcp_core::tls::DevCa::new().and_then(|ca| ca.write_pem_files(&dir, &names)) {
