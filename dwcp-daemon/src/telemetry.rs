@@ -161,15 +161,16 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
         gauge!("dwcp_tunnel_streams_active", "peer" => p.clone())
             .set(per_peer.get(name).copied().unwrap_or(0) as f64);
         let status = peer.status();
+        let live = peer.connection();
         for transport in ["quic", "tcp"] {
-            let up = status.transport == transport && peer.connection().is_some();
+            let up = status.transport == transport && live.is_some();
             gauge!("dwcp_peer_up", "peer" => p.clone(), "transport" => transport).set(if up {
                 1.0
             } else {
                 0.0
             });
         }
-        let Some(conn) = peer.connection() else {
+        let Some(conn) = live else {
             gauge!("dwcp_streams_active", "peer" => p.clone()).set(0.0);
             for c in state.classes() {
                 gauge!("dwcp_bandwidth_allocated_bytes", "peer" => p.clone(), "class" => c.name.clone()).set(0.0);
