@@ -6,7 +6,7 @@ use crate::codec::CodecId;
 use crate::frame::Capabilities;
 
 /// The protocol version this implementation speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Settings of one side of a connection. Every buffer and window has a bound here.
 ///

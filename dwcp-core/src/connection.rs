@@ -20,8 +20,8 @@ use crate::config::Config;
 use crate::error::{ConnectionError, ErrorCode, OpenError, StreamError};
 use crate::flow::{RecvWindow, SendCredit};
 use crate::frame::{
-    Capabilities, Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Reset, Window,
-    MAX_ROUTE_LEN_USIZE,
+    Capabilities, Data, Encoding, Frame, FrameDecoder, GoAway, Hello, Open, Ping, Reset, Stop,
+    Window, MAX_ROUTE_LEN_USIZE,
 };
 use crate::rtt::RttEstimator;
 use crate::scheduler::Scheduler;
@@ -46,6 +46,10 @@ pub enum Event {
     /// The stream is fully closed and forgotten (or was refused): drivers may
     /// release anything they hold for it.
     StreamClosed(StreamId),
+    /// The peer received every byte and the FIN of this side's direction
+    /// of a stream (its STOP with `NO_ERROR` after the FIN). Also raised for
+    /// streams already forgotten.
+    StreamAcked(StreamId),
     /// The peer reset (or refused) a stream.
     StreamReset {
         /// The stream.
@@ -77,6 +81,11 @@ pub struct Transmit {
     pub header: Bytes,
     /// DATA payload, written after `header`.
     pub payload: Bytes,
+    /// The frame belongs to an interactive stream. Decided when the frame was
+    /// queued, so every frame of a stream (its FIN and RESET included, even
+    /// after the core forgot the stream) carries the same value and drivers
+    /// that pick lanes by it keep a stream on one lane.
+    pub interactive: bool,
 }
 
 impl Transmit {
@@ -174,10 +183,12 @@ pub struct Connection {
     conn_window_pending: bool,
     send_buffered: u64,
     conn_blocked: VecDeque<StreamId>,
-    /// Frames answering the peer (PONG, refusals): bounded by `max_control_queue`.
-    replies: VecDeque<Frame>,
-    /// Frames of this side's own making (OPEN, RESET, bare FIN, GOAWAY, PING).
-    control: VecDeque<Frame>,
+    /// Frames answering the peer (PONG, refusals) with their lane flag
+    /// ([`Transmit::interactive`]): bounded by `max_control_queue`.
+    replies: VecDeque<(Frame, bool)>,
+    /// Frames of this side's own making (OPEN, RESET, STOP, bare FIN, GOAWAY,
+    /// PING), with their lane flag.
+    control: VecDeque<(Frame, bool)>,
     window_queue: VecDeque<StreamId>,
     final_frame: Option<Frame>,
     sched: Scheduler,
@@ -339,6 +350,13 @@ impl Connection {
         self.streams.get(&id).map(|s| &s.params)
     }
 
+    /// Why a stream's sending direction ended abnormally (the peer's STOP,
+    /// a refusal), without reporting it; `None` while it has not, or if the
+    /// stream is unknown.
+    pub fn send_error(&self, id: StreamId) -> Option<&StreamError> {
+        self.streams.get(&id).and_then(|s| s.send_error.as_ref())
+    }
+
     /// Current receive window of a stream (grows with auto-tuning).
     pub fn stream_window(&self, id: StreamId) -> Option<u64> {
         self.streams.get(&id).map(|s| s.recv_window.window())
@@ -428,14 +446,20 @@ impl Connection {
         self.next_local += 2;
         let mut params = params;
         params.weight = params.weight.max(1);
-        self.control.push_back(Frame::Open(Open {
-            stream: id,
-            class: params.class,
-            priority: params.priority,
-            weight: params.weight,
-            options: params.options,
-            route: params.route.clone(),
-        }));
+        let interactive = params
+            .options
+            .contains(crate::frame::StreamOptions::INTERACTIVE);
+        self.control.push_back((
+            Frame::Open(Open {
+                stream: id,
+                class: params.class,
+                priority: params.priority,
+                weight: params.weight,
+                options: params.options,
+                route: params.route.clone(),
+            }),
+            interactive,
+        ));
         let mut stream = Stream::new(
             params,
             peer.initial_stream_window,
@@ -523,10 +547,15 @@ impl Connection {
             return Err(StreamError::ChunkTooLarge);
         }
         let room = self.room(id);
+        let conn_room = self.conn_room();
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
         };
-        if room < raw as u64 {
+        // A chunk is queued whole. Every stream may hold one chunk whatever
+        // its share of the send buffer (which shrinks as streams are opened),
+        // so no stream count and chunk size can block a stream for good.
+        let fits = room >= raw as u64 || (s.send_queued == 0 && conn_room >= raw as u64);
+        if !fits {
             Self::mark_blocked(s, id, &mut self.conn_blocked);
             return Err(StreamError::Blocked);
         }
@@ -551,12 +580,16 @@ impl Connection {
         };
         if s.send_queue.is_empty() {
             s.send_state = SendState::FinSent;
-            self.control.push_back(Frame::Data(Data {
-                stream: id,
-                encoding: None,
-                payload: Bytes::new(),
-                fin: true,
-            }));
+            let interactive = s.interactive();
+            self.control.push_back((
+                Frame::Data(Data {
+                    stream: id,
+                    encoding: None,
+                    payload: Bytes::new(),
+                    fin: true,
+                }),
+                interactive,
+            ));
             self.maybe_forget(id);
         } else {
             s.send_state = SendState::FinPending;
@@ -584,24 +617,19 @@ impl Connection {
             } else {
                 front.split_to(n)
             };
-            let n = out.len() as u64;
-            s.recv_window.on_consume(n);
-            if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending
-            {
-                s.window_pending = true;
-                self.window_queue.push_back(id);
-            }
-            self.conn_recv.on_consume(n);
-            if self.conn_recv.wants_update() {
-                self.conn_window_pending = true;
-            }
+            self.release_recv_credit(id, out.len() as u64);
             return Ok(Some(out));
         }
-        if let Some(t) = s.terminal.take() {
-            self.forget(id);
-            return Err(t);
+        if s.reader_gone {
+            return Err(StreamError::ClosedLocally);
         }
         match s.recv_state {
+            RecvState::ResetReceived => {
+                let e = s.recv_error.clone().unwrap_or(StreamError::UnknownStream);
+                s.recv_reported = true;
+                self.maybe_forget(id);
+                Err(e)
+            }
             RecvState::FinReceived => {
                 s.recv_state = RecvState::Done;
                 self.maybe_forget(id);
@@ -618,26 +646,109 @@ impl Connection {
         }
     }
 
-    /// Resets a stream: queued data is dropped, unread data discarded (its
-    /// credit returned) and the peer told with `code`.
+    /// Resets both directions of a stream: [`Connection::reset_send`] and
+    /// [`Connection::stop`] with the same `code`.
     ///
     /// # Errors
     /// [`StreamError::UnknownStream`] if there is no such stream.
     pub fn reset(&mut self, id: StreamId, code: ErrorCode) -> Result<(), StreamError> {
-        let Some(s) = self.streams.get(&id) else {
+        if !self.streams.contains_key(&id) {
+            return Err(StreamError::UnknownStream);
+        }
+        self.abort_send(id, None, Some(code));
+        self.stop(id, code)
+    }
+
+    /// Abandons this side's sending direction: queued data is dropped and the
+    /// peer's reader gets [`StreamError::Reset`] with `code`. The receiving
+    /// direction goes on. Nothing happens if the direction already ended
+    /// (finished, reset, or stopped by the peer).
+    ///
+    /// # Errors
+    /// [`StreamError::UnknownStream`] if there is no such stream.
+    pub fn reset_send(&mut self, id: StreamId, code: ErrorCode) -> Result<(), StreamError> {
+        if !self.streams.contains_key(&id) {
+            return Err(StreamError::UnknownStream);
+        }
+        self.abort_send(id, None, Some(code));
+        Ok(())
+    }
+
+    /// Stops reading a stream: unread data is discarded (its credit
+    /// returned), later data is discarded on arrival, and unless the peer's
+    /// direction already ended the peer is sent STOP with `code`, so its
+    /// writes fail with [`StreamError::Stopped`]. Data this side queued still
+    /// goes out. Also what a dropped reader does (with `CANCEL`).
+    ///
+    /// # Errors
+    /// [`StreamError::UnknownStream`] if there is no such stream.
+    pub fn stop(&mut self, id: StreamId, code: ErrorCode) -> Result<(), StreamError> {
+        let closing = matches!(self.state, State::Closing | State::Closed);
+        let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
         };
-        if s.terminal.is_some() {
-            self.forget(id);
-            return Ok(());
+        s.reader_gone = true;
+        let unread: u64 = s.recv_queue.iter().map(|b| b.len() as u64).sum();
+        s.recv_queue = VecDeque::new();
+        let mut stop = false;
+        match s.recv_state {
+            RecvState::Open => {
+                if !s.stop_sent && !closing {
+                    s.stop_sent = true;
+                    stop = true;
+                }
+            }
+            RecvState::FinReceived => s.recv_state = RecvState::Done,
+            RecvState::Done => {}
+            RecvState::ResetReceived => s.recv_reported = true,
         }
-        if !matches!(self.state, State::Closing | State::Closed) {
+        let interactive = s.interactive();
+        self.release_recv_credit(id, unread);
+        if stop {
             self.control
-                .push_back(Frame::Reset(Reset { stream: id, code }));
-            self.stats.resets_sent += 1;
+                .push_back((Frame::Stop(Stop { stream: id, code }), interactive));
         }
-        self.kill_stream(id, None);
+        self.maybe_forget(id);
         Ok(())
+    }
+
+    /// The application let go of its writer: an error the sending direction
+    /// ended with no longer needs reporting. Unfinished writers should
+    /// [`Connection::reset_send`] first.
+    pub fn detach_writer(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.send_reported = true;
+            s.writer_blocked = false;
+            self.maybe_forget(id);
+        }
+    }
+
+    /// Bytes `id`'s writer may queue now (0 if none), marking the writer
+    /// blocked when there is no room so that [`Event::StreamWritable`]
+    /// follows. Lets a caller copy no more than will be accepted.
+    ///
+    /// # Errors
+    /// As [`Connection::send`], except that no room is `Ok(0)`.
+    pub fn send_room(&mut self, id: StreamId) -> Result<usize, StreamError> {
+        self.check_writable(id)?;
+        let room = self.room(id);
+        if room == 0 {
+            if let Some(s) = self.streams.get_mut(&id) {
+                Self::mark_blocked(s, id, &mut self.conn_blocked);
+            }
+        }
+        Ok(room.min(usize::MAX as u64) as usize)
+    }
+
+    /// Largest raw chunk [`Connection::send_encoded`] accepts under the
+    /// peer's limits (0 before the handshake).
+    pub fn max_encoded_chunk(&self) -> usize {
+        self.peer.as_ref().map_or(0, |p| {
+            (p.max_decoded_frame)
+                .min(p.initial_stream_window)
+                .min(p.initial_connection_window)
+                .min(p.max_frame_payload.saturating_sub(64)) as usize
+        })
     }
 
     /// Tells the scheduler that the transport cannot take more of stream
@@ -661,40 +772,6 @@ impl Connection {
         }
     }
 
-    /// Stops reading a stream without resetting it: unread data is discarded
-    /// (its credit returned) and later data is discarded on arrival until the
-    /// peer's FIN. Data this side queued still goes out. Used when a reader is
-    /// dropped after finishing its own direction.
-    ///
-    /// # Errors
-    /// [`StreamError::UnknownStream`] if there is no such stream.
-    pub fn detach_reader(&mut self, id: StreamId) -> Result<(), StreamError> {
-        let Some(s) = self.streams.get_mut(&id) else {
-            return Err(StreamError::UnknownStream);
-        };
-        s.detached = true;
-        let unread: u64 = s.recv_queue.iter().map(|b| b.len() as u64).sum();
-        s.recv_queue = VecDeque::new();
-        s.recv_window.on_consume(unread);
-        if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending {
-            s.window_pending = true;
-            self.window_queue.push_back(id);
-        }
-        if s.recv_state == RecvState::FinReceived {
-            s.recv_state = RecvState::Done;
-        }
-        self.conn_recv.on_consume(unread);
-        if self.conn_recv.wants_update() {
-            self.conn_window_pending = true;
-        }
-        if s.terminal.is_some() {
-            self.forget(id);
-        } else {
-            self.maybe_forget(id);
-        }
-        Ok(())
-    }
-
     /// Starts a graceful drain: GOAWAY is sent, new peer streams are refused,
     /// open streams run to completion, then [`Event::Drained`].
     pub fn goaway(&mut self, reason: &str) {
@@ -703,11 +780,14 @@ impl Connection {
         }
         self.goaway_sent = true;
         self.goaway_last = self.max_remote;
-        self.control.push_back(Frame::GoAway(GoAway {
-            last_stream: self.max_remote,
-            code: ErrorCode::NoError,
-            reason: reason.to_string(),
-        }));
+        self.control.push_back((
+            Frame::GoAway(GoAway {
+                last_stream: self.max_remote,
+                code: ErrorCode::NoError,
+                reason: reason.to_string(),
+            }),
+            false,
+        ));
         if self.state == State::Open {
             self.state = State::Draining;
         }
@@ -789,29 +869,29 @@ impl Connection {
             State::Closing => {
                 self.state = State::Closed;
                 let f = self.final_frame.take()?;
-                return Some(self.emit(f, 0));
+                return Some(self.emit(f, 0, false));
             }
             _ => {}
         }
         if !self.hello_sent {
             self.hello_sent = true;
             let hello = Frame::Hello(self.our_hello());
-            return Some(self.emit(hello, 0));
+            return Some(self.emit(hello, 0, false));
         }
         self.peer.as_ref()?;
-        if let Some(f) = self.replies.pop_front() {
+        if let Some((f, interactive)) = self.replies.pop_front() {
             let stream = frame_stream(&f);
-            return Some(self.emit(f, stream));
+            return Some(self.emit(f, stream, interactive));
         }
-        if let Some(f) = self.control.pop_front() {
+        if let Some((f, interactive)) = self.control.pop_front() {
             let stream = frame_stream(&f);
-            return Some(self.emit(f, stream));
+            return Some(self.emit(f, stream, interactive));
         }
         if self.conn_window_pending {
             self.conn_window_pending = false;
             if let Some(credit) = self.conn_recv.take_update(now, self.rtt.smoothed()) {
                 if credit > 0 {
-                    return Some(self.emit(Frame::Window(Window { stream: 0, credit }), 0));
+                    return Some(self.emit(Frame::Window(Window { stream: 0, credit }), 0, false));
                 }
             }
         }
@@ -821,12 +901,14 @@ impl Connection {
                 continue;
             };
             s.window_pending = false;
-            if s.recv_state != RecvState::Open || s.terminal.is_some() {
+            if s.recv_state != RecvState::Open {
                 continue;
             }
+            let interactive = s.interactive();
             if let Some(credit) = s.recv_window.take_update(now, srtt) {
                 if credit > 0 {
-                    return Some(self.emit(Frame::Window(Window { stream: id, credit }), id));
+                    let w = Frame::Window(Window { stream: id, credit });
+                    return Some(self.emit(w, id, interactive));
                 }
             }
         }
@@ -882,7 +964,7 @@ impl Connection {
             self.ping_outstanding = Some((self.ping_seq, now));
             self.next_ping = now + self.config.ping_interval;
             self.control
-                .push_back(Frame::Ping(Ping(self.ping_seq.to_be_bytes())));
+                .push_back((Frame::Ping(Ping(self.ping_seq.to_be_bytes())), false));
         }
     }
 
@@ -903,7 +985,7 @@ impl Connection {
         }
     }
 
-    fn emit(&mut self, frame: Frame, stream: StreamId) -> Transmit {
+    fn emit(&mut self, frame: Frame, stream: StreamId, interactive: bool) -> Transmit {
         if self.scratch.capacity() < 64 {
             self.scratch.reserve(8192);
         }
@@ -915,6 +997,7 @@ impl Connection {
             stream,
             header,
             payload,
+            interactive,
         }
     }
 
@@ -931,13 +1014,21 @@ impl Connection {
         }
     }
 
-    fn check_writable(&self, id: StreamId) -> Result<(), StreamError> {
+    /// Whether the writer may queue data; an error the sending direction
+    /// ended with (the peer's STOP, a refusal) is reported here.
+    fn check_writable(&mut self, id: StreamId) -> Result<(), StreamError> {
         if let Some(e) = &self.error {
             return Err(StreamError::ConnectionLost(e.clone()));
         }
-        let s = self.streams.get(&id).ok_or(StreamError::UnknownStream)?;
-        if let Some(t) = &s.terminal {
-            return Err(t.clone());
+        let s = self
+            .streams
+            .get_mut(&id)
+            .ok_or(StreamError::UnknownStream)?;
+        if let Some(e) = &s.send_error {
+            let e = e.clone();
+            s.send_reported = true;
+            self.maybe_forget(id);
+            return Err(e);
         }
         if s.send_state != SendState::Open {
             return Err(StreamError::ClosedLocally);
@@ -958,11 +1049,13 @@ impl Connection {
     fn room(&self, id: StreamId) -> u64 {
         let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
         let stream_room = self.stream_buffer_limit().saturating_sub(queued);
-        let conn_room = self
-            .config
+        stream_room.min(self.conn_room())
+    }
+
+    fn conn_room(&self) -> u64 {
+        self.config
             .connection_send_buffer
-            .saturating_sub(self.send_buffered);
-        stream_room.min(conn_room)
+            .saturating_sub(self.send_buffered)
     }
 
     fn mark_blocked(s: &mut Stream, id: StreamId, conn_blocked: &mut VecDeque<StreamId>) {
@@ -980,40 +1073,79 @@ impl Connection {
         }
     }
 
-    /// Ends a stream abnormally: drops queued data, returns the credit of unread
-    /// data to the connection window, and either forgets the stream or keeps it
-    /// with `terminal` to report to the application.
-    fn kill_stream(&mut self, id: StreamId, terminal: Option<StreamError>) {
+    /// Ends the sending direction abnormally: queued data is dropped, the
+    /// writer is woken to see `err` (none for a local reset), and RESET with
+    /// `reset` is queued if given. Nothing happens if the direction already ended.
+    fn abort_send(&mut self, id: StreamId, err: Option<StreamError>, reset: Option<ErrorCode>) {
+        let closing = matches!(self.state, State::Closing | State::Closed);
         let Some(s) = self.streams.get_mut(&id) else {
             return;
         };
-        let was_live = s.terminal.is_none();
+        if matches!(s.send_state, SendState::FinSent | SendState::ResetSent) {
+            return;
+        }
         self.send_buffered -= s.send_queued;
         s.send_queued = 0;
         s.send_queue = VecDeque::new();
-        let unread = s.recv_window.buffered();
-        s.recv_window.on_consume(unread);
-        s.recv_queue = VecDeque::new();
-        if unread > 0 {
-            self.conn_recv.on_consume(unread);
-            if self.conn_recv.wants_update() {
-                self.conn_window_pending = true;
-            }
+        s.send_state = SendState::ResetSent;
+        s.send_reported = err.is_none();
+        let wake = err.is_some() || s.writer_blocked;
+        s.send_error = err;
+        s.writer_blocked = false;
+        let interactive = s.interactive();
+        if wake {
+            self.events.push_back(Event::StreamWritable(id));
         }
-        match terminal {
-            Some(t) => {
-                s.terminal = Some(t);
-                if !s.readable_pending {
-                    s.readable_pending = true;
-                    self.events.push_back(Event::StreamReadable(id));
-                }
-            }
-            None => self.forget(id),
-        }
-        if was_live {
-            self.dec_count(id);
+        if let (Some(code), false) = (reset, closing) {
+            self.control
+                .push_back((Frame::Reset(Reset { stream: id, code }), interactive));
+            self.stats.resets_sent += 1;
         }
         self.notify_conn_writable();
+        self.maybe_forget(id);
+    }
+
+    /// Ends the receiving direction abnormally: unread data is discarded (its
+    /// credit returned) and the reader is woken to see `err`, unless it is gone.
+    fn abort_recv(&mut self, id: StreamId, err: StreamError) {
+        let Some(s) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if !matches!(s.recv_state, RecvState::Open) {
+            return;
+        }
+        let unread: u64 = s.recv_queue.iter().map(|b| b.len() as u64).sum();
+        s.recv_queue = VecDeque::new();
+        s.recv_state = RecvState::ResetReceived;
+        s.recv_error = Some(err);
+        s.recv_reported = s.reader_gone;
+        if !s.readable_pending && !s.reader_gone {
+            s.readable_pending = true;
+            self.events.push_back(Event::StreamReadable(id));
+        }
+        self.release_recv_credit(id, unread);
+        self.maybe_forget(id);
+    }
+
+    /// Returns the credit of `n` received bytes that were read or discarded,
+    /// to the stream (while the peer may still send on it) and the connection:
+    /// the one place where consumed bytes turn into WINDOW frames.
+    fn release_recv_credit(&mut self, id: StreamId, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.recv_window.on_consume(n);
+            if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending
+            {
+                s.window_pending = true;
+                self.window_queue.push_back(id);
+            }
+        }
+        self.conn_recv.on_consume(n);
+        if self.conn_recv.wants_update() {
+            self.conn_window_pending = true;
+        }
     }
 
     fn maybe_forget(&mut self, id: StreamId) {
@@ -1099,7 +1231,7 @@ impl Connection {
         }
     }
 
-    fn push_reply(&mut self, f: Frame) {
+    fn push_reply(&mut self, f: Frame, interactive: bool) {
         if self.replies.len() >= self.config.max_control_queue {
             self.fail(
                 ErrorCode::ExcessiveLoad,
@@ -1110,7 +1242,7 @@ impl Connection {
             );
             return;
         }
-        self.replies.push_back(f);
+        self.replies.push_back((f, interactive));
     }
 
     fn poll_data(&mut self, now: Instant) -> Option<Transmit> {
@@ -1193,6 +1325,7 @@ impl Connection {
                 },
                 None => continue,
             };
+            let interactive = s.interactive();
             s.send_credit.consume(raw);
             s.send_queued -= raw;
             s.sched.deficit -= raw as i64;
@@ -1229,7 +1362,7 @@ impl Connection {
                 payload,
                 fin,
             });
-            return Some(self.emit(frame, id));
+            return Some(self.emit(frame, id, interactive));
         }
     }
 
@@ -1259,7 +1392,8 @@ impl Connection {
             Frame::Data(d) => self.handle_data(d),
             Frame::Window(w) => self.handle_window(w),
             Frame::Reset(r) => self.handle_reset(r),
-            Frame::Ping(p) => self.push_reply(Frame::Pong(p)),
+            Frame::Ping(p) => self.push_reply(Frame::Pong(p), false),
+            Frame::Stop(st) => self.handle_stop(st),
             Frame::Pong(p) => {
                 if let Some((seq, sent)) = self.ping_outstanding {
                     if p.0 == seq.to_be_bytes() {
@@ -1385,10 +1519,14 @@ impl Connection {
         if refused_by_goaway || self.remote_open >= self.config.max_streams {
             self.stats.streams_refused += 1;
             debug!(id, "dwcp: refusing stream");
-            self.push_reply(Frame::Reset(Reset {
-                stream: id,
-                code: ErrorCode::RefusedStream,
-            }));
+            let interactive = o.options.contains(crate::frame::StreamOptions::INTERACTIVE);
+            self.push_reply(
+                Frame::Reset(Reset {
+                    stream: id,
+                    code: ErrorCode::RefusedStream,
+                }),
+                interactive,
+            );
             self.events.push_back(Event::StreamClosed(id));
             return;
         }
@@ -1457,7 +1595,8 @@ impl Connection {
                 );
                 return;
             }
-            Some(s) => s.terminal.is_some(),
+            // The peer's direction was already reset or refused.
+            Some(s) => s.recv_state == RecvState::ResetReceived,
         };
         if discard {
             // Data in flight for a stream that is gone: return its credit.
@@ -1515,34 +1654,39 @@ impl Connection {
                 }
             }
         };
-        if s.detached {
-            s.recv_window.on_consume(raw);
-            if s.recv_state == RecvState::Open && s.recv_window.wants_update() && !s.window_pending
-            {
-                s.window_pending = true;
-                self.window_queue.push_back(id);
-            }
-            if d.fin {
-                s.recv_state = RecvState::Done;
-            }
-            self.conn_recv.on_consume(raw);
-            if self.conn_recv.wants_update() {
-                self.conn_window_pending = true;
-            }
-            if d.fin {
-                self.maybe_forget(id);
-            }
-            return;
+        let interactive = s.interactive();
+        if d.fin {
+            s.recv_state = if s.reader_gone {
+                RecvState::Done
+            } else {
+                RecvState::FinReceived
+            };
         }
-        if !bytes.is_empty() {
-            s.recv_queue.push_back(bytes);
+        if s.reader_gone {
+            // Stopped: discard, and return the credit while the peer still sends.
+            self.release_recv_credit(id, raw);
+        } else {
+            if !bytes.is_empty() {
+                s.recv_queue.push_back(bytes);
+            }
+            if !s.readable_pending && (raw > 0 || d.fin) {
+                s.readable_pending = true;
+                self.events.push_back(Event::StreamReadable(id));
+            }
         }
         if d.fin {
-            s.recv_state = RecvState::FinReceived;
-        }
-        if !s.readable_pending && (raw > 0 || d.fin) {
-            s.readable_pending = true;
-            self.events.push_back(Event::StreamReadable(id));
+            let acked = !self.streams.get(&id).is_some_and(|s| s.stop_sent);
+            if acked {
+                // Everything arrived: tell the writer (its `stopped()` ends).
+                self.control.push_back((
+                    Frame::Stop(Stop {
+                        stream: id,
+                        code: ErrorCode::NoError,
+                    }),
+                    interactive,
+                ));
+            }
+            self.maybe_forget(id);
         }
     }
 
@@ -1584,21 +1728,48 @@ impl Connection {
         let id = r.stream;
         self.stats.resets_received += 1;
         match self.streams.get(&id) {
-            Some(s) if s.terminal.is_none() => {
-                let err = if r.code == ErrorCode::RefusedStream {
-                    StreamError::Refused
+            Some(s) if s.recv_state == RecvState::Open => {
+                if r.code == ErrorCode::RefusedStream {
+                    // Never processed: neither direction goes on.
+                    self.abort_recv(id, StreamError::Refused);
+                    self.abort_send(id, Some(StreamError::Refused), None);
                 } else {
-                    StreamError::Reset(r.code)
-                };
-                self.kill_stream(id, Some(err));
+                    self.abort_recv(id, StreamError::Reset(r.code));
+                }
                 self.events
                     .push_back(Event::StreamReset { id, code: r.code });
             }
+            // The peer's direction already ended (FIN): nothing is lost.
             Some(_) => {}
             None if self.is_closed_id(id) => {}
             None => self.fail(
                 ErrorCode::ProtocolError,
                 format!("RESET for stream {id}, which was never opened"),
+            ),
+        }
+    }
+
+    fn handle_stop(&mut self, st: Stop) {
+        let id = st.stream;
+        match self.streams.get(&id).map(|s| s.send_state) {
+            Some(SendState::Open | SendState::FinPending) => {
+                // Answer with RESET so the peer's direction ends too.
+                self.abort_send(id, Some(StreamError::Stopped(st.code)), Some(st.code));
+            }
+            Some(SendState::FinSent) => {
+                if st.code == ErrorCode::NoError {
+                    self.events.push_back(Event::StreamAcked(id));
+                }
+            }
+            Some(SendState::ResetSent) => {}
+            None if self.is_closed_id(id) => {
+                if st.code == ErrorCode::NoError {
+                    self.events.push_back(Event::StreamAcked(id));
+                }
+            }
+            None => self.fail(
+                ErrorCode::ProtocolError,
+                format!("STOP for stream {id}, which was never opened"),
             ),
         }
     }
@@ -1626,13 +1797,14 @@ impl Connection {
             .streams
             .iter()
             .filter(|(id, s)| {
-                s.terminal.is_none() && self.is_local_id(**id) && **id > g.last_stream
+                s.recv_state == RecvState::Open && self.is_local_id(**id) && **id > g.last_stream
             })
             .map(|(id, _)| *id)
             .collect();
         refused.sort_unstable();
         for id in refused {
-            self.kill_stream(id, Some(StreamError::Refused));
+            self.abort_recv(id, StreamError::Refused);
+            self.abort_send(id, Some(StreamError::Refused), None);
             self.events.push_back(Event::StreamReset {
                 id,
                 code: ErrorCode::RefusedStream,
@@ -1659,6 +1831,7 @@ fn frame_stream(f: &Frame) -> StreamId {
         Frame::Data(d) => d.stream,
         Frame::Window(w) => w.stream,
         Frame::Reset(r) => r.stream,
+        Frame::Stop(st) => st.stream,
         _ => 0,
     }
 }
@@ -1670,6 +1843,7 @@ fn frame_name(f: &Frame) -> &'static str {
         Frame::Data(_) => "DATA",
         Frame::Window(_) => "WINDOW",
         Frame::Reset(_) => "RESET",
+        Frame::Stop(_) => "STOP",
         Frame::Ping(_) => "PING",
         Frame::Pong(_) => "PONG",
         Frame::GoAway(_) => "GOAWAY",

@@ -252,6 +252,9 @@ pub enum StreamError {
     /// The peer reset the stream with this code.
     #[error("stream reset by peer: {0}")]
     Reset(ErrorCode),
+    /// The peer stopped reading the stream with this code (its STOP): writes fail.
+    #[error("stream stopped by peer: {0}")]
+    Stopped(ErrorCode),
     /// The peer refused the stream (limit reached or draining).
     #[error("stream refused by peer")]
     Refused,
@@ -270,4 +273,18 @@ pub enum StreamError {
     /// The connection ended; the stream did not complete.
     #[error("connection lost: {0}")]
     ConnectionLost(ConnectionError),
+}
+
+impl StreamError {
+    /// The peer's wire code, for a reset ([`StreamError::Reset`]), a stop
+    /// ([`StreamError::Stopped`]), a refusal (`REFUSED_STREAM`) or a
+    /// connection closed with a code.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            StreamError::Reset(c) | StreamError::Stopped(c) => Some(*c),
+            StreamError::Refused => Some(ErrorCode::RefusedStream),
+            StreamError::ConnectionLost(e) => e.code(),
+            _ => None,
+        }
+    }
 }

@@ -42,8 +42,8 @@ pub fn session(data: &[u8]) {
         return;
     };
     let hello = Frame::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: crate::PROTOCOL_VERSION,
+        max_version: crate::PROTOCOL_VERSION,
         capabilities: Capabilities::ALL,
         required: Capabilities::NONE,
         codecs: 0b111,

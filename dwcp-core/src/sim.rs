@@ -451,6 +451,8 @@ pub struct Traffic {
     pub opened: Vec<StreamId>,
     /// Events that ended streams abnormally.
     pub resets: Vec<(StreamId, crate::ErrorCode)>,
+    /// Errors that ended outgoing streams (the peer's STOP, a refusal...).
+    pub write_errors: Vec<(StreamId, StreamError)>,
     /// Set on `Event::Drained`.
     pub drained: bool,
     /// Set on `Event::Lost`.
@@ -503,7 +505,10 @@ impl Traffic {
                 Event::StreamReset { id, code } => self.resets.push((id, code)),
                 Event::Drained => self.drained = true,
                 Event::Lost(e) => self.lost = Some(e),
-                Event::Connected | Event::GoAway { .. } | Event::StreamClosed(_) => {}
+                Event::Connected
+                | Event::GoAway { .. }
+                | Event::StreamClosed(_)
+                | Event::StreamAcked(_) => {}
             }
         }
         while conn.is_established() && !conn.is_draining() {
@@ -556,8 +561,9 @@ impl Traffic {
                     src.pending = Some(chunk);
                     break;
                 }
-                Err(_) => {
+                Err(e) => {
                     self.writing.remove(&id);
+                    self.write_errors.push((id, e));
                     break;
                 }
             }

@@ -78,17 +78,24 @@ pub(crate) enum SendState {
     /// FIN will be attached to the last queued chunk.
     FinPending,
     FinSent,
+    /// This direction was abandoned: RESET sent, or the peer refused or
+    /// stopped the stream (then `send_error` says so).
+    ResetSent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecvState {
     Open,
     FinReceived,
-    /// FIN received and every byte read.
+    /// FIN received and every byte read (or the reader went away).
     Done,
+    /// The peer reset its direction (or refused the stream): `recv_error`.
+    ResetReceived,
 }
 
-/// State of one stream.
+/// State of one stream: two directions, each ending on its own (FIN or
+/// RESET one way, FIN, RESET or STOP the other), and each end reported to
+/// the application before the stream is forgotten.
 #[derive(Debug)]
 pub(crate) struct Stream {
     pub(crate) params: OpenParams,
@@ -96,16 +103,24 @@ pub(crate) struct Stream {
     pub(crate) send_queued: u64,
     pub(crate) send_credit: SendCredit,
     pub(crate) send_state: SendState,
+    /// Why the sending direction ended abnormally (peer's STOP, refusal).
+    pub(crate) send_error: Option<StreamError>,
+    /// `send_error` was returned to the writer (or the writer went away).
+    pub(crate) send_reported: bool,
     pub(crate) writer_blocked: bool,
     pub(crate) recv_queue: VecDeque<Bytes>,
     pub(crate) recv_window: RecvWindow,
     pub(crate) recv_state: RecvState,
+    /// Why the receiving direction ended abnormally (peer's RESET, refusal).
+    pub(crate) recv_error: Option<StreamError>,
+    /// `recv_error` was returned to the reader (or the reader went away).
+    pub(crate) recv_reported: bool,
     pub(crate) readable_pending: bool,
     pub(crate) window_pending: bool,
     /// The application stopped reading: data is discarded on arrival.
-    pub(crate) detached: bool,
-    /// Set when the stream ended abnormally; reported once to the application.
-    pub(crate) terminal: Option<StreamError>,
+    pub(crate) reader_gone: bool,
+    /// STOP was sent for this stream.
+    pub(crate) stop_sent: bool,
     pub(crate) sched: SchedState,
     /// The transport below cannot take more of this stream's frames now.
     pub(crate) paused: bool,
@@ -124,22 +139,31 @@ impl Stream {
             send_queued: 0,
             send_credit: SendCredit::new(send_credit),
             send_state: SendState::Open,
+            send_error: None,
+            send_reported: false,
             writer_blocked: false,
             recv_queue: VecDeque::new(),
             recv_window: RecvWindow::new(recv_initial, recv_max),
             recv_state: RecvState::Open,
+            recv_error: None,
+            recv_reported: false,
             readable_pending: false,
             window_pending: false,
-            detached: false,
-            terminal: None,
+            reader_gone: false,
+            stop_sent: false,
             sched: SchedState::default(),
             paused: false,
         }
     }
 
+    /// Whether this stream's frames go on the interactive lane.
+    pub(crate) fn interactive(&self) -> bool {
+        self.params.options.contains(StreamOptions::INTERACTIVE)
+    }
+
     /// True if the next frame of this stream could be sent given stream credit.
     pub(crate) fn sendable(&self) -> bool {
-        if self.terminal.is_some() || self.paused {
+        if self.paused {
             return false;
         }
         match self.send_queue.front() {
@@ -150,7 +174,7 @@ impl Stream {
     }
 
     pub(crate) fn state(&self) -> StreamState {
-        if self.terminal.is_some() {
+        if self.send_state == SendState::ResetSent || self.recv_state == RecvState::ResetReceived {
             return StreamState::Reset;
         }
         let send_done = self.send_state != SendState::Open;
@@ -163,8 +187,23 @@ impl Stream {
         }
     }
 
-    /// Both directions complete and all data read: the stream can be forgotten.
+    /// The sending direction has ended and its end was reported.
+    fn send_final(&self) -> bool {
+        matches!(self.send_state, SendState::FinSent | SendState::ResetSent)
+            && (self.send_error.is_none() || self.send_reported)
+    }
+
+    /// The receiving direction has ended and its end was reported.
+    fn recv_final(&self) -> bool {
+        match self.recv_state {
+            RecvState::Done => true,
+            RecvState::ResetReceived => self.recv_reported,
+            RecvState::Open | RecvState::FinReceived => false,
+        }
+    }
+
+    /// Both directions complete and every end reported: the stream can be forgotten.
     pub(crate) fn finished(&self) -> bool {
-        self.send_state == SendState::FinSent && self.recv_state == RecvState::Done
+        self.send_final() && self.recv_final()
     }
 }

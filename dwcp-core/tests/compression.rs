@@ -75,8 +75,8 @@ fn established() -> (Connection, std::time::Instant) {
     let now = std::time::Instant::now();
     let mut c = Connection::new(Config::default(), Side::Server, now).expect("config");
     let hello = dwcp_core::frame::Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: dwcp_core::PROTOCOL_VERSION,
+        max_version: dwcp_core::PROTOCOL_VERSION,
         capabilities: dwcp_core::Capabilities::ALL,
         required: dwcp_core::Capabilities::NONE,
         codecs: CodecId::all_bits(),

@@ -18,8 +18,8 @@ struct RawPeer {
 
 fn hello() -> Hello {
     Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: dwcp_core::PROTOCOL_VERSION,
+        max_version: dwcp_core::PROTOCOL_VERSION,
         capabilities: dwcp_core::Capabilities::ALL,
         required: dwcp_core::Capabilities::NONE,
         codecs: 0b111,

@@ -40,8 +40,8 @@ const N: u32 = 10_000;
 
 fn peer_hello() -> Bytes {
     Frame::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
+        min_version: dwcp_core::PROTOCOL_VERSION,
+        max_version: dwcp_core::PROTOCOL_VERSION,
         capabilities: Capabilities::ALL,
         required: Capabilities::NONE,
         codecs: 0b111,

@@ -361,8 +361,8 @@ async fn version_mismatch(transport: Transport) {
     .await
     .expect("bind");
     let mut cfg = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), transport);
-    cfg.protocol.min_version = 2;
-    cfg.protocol.max_version = 2;
+    cfg.protocol.min_version = dwcp_core::PROTOCOL_VERSION + 1;
+    cfg.protocol.max_version = dwcp_core::PROTOCOL_VERSION + 1;
     let client = Endpoint::bind(loopback(), cfg).await.expect("bind");
     let r = client.connect(server.local_addr(), SERVER).await;
     assert_refused(r, &["version_mismatch"]);

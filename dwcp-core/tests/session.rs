@@ -32,7 +32,7 @@ fn handshake_completes_in_one_round_trip() {
         "{:?}",
         pair.elapsed()
     );
-    assert_eq!(pair.client.conn.version(), 1);
+    assert_eq!(pair.client.conn.version(), dwcp_core::PROTOCOL_VERSION);
     assert_eq!(pair.client.conn.poll_event(), Some(Event::Connected));
     assert_eq!(pair.server.conn.poll_event(), Some(Event::Connected));
 }
@@ -52,8 +52,8 @@ fn expect_local_error(pair: &Pair, code: ErrorCode, words: &str) {
 #[test]
 fn version_mismatch_gives_actionable_error_on_both_sides() {
     let new = Config {
-        min_version: 2,
-        max_version: 3,
+        min_version: dwcp_core::PROTOCOL_VERSION + 1,
+        max_version: dwcp_core::PROTOCOL_VERSION + 2,
         ..Config::default()
     };
     let mut pair = Pair::new(new, Config::default(), wan(100, 10));
@@ -246,7 +246,16 @@ fn reset_returns_connection_credit() {
         |_, _, s| s.received.get(&3).is_some_and(|r| r.finished_at.is_some()),
     );
     assert!(ok, "connection credit leaked by reset");
-    assert!(client.resets.contains(&(1, ErrorCode::Cancel)));
+    // The reader's STOP ends the writer's direction with its code, kept
+    // until the writer is told (its next write, or here `send_error`).
+    let stopped = dwcp_core::StreamError::Stopped(ErrorCode::Cancel);
+    assert!(
+        client.write_errors.contains(&(1, stopped.clone()))
+            || pair.client.conn.send_error(1) == Some(&stopped),
+        "{:?} {:?}",
+        client.write_errors,
+        pair.client.conn.send_error(1)
+    );
 }
 
 #[test]

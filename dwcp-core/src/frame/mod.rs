@@ -19,6 +19,7 @@ mod hello;
 mod open;
 mod ping;
 mod reset;
+mod stop;
 mod window;
 
 pub use data::{Data, Encoding, FLAG_ENCODED, FLAG_FIN};
@@ -28,6 +29,7 @@ pub use open::{Open, StreamOptions, MAX_ROUTE_LEN};
 pub(crate) const MAX_ROUTE_LEN_USIZE: usize = MAX_ROUTE_LEN;
 pub use ping::Ping;
 pub use reset::Reset;
+pub use stop::Stop;
 pub use window::Window;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -62,6 +64,8 @@ pub enum FrameType {
     Pong = 0x07,
     /// GOAWAY: connection shutdown.
     GoAway = 0x08,
+    /// STOP: the receiver stops reading a stream (or acknowledges its FIN).
+    Stop = 0x09,
 }
 
 /// A decoded frame.
@@ -75,8 +79,10 @@ pub enum Frame {
     Data(Data),
     /// Flow-control credit for a stream, or the connection when the stream id is 0.
     Window(Window),
-    /// A stream is reset.
+    /// The sender abandons its direction of a stream.
     Reset(Reset),
+    /// The receiver stops reading a stream, or acknowledges its FIN.
+    Stop(Stop),
     /// A ping (stream 0).
     Ping(Ping),
     /// A ping answer (stream 0).
@@ -153,6 +159,10 @@ impl Frame {
                 require_stream("RESET", stream)?;
                 Frame::Reset(Reset::decode(stream, payload)?)
             }
+            x if x == FrameType::Stop as u8 => {
+                require_stream("STOP", stream)?;
+                Frame::Stop(Stop::decode(stream, payload)?)
+            }
             x if x == FrameType::Ping as u8 => {
                 require_stream0("PING", stream)?;
                 Frame::Ping(Ping::decode("PING", payload)?)
@@ -192,6 +202,10 @@ impl Frame {
                 Bytes::new()
             }
             Frame::Reset(f) => {
+                f.encode(head);
+                Bytes::new()
+            }
+            Frame::Stop(f) => {
                 f.encode(head);
                 Bytes::new()
             }

@@ -1,4 +1,4 @@
-//! RESET: abrupt termination of both directions of a stream.
+//! RESET: the sender abandons its direction of a stream.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 

@@ -136,7 +136,8 @@ impl Connection {
             if let Some(id) = inner.accept.pop_front() {
                 return Poll::Ready(Some(id));
             }
-            if inner.core.is_closed() || inner.core.is_draining() {
+            // Ended by either side, failed, or draining: no stream will come.
+            if inner.core.is_closed() || inner.core.is_draining() || inner.core.error().is_some() {
                 return Poll::Ready(None);
             }
             inner.register_accept(cx.waker());

@@ -96,6 +96,10 @@ pub(crate) struct Inner {
     /// Streams closed by the core whose QUIC stream is finished once the
     /// frames already produced for them are queued.
     closing: Vec<StreamId>,
+    /// Finished streams whose `SendStream` is alive, and whether the peer
+    /// acknowledged everything ([`Event::StreamAcked`]). One entry per live
+    /// handle, removed when it is dropped.
+    acks: HashMap<StreamId, bool>,
     phase: watch::Sender<Phase>,
 }
 
@@ -170,6 +174,7 @@ impl Shared {
                 accept_wakers: Vec::new(),
                 routing,
                 closing: Vec::new(),
+                acks: HashMap::new(),
                 phase: tx,
             }),
             wake_driver: Notify::new(),
@@ -260,6 +265,21 @@ impl Inner {
         self.write_wakers.remove(&id);
     }
 
+    /// Starts tracking the peer's acknowledgement of stream `id`'s FIN.
+    pub(crate) fn await_ack(&mut self, id: StreamId) {
+        self.acks.entry(id).or_insert(false);
+    }
+
+    /// Whether the peer acknowledged everything sent on `id`.
+    pub(crate) fn acked(&self, id: StreamId) -> bool {
+        self.acks.get(&id).copied().unwrap_or(false)
+    }
+
+    /// Stops tracking `id`'s acknowledgement (its writer is gone).
+    pub(crate) fn forget_ack(&mut self, id: StreamId) {
+        self.acks.remove(&id);
+    }
+
     fn wake_all(&mut self) {
         for (_, w) in self.read_wakers.drain() {
             w.wake();
@@ -303,6 +323,14 @@ impl Inner {
                         w.wake();
                     }
                 }
+                Event::StreamAcked(id) => {
+                    if let Some(a) = self.acks.get_mut(&id) {
+                        *a = true;
+                        if let Some(w) = self.write_wakers.remove(&id) {
+                            w.wake();
+                        }
+                    }
+                }
                 Event::StreamClosed(id) => {
                     if matches!(self.routing, Routing::Quic { .. }) {
                         self.closing.push(id);
@@ -329,12 +357,15 @@ impl Inner {
     /// opens a QUIC stream for a new local stream. On byte lanes, connection
     /// frames and interactive streams use lane 0 and bulk streams the others,
     /// so small messages never queue behind bulk frames in a lane.
-    fn route(&mut self, stream: StreamId, shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
-        let interactive = stream != 0
-            && self
-                .core
-                .stream_params(stream)
-                .is_some_and(|p| p.options.contains(crate::frame::StreamOptions::INTERACTIVE));
+    ///
+    /// The lane follows from the frame alone ([`Transmit::interactive`] is
+    /// decided when the core queued it), never from what the core still
+    /// remembers of the stream: a FIN or RESET queued just before the core
+    /// forgot its stream must take the lane of the stream's data, or it
+    /// overtakes that data.
+    fn route(&mut self, t: &Transmit, shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
+        let stream = t.stream;
+        let interactive = stream != 0 && t.interactive;
         match &mut self.routing {
             Routing::Lanes(lanes) => {
                 let n = lanes.len();
@@ -368,10 +399,6 @@ impl Inner {
                     return None;
                 }
                 // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
-                let interactive = self
-                    .core
-                    .stream_params(stream)
-                    .is_some_and(|p| p.options.contains(crate::frame::StreamOptions::INTERACTIVE));
                 let (tx, rx) = mpsc::channel(QUIC_QUEUE);
                 let conn = conn.clone();
                 let guard = shared.writer_guard();
@@ -522,7 +549,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                 let Some(t) = inner.core.poll_transmit(now) else {
                     break;
                 };
-                let Some((key, lane)) = inner.route(t.stream, &shared) else {
+                let Some((key, lane)) = inner.route(&t, &shared) else {
                     continue;
                 };
                 let stream = t.stream;

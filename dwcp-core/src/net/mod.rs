@@ -25,4 +25,4 @@ pub use driver::{ClassCompression, TransportStats};
 pub use endpoint::{
     Congestion, Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport,
 };
-pub use stream::{Compression, RecvStream, SendStream, Stream, StreamOptions};
+pub use stream::{stream_error, Compression, RecvStream, SendStream, Stream, StreamOptions};

@@ -47,7 +47,10 @@ pub struct StreamOptions {
 impl StreamOptions {
     pub(crate) fn to_params(&self) -> OpenParams {
         let mut bits = 0;
-        if self.compression == Compression::Off {
+        if matches!(
+            self.compression,
+            Compression::Off | Compression::Force(CodecId::None, _)
+        ) {
             bits |= OptionBits::NO_COMPRESSION.0;
         }
         if self.interactive {
@@ -66,9 +69,11 @@ impl StreamOptions {
 /// A bidirectional DWCP stream.
 ///
 /// `send`/`recv` move [`Bytes`] without copying; the `AsyncRead` and
-/// `AsyncWrite` implementations copy, as those traits require. Dropping a
-/// stream that was not finished resets it with `CANCEL`, so the peer never
-/// mistakes an abandoned stream for a complete one.
+/// `AsyncWrite` implementations copy, as those traits require (a write copies
+/// no more than the stream accepts at once). Dropping a stream that was not
+/// finished resets it with `CANCEL`, so the peer never mistakes an abandoned
+/// stream for a complete one; dropping it before its end was read stops the
+/// peer's writer with `CANCEL`.
 ///
 /// [`Stream::split`] gives the two directions to two tasks, so a writer
 /// blocked on flow control never stops the reader (the cause of yamux's
@@ -81,13 +86,17 @@ pub struct Stream {
 
 /// The sending half of a [`Stream`] (see [`Stream::split`]).
 ///
-/// Dropping it before [`SendStream::finish`] resets the stream with `CANCEL`.
+/// Dropping it before [`SendStream::finish`] resets the sending direction
+/// with `CANCEL`.
 #[derive(Debug)]
 pub struct SendStream {
     id: StreamId,
     conn: Arc<ConnRef>,
     finished: bool,
     reset: bool,
+    /// The error this direction ended with, once seen: returned again by
+    /// every later call.
+    error: Option<StreamError>,
     compression: Compression,
     class: u8,
     encoder: Option<Arc<std::sync::Mutex<Encoder>>>,
@@ -95,15 +104,34 @@ pub struct SendStream {
 
 /// The receiving half of a [`Stream`] (see [`Stream::split`]).
 ///
-/// Dropping it before the end of the stream stops reading: unread and later
-/// data is discarded and its credit returned; the other direction goes on.
+/// Dropping it before the end of the stream stops reading
+/// ([`RecvStream::stop`] with `CANCEL`): unread and later data is discarded
+/// and its credit returned, the peer's writes fail; the other direction goes on.
 #[derive(Debug)]
 pub struct RecvStream {
     id: StreamId,
     conn: Arc<ConnRef>,
+    /// The end was seen (FIN, error) or reading was stopped.
     recv_done: bool,
+    /// The error the direction ended with, once seen.
+    error: Option<StreamError>,
     route: Bytes,
     class: u8,
+}
+
+/// The [`StreamError`] inside an `io::Error` returned by a stream's
+/// `AsyncRead` or `AsyncWrite`, if it came from the stream; with
+/// [`StreamError::code`] it gives the peer's reset or stop code.
+///
+/// ```
+/// # use dwcp_core::{ErrorCode, StreamError};
+/// let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, StreamError::Reset(ErrorCode::Unknown(0x1234)));
+/// let code = dwcp_core::net::stream_error(&e).and_then(|s| s.code());
+/// assert_eq!(code, Some(ErrorCode::Unknown(0x1234)));
+/// ```
+pub fn stream_error(e: &io::Error) -> Option<&StreamError> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<StreamError>())
 }
 
 /// Largest chunk compressed at once (also the largest compressed DATA frame).
@@ -113,7 +141,9 @@ const MIN_COMPRESS: usize = 2048;
 
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
-        StreamError::Reset(_) | StreamError::Refused => io::ErrorKind::ConnectionReset,
+        StreamError::Reset(_) | StreamError::Stopped(_) | StreamError::Refused => {
+            io::ErrorKind::ConnectionReset
+        }
         StreamError::ConnectionLost(_) => io::ErrorKind::ConnectionAborted,
         StreamError::ClosedLocally => io::ErrorKind::BrokenPipe,
         _ => io::ErrorKind::Other,
@@ -137,6 +167,7 @@ impl Stream {
                 conn: conn.clone(),
                 finished: false,
                 reset: false,
+                error: None,
                 compression,
                 class,
                 encoder: None,
@@ -145,6 +176,7 @@ impl Stream {
                 id,
                 conn,
                 recv_done: false,
+                error: None,
                 route,
                 class,
             },
@@ -162,9 +194,15 @@ impl Stream {
         self.send.id
     }
 
-    /// The compression policy this handle was opened with.
+    /// The compression policy of this side's direction.
     pub fn compression(&self) -> Compression {
         self.send.compression
+    }
+
+    /// Sets the compression policy of this side's direction (an accepting
+    /// side starts with the opener's choice; see [`SendStream::set_compression`]).
+    pub fn set_compression(&mut self, compression: Compression) {
+        self.send.set_compression(compression);
     }
 
     /// The route or service name given by the opener.
@@ -233,9 +271,33 @@ impl Stream {
         self.send.finish()
     }
 
-    /// Resets both directions with `code`.
+    /// Resets both directions with `code`: [`SendStream::reset`] and
+    /// [`RecvStream::stop`].
     pub fn reset(&mut self, code: ErrorCode) {
         self.send.reset(code);
+        self.recv.stop(code);
+    }
+
+    /// Receives at most `max` bytes without copying (see [`RecvStream::recv_chunk`]).
+    ///
+    /// # Errors
+    /// As [`Stream::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn recv_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        self.recv.recv_chunk(max).await
+    }
+
+    /// Waits until the peer received everything (see [`SendStream::stopped`]).
+    ///
+    /// # Errors
+    /// As [`SendStream::stopped`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stopped(&mut self) -> Result<(), StreamError> {
+        self.send.stopped().await
     }
 }
 
@@ -243,6 +305,27 @@ impl SendStream {
     /// The stream id.
     pub fn id(&self) -> StreamId {
         self.id
+    }
+
+    /// Sets the compression policy of later sends.
+    pub fn set_compression(&mut self, compression: Compression) {
+        if compression != self.compression {
+            self.compression = compression;
+            self.encoder = None;
+        }
+    }
+
+    /// The compression policy of later sends.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Returns (and remembers) a terminal error; passes `Blocked` through.
+    fn fail(&mut self, e: StreamError) -> StreamError {
+        if e != StreamError::Blocked && self.error.is_none() {
+            self.error = Some(e.clone());
+        }
+        e
     }
 
     fn policy(&self) -> Policy {
@@ -301,7 +384,10 @@ impl SendStream {
         cx: &mut Context<'_>,
         data: &Bytes,
     ) -> Poll<Result<usize, StreamError>> {
-        let shared = &self.conn.shared;
+        if let Some(e) = &self.error {
+            return Poll::Ready(Err(e.clone()));
+        }
+        let shared = self.conn.shared.clone();
         let mut inner = shared.lock();
         let r = inner.core.send(self.id, data.clone());
         match r {
@@ -322,7 +408,45 @@ impl SendStream {
                 inner.register_write(self.id, cx.waker());
                 Poll::Pending
             }
-            Err(e) => Poll::Ready(Err(e)),
+            Err(e) => {
+                inner.dispatch();
+                drop(inner);
+                Poll::Ready(Err(self.fail(e)))
+            }
+        }
+    }
+
+    /// Copies at most what the stream accepts now out of `buf` and queues it:
+    /// a large write never costs more memory than the stream's room.
+    fn poll_write_copy(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if let Some(e) = &self.error {
+            return Poll::Ready(Err(io_error(e.clone())));
+        }
+        let shared = self.conn.shared.clone();
+        let mut inner = shared.lock();
+        let room = match inner.core.send_room(self.id) {
+            Ok(0) => {
+                inner.register_write(self.id, cx.waker());
+                return Poll::Pending;
+            }
+            Ok(room) => room,
+            Err(e) => {
+                inner.dispatch();
+                drop(inner);
+                return Poll::Ready(Err(io_error(self.fail(e))));
+            }
+        };
+        let data = Bytes::copy_from_slice(&buf[..room.min(buf.len())]);
+        let r = inner.core.send(self.id, data);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
+        match r {
+            Ok(n) => Poll::Ready(Ok(n)),
+            Err(e) => Poll::Ready(Err(io_error(self.fail(e)))),
         }
     }
 
@@ -340,8 +464,13 @@ impl SendStream {
         if self.policy() == Policy::Off || data.len() < MIN_COMPRESS {
             return self.send_raw(data).await;
         }
+        // Never more than the peer accepts as one compressed frame.
+        let max_chunk = {
+            let limit = self.conn.shared.lock().core.max_encoded_chunk();
+            COMPRESS_CHUNK.min(limit).max(MIN_COMPRESS)
+        };
         while !data.is_empty() {
-            let chunk = data.split_to(data.len().min(COMPRESS_CHUNK));
+            let chunk = data.split_to(data.len().min(max_chunk));
             let enc = self.encoder();
             let rate = self.conn.shared.rate_hint();
             let out = tokio::task::spawn_blocking(move || {
@@ -392,7 +521,10 @@ impl SendStream {
         payload: Bytes,
     ) -> Result<(), StreamError> {
         std::future::poll_fn(|cx| {
-            let shared = &self.conn.shared;
+            if let Some(e) = &self.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            let shared = self.conn.shared.clone();
             let mut inner = shared.lock();
             match inner.core.send_encoded(self.id, enc, payload.clone()) {
                 Ok(()) => {
@@ -405,7 +537,11 @@ impl SendStream {
                     inner.register_write(self.id, cx.waker());
                     Poll::Pending
                 }
-                Err(e) => Poll::Ready(Err(e)),
+                Err(e) => {
+                    inner.dispatch();
+                    drop(inner);
+                    Poll::Ready(Err(self.fail(e)))
+                }
             }
         })
         .await
@@ -416,46 +552,102 @@ impl SendStream {
     /// # Errors
     /// The stream was already finished or reset, or the connection failed.
     pub fn finish(&mut self) -> Result<(), StreamError> {
-        let shared = &self.conn.shared;
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let shared = self.conn.shared.clone();
         let mut inner = shared.lock();
         let r = inner.core.finish(self.id);
+        if r.is_ok() {
+            inner.await_ack(self.id);
+        }
         inner.dispatch();
         drop(inner);
         shared.wake_driver.notify_one();
-        if r.is_ok() {
-            self.finished = true;
+        match r {
+            Ok(()) => {
+                self.finished = true;
+                Ok(())
+            }
+            Err(e) => Err(self.fail(e)),
         }
-        r
     }
 
-    /// Resets both directions of the stream with `code`.
+    /// Abandons the sending direction with `code`: queued data is dropped
+    /// and the peer's reader gets [`StreamError::Reset`] with `code`. The
+    /// receiving direction goes on. Does nothing after [`SendStream::finish`].
     pub fn reset(&mut self, code: ErrorCode) {
-        if self.reset {
+        if self.reset || self.finished {
             return;
         }
         self.reset = true;
         let shared = &self.conn.shared;
         let mut inner = shared.lock();
         // Unknown only if the stream is already gone; nothing left to reset.
-        let _ = inner.core.reset(self.id, code);
+        let _ = inner.core.reset_send(self.id, code);
         inner.forget_write_waker(self.id);
         inner.dispatch();
         drop(inner);
         shared.wake_driver.notify_one();
     }
+
+    /// Waits until the peer has received every byte and the FIN, after
+    /// [`SendStream::finish`] (like quinn's `stopped`). Until `finish` is
+    /// called it waits for that too.
+    ///
+    /// # Errors
+    /// [`StreamError::Stopped`] if the peer stopped reading first,
+    /// [`StreamError::ClosedLocally`] after [`SendStream::reset`], or
+    /// [`StreamError::ConnectionLost`] if the connection ended before the
+    /// acknowledgement.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn stopped(&mut self) -> Result<(), StreamError> {
+        std::future::poll_fn(|cx| {
+            if self.reset {
+                return Poll::Ready(Err(StreamError::ClosedLocally));
+            }
+            if let Some(e) = &self.error {
+                return Poll::Ready(Err(e.clone()));
+            }
+            let mut inner = self.conn.shared.lock();
+            inner.await_ack(self.id);
+            if inner.acked(self.id) {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(e) = inner.core.send_error(self.id) {
+                let e = e.clone();
+                drop(inner);
+                return Poll::Ready(Err(self.fail(e)));
+            }
+            if let Some(e) = inner.core.error() {
+                let e = StreamError::ConnectionLost(e.clone());
+                drop(inner);
+                return Poll::Ready(Err(self.fail(e)));
+            }
+            if inner.core.is_closed() {
+                let e = StreamError::ConnectionLost(crate::ConnectionError::LocallyClosed);
+                drop(inner);
+                return Poll::Ready(Err(self.fail(e)));
+            }
+            inner.register_write(self.id, cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        if self.reset || self.finished {
-            return;
-        }
         let shared = &self.conn.shared;
         let mut inner = shared.lock();
         inner.forget_write_waker(self.id);
-        if inner.core.stream_state(self.id).is_some() {
-            let _ = inner.core.reset(self.id, ErrorCode::Cancel);
+        inner.forget_ack(self.id);
+        if !self.reset && !self.finished {
+            let _ = inner.core.reset_send(self.id, ErrorCode::Cancel);
         }
+        inner.core.detach_writer(self.id);
         inner.dispatch();
         drop(inner);
         shared.wake_driver.notify_one();
@@ -483,6 +675,9 @@ impl RecvStream {
         cx: &mut Context<'_>,
         max: usize,
     ) -> Poll<Result<Option<Bytes>, StreamError>> {
+        if let Some(e) = &self.error {
+            return Poll::Ready(Err(e.clone()));
+        }
         if self.recv_done {
             return Poll::Ready(Ok(None));
         }
@@ -508,10 +703,44 @@ impl RecvStream {
             }
             Err(e) => {
                 self.recv_done = true;
+                self.error = Some(e.clone());
                 inner.dispatch();
+                drop(inner);
+                shared.wake_driver.notify_one();
                 Poll::Ready(Err(e))
             }
         }
+    }
+
+    /// Receives at most `max` bytes (at least 1) without copying: a slice of
+    /// the next received chunk. `Ok(None)` is the clean end of the stream.
+    ///
+    /// # Errors
+    /// As [`RecvStream::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: data is only taken when it is returned.
+    pub async fn recv_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx, max.max(1))).await
+    }
+
+    /// Stops reading with `code`: unread and later data is discarded (its
+    /// credit returned) and the peer's writes fail with
+    /// [`StreamError::Stopped`] carrying `code` (unless its direction had
+    /// already ended). Later reads return [`StreamError::ClosedLocally`].
+    pub fn stop(&mut self, code: ErrorCode) {
+        if self.recv_done {
+            return;
+        }
+        self.recv_done = true;
+        self.error = Some(StreamError::ClosedLocally);
+        let shared = &self.conn.shared;
+        let mut inner = shared.lock();
+        inner.forget_read_waker(self.id);
+        let _ = inner.core.stop(self.id, code);
+        inner.dispatch();
+        drop(inner);
+        shared.wake_driver.notify_one();
     }
 
     /// Receives the next chunk without copying. `Ok(None)` is the clean end of
@@ -529,15 +758,9 @@ impl RecvStream {
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
+        self.stop(ErrorCode::Cancel);
+        let mut inner = self.conn.shared.lock();
         inner.forget_read_waker(self.id);
-        if !self.recv_done && inner.core.stream_state(self.id).is_some() {
-            let _ = inner.core.detach_reader(self.id);
-        }
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
     }
 }
 
@@ -576,9 +799,7 @@ impl AsyncWrite for SendStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let data = Bytes::copy_from_slice(buf);
-        this.poll_send_some(cx, &data).map_err(io_error)
+        self.get_mut().poll_write_copy(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
