@@ -29,8 +29,10 @@ use crate::stream::{Chunk, OpenParams, RecvState, SendState, Stream, StreamState
 use crate::{Side, StreamId};
 
 /// Payloads shorter than this are copied out of the receive buffer when queued,
-/// so a small frame does not keep a whole read buffer alive.
-const COPY_THRESHOLD: usize = 4096;
+/// so a small frame does not keep a whole read buffer alive: a zero-copy
+/// payload is at least half a 64 KiB read chunk, which bounds the memory
+/// unread data pins to a small multiple of the receive window.
+const COPY_THRESHOLD: usize = 32 * 1024;
 
 /// Something the application or driver should act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
