@@ -5,6 +5,7 @@ pub mod compression;
 pub mod gate;
 pub mod latency;
 pub mod scenarios;
+pub mod torture;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! `dwcp-bench`: end-to-end scenarios comparing DWCP with the alternatives.
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// DWCP benchmark harness.
 #[derive(Debug, Parser)]
@@ -93,6 +93,36 @@ enum Command {
         /// Workload name.
         name: String,
     },
+    /// Randomised stream torture test on loopback (streams from both sides,
+    /// random write/read APIs and sizes, resets, drops, cancellation, every
+    /// byte checked); exits 1 on any truncation, corruption, false clean end,
+    /// wrong reset code, hang, or memory above the bound.
+    Torture {
+        /// Transport(s) to torture.
+        #[arg(long, value_enum, default_value = "both")]
+        transport: TortureTransportArg,
+        /// Seed of a run (repeatable).
+        #[arg(long)]
+        seed: Vec<u64>,
+        /// Also run seeds 1..=N.
+        #[arg(long)]
+        seeds: Option<u64>,
+        /// Streams opened by each side.
+        #[arg(long, default_value_t = 2000)]
+        streams: u32,
+        /// Largest size of one direction of a stream, in MiB (log-uniform from 0).
+        #[arg(long, default_value_t = 16)]
+        max_mib: u64,
+        /// Fraction of streams disrupted.
+        #[arg(long, default_value_t = 0.25)]
+        disrupt: f64,
+        /// Every stream must end within this many seconds of the run's start.
+        #[arg(long, default_value_t = 300)]
+        deadline_secs: u64,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Adaptive vs fixed compression over emulated link rates.
     Compression {
         /// MiB of each corpus.
@@ -102,6 +132,74 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Transport choice of `dwcp-bench torture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TortureTransportArg {
+    /// QUIC only.
+    Quic,
+    /// TCP lanes only.
+    Tcp,
+    /// QUIC, then TCP lanes.
+    Both,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn torture(
+    rt: &tokio::runtime::Runtime,
+    transport: TortureTransportArg,
+    mut seeds: Vec<u64>,
+    more: Option<u64>,
+    streams: u32,
+    max_mib: u64,
+    disrupt: f64,
+    deadline_secs: u64,
+    json: bool,
+) -> i32 {
+    use dwcp_bench::torture::{run, TortureConfig, TortureTransport};
+    seeds.extend(1..=more.unwrap_or(0));
+    if seeds.is_empty() {
+        seeds.push(1);
+    }
+    let transports: &[TortureTransport] = match transport {
+        TortureTransportArg::Quic => &[TortureTransport::Quic],
+        TortureTransportArg::Tcp => &[TortureTransport::Tcp],
+        TortureTransportArg::Both => &[TortureTransport::Quic, TortureTransport::Tcp],
+    };
+    let mut reports = Vec::new();
+    for &t in transports {
+        for &seed in &seeds {
+            let mut cfg = TortureConfig::new(t, seed, streams, max_mib << 20);
+            cfg.disrupt = disrupt.clamp(0.0, 1.0);
+            cfg.deadline = std::time::Duration::from_secs(deadline_secs);
+            let r = rt.block_on(run(cfg));
+            if !json {
+                println!("{r}");
+            }
+            reports.push(r);
+        }
+    }
+    if json {
+        match serde_json::to_string_pretty(&reports) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("json: {e}"),
+        }
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| r.failed())
+        .map(|r| format!("{} seed {}: {}", r.transport, r.seed, r.failures().join(", ")))
+        .collect();
+    if failed.is_empty() {
+        eprintln!("torture: {} run(s) passed", reports.len());
+        0
+    } else {
+        for f in &failed {
+            eprintln!("torture: FAIL {f}");
+        }
+        1
+    }
 }
 
 fn main() {
@@ -166,6 +264,26 @@ fn main() {
                 Err(e) => eprintln!("json: {e}"),
             }
         }
+        Command::Torture {
+            transport,
+            seed,
+            seeds,
+            streams,
+            max_mib,
+            disrupt,
+            deadline_secs,
+            json,
+        } => std::process::exit(torture(
+            &rt,
+            transport,
+            seed,
+            seeds,
+            streams,
+            max_mib,
+            disrupt,
+            deadline_secs,
+            json,
+        )),
         Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
             Ok(v) => println!("{v}"),
             Err(e) => {
