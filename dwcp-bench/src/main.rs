@@ -189,7 +189,14 @@ fn torture(
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| r.failed())
-        .map(|r| format!("{} seed {}: {}", r.transport, r.seed, r.failures().join(", ")))
+        .map(|r| {
+            format!(
+                "{} seed {}: {}",
+                r.transport,
+                r.seed,
+                r.failures().join(", ")
+            )
+        })
         .collect();
     if failed.is_empty() {
         eprintln!("torture: {} run(s) passed", reports.len());

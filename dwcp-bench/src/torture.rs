@@ -351,7 +351,7 @@ impl Rng {
 }
 
 const PATTERN_BLOCK: u64 = 16 * 1024;
-const TEXT: &[u8; 64] = b"DWCP torture: the quick brown fox jumps over the lazy dog 0123\n";
+const TEXT: &[u8; 64] = b"DWCP torture: the quick brown fox jumps over the lazy dog 01234\n";
 
 /// The pattern of one direction: blocks of text or noise, chosen per block.
 #[derive(Debug, Clone, Copy)]
@@ -505,7 +505,11 @@ fn plan(cfg: &TortureConfig, side: u8, index: u32) -> Plan {
         _ => Order::RevThenFwd,
     };
     let dir = |r: &mut Rng, carries: bool| DirPlan {
-        size: if carries { r.log_uniform(cfg.max_size) } else { 0 },
+        size: if carries {
+            r.log_uniform(cfg.max_size)
+        } else {
+            0
+        },
         pattern: Pattern {
             seed: r.next(),
             text_pct: [0, 30, 70, 100][r.below(4) as usize],
@@ -514,7 +518,11 @@ fn plan(cfg: &TortureConfig, side: u8, index: u32) -> Plan {
     };
     let dirs = [dir(&mut r, true), dir(&mut r, bidi)];
     let disruption = if r.chance(cfg.disrupt) {
-        let d = if dirs[1].size > 0 { r.below(2) as usize } else { 0 };
+        let d = if dirs[1].size > 0 {
+            r.below(2) as usize
+        } else {
+            0
+        };
         let kind = Kind::ALL[r.below(Kind::ALL.len() as u64) as usize];
         let at = r.below(dirs[d].size.max(1));
         let code = 0x4000_0000 | ((r.next() as u32) & 0x0FF0_0000) | ((side as u32) << 18) | index;
@@ -677,14 +685,22 @@ async fn write_dir(
         let data = p.pattern.bytes(off, n);
         ctx.hold(n);
         let res = match r.below(8) {
-            0..=2 => send.send(Bytes::from(data)).await.map(|_| n).map_err(se_end),
+            0..=2 => send
+                .send(Bytes::from(data))
+                .await
+                .map(|_| n)
+                .map_err(se_end),
             3 => send
                 .send_raw(Bytes::from(data))
                 .await
                 .map(|_| n)
                 .map_err(se_end),
             4 | 5 => send.write(&data).await.map_err(|e| io_end(&e)),
-            _ => send.write_all(&data).await.map(|_| n).map_err(|e| io_end(&e)),
+            _ => send
+                .write_all(&data)
+                .await
+                .map(|_| n)
+                .map_err(|e| io_end(&e)),
         };
         ctx.release(n);
         match res {
@@ -868,8 +884,8 @@ fn drive_half(
         }
         None => ((0, Cut::None), (0, Cut::None), None, None, None, None),
     };
-    let wait_for_reader = (opener && plan.order == Order::RevThenFwd)
-        || (!opener && plan.order == Order::FwdThenRev);
+    let wait_for_reader =
+        (opener && plan.order == Order::RevThenFwd) || (!opener && plan.order == Order::FwdThenRev);
     let (done_tx, done_rx) = oneshot::channel::<()>();
 
     let rrec = recs[rdir].clone();
@@ -912,7 +928,11 @@ fn drive_half(
                 tokio::time::sleep(delay).await;
                 ah.abort();
                 let mut g = lock(&rec);
-                let s = if is_writer { &mut g.writer } else { &mut g.reader };
+                let s = if is_writer {
+                    &mut g.writer
+                } else {
+                    &mut g.reader
+                };
                 if s.end == End::Pending {
                     s.end = End::Disrupted;
                 }
@@ -1028,8 +1048,10 @@ fn rss() -> u64 {
 async fn endpoints(cfg: &TortureConfig) -> Result<(Endpoint, Endpoint), String> {
     let ca = DevCa::new().map_err(|e| e.to_string())?;
     let mk = |name: &str| -> Result<EndpointConfig, String> {
-        let mut c =
-            EndpointConfig::new(ca.config_for(name).map_err(|e| e.to_string())?, cfg.transport.transport());
+        let mut c = EndpointConfig::new(
+            ca.config_for(name).map_err(|e| e.to_string())?,
+            cfg.transport.transport(),
+        );
         c.protocol = cfg.protocol.clone();
         Ok(c)
     };
@@ -1082,7 +1104,14 @@ fn acceptor(
             }
             let p = plan(&cfg, side, ix);
             let mut v = Vec::new();
-            drive_half(s, &p, false, recs[side as usize][ix as usize].clone(), &ctx, &mut v);
+            drive_half(
+                s,
+                &p,
+                false,
+                recs[side as usize][ix as usize].clone(),
+                &ctx,
+                &mut v,
+            );
             tasks.lock().unwrap_or_else(|p| p.into_inner()).extend(v);
         }
     })
@@ -1111,12 +1140,14 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     let addr = server.local_addr();
     let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
     let (cconn, sconn) = match (c, s) {
-        (Ok(c), Ok(s)) => (c, s),
+        (Ok(c), Some(s)) => (c, s),
         (c, s) => {
             report.unexpected_errors += 1;
-            report
-                .examples
-                .push(format!("connect: {:?} / accept: {:?}", c.err(), s.err()));
+            report.examples.push(format!(
+                "connect: {:?} / accepted: {}",
+                c.err(),
+                s.is_some()
+            ));
             return report;
         }
     };
@@ -1158,8 +1189,22 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     );
     let acc_tasks = Arc::new(Mutex::new(Vec::new()));
     let acceptors = [
-        acceptor(sconn.clone(), cfg.clone(), 0, recs.clone(), ctx.clone(), acc_tasks.clone()),
-        acceptor(cconn.clone(), cfg.clone(), 1, recs.clone(), ctx.clone(), acc_tasks.clone()),
+        acceptor(
+            sconn.clone(),
+            cfg.clone(),
+            0,
+            recs.clone(),
+            ctx.clone(),
+            acc_tasks.clone(),
+        ),
+        acceptor(
+            cconn.clone(),
+            cfg.clone(),
+            1,
+            recs.clone(),
+            ctx.clone(),
+            acc_tasks.clone(),
+        ),
     ];
 
     // Open from both sides at once, interleaved.
@@ -1215,7 +1260,8 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         }
     }
     loop {
-        let batch: Vec<_> = std::mem::take(&mut *acc_tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let batch: Vec<_> =
+            std::mem::take(&mut *acc_tasks.lock().unwrap_or_else(|p| p.into_inner()));
         if batch.is_empty() {
             break;
         }
@@ -1239,14 +1285,34 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     let mut pending = Vec::new();
     {
         let c = cconn.clone();
-        pending.push(("client accept_stream", tokio::spawn(async move { let _ = c.accept_stream().await; })));
+        pending.push((
+            "client accept_stream",
+            tokio::spawn(async move {
+                let _ = c.accept_stream().await;
+            }),
+        ));
         let s = sconn.clone();
-        pending.push(("server accept_stream", tokio::spawn(async move { let _ = s.accept_stream().await; })));
+        pending.push((
+            "server accept_stream",
+            tokio::spawn(async move {
+                let _ = s.accept_stream().await;
+            }),
+        ));
         if let Ok(mut p) = probe {
-            pending.push(("client probe recv", tokio::spawn(async move { let _ = p.recv().await; })));
+            pending.push((
+                "client probe recv",
+                tokio::spawn(async move {
+                    let _ = p.recv().await;
+                }),
+            ));
         }
         if let Some(mut p) = server_probe {
-            pending.push(("server probe recv", tokio::spawn(async move { let _ = p.recv().await; })));
+            pending.push((
+                "server probe recv",
+                tokio::spawn(async move {
+                    let _ = p.recv().await;
+                }),
+            ));
         }
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1254,7 +1320,9 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     for (name, h) in pending {
         if tokio::time::timeout(CLOSE_GRACE, h).await.is_err() {
             report.hangs_after_close += 1;
-            report.examples.push(format!("{name} still pending {CLOSE_GRACE:?} after close"));
+            report
+                .examples
+                .push(format!("{name} still pending {CLOSE_GRACE:?} after close"));
         }
     }
     sconn.close(ErrorCode::NoError, "torture done");
@@ -1320,7 +1388,14 @@ mod tests {
         let mut part = vec![0u8; 3000];
         p.fill(40_001, &mut part);
         assert_eq!(&whole[40_001..43_001], &part[..]);
-        assert_ne!(whole, Pattern { seed: 8, text_pct: 50 }.bytes(0, 100_000));
+        assert_ne!(
+            whole,
+            Pattern {
+                seed: 8,
+                text_pct: 50
+            }
+            .bytes(0, 100_000)
+        );
     }
 
     #[test]

@@ -18,10 +18,17 @@ async fn torture_small_both_transports_two_seeds() {
             println!("{r}");
             directions += r.directions;
             if r.failed() {
-                failures.push(format!("{transport} seed {seed}: {}", r.failures().join(", ")));
+                failures.push(format!(
+                    "{transport} seed {seed}: {}",
+                    r.failures().join(", ")
+                ));
             }
         }
     }
     assert_eq!(directions, 4 * 2 * 150 * 2, "every stream direction judged");
-    assert!(failures.is_empty(), "torture failures:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
+    );
 }

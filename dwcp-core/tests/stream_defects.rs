@@ -30,7 +30,9 @@ fn rss() -> u64 {
 }
 
 /// Defect 1: over TCP lanes, an interactive stream's FIN took another lane
-/// than its data and overtook it: the reader saw a clean end after 1 KiB.
+/// than its data once the core had forgotten the stream (the peer's direction
+/// was already closed), overtook the data, and the reader saw a clean end
+/// after 1 KiB; the late DATA then killed the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_interactive_stream_sending_200_kib_then_finish_arrives_whole() {
     let _serial = SERIAL.lock().await;
@@ -41,6 +43,9 @@ async fn tcp_interactive_stream_sending_200_kib_then_finish_arrives_whole() {
         let mut readers = Vec::new();
         for _ in 0..N {
             let mut st = s.accept_stream().await.expect("stream");
+            // The acceptor's direction ends first: the opener's finish then
+            // closes the stream entirely.
+            st.finish().expect("finish");
             readers.push(tokio::spawn(async move {
                 let route = String::from_utf8(st.route().to_vec()).expect("utf8");
                 (route, read_all(&mut st).await)
@@ -61,6 +66,10 @@ async fn tcp_interactive_stream_sending_200_kib_then_finish_arrives_whole() {
                 ..opts(&format!("i{i}"))
             })
             .expect("open");
+        let end = timeout(Duration::from_secs(5), st.recv())
+            .await
+            .expect("the acceptor's clean end");
+        assert_eq!(end, Ok(None));
         sent.insert(format!("i{i}"), send_content(&mut st, i, LEN).await);
         keep.push(st);
     }
@@ -83,11 +92,15 @@ async fn one_64_mib_write_all_keeps_memory_bounded() {
     let (_se, _ce, c, s) = connected(Transport::Tcp).await;
     let mut data = vec![0u8; LEN];
     Rng::new(2).fill(&mut data);
+    // A slow reader keeps the send queue full, so the writer's data is
+    // accepted in many small prefixes.
     let reader = tokio::spawn(async move {
         let mut st = s.accept_stream().await.expect("stream");
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let mut n = 0usize;
         while let Some(b) = st.recv().await.expect("recv") {
             n += b.len();
+            tokio::time::sleep(Duration::from_micros(500)).await;
         }
         n
     });
@@ -271,7 +284,9 @@ async fn quic_pending_accept_ends_after_close() {
 async fn dropped_reader_fails_peer_writes(transport: Transport) {
     let (_se, _ce, c, s) = connected(transport).await;
     let mut a = c.open_stream(opts("d")).expect("open");
-    a.send_raw(Bytes::from(vec![7u8; 1024])).await.expect("send");
+    a.send_raw(Bytes::from(vec![7u8; 1024]))
+        .await
+        .expect("send");
     let b = timeout(Duration::from_secs(5), s.accept_stream())
         .await
         .expect("accept")
@@ -297,7 +312,9 @@ async fn dropped_reader_fails_peer_writes(transport: Transport) {
             "{transport:?}: the stream failed only with the connection: {e}"
         ),
         Ok(None) => panic!("{transport:?}: 64 MiB written into a dropped reader without an error"),
-        Err(_) => panic!("{transport:?}: writer blocked instead of failing after its reader was dropped"),
+        Err(_) => {
+            panic!("{transport:?}: writer blocked instead of failing after its reader was dropped")
+        }
     }
     drop(b_send);
 }
