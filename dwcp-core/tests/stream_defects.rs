@@ -195,7 +195,8 @@ async fn reset_code_survives_a_dropped_send_half() {
 }
 
 /// Defect 3, the half-closed variant: the local direction finished cleanly
-/// and its handle dropped, then the peer resets.
+/// and its handle dropped, then the peer resets. Passes on the code of issue
+/// 12; a guard that the fix keeps it so.
 #[tokio::test]
 async fn reset_code_survives_a_finished_and_dropped_send_half() {
     let _serial = SERIAL.lock().await;
