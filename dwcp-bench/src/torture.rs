@@ -208,6 +208,9 @@ pub struct TortureReport {
     pub memory_bound: u64,
     /// `rss_peak - rss_baseline <= memory_bound`.
     pub memory_ok: bool,
+    /// Seconds from the start at which each phase ended (streams opened by
+    /// both sides, acceptors, accepted streams, close checks).
+    pub phases: Vec<(String, f64)>,
     /// The first failures, described.
     pub examples: Vec<String>,
 }
@@ -295,6 +298,12 @@ impl fmt::Display for TortureReport {
             mib(self.configured_buffers),
             if self.memory_ok { "ok" } else { "EXCEEDED" }
         )?;
+        let phases: Vec<String> = self
+            .phases
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.1}"))
+            .collect();
+        writeln!(f, "  {:<22} {}", "phases ended at s", phases.join(", "))?;
         for e in &self.examples {
             writeln!(f, "  ! {e}")?;
         }
@@ -1242,6 +1251,11 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     for t in open_tasks {
         let _ = t.await;
     }
+    let phase = |r: &mut TortureReport, name: &str| {
+        r.phases
+            .push((name.to_string(), start.elapsed().as_secs_f64()));
+    };
+    phase(&mut report, "openers");
     // The acceptor tasks list is complete once every opener task has ended,
     // or the acceptors gave up at the deadline; wait for the acceptors to stop
     // adding, bounded by the deadline.
@@ -1259,6 +1273,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             a.abort();
         }
     }
+    phase(&mut report, "acceptors");
     loop {
         let batch: Vec<_> =
             std::mem::take(&mut *acc_tasks.lock().unwrap_or_else(|p| p.into_inner()));
@@ -1272,6 +1287,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     for a in &acceptors {
         a.abort();
     }
+    phase(&mut report, "accepted");
 
     // Pending operations must end when the connection closes.
     let probe = cconn.open_stream(StreamOptions {
@@ -1326,6 +1342,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         }
     }
     sconn.close(ErrorCode::NoError, "torture done");
+    phase(&mut report, "close");
 
     sampling.cancel();
     let _ = sampler.await;
