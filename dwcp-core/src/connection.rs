@@ -1330,7 +1330,10 @@ impl Connection {
             let interactive = s.interactive();
             s.send_credit.consume(raw);
             s.send_queued -= raw;
-            s.sched.deficit -= raw as i64;
+            // Shares and rate limits count bytes on the wire: compressed data
+            // costs what it occupies on the link, not what it decodes to.
+            let wire = payload.len() as u64 + crate::frame::HEADER_LEN as u64;
+            s.sched.deficit -= wire as i64;
             let fin = s.send_queue.is_empty() && s.send_state == SendState::FinPending;
             if fin {
                 s.send_state = SendState::FinSent;
@@ -1347,7 +1350,7 @@ impl Connection {
                 s.writer_blocked = false;
                 self.events.push_back(Event::StreamWritable(id));
             }
-            self.sched.charge(class, raw, now);
+            self.sched.charge(class, wire, now);
             self.conn_credit.consume(raw);
             self.send_buffered -= raw;
             self.stats.data_raw_sent += raw;

@@ -20,6 +20,10 @@ use crate::registry::Registry;
 use crate::tunnel::{self, Tunnel};
 use crate::{admin, telemetry};
 
+/// Share of `link.rate_mbps` given to DWCP frames; the rest carries the
+/// transport's headers.
+const WIRE_SHARE_OF_LINK_RATE: f64 = 0.92;
+
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -165,7 +169,14 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
             max_rate: c.max_mbps.map(mbit),
         })
         .collect();
-    ec.protocol.rate_limit = config.link.rate_mbps.map(mbit);
+    // The cap counts DWCP frame bytes on the wire (compressed sizes); the
+    // transport's own headers (IP, UDP/TCP, QUIC or TLS records: about 4 % at
+    // full-size packets, plus retransmissions) come on top, so the frames get
+    // 92 % of the link.
+    ec.protocol.rate_limit = config
+        .link
+        .rate_mbps
+        .map(|m| mbit(m * WIRE_SHARE_OF_LINK_RATE));
     ec.link_rate_bps = config.link.rate_mbps.map(|m| (m * 1e6) as u64);
     ec.tcp.lanes = config.link.tcp_lanes;
     ec.congestion = match config.link.congestion {

@@ -553,6 +553,9 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                     continue;
                 };
                 let stream = t.stream;
+                if t.interactive {
+                    tracing::trace!(stream, len = t.len(), "dwcp: interactive frame to its lane");
+                }
                 if stash.send_or_stash(key, lane, t) {
                     // Held back: stop scheduling this stream until there is room.
                     if stream != 0 {
@@ -773,6 +776,8 @@ pub(crate) async fn write_quic_frames(
 ) -> bool {
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH * 2);
     while let Some(t) = rx.recv().await {
+        let (stream, interactive) = (t.stream, t.interactive);
+        let t0 = Instant::now();
         batch.push(t.header);
         if !t.payload.is_empty() {
             batch.push(t.payload);
@@ -791,6 +796,9 @@ pub(crate) async fn write_quic_frames(
         if let Err(e) = send.write_all_chunks(&mut batch).await {
             shared.transport_failed(&format!("QUIC stream write failed: {e}"));
             return false;
+        }
+        if interactive {
+            tracing::trace!(stream, waited = ?t0.elapsed(), "dwcp: interactive frames written to QUIC");
         }
         batch.clear();
     }
