@@ -33,6 +33,9 @@ use crate::{Side, StreamId};
 /// payload is at least half a 64 KiB read chunk, which bounds the memory
 /// unread data pins to a small multiple of the receive window.
 const COPY_THRESHOLD: usize = 32 * 1024;
+/// Most connection credit kept for interactive streams (see
+/// `Connection::interactive_reserve`).
+const INTERACTIVE_RESERVE: u64 = 64 * 1024;
 
 /// Something the application or driver should act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +188,8 @@ pub struct Connection {
     conn_window_pending: bool,
     send_buffered: u64,
     conn_blocked: VecDeque<StreamId>,
+    /// Open interactive streams (few), served from the reserved credit.
+    interactive: std::collections::BTreeSet<StreamId>,
     /// Frames answering the peer (PONG, refusals) with their lane flag
     /// ([`Transmit::interactive`]): bounded by `max_control_queue`.
     replies: VecDeque<(Frame, bool)>,
@@ -245,6 +250,7 @@ impl Connection {
             conn_window_pending: false,
             send_buffered: 0,
             conn_blocked: VecDeque::new(),
+            interactive: Default::default(),
             replies: VecDeque::new(),
             control: VecDeque::new(),
             window_queue: VecDeque::new(),
@@ -472,6 +478,9 @@ impl Connection {
             stream.window_pending = true;
             self.window_queue.push_back(id);
         }
+        if stream.interactive() {
+            self.interactive.insert(id);
+        }
         self.streams.insert(id, stream);
         self.local_open += 1;
         self.stats.streams_opened_local += 1;
@@ -511,6 +520,16 @@ impl Connection {
         s.send_queue.push_back(Chunk::Raw(chunk));
         s.send_queued += n as u64;
         self.send_buffered += n as u64;
+        if s.interactive() {
+            tracing::trace!(
+                id,
+                n,
+                credit = s.send_credit.available(),
+                paused = s.paused,
+                conn_credit = self.conn_credit.available(),
+                "dwcp: send on an interactive stream"
+            );
+        }
         if s.sendable() {
             self.sched
                 .push(s.params.class, id, &mut s.sched, self.last_now);
@@ -619,6 +638,9 @@ impl Connection {
             } else {
                 front.split_to(n)
             };
+            if s.interactive() {
+                tracing::trace!(id, n = out.len(), "dwcp: recv on an interactive stream");
+            }
             self.release_recv_credit(id, out.len() as u64);
             return Ok(Some(out));
         }
@@ -1159,6 +1181,7 @@ impl Connection {
 
     fn forget(&mut self, id: StreamId) {
         if self.streams.remove(&id).is_some() {
+            self.interactive.remove(&id);
             self.events.push_back(Event::StreamClosed(id));
         }
     }
@@ -1247,13 +1270,25 @@ impl Connection {
         self.replies.push_back((f, interactive));
     }
 
+    /// Connection credit that only interactive streams may use: bulk streams
+    /// stop short of it, so a small message never waits for credit that bulk
+    /// data queued below the scheduler has taken.
+    fn interactive_reserve(&self) -> u64 {
+        self.peer.as_ref().map_or(0, |p| {
+            (p.initial_connection_window as u64 / 8).min(INTERACTIVE_RESERVE)
+        })
+    }
+
     fn poll_data(&mut self, now: Instant) -> Option<Transmit> {
         let conn_avail = self.conn_credit.available();
         if conn_avail == 0 {
             return None;
         }
+        let bulk_avail = conn_avail.saturating_sub(self.interactive_reserve());
+        if bulk_avail == 0 {
+            return self.poll_reserved(now, conn_avail);
+        }
         let max_frame = self.data_frame_limit();
-        let stream_limit = self.stream_buffer_limit();
         // A turn must allow at least one full frame, or an entry whose deficit
         // went negative would need several empty rounds to send again.
         let quantum = self.config.quantum.max(max_frame as u32);
@@ -1286,89 +1321,127 @@ impl Connection {
                     self.sched.rotate_stream(class, &mut s.sched);
                     continue;
                 }
+                let avail = if s.interactive() {
+                    conn_avail
+                } else {
+                    bulk_avail
+                };
                 if let Some(Chunk::Encoded { enc, .. }) = s.send_queue.front() {
-                    if (enc.raw_len as u64) > conn_avail {
+                    if (enc.raw_len as u64) > avail {
                         // Wait for connection credit; let others use what there is.
                         self.sched.rotate_stream(class, &mut s.sched);
                         continue;
                     }
                 }
-                served = Some(id);
+                served = Some((id, avail));
                 break;
             }
-            let Some(id) = served else {
+            let Some((id, avail)) = served else {
                 self.sched.skip_class(class);
                 continue;
             };
+            let (frame, wire, fin) = self.take_frame(id, avail)?;
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
-            let stream_avail = s.send_credit.available();
-            let (encoding, payload, raw) = match s.send_queue.front_mut() {
-                Some(Chunk::Raw(b)) => {
-                    let n = (b.len() as u64)
-                        .min(max_frame)
-                        .min(stream_avail)
-                        .min(conn_avail) as usize;
-                    let payload = if n == b.len() {
-                        let p = std::mem::take(b);
-                        s.send_queue.pop_front();
-                        p
-                    } else {
-                        b.split_to(n)
-                    };
-                    (None, payload, n as u64)
-                }
-                Some(Chunk::Encoded { .. }) => match s.send_queue.pop_front() {
-                    Some(Chunk::Encoded { enc, payload }) => {
-                        (Some(enc), payload, enc.raw_len as u64)
-                    }
-                    _ => continue,
-                },
-                None => continue,
-            };
-            let interactive = s.interactive();
-            s.send_credit.consume(raw);
-            s.send_queued -= raw;
-            // Shares and rate limits count bytes on the wire: compressed data
-            // costs what it occupies on the link, not what it decodes to.
-            let wire = payload.len() as u64 + crate::frame::HEADER_LEN as u64;
             s.sched.deficit -= wire as i64;
-            let fin = s.send_queue.is_empty() && s.send_state == SendState::FinPending;
-            if fin {
-                s.send_state = SendState::FinSent;
-            }
             if !s.sendable() {
                 self.sched.pop_stream(class, Some(&mut s.sched));
             } else if s.sched.deficit <= 0 {
                 self.sched.rotate_stream(class, &mut s.sched);
             }
-            if s.writer_blocked
-                && s.send_queued <= stream_limit / 2
-                && self.send_buffered - raw <= self.config.connection_send_buffer / 2
-            {
-                s.writer_blocked = false;
-                self.events.push_back(Event::StreamWritable(id));
-            }
             self.sched.charge(class, wire, now);
-            self.conn_credit.consume(raw);
-            self.send_buffered -= raw;
-            self.stats.data_raw_sent += raw;
-            self.stats.data_wire_sent += payload.len() as u64;
-            if !self.conn_blocked.is_empty() {
-                self.notify_conn_writable();
-            }
             if fin {
                 self.maybe_forget(id);
             }
-            let frame = Frame::Data(Data {
-                stream: id,
-                encoding,
-                payload,
-                fin,
-            });
-            return Some(self.emit(frame, id, interactive));
+            return Some(frame);
         }
+    }
+
+    /// Serves an interactive stream from the reserved connection credit,
+    /// outside the round robin (its stream stays where it is in the rings).
+    fn poll_reserved(&mut self, now: Instant, avail: u64) -> Option<Transmit> {
+        let id = self.interactive.iter().copied().find(|id| {
+            self.streams.get(id).is_some_and(|s| {
+                s.sendable()
+                    && match s.send_queue.front() {
+                        Some(Chunk::Raw(_)) => true,
+                        Some(c) => c.raw_len() <= avail,
+                        None => false,
+                    }
+            })
+        })?;
+        if self.sched.conn_limited(now).is_some() {
+            return None;
+        }
+        let class = self.streams.get(&id)?.params.class;
+        let (frame, wire, fin) = self.take_frame(id, avail)?;
+        self.sched.charge(class, wire, now);
+        if fin {
+            self.maybe_forget(id);
+        }
+        Some(frame)
+    }
+
+    /// Takes the next DATA frame of stream `id` within `conn_avail` bytes of
+    /// connection credit and accounts for it everywhere but the scheduler.
+    /// Returns the frame, its size on the wire, and whether it carries the FIN.
+    fn take_frame(&mut self, id: StreamId, conn_avail: u64) -> Option<(Transmit, u64, bool)> {
+        let max_frame = self.data_frame_limit();
+        let stream_limit = self.stream_buffer_limit();
+        let s = self.streams.get_mut(&id)?;
+        let stream_avail = s.send_credit.available();
+        let (encoding, payload, raw) = match s.send_queue.front_mut()? {
+            Chunk::Raw(b) => {
+                let n = (b.len() as u64)
+                    .min(max_frame)
+                    .min(stream_avail)
+                    .min(conn_avail) as usize;
+                let payload = if n == b.len() {
+                    let p = std::mem::take(b);
+                    s.send_queue.pop_front();
+                    p
+                } else {
+                    b.split_to(n)
+                };
+                (None, payload, n as u64)
+            }
+            Chunk::Encoded { .. } => match s.send_queue.pop_front() {
+                Some(Chunk::Encoded { enc, payload }) => (Some(enc), payload, enc.raw_len as u64),
+                _ => return None,
+            },
+        };
+        let interactive = s.interactive();
+        // Shares and rate limits count bytes on the wire: compressed data
+        // costs what it occupies on the link, not what it decodes to.
+        let wire = payload.len() as u64 + crate::frame::HEADER_LEN as u64;
+        s.send_credit.consume(raw);
+        s.send_queued -= raw;
+        let fin = s.send_queue.is_empty() && s.send_state == SendState::FinPending;
+        if fin {
+            s.send_state = SendState::FinSent;
+        }
+        if s.writer_blocked
+            && s.send_queued <= stream_limit / 2
+            && self.send_buffered - raw <= self.config.connection_send_buffer / 2
+        {
+            s.writer_blocked = false;
+            self.events.push_back(Event::StreamWritable(id));
+        }
+        self.conn_credit.consume(raw);
+        self.send_buffered -= raw;
+        self.stats.data_raw_sent += raw;
+        self.stats.data_wire_sent += payload.len() as u64;
+        if !self.conn_blocked.is_empty() {
+            self.notify_conn_writable();
+        }
+        let frame = Frame::Data(Data {
+            stream: id,
+            encoding,
+            payload,
+            fin,
+        });
+        Some((self.emit(frame, id, interactive), wire, fin))
     }
 
     fn data_frame_limit(&self) -> u64 {
@@ -1555,6 +1628,9 @@ impl Connection {
             s.window_pending = true;
             self.window_queue.push_back(id);
         }
+        if s.interactive() {
+            self.interactive.insert(id);
+        }
         self.streams.insert(id, s);
         self.remote_open += 1;
         self.stats.streams_opened_remote += 1;
@@ -1660,6 +1736,9 @@ impl Connection {
             }
         };
         let interactive = s.interactive();
+        if interactive {
+            tracing::trace!(id, raw, fin = d.fin, "dwcp: DATA on an interactive stream");
+        }
         if d.fin {
             s.recv_state = if s.reader_gone {
                 RecvState::Done

@@ -207,6 +207,17 @@ impl Scheduler {
         self.streams == 0
     }
 
+    /// When the connection cap next allows sending, if it does not allow it now.
+    pub fn conn_limited(&mut self, now: Instant) -> Option<Instant> {
+        let b = self.conn.as_mut()?;
+        if b.ready(now) {
+            return None;
+        }
+        let t = b.ready_at();
+        self.blocked_until = Some(t);
+        Some(t)
+    }
+
     /// When rate limits next allow sending, if they are what holds data back.
     pub fn blocked_until(&self) -> Option<Instant> {
         self.blocked_until
