@@ -37,6 +37,16 @@ const COPY_THRESHOLD: usize = 32 * 1024;
 /// `Connection::interactive_reserve`).
 const INTERACTIVE_RESERVE: u64 = 64 * 1024;
 
+/// The event for the peer's STOP after this side's FIN (see
+/// [`Event::StreamAcked`] and [`Event::StreamStopped`]).
+fn fin_answer(id: StreamId, code: ErrorCode) -> Event {
+    if code == ErrorCode::NoError {
+        Event::StreamAcked(id)
+    } else {
+        Event::StreamStopped { id, code }
+    }
+}
+
 /// Something the application or driver should act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -55,6 +65,15 @@ pub enum Event {
     /// of a stream (its STOP with `NO_ERROR` after the FIN). Also raised for
     /// streams already forgotten.
     StreamAcked(StreamId),
+    /// The peer stopped reading this side's direction of a stream after its
+    /// FIN was sent, before it had received everything (its STOP with another
+    /// code than `NO_ERROR`). Also raised for streams already forgotten.
+    StreamStopped {
+        /// The stream.
+        id: StreamId,
+        /// The peer's code.
+        code: ErrorCode,
+    },
     /// The peer reset (or refused) a stream.
     StreamReset {
         /// The stream.
@@ -1840,17 +1859,11 @@ impl Connection {
                 // Answer with RESET so the peer's direction ends too.
                 self.abort_send(id, Some(StreamError::Stopped(st.code)), Some(st.code));
             }
-            Some(SendState::FinSent) => {
-                if st.code == ErrorCode::NoError {
-                    self.events.push_back(Event::StreamAcked(id));
-                }
-            }
+            // After the FIN the STOP is the peer's final answer: NO_ERROR
+            // acknowledges everything, any other code says it went unread.
+            Some(SendState::FinSent) => self.events.push_back(fin_answer(id, st.code)),
             Some(SendState::ResetSent) => {}
-            None if self.is_closed_id(id) => {
-                if st.code == ErrorCode::NoError {
-                    self.events.push_back(Event::StreamAcked(id));
-                }
-            }
+            None if self.is_closed_id(id) => self.events.push_back(fin_answer(id, st.code)),
             None => self.fail(
                 ErrorCode::ProtocolError,
                 format!("STOP for stream {id}, which was never opened"),

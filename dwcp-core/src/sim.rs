@@ -508,7 +508,8 @@ impl Traffic {
                 Event::Connected
                 | Event::GoAway { .. }
                 | Event::StreamClosed(_)
-                | Event::StreamAcked(_) => {}
+                | Event::StreamAcked(_)
+                | Event::StreamStopped { .. } => {}
             }
         }
         while conn.is_established() && !conn.is_draining() {

@@ -329,3 +329,41 @@ async fn dropped_recv_stream_fails_the_peers_writes() {
         dropped_reader_fails_peer_writes(t).await;
     }
 }
+
+/// Found by the torture test: a writer that finished (its FIN sent) and whose
+/// reader stopped before that FIN arrived waited in `stopped()` forever. The
+/// core understood the peer's STOP after its FIN only with `NO_ERROR` (the
+/// acknowledgement) and ignored any other code, so the writer was never told
+/// that its data went unread, nor woken. It must get `Stopped(code)`.
+///
+/// `finish()` then `stop()` back to back: the FIN is sent at once (nothing
+/// queued), the STOP is queued before the FIN can have reached the reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_crossing_the_writers_fin_fails_stopped_with_the_code() {
+    let _serial = SERIAL.lock().await;
+    for transport in [Transport::Quic, Transport::Tcp] {
+        let (_se, _ce, c, s) = connected(transport).await;
+        for i in 0..4u32 {
+            let mut w = c.open_stream(opts(&format!("x{i}"))).expect("open");
+            w.send(Bytes::from(vec![7u8; 1000])).await.expect("send");
+            let peer = timeout(Duration::from_secs(5), s.accept_stream())
+                .await
+                .expect("accepted in time")
+                .expect("stream");
+            let (_peer_send, mut peer_recv) = peer.split();
+            let code = ErrorCode::Unknown(0x1230 + i);
+            w.finish().expect("finish");
+            peer_recv.stop(code);
+            let r = timeout(Duration::from_secs(5), w.stopped())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{transport:?} stream {i}: stopped() pending 5 s after the peer's STOP")
+                });
+            assert_eq!(
+                r,
+                Err(StreamError::Stopped(code)),
+                "{transport:?} stream {i}"
+            );
+        }
+    }
+}

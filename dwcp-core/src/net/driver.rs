@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::debug;
 
-use crate::{Connection as Core, ConnectionError, Event, StreamId, Transmit};
+use crate::{Connection as Core, ConnectionError, ErrorCode, Event, StreamId, Transmit};
 
 /// Frames queued per TCP or in-memory lane before the driver waits for the
 /// lane writer. Several streams share a lane, so the queue is kept short (with
@@ -96,10 +96,11 @@ pub(crate) struct Inner {
     /// Streams closed by the core whose QUIC stream is finished once the
     /// frames already produced for them are queued.
     closing: Vec<StreamId>,
-    /// Finished streams whose `SendStream` is alive, and whether the peer
-    /// acknowledged everything ([`Event::StreamAcked`]). One entry per live
-    /// handle, removed when it is dropped.
-    acks: HashMap<StreamId, bool>,
+    /// Finished streams whose `SendStream` is alive, and the peer's answer
+    /// to the FIN once it came: `NO_ERROR` if it acknowledged everything
+    /// ([`Event::StreamAcked`]), else its STOP code ([`Event::StreamStopped`]).
+    /// One entry per live handle, removed when it is dropped.
+    acks: HashMap<StreamId, Option<ErrorCode>>,
     phase: watch::Sender<Phase>,
 }
 
@@ -267,12 +268,21 @@ impl Inner {
 
     /// Starts tracking the peer's acknowledgement of stream `id`'s FIN.
     pub(crate) fn await_ack(&mut self, id: StreamId) {
-        self.acks.entry(id).or_insert(false);
+        self.acks.entry(id).or_insert(None);
     }
 
     /// Whether the peer acknowledged everything sent on `id`.
     pub(crate) fn acked(&self, id: StreamId) -> bool {
-        self.acks.get(&id).copied().unwrap_or(false)
+        self.acks.get(&id) == Some(&Some(ErrorCode::NoError))
+    }
+
+    /// The code of the peer's STOP after `id`'s FIN, if it stopped reading
+    /// before it had everything.
+    pub(crate) fn stopped_after_fin(&self, id: StreamId) -> Option<ErrorCode> {
+        match self.acks.get(&id) {
+            Some(&Some(code)) if code != ErrorCode::NoError => Some(code),
+            _ => None,
+        }
     }
 
     /// Stops tracking `id`'s acknowledgement (its writer is gone).
@@ -323,9 +333,12 @@ impl Inner {
                         w.wake();
                     }
                 }
-                Event::StreamAcked(id) => {
+                Event::StreamAcked(id) | Event::StreamStopped { id, .. } => {
                     if let Some(a) = self.acks.get_mut(&id) {
-                        *a = true;
+                        *a = Some(match ev {
+                            Event::StreamStopped { code, .. } => code,
+                            _ => ErrorCode::NoError,
+                        });
                         if let Some(w) = self.write_wakers.remove(&id) {
                             w.wake();
                         }

@@ -616,6 +616,10 @@ impl SendStream {
             if inner.acked(self.id) {
                 return Poll::Ready(Ok(()));
             }
+            if let Some(code) = inner.stopped_after_fin(self.id) {
+                drop(inner);
+                return Poll::Ready(Err(self.fail(StreamError::Stopped(code))));
+            }
             if let Some(e) = inner.core.send_error(self.id) {
                 let e = e.clone();
                 drop(inner);
