@@ -122,6 +122,10 @@ enum Command {
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
+        /// Internal: run exactly one (transport, seed) in this process and
+        /// print its report as JSON (what each child process does).
+        #[arg(long, hide = true)]
+        single: bool,
     },
     /// Adaptive vs fixed compression over emulated link rates.
     Compression {
@@ -145,6 +149,59 @@ enum TortureTransportArg {
     Both,
 }
 
+/// Runs one torture configuration in a fresh child process (this binary with
+/// `torture --single`), so that its VmHWM is that run's alone, and reads back
+/// its JSON report.
+fn torture_child(
+    t: dwcp_bench::torture::TortureTransport,
+    seed: u64,
+    streams: u32,
+    max_mib: u64,
+    disrupt: f64,
+    deadline_secs: u64,
+) -> dwcp_bench::torture::TortureReport {
+    use dwcp_bench::torture::TortureReport;
+    let failed = |why: String| TortureReport {
+        transport: t.to_string(),
+        seed,
+        streams_per_side: streams,
+        unexpected_errors: 1,
+        examples: vec![why],
+        ..TortureReport::default()
+    };
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return failed(format!("current_exe: {e}")),
+    };
+    let out = std::process::Command::new(exe)
+        .args(["torture", "--single", "--transport", &t.to_string()])
+        .args([
+            "--seed",
+            &seed.to_string(),
+            "--streams",
+            &streams.to_string(),
+        ])
+        .args([
+            "--max-mib",
+            &max_mib.to_string(),
+            "--disrupt",
+            &disrupt.to_string(),
+        ])
+        .args(["--deadline-secs", &deadline_secs.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    match out {
+        Err(e) => failed(format!("child process: {e}")),
+        Ok(o) => match serde_json::from_slice::<TortureReport>(&o.stdout) {
+            Ok(r) => r,
+            Err(e) => failed(format!(
+                "child process ended {} without a report: {e}",
+                o.status
+            )),
+        },
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn torture(
     rt: &tokio::runtime::Runtime,
@@ -156,6 +213,7 @@ fn torture(
     disrupt: f64,
     deadline_secs: u64,
     json: bool,
+    single: bool,
 ) -> i32 {
     use dwcp_bench::torture::{run, TortureConfig, TortureTransport};
     seeds.extend(1..=more.unwrap_or(0));
@@ -167,13 +225,31 @@ fn torture(
         TortureTransportArg::Tcp => &[TortureTransport::Tcp],
         TortureTransportArg::Both => &[TortureTransport::Quic, TortureTransport::Tcp],
     };
+    if single {
+        let (&[t], &[seed]) = (transports, &seeds[..]) else {
+            eprintln!("torture --single: one transport and one seed");
+            return 2;
+        };
+        let mut cfg = TortureConfig::new(t, seed, streams, max_mib << 20);
+        cfg.disrupt = disrupt.clamp(0.0, 1.0);
+        cfg.deadline = std::time::Duration::from_secs(deadline_secs);
+        cfg.fresh_process = true;
+        let r = rt.block_on(run(cfg));
+        return match serde_json::to_string(&r) {
+            Ok(s) => {
+                println!("{s}");
+                0
+            }
+            Err(e) => {
+                eprintln!("json: {e}");
+                2
+            }
+        };
+    }
     let mut reports = Vec::new();
     for &t in transports {
         for &seed in &seeds {
-            let mut cfg = TortureConfig::new(t, seed, streams, max_mib << 20);
-            cfg.disrupt = disrupt.clamp(0.0, 1.0);
-            cfg.deadline = std::time::Duration::from_secs(deadline_secs);
-            let r = rt.block_on(run(cfg));
+            let r = torture_child(t, seed, streams, max_mib, disrupt, deadline_secs);
             if !json {
                 println!("{r}");
             }
@@ -280,6 +356,7 @@ fn main() {
             disrupt,
             deadline_secs,
             json,
+            single,
         } => std::process::exit(torture(
             &rt,
             transport,
@@ -290,6 +367,7 @@ fn main() {
             disrupt,
             deadline_secs,
             json,
+            single,
         )),
         Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
             Ok(v) => println!("{v}"),

@@ -6,18 +6,27 @@
 //! content is a deterministic byte pattern (a mix of compressible text and
 //! incompressible noise) checked incrementally by the reader. Writers mix
 //! `send(Bytes)`, `send_raw`, `AsyncWrite::write` and `write_all` with random
-//! sizes; readers mix `recv()` and `AsyncRead::read` with random buffer sizes.
-//! Stream options (compression, interactive) are random; some streams carry
-//! data both ways, half-closing in either order. A fraction of the streams is
-//! disrupted at a random point: writer reset with a distinct code, writer or
+//! sizes, then `finish` (or `shutdown`) and `stopped()` to confirm delivery;
+//! readers mix `recv()`, `recv_chunk(max)` and `AsyncRead::read` with random
+//! sizes. Stream options (compression, interactive) are random, and the
+//! accepting side picks its own direction's compression (`set_compression`);
+//! some streams carry data both ways, half-closing in either order. A fraction
+//! of the streams is disrupted at a random point: writer reset (send direction
+//! only) with a distinct code, reader stop with a distinct code, writer or
 //! reader half dropped, whole stream dropped, task cancelled by a timer or
-//! aborted.
+//! aborted. Each direction ends on its own: only a whole-stream drop may
+//! disturb the other direction.
 //!
 //! Every direction of every stream ends in exactly one verdict (see
 //! [`TortureReport`]): a clean end with missing bytes is a *truncation*, a
-//! wrong byte a *corruption*, a reset that arrives with another code a *wrong
-//! code*, an operation still pending at the deadline a *hang*. Peak memory is
-//! sampled from `/proc/self/status` and compared with the configured buffers.
+//! wrong byte a *corruption*, a reset or stop that arrives with another code a
+//! *wrong code*, any operation still pending at the deadline (a read, a write,
+//! `stopped()`, or an `accept_stream` that never produced the stream) a
+//! *hang*, and a writer that succeeded although its reader let go before it
+//! finished a *write into the void*. Peak memory is sampled from
+//! `/proc/self/status` and compared with the configured buffers; when the run
+//! has its process to itself (`dwcp-bench torture` runs each configuration in
+//! a fresh child process) the process's VmHWM counts as well.
 //!
 //! All choices derive from the seed; timing (and so the exact interleaving) is
 //! the only nondeterminism.
@@ -30,12 +39,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use dwcp_core::net::{
-    Compression, Connection, Endpoint, EndpointConfig, RecvStream, SendStream, Stream,
-    StreamOptions, Transport,
+    stream_error, Compression, Connection, Endpoint, EndpointConfig, RecvStream, SendStream,
+    Stream, StreamOptions, Transport,
 };
 use dwcp_core::tls::DevCa;
 use dwcp_core::{CodecId, Config, ErrorCode, StreamError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -100,6 +109,12 @@ pub struct TortureConfig {
     /// Protocol settings of both sides (smaller buffers than the defaults, so
     /// the memory bound means something).
     pub protocol: Config,
+    /// The run has its process to itself (`dwcp-bench torture` runs each
+    /// configuration in a fresh child): the peak is then the process's VmHWM
+    /// (every page ever resident, not only the 20 ms samples). In a shared
+    /// process (the test) VmHWM covers earlier runs too and only the samples
+    /// count.
+    pub fresh_process: bool,
 }
 
 impl TortureConfig {
@@ -120,6 +135,7 @@ impl TortureConfig {
             interactive: 0.15,
             deadline: Duration::from_secs(120),
             protocol: Self::small_buffers(),
+            fresh_process: false,
         }
     }
 
@@ -149,7 +165,7 @@ impl TortureConfig {
 /// stream has two); every direction gets exactly one verdict, the worst that
 /// applies, in the order corruption, truncation, false end, wrong code, hang,
 /// unexpected error, expected error, ok.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct TortureReport {
     /// `quic` or `tcp`.
     pub transport: String,
@@ -181,8 +197,9 @@ pub struct TortureReport {
     pub hangs: u64,
     /// An error on a direction nothing disrupted.
     pub unexpected_errors: u64,
-    /// Writers whose reader was dropped and that still finished without an
-    /// error (informational until `SendStream::stopped()` exists).
+    /// Writers whose reader stopped, was dropped or cancelled before the
+    /// end, and that still succeeded (`stopped()` Ok) although they called
+    /// `finish` only after the reader let go (or never got a `Stopped` error).
     pub writes_into_void: u64,
     /// Pending operations (accept, recv) that did not end within 2 s of
     /// `Connection::close()`.
@@ -197,8 +214,11 @@ pub struct TortureReport {
     pub rss_baseline: u64,
     /// Highest VmRSS sampled during the run, in bytes.
     pub rss_peak: u64,
-    /// VmHWM of the process at the end (process lifetime, all runs so far).
+    /// VmHWM of the process at the end (process lifetime: this run alone
+    /// when `fresh_process`).
     pub vm_hwm: u64,
+    /// The run had its process to itself; `rss_peak` includes VmHWM.
+    pub fresh_process: bool,
     /// Highest number of bytes the harness itself held in write pieces and
     /// read buffers at once.
     pub inflight_peak: u64,
@@ -226,6 +246,8 @@ impl TortureReport {
             ("wrong_codes", self.wrong_codes),
             ("hangs", self.hangs),
             ("hangs_after_close", self.hangs_after_close),
+            ("writes_into_void", self.writes_into_void),
+            ("unexpected_errors", self.unexpected_errors),
         ] {
             if n > 0 {
                 v.push(format!("{name}={n}"));
@@ -423,8 +445,10 @@ enum Kind {
     WriterTimer,
     /// The writer task is aborted.
     WriterAbort,
-    /// The reader half is dropped at the cut.
+    /// The reader half is dropped at the cut (`STOP(CANCEL)`).
     ReaderDrop,
+    /// The reader stops reading with a distinct code at the cut.
+    ReaderStop,
     /// The reader's side drops both halves at the cut.
     ReaderWholeDrop,
     /// The reader task is cancelled by a timer (`select!`).
@@ -434,13 +458,14 @@ enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 9] = [
+    const ALL: [Kind; 10] = [
         Kind::WriterReset,
         Kind::WriterDrop,
         Kind::WriterWholeDrop,
         Kind::WriterTimer,
         Kind::WriterAbort,
         Kind::ReaderDrop,
+        Kind::ReaderStop,
         Kind::ReaderWholeDrop,
         Kind::ReaderTimer,
         Kind::ReaderAbort,
@@ -455,6 +480,10 @@ impl Kind {
                 | Kind::WriterAbort
         )
     }
+    /// Both halves of one side go: the other direction is disrupted too.
+    fn whole(self) -> bool {
+        matches!(self, Kind::WriterWholeDrop | Kind::ReaderWholeDrop)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -464,7 +493,7 @@ struct Disruption {
     kind: Kind,
     /// Byte offset of the cut (writer or reader progress).
     at: u64,
-    /// Reset code (distinct per stream).
+    /// Reset or stop code (distinct per stream).
     code: u32,
     /// Delay of timer and abort disruptions.
     delay: Duration,
@@ -490,7 +519,9 @@ struct DirPlan {
 
 #[derive(Debug, Clone)]
 struct Plan {
-    compression: Compression,
+    /// Compression of the opener's direction (set at open) and of the
+    /// acceptor's (chosen by the acceptor with `set_compression`).
+    compression: [Compression; 2],
     interactive: bool,
     order: Order,
     dirs: [DirPlan; 2],
@@ -499,13 +530,15 @@ struct Plan {
 
 fn plan(cfg: &TortureConfig, side: u8, index: u32) -> Plan {
     let mut r = Rng::new(cfg.seed ^ ((side as u64) << 40) ^ ((index as u64) << 8) ^ 0x7071);
-    let compression = match r.below(5) {
+    let pick = |r: &mut Rng| match r.below(6) {
         0 => Compression::Adaptive,
         1 => Compression::Off,
         2 => Compression::Force(CodecId::Lz4, 0),
         3 => Compression::Force(CodecId::Zstd, 1),
+        4 => Compression::Force(CodecId::None, 0),
         _ => Compression::Force(CodecId::Zstd, 3),
     };
+    let compression = [pick(&mut r), pick(&mut r)];
     let interactive = r.chance(cfg.interactive);
     let bidi = r.chance(cfg.bidirectional);
     let order = match r.below(3) {
@@ -582,10 +615,15 @@ struct Side {
     end: End,
     /// Writer: bytes accepted. Reader: bytes verified.
     bytes: u64,
-    /// Writer: `finish` returned Ok.
+    /// Writer: `finish` returned Ok (its end is then `stopped()`'s outcome).
     finished: bool,
     /// Writer: reset with this code.
     reset: Option<u32>,
+    /// Writer: when `finish` returned Ok. Reader: when it let go of the
+    /// stream before its end (stop, drop, cancel). A [`Ctx::tick`] value.
+    at: Option<u64>,
+    /// Reader: the code its writer must see in `Stopped(code)`.
+    stop_code: Option<ErrorCode>,
     started: bool,
 }
 
@@ -593,6 +631,8 @@ struct Side {
 struct DirRecord {
     writer: Side,
     reader: Side,
+    /// `open_stream` failed: nothing ran (counted as an open error).
+    open_failed: bool,
 }
 
 type Rec = Arc<Mutex<DirRecord>>;
@@ -608,9 +648,14 @@ struct Ctx {
     inflight: AtomicI64,
     inflight_peak: AtomicI64,
     verified: AtomicU64,
+    /// Orders events across tasks (finish vs stop).
+    seq: AtomicU64,
 }
 
 impl Ctx {
+    fn tick(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::SeqCst) + 1
+    }
     fn hold(&self, n: usize) {
         let now = self.inflight.fetch_add(n as i64, Ordering::Relaxed) + n as i64;
         self.inflight_peak.fetch_max(now, Ordering::Relaxed);
@@ -620,15 +665,8 @@ impl Ctx {
     }
 }
 
-fn stream_error(e: &std::io::Error) -> Option<StreamError> {
-    // TODO(api): use dwcp_core::net::stream_error(&e) once it lands.
-    e.get_ref()
-        .and_then(|x| x.downcast_ref::<StreamError>())
-        .cloned()
-}
-
 fn io_end(e: &std::io::Error) -> End {
-    End::Error(e.to_string(), stream_error(e))
+    End::Error(e.to_string(), stream_error(e).cloned())
 }
 
 fn se_end(e: StreamError) -> End {
@@ -642,7 +680,10 @@ fn se_end(e: StreamError) -> End {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
     None,
+    /// Writer: `SendStream::reset` (send direction only).
     Reset(u32),
+    /// Reader: `RecvStream::stop`.
+    Stop(u32),
     Drop,
     WholeDrop,
 }
@@ -663,23 +704,23 @@ async fn write_dir(
         if cut_kind != Cut::None && off >= cut_at {
             match cut_kind {
                 Cut::Reset(code) => {
-                    // TODO(api): SendStream::reset will reset only the send
-                    // direction; today it resets both.
+                    // The send direction only: the other one goes on.
                     send.reset(ErrorCode::from_u32(code));
                     let mut g = lock(&rec);
                     g.writer.reset = Some(code);
                     g.writer.end = End::Disrupted;
                 }
-                Cut::Drop => {
+                Cut::Drop | Cut::WholeDrop => {
+                    // An unfinished writer dropped: RESET(CANCEL).
                     drop(send);
-                    lock(&rec).writer.end = End::Disrupted;
+                    if cut_kind == Cut::WholeDrop {
+                        sibling.cancel();
+                    }
+                    let mut g = lock(&rec);
+                    g.writer.reset = Some(ErrorCode::Cancel.to_u32());
+                    g.writer.end = End::Disrupted;
                 }
-                Cut::WholeDrop => {
-                    drop(send);
-                    sibling.cancel();
-                    lock(&rec).writer.end = End::Disrupted;
-                }
-                Cut::None => {}
+                Cut::Stop(_) | Cut::None => {}
             }
             return;
         }
@@ -727,23 +768,30 @@ async fn write_dir(
             }
         }
     }
+    // Taken before the call: a reader that let go of the stream after this
+    // may or may not have had everything (see `judge`).
+    let finish_at = ctx.tick();
     let res = if r.chance(0.5) {
         send.finish().map_err(se_end)
     } else {
         send.shutdown().await.map_err(|e| io_end(&e))
     };
-    let mut g = lock(&rec);
-    match res {
-        Ok(()) => {
-            g.writer.finished = true;
-            g.writer.end = End::Clean;
-        }
-        Err(e) => g.writer.end = e,
+    if let Err(e) = res {
+        lock(&rec).writer.end = e;
+        return;
     }
-    drop(g);
-    // TODO(api): await SendStream::stopped() here (the peer received
-    // everything, or stopped reading) and judge writes into the void with it.
-    drop(send);
+    {
+        let mut g = lock(&rec);
+        g.writer.finished = true;
+        g.writer.at = Some(finish_at);
+    }
+    // Confirm delivery: the peer received every byte and the FIN, or it
+    // stopped reading (Err(Stopped(code))). Pending at the deadline is a hang.
+    let acked = send.stopped().await;
+    lock(&rec).writer.end = match acked {
+        Ok(()) => End::Clean,
+        Err(e) => se_end(e),
+    };
 }
 
 async fn read_dir(
@@ -761,18 +809,39 @@ async fn read_dir(
     let (cut_at, cut_kind) = cut;
     loop {
         if cut_kind != Cut::None && off >= cut_at {
-            // TODO(api): also RecvStream::stop(code) and check the writer sees
-            // StreamError::Stopped(code).
+            let code = match cut_kind {
+                Cut::Stop(c) => ErrorCode::from_u32(c),
+                _ => ErrorCode::Cancel,
+            };
+            if let Cut::Stop(_) = cut_kind {
+                recv.stop(code);
+            }
             drop(recv);
+            // Taken after the stop: a writer that finishes after this must fail.
+            let at = ctx.tick();
+            {
+                let mut g = lock(&rec);
+                g.reader.end = End::Disrupted;
+                g.reader.at = Some(at);
+                g.reader.stop_code = Some(code);
+            }
             if cut_kind == Cut::WholeDrop {
                 sibling.cancel();
             }
-            lock(&rec).reader.end = End::Disrupted;
             return;
         }
-        // TODO(api): also RecvStream::recv_chunk(max) once it lands.
-        let got: Result<Option<Bytes>, End> = if r.chance(0.5) {
+        let how = r.below(10);
+        let got: Result<Option<Bytes>, End> = if how < 4 {
             recv.recv().await.map_err(se_end)
+        } else if how < 7 {
+            let max = r.log_uniform1(MAX_READ) as usize;
+            match recv.recv_chunk(max).await {
+                Ok(Some(b)) if b.len() > max || b.is_empty() => Err(End::Error(
+                    format!("recv_chunk({max}) returned {} bytes", b.len()),
+                    None,
+                )),
+                x => x.map_err(se_end),
+            }
         } else {
             let n = r.log_uniform1(MAX_READ) as usize;
             let mut buf = vec![0u8; n];
@@ -819,39 +888,52 @@ async fn read_dir(
     }
 }
 
+/// Records how a half ended from outside its task (cancelled, killed, hung)
+/// unless it had ended on its own. For a reader that let go of the stream
+/// before its end, also when (after its `RecvStream` was dropped) and the
+/// code its writer must see (`CANCEL`).
+fn set_end(rec: &Rec, writer: bool, e: End, ctx: &Ctx) {
+    let mut g = lock(rec);
+    let s = if writer { &mut g.writer } else { &mut g.reader };
+    if s.end == End::Pending {
+        let let_go = !writer && matches!(e, End::Disrupted | End::Killed);
+        s.end = e;
+        if let_go {
+            s.at = Some(ctx.tick());
+            s.stop_code = Some(ErrorCode::Cancel);
+        }
+    }
+}
+
 /// Runs one task of a stream half: a kill switch (whole-stream drop by the
-/// sibling), an optional timer cancellation, and the deadline.
+/// sibling), an optional timer cancellation, and the deadline. The outcome is
+/// recorded once `fut` (and the stream half it owns) has been dropped.
 async fn guarded(
     fut: impl std::future::Future<Output = ()>,
     rec: Rec,
     writer: bool,
     kill: CancellationToken,
     timer: Option<Duration>,
-    deadline: tokio::time::Instant,
+    ctx: Arc<Ctx>,
 ) {
-    let set = |e: End| {
-        let mut g = lock(&rec);
-        let s = if writer { &mut g.writer } else { &mut g.reader };
-        if s.end == End::Pending {
-            s.end = e;
-        }
-    };
     let timer_fut = async {
         match timer {
             Some(d) => tokio::time::sleep(d).await,
             None => std::future::pending().await,
         }
     };
-    let r = tokio::time::timeout_at(deadline, async {
+    let r = tokio::time::timeout_at(ctx.deadline, async {
         tokio::select! {
-            _ = fut => {}
-            _ = kill.cancelled() => set(End::Killed),
-            _ = timer_fut => set(End::Disrupted),
+            _ = fut => None,
+            _ = kill.cancelled() => Some(End::Killed),
+            _ = timer_fut => Some(End::Disrupted),
         }
     })
     .await;
-    if r.is_err() {
-        set(End::Hung);
+    match r {
+        Ok(None) => {}
+        Ok(Some(e)) => set_end(&rec, writer, e, &ctx),
+        Err(_) => set_end(&rec, writer, End::Hung, &ctx),
     }
 }
 
@@ -875,6 +957,7 @@ fn drive_half(
     let cut_of = |d: &Option<Disruption>| -> (u64, Cut) {
         match d.map(|d| (d.kind, d.at, d.code)) {
             Some((Kind::WriterReset, at, code)) => (at, Cut::Reset(code)),
+            Some((Kind::ReaderStop, at, code)) => (at, Cut::Stop(code)),
             Some((Kind::WriterDrop | Kind::ReaderDrop, at, _)) => (at, Cut::Drop),
             Some((Kind::WriterWholeDrop | Kind::ReaderWholeDrop, at, _)) => (at, Cut::WholeDrop),
             _ => (0, Cut::None),
@@ -902,18 +985,19 @@ fn drive_half(
     let rctx = ctx.clone();
     let rk = rkill.clone();
     let wk_for_reader = wkill.clone();
-    let deadline = ctx.deadline;
+    let gctx = ctx.clone();
     let reader = tokio::spawn(async move {
         let fut = async {
             read_dir(recv, rplan, rcut, rrec.clone(), rctx, wk_for_reader).await;
         };
-        guarded(fut, rrec.clone(), false, rk, rtimer, deadline).await;
+        guarded(fut, rrec.clone(), false, rk, rtimer, gctx).await;
         let _ = done_tx.send(());
     });
 
     let wrec = recs[wdir].clone();
     let wplan = plan.dirs[wdir];
     let wctx = ctx.clone();
+    let gctx = ctx.clone();
     let wk = wkill.clone();
     let rk_for_writer = rkill.clone();
     let writer = tokio::spawn(async move {
@@ -924,32 +1008,28 @@ fn drive_half(
             }
             write_dir(send, wplan, wcut, wrec.clone(), wctx, rk_for_writer).await;
         };
-        guarded(fut, wrec.clone(), true, wk, wtimer, deadline).await;
+        guarded(fut, wrec.clone(), true, wk, wtimer, gctx).await;
     });
 
     for (h, abort, rec, is_writer) in [
-        (&writer, wabort, recs[wdir].clone(), true),
-        (&reader, rabort, recs[rdir].clone(), false),
+        (writer, wabort, recs[wdir].clone(), true),
+        (reader, rabort, recs[rdir].clone(), false),
     ] {
-        if let Some(delay) = abort {
-            let ah = h.abort_handle();
-            tasks.push(tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                ah.abort();
-                let mut g = lock(&rec);
-                let s = if is_writer {
-                    &mut g.writer
-                } else {
-                    &mut g.reader
-                };
-                if s.end == End::Pending {
-                    s.end = End::Disrupted;
-                }
-            }));
+        match abort {
+            // The aborter owns the task's handle and records the outcome only
+            // once the aborted task (and its stream half) is gone.
+            Some(delay) => {
+                let ctx = ctx.clone();
+                tasks.push(tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    h.abort();
+                    let _ = h.await;
+                    set_end(&rec, is_writer, End::Disrupted, &ctx);
+                }));
+            }
+            None => tasks.push(h),
         }
     }
-    tasks.push(writer);
-    tasks.push(reader);
 }
 
 // ---------------------------------------------------------------------------
@@ -965,6 +1045,7 @@ enum Verdict {
     WrongCode,
     Hang,
     Unexpected,
+    IntoVoid,
 }
 
 fn describe(e: &End) -> String {
@@ -974,14 +1055,14 @@ fn describe(e: &End) -> String {
     }
 }
 
-fn judge(plan: &Plan, dir: usize, rec: &DirRecord, void: &mut u64) -> (Verdict, String) {
+fn judge(plan: &Plan, dir: usize, rec: &DirRecord) -> (Verdict, String) {
     let w = &rec.writer;
     let rd = &rec.reader;
     let size = plan.dirs[dir].size;
     let mine = plan.disruption.filter(|d| d.dir == dir);
-    // The other direction of a disrupted stream may fail too (today a reset or
-    // a dropped half ends both directions).
-    let tolerant = plan.disruption.is_some();
+    // Each direction ends on its own: only a whole-stream drop disrupts the
+    // other direction as well.
+    let tolerant = mine.is_some() || plan.disruption.is_some_and(|d| d.kind.whole());
     let what = |s: &str| {
         format!(
             "{s}: dir {dir} size {size} writer {} ({} B, finished {}) reader {} ({} B) disruption {:?}",
@@ -993,6 +1074,9 @@ fn judge(plan: &Plan, dir: usize, rec: &DirRecord, void: &mut u64) -> (Verdict, 
             plan.disruption.map(|d| (d.dir, d.kind, d.at))
         )
     };
+    if rec.open_failed {
+        return (Verdict::Unexpected, what("open_stream failed"));
+    }
     if let End::Corrupt(at) = rd.end {
         return (Verdict::Corruption, what(&format!("corrupt at {at}")));
     }
@@ -1007,27 +1091,52 @@ fn judge(plan: &Plan, dir: usize, rec: &DirRecord, void: &mut u64) -> (Verdict, 
         if e.as_ref() != Some(&want) {
             let lost = matches!(e, Some(StreamError::ConnectionLost(_)));
             if !lost {
-                return (Verdict::WrongCode, what("wrong code"));
+                return (Verdict::WrongCode, what("wrong reset code at the reader"));
             }
         }
     }
-    if rd.end == End::Hung || w.end == End::Hung {
-        return (Verdict::Hang, what("hang"));
+    // Every operation pending at the deadline is a hang, including an
+    // `accept_stream` that never produced the stream (`Pending` halves).
+    if [&rd.end, &w.end]
+        .iter()
+        .any(|e| matches!(e, End::Hung | End::Pending))
+    {
+        let why = if rd.end == End::Pending && !rd.started {
+            "hang (stream never accepted or reader never ran)"
+        } else {
+            "hang"
+        };
+        return (Verdict::Hang, what(why));
+    }
+    // The reader let go before the end (stop, drop, cancel): its writer must
+    // fail with Stopped(the reader's code), unless it had called `finish`
+    // before the reader let go (then the FIN may have arrived first).
+    if let (Some(r_at), Some(code)) = (rd.at, rd.stop_code) {
+        let finished_before = w.at.is_some_and(|w_at| w_at < r_at);
+        match &w.end {
+            End::Clean if !finished_before => {
+                return (
+                    Verdict::IntoVoid,
+                    what("writer succeeded after its reader stopped"),
+                );
+            }
+            End::Error(_, e) if e.as_ref() != Some(&StreamError::Stopped(code)) => {
+                return (
+                    Verdict::WrongCode,
+                    what(&format!("writer error is not Stopped({code})")),
+                );
+            }
+            _ => {}
+        }
     }
     if rd.end == End::Clean && w.end == End::Clean {
         return (Verdict::Ok, String::new());
     }
-    let reader_disrupted = mine.is_some_and(|d| !d.kind.on_writer());
-    if reader_disrupted && w.end == End::Clean {
-        *void += 1;
-    }
     if !tolerant {
-        let why = if rd.end == End::Pending && !rd.started {
-            "stream never accepted"
-        } else {
-            "error on an undisrupted stream"
-        };
-        return (Verdict::Unexpected, what(why));
+        return (
+            Verdict::Unexpected,
+            what("error on an undisrupted direction"),
+        );
     }
     // A writer that finished everything before its (timer or abort)
     // disruption fired: its reader must get everything.
@@ -1087,22 +1196,30 @@ fn parse_route(route: &[u8]) -> Option<(u8, u32)> {
 
 type Records = Arc<Vec<Vec<[Rec; 2]>>>;
 
-/// Accepts the other side's streams and drives their acceptor halves.
+/// Accepts the other side's streams and drives their acceptor halves, until
+/// it has every stream the other side opened (`expected`, lowered by open
+/// errors) or the deadline. A stream never accepted leaves its records
+/// `Pending`, which `judge` counts as a hang.
 fn acceptor(
     conn: Connection,
     cfg: Arc<TortureConfig>,
     opener_side: u8,
+    expected: Arc<AtomicU64>,
     recs: Records,
     ctx: Arc<Ctx>,
     tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut accepted = 0u32;
-        // Bounded by the stream count and the deadline (the caller also aborts it).
-        while accepted < cfg.streams_per_side {
-            let Ok(Some(s)) = tokio::time::timeout_at(ctx.deadline, conn.accept_stream()).await
-            else {
-                return;
+        let mut accepted = 0u64;
+        while accepted < expected.load(Ordering::SeqCst) {
+            // Short slices, so that a lowered `expected` is seen.
+            let until =
+                (tokio::time::Instant::now() + Duration::from_millis(200)).min(ctx.deadline);
+            let mut s = match tokio::time::timeout_at(until, conn.accept_stream()).await {
+                Ok(Some(s)) => s,
+                Ok(None) => return,
+                Err(_) if until >= ctx.deadline => return,
+                Err(_) => continue,
             };
             accepted += 1;
             let Some((side, ix)) = parse_route(&s.route()) else {
@@ -1112,6 +1229,8 @@ fn acceptor(
                 continue;
             }
             let p = plan(&cfg, side, ix);
+            // The accepting side chooses its own direction's compression.
+            s.set_compression(p.compression[1]);
             let mut v = Vec::new();
             drive_half(
                 s,
@@ -1184,6 +1303,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         inflight: AtomicI64::new(0),
         inflight_peak: AtomicI64::new(0),
         verified: AtomicU64::new(0),
+        seq: AtomicU64::new(0),
     });
     let cfg = Arc::new(cfg);
     let n = cfg.streams_per_side;
@@ -1197,11 +1317,16 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             .collect(),
     );
     let acc_tasks = Arc::new(Mutex::new(Vec::new()));
+    let expected = [
+        Arc::new(AtomicU64::new(n as u64)),
+        Arc::new(AtomicU64::new(n as u64)),
+    ];
     let acceptors = [
         acceptor(
             sconn.clone(),
             cfg.clone(),
             0,
+            expected[0].clone(),
             recs.clone(),
             ctx.clone(),
             acc_tasks.clone(),
@@ -1210,6 +1335,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             cconn.clone(),
             cfg.clone(),
             1,
+            expected[1].clone(),
             recs.clone(),
             ctx.clone(),
             acc_tasks.clone(),
@@ -1223,7 +1349,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             let p = plan(&cfg, side, i);
             let opts = StreamOptions {
                 route: Bytes::from(format!("{}:{i}", if side == 0 { "c" } else { "s" })),
-                compression: p.compression,
+                compression: p.compression[0],
                 interactive: p.interactive,
                 ..StreamOptions::default()
             };
@@ -1237,6 +1363,10 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
                     &mut open_tasks,
                 ),
                 Err(e) => {
+                    expected[side as usize].fetch_sub(1, Ordering::SeqCst);
+                    for r in &recs[side as usize][i as usize] {
+                        lock(r).open_failed = true;
+                    }
                     report.open_errors += 1;
                     if report.examples.len() < 10 {
                         report.examples.push(format!("open {side}:{i}: {e}"));
@@ -1256,22 +1386,11 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             .push((name.to_string(), start.elapsed().as_secs_f64()));
     };
     phase(&mut report, "openers");
-    // The acceptor tasks list is complete once every opener task has ended,
-    // or the acceptors gave up at the deadline; wait for the acceptors to stop
-    // adding, bounded by the deadline.
-    // Streams not accepted yet can only be disrupted ones (every other opener
-    // task waits for its acceptor): a short grace is enough.
-    let grace = (tokio::time::Instant::now() + Duration::from_secs(2)).min(ctx.deadline);
-    for a in &acceptors {
-        let done = tokio::time::timeout_at(grace, async {
-            while !a.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        if done.is_err() {
-            a.abort();
-        }
+    // The acceptors end once they have every stream the other side opened,
+    // or at the deadline (never earlier: a stream still to be accepted then is
+    // judged a hang, not given up on after a grace period).
+    for a in acceptors {
+        let _ = a.await;
     }
     phase(&mut report, "acceptors");
     loop {
@@ -1283,9 +1402,6 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         for t in batch {
             let _ = t.await;
         }
-    }
-    for a in &acceptors {
-        a.abort();
     }
     phase(&mut report, "accepted");
 
@@ -1348,6 +1464,10 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     let _ = sampler.await;
     report.rss_peak = peak.load(Ordering::Relaxed).max(rss());
     report.vm_hwm = status_kib("VmHWM:").unwrap_or(0) * 1024;
+    report.fresh_process = cfg.fresh_process;
+    if cfg.fresh_process {
+        report.rss_peak = report.rss_peak.max(report.vm_hwm);
+    }
     report.inflight_peak = ctx.inflight_peak.load(Ordering::Relaxed).max(0) as u64;
     report.memory_bound = (1.5 * (report.configured_buffers + report.inflight_peak) as f64) as u64;
     report.memory_ok = report.rss_peak.saturating_sub(report.rss_baseline) <= report.memory_bound;
@@ -1362,7 +1482,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             }
             for dir in 0..2 {
                 let g = lock(&recs[side as usize][i as usize][dir]);
-                let (v, why) = judge(&p, dir, &g, &mut report.writes_into_void);
+                let (v, why) = judge(&p, dir, &g);
                 report.directions += 1;
                 match v {
                     Verdict::Ok => report.ok += 1,
@@ -1373,6 +1493,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
                     Verdict::WrongCode => report.wrong_codes += 1,
                     Verdict::Hang => report.hangs += 1,
                     Verdict::Unexpected => report.unexpected_errors += 1,
+                    Verdict::IntoVoid => report.writes_into_void += 1,
                 }
                 if !why.is_empty() && examples.len() < 8 {
                     examples.push(format!(
