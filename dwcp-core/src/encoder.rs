@@ -4,7 +4,6 @@
 //! An [`Encoder`] does CPU work; run it off the I/O path (the async layer uses
 //! tokio's blocking pool). Uncompressed chunks keep their `Bytes` (zero copy).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,12 +43,46 @@ pub struct Encoded {
     pub cpu: Duration,
 }
 
-/// Compression state of one stream.
+/// Compression state of one stream. It holds no codec context: zstd
+/// contexts (several MiB each at high levels) come from a process-wide pool
+/// of at most [`ZSTD_POOL_CAP`] idle contexts, so memory does not grow with
+/// the number of streams.
 pub struct Encoder {
     policy: Policy,
     codec_bits: u16,
     selector: Selector,
-    zstd: HashMap<i32, zstd::bulk::Compressor<'static>>,
+}
+
+/// Most idle zstd contexts kept for reuse, over all streams and levels.
+pub const ZSTD_POOL_CAP: usize = 8;
+
+type ZstdPool = std::sync::Mutex<Vec<(i32, zstd::bulk::Compressor<'static>)>>;
+
+fn zstd_pool() -> &'static ZstdPool {
+    static POOL: std::sync::OnceLock<ZstdPool> = std::sync::OnceLock::new();
+    POOL.get_or_init(Default::default)
+}
+
+/// Compresses with a pooled zstd context of `level` (created if none is idle).
+fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
+    let pooled = {
+        let mut pool = zstd_pool().lock().unwrap_or_else(|p| p.into_inner());
+        pool.iter()
+            .position(|(l, _)| *l == level)
+            .map(|i| pool.swap_remove(i).1)
+    };
+    let mut ctx = match pooled {
+        Some(c) => c,
+        None => zstd::bulk::Compressor::new(level).ok()?,
+    };
+    let out = ctx.compress(data).ok();
+    let mut pool = zstd_pool().lock().unwrap_or_else(|p| p.into_inner());
+    if pool.len() >= ZSTD_POOL_CAP {
+        // Keep the most recent; the oldest idle context is freed.
+        pool.remove(0);
+    }
+    pool.push((level, ctx));
+    out
 }
 
 impl std::fmt::Debug for Encoder {
@@ -85,7 +118,6 @@ impl Encoder {
             policy,
             codec_bits,
             selector: Selector::new(codec_bits),
-            zstd: HashMap::new(),
         }
     }
 
@@ -102,15 +134,7 @@ impl Encoder {
         match level {
             Level::None => None,
             Level::Lz4 => Some(lz4_flex::block::compress(data)),
-            Level::Zstd(l) => {
-                let ctx = match self.zstd.entry(l) {
-                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(v) => {
-                        v.insert(zstd::bulk::Compressor::new(l).ok()?)
-                    }
-                };
-                ctx.compress(data).ok()
-            }
+            Level::Zstd(l) => zstd_compress(l, data),
         }
     }
 

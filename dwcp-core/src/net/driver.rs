@@ -628,13 +628,26 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
 
 /// Reads a lane into the core until EOF or error.
 pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared>, role: LaneRole) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    // A QUIC stream reader starts small and grows while reads fill its
+    // buffer: thousands of mostly idle streams must not each hold 64 KiB.
+    let mut want = if role == LaneRole::QuicStream {
+        READ_CHUNK / 16
+    } else {
+        READ_CHUNK
+    };
+    let mut buf = BytesMut::new();
     let mut phase = shared.phase.clone();
     loop {
-        if buf.capacity() - buf.len() < READ_CHUNK / 8 {
-            buf.reserve(READ_CHUNK);
+        if buf.capacity() - buf.len() < want / 8 {
+            buf.reserve(want);
         }
+        let room = buf.capacity() - buf.len();
         let res = r.read_buf(&mut buf).await;
+        if let Ok(n) = res {
+            if n * 2 >= room && want < READ_CHUNK {
+                want *= 2;
+            }
+        }
         match res {
             Ok(0) => {
                 if role == LaneRole::Lane {

@@ -139,6 +139,17 @@ const COMPRESS_CHUNK: usize = 128 * 1024;
 /// Writes smaller than this are sent as-is: not worth a trip to the compressor.
 const MIN_COMPRESS: usize = 2048;
 
+/// Chunks compressed at once in the process (twice the cores): bounds the
+/// blocking threads and codec contexts busy with compression, whatever the
+/// number of streams.
+fn compress_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(2 * cores)
+    })
+}
+
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
         StreamError::Reset(_) | StreamError::Stopped(_) | StreamError::Refused => {
@@ -473,7 +484,13 @@ impl SendStream {
             let chunk = data.split_to(data.len().min(max_chunk));
             let enc = self.encoder();
             let rate = self.conn.shared.rate_hint();
+            let permit = compress_permits().acquire().await.map_err(|e| {
+                StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
+                    "compressor unavailable: {e}"
+                )))
+            })?;
             let out = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
                 enc.lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .encode(chunk, rate)
