@@ -13,6 +13,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use dwcp_core::net::EndpointStats;
+
 use crate::daemon::State;
 
 /// Every metric name the daemon itself exports (the library adds
@@ -43,6 +45,9 @@ pub const NAMES: &[&str] = &[
     "dwcp_tunnel_streams_active",
     "dwcp_draining",
     "dwcp_build_info",
+    "dwcp_handshake_failures_total",
+    "dwcp_handshake_retries_total",
+    "dwcp_handshakes_in_progress",
 ];
 
 /// RTT histogram buckets, in milliseconds.
@@ -127,7 +132,36 @@ pub async fn sample_loop(state: Arc<State>) {
     }
 }
 
+/// Incoming handshakes by transport: failures by reason, Retries sent, and
+/// handshakes in progress, from each endpoint's counters.
+fn sample_endpoints(state: &State) {
+    let mut by_transport: BTreeMap<&'static str, EndpointStats> = BTreeMap::new();
+    for (kind, ep) in &state.endpoints {
+        let s = ep.stats();
+        let t = by_transport.entry(kind).or_default();
+        if t.failures_by_reason.is_empty() {
+            t.failures_by_reason = s.failures_by_reason;
+        } else {
+            for ((_, n), (_, m)) in t.failures_by_reason.iter_mut().zip(&s.failures_by_reason) {
+                *n += m;
+            }
+        }
+        t.retries += s.retries;
+        t.handshakes_in_progress += s.handshakes_in_progress;
+    }
+    for (transport, s) in by_transport {
+        for (reason, n) in &s.failures_by_reason {
+            counter!("dwcp_handshake_failures_total", "transport" => transport, "reason" => reason.as_str())
+                .absolute(*n);
+        }
+        counter!("dwcp_handshake_retries_total", "transport" => transport).absolute(s.retries);
+        gauge!("dwcp_handshakes_in_progress", "transport" => transport)
+            .set(s.handshakes_in_progress as f64);
+    }
+}
+
 fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
+    sample_endpoints(state);
     let per_peer = state.registry.per_peer();
     for (name, peer) in &state.peers {
         let p = name.clone();
