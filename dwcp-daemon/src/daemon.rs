@@ -284,6 +284,9 @@ impl Daemon {
             .map(|p| (p.name.clone(), Arc::new(Peer::new(p.clone()))))
             .collect();
         let classes = config.class_list();
+        dwcp_core::labels::set_class_names(
+            &classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        );
         let mut tunnels = Vec::new();
         let mut tunnel_listeners = Vec::new();
         for t in &config.tunnels {

@@ -46,9 +46,14 @@ pub const NAMES: &[&str] = &[
     "dwcp_draining",
     "dwcp_build_info",
     "dwcp_handshake_failures_total",
+    "dwcp_tunnel_connections_total",
     "dwcp_handshake_retries_total",
     "dwcp_handshakes_in_progress",
 ];
+
+/// DATA bytes a connection must have carried before its bandwidth estimate
+/// is reported as `dwcp_bandwidth_capacity_bytes`.
+const MEASURED_AFTER_BYTES: u64 = 4 << 20;
 
 /// RTT histogram buckets, in milliseconds.
 const RTT_BUCKETS: &[f64] = &[
@@ -189,6 +194,12 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
         counter!("dwcp_stream_refusals_total", "peer" => p.clone(), "reason" => "limit")
             .absolute(t.streams_refused);
         counter!("dwcp_reconnects_total", "peer" => p.clone()).increment(0);
+        for direction in ["inbound", "outbound"] {
+            for outcome in ["completed", "cancelled", "failed"] {
+                counter!("dwcp_tunnel_connections_total", "peer" => p.clone(), "direction" => direction, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
         counter!("dwcp_errors_total", "kind" => "connect", "peer" => p.clone()).increment(0);
         gauge!("dwcp_streams_max", "peer" => p.clone())
             .set(f64::from(state.config.limits.max_streams));
@@ -235,9 +246,15 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
             gauge!("dwcp_compression_ratio", "peer" => p.clone(), "class" => state.class_name(*id))
                 .set(ratio);
         }
-        let capacity = s
+        // The estimator also learns from keepalive PINGs; on a link that
+        // has carried no real data its estimate is the keepalive rate, not
+        // the link's. Report it only once the connection has carried
+        // enough data to have measured the link.
+        let measured = s
             .link
             .bottleneck_bw
+            .filter(|_| s.core.data_wire_sent + s.core.data_wire_received >= MEASURED_AFTER_BYTES);
+        let capacity = measured
             .or(state.config.link.rate_mbps.map(|m| m * 1e6 / 8.0))
             .unwrap_or(0.0);
         gauge!("dwcp_bandwidth_capacity_bytes", "peer" => p.clone()).set(capacity);

@@ -287,6 +287,18 @@ fn admin_endpoints_have_the_documented_shapes_and_metrics() {
     }
     assert!(metrics.contains("peer=\"node-b\""));
     assert!(!metrics.contains("stream_id"), "a label per stream");
+    // Compression counters use class names like every other metric.
+    let compression: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dwcp_compression_raw_bytes_total{"))
+        .collect();
+    assert!(
+        !compression.is_empty()
+            && compression
+                .iter()
+                .all(|l| l.contains("class=\"bulk\"") || l.contains("class=\"interactive\"")),
+        "{compression:?}"
+    );
     drop(open);
 
     // `dwcp-daemon health` exits 0 against a live admin server, 1 otherwise.
