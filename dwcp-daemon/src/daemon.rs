@@ -212,7 +212,17 @@ impl Daemon {
             ));
         };
         let tls = TlsConfig::from_pem_files(cert, key, ca)?;
-        Daemon::start_with_tls(config, tls).await
+        let paths = [cert.clone(), key.clone(), ca.clone()];
+        let every = Duration::from_secs(config.tls.reload_secs);
+        let mut d = Daemon::start_with_tls(config, tls).await?;
+        if !every.is_zero() {
+            d.tasks.push(tokio::spawn(crate::reload::watch(
+                d.state.clone(),
+                paths,
+                every,
+            )));
+        }
+        Ok(d)
     }
 
     /// Starts every listener and task; the daemon is ready when this returns.

@@ -490,3 +490,51 @@ fn failed_handshakes_are_counted_by_reason_and_a_dial_only_node_listens_on_nothi
     assert!(metrics.contains("dwcp_handshakes_in_progress"), "{metrics}");
     drop(a);
 }
+
+#[test]
+fn certificates_rotate_without_restart_and_tunnels_go_on() {
+    std::env::set_var("DWCP_TLS_RELOAD_SECS", "1");
+    let (pair, mut a, b) = start_pair();
+    // A tunnelled connection that stays open across the rotation.
+    let mut held = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let echo = |s: &mut TcpStream, msg: &[u8]| {
+        s.write_all(msg).expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("read");
+        assert_eq!(got, msg);
+    };
+    echo(&mut held, b"before");
+
+    // A new CA and new leaves replace the files in place (as a secret
+    // update would), for both nodes.
+    dwcp_core::tls::DevCa::new()
+        .expect("ca")
+        .write_pem_files(pair.dir.path(), &["node-a", "node-b", "node-c", "node-x"])
+        .expect("new certs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log_text().contains("TLS files changed") {
+        assert!(
+            Instant::now() < deadline,
+            "node-b never reloaded:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    echo(&mut held, b"after the rotation");
+
+    // node-a restarts with the new files: node-b, still running, accepts its
+    // new certificate only because it reloaded the new CA.
+    a.child.kill().expect("kill node-a");
+    let _ = a.child.wait();
+    let a2 = Proc::start(&a.config);
+    a2.wait_peer("node-b", Duration::from_secs(20));
+    let d = data(64 * 1024, 3);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("after"), d);
+    let (_, metrics) = b.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains("dwcp_tls_reloads_total{result=\"ok\"}"),
+        "{metrics}"
+    );
+}
