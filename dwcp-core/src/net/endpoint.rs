@@ -268,7 +268,7 @@ enum Kind {
         /// The listening endpoint, if any; connects to its address family use it.
         listener: Option<quinn::Endpoint>,
         /// Ephemeral client-only endpoints, by family (v4, v6), made on first use.
-        clients: Mutex<[Option<quinn::Endpoint>; 2]>,
+        clients: Box<Mutex<[Option<quinn::Endpoint>; 2]>>,
     },
     Tcp,
 }
@@ -342,7 +342,7 @@ impl Endpoint {
                 )));
                 let kind = Kind::Quic {
                     listener: Some(ep),
-                    clients: Mutex::default(),
+                    clients: Box::default(),
                 };
                 (kind, Some(local))
             }
@@ -362,7 +362,7 @@ impl Endpoint {
             (Transport::Quic, None) => (
                 Kind::Quic {
                     listener: None,
-                    clients: Mutex::default(),
+                    clients: Box::default(),
                 },
                 None,
             ),
