@@ -2,6 +2,7 @@
 //! `dwcp-bench` scenarios.
 
 pub mod compression;
+pub mod flood;
 pub mod gate;
 pub mod latency;
 pub mod scenarios;

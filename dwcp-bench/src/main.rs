@@ -97,6 +97,29 @@ enum Command {
     /// random write/read APIs and sizes, resets, drops, cancellation, every
     /// byte checked); exits 1 on any truncation, corruption, false clean end,
     /// wrong reset code, hang, or memory above the bound.
+    /// A QUIC handshake flood against a running daemon (loopback only):
+    /// correctly encrypted Initials that never finish their handshake, with
+    /// the target's RSS before, at peak and after.
+    Flood {
+        /// The daemon's QUIC address.
+        #[arg(long)]
+        target: std::net::SocketAddr,
+        /// The server name to put in the ClientHello.
+        #[arg(long, default_value = "node-b")]
+        server_name: String,
+        /// Initials to send.
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+        /// Source addresses (127.0.0.2 and up).
+        #[arg(long, default_value_t = 1)]
+        sources: usize,
+        /// The daemon's process id, to read its VmRSS.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Seconds to keep sampling RSS after sending.
+        #[arg(long, default_value_t = 15)]
+        watch_secs: u64,
+    },
     Torture {
         /// Transport(s) to torture.
         #[arg(long, value_enum, default_value = "both")]
@@ -369,6 +392,30 @@ fn main() {
             json,
             single,
         )),
+        Command::Flood {
+            target,
+            server_name,
+            count,
+            sources,
+            pid,
+            watch_secs,
+        } => match dwcp_bench::flood::run(
+            target,
+            &server_name,
+            count,
+            sources,
+            pid,
+            std::time::Duration::from_secs(watch_secs),
+        ) {
+            Ok(r) => match serde_json::to_string_pretty(&r) {
+                Ok(s) => println!("{s}"),
+                Err(e) => eprintln!("json: {e}"),
+            },
+            Err(e) => {
+                eprintln!("flood: {e}");
+                std::process::exit(2);
+            }
+        },
         Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
             Ok(v) => println!("{v}"),
             Err(e) => {

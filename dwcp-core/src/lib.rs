@@ -57,6 +57,7 @@ pub mod estimator;
 pub mod flow;
 pub mod frame;
 pub mod fuzzing;
+pub mod labels;
 pub mod net;
 pub mod rtt;
 pub mod scheduler;

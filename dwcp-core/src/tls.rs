@@ -71,6 +71,19 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl TlsConfig {
+    /// Mutual-TLS settings presenting `identity` and trusting the CAs in `roots`.
+    ///
+    /// # Examples
+    /// ```
+    /// use dwcp_core::tls::{DevCa, TlsConfig};
+    /// let ca = DevCa::new().expect("ca");
+    /// let tls = TlsConfig::new(ca.issue("node-a.example").expect("cert"), ca.roots());
+    /// assert!(tls.server_config().is_ok());
+    /// ```
+    pub fn new(identity: Identity, roots: Arc<RootCertStore>) -> Self {
+        TlsConfig { identity, roots }
+    }
+
     /// Loads a certificate chain, a private key and a CA bundle from PEM files.
     ///
     /// # Errors

@@ -4,15 +4,19 @@
 //! data plane never delays a probe and a flood of admin requests never takes
 //! a worker from the data plane.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::SystemTime;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{ConnectInfo, Query, State as AxState};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -53,11 +57,38 @@ impl Drop for Handle {
 
 type Shared = Arc<State>;
 
+/// Bounds of the admin server against slow or numerous clients.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    /// Connections served at once; more are closed at once.
+    pub max_connections: usize,
+    /// Connections served at once from one source address; more are closed
+    /// at once. Keeps one slow or hostile client from starving probes and
+    /// scrapes that come from other addresses.
+    pub max_connections_per_source: usize,
+    /// Time a client has to send a request's headers, counted from the
+    /// connection's start or the previous response.
+    pub header_timeout: Duration,
+    /// Longest a connection may stay open, whatever it does.
+    pub max_connection_age: Duration,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 256,
+            max_connections_per_source: 16,
+            header_timeout: Duration::from_secs(5),
+            max_connection_age: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Binds `addr` and serves on a dedicated thread.
 ///
 /// # Errors
 /// The address cannot be bound, or the thread cannot start.
-pub fn start(state: Shared, addr: SocketAddr) -> std::io::Result<Handle> {
+pub fn start(state: Shared, addr: SocketAddr, limits: AdminLimits) -> std::io::Result<Handle> {
     let listener = std::net::TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
@@ -76,22 +107,102 @@ pub fn start(state: Shared, addr: SocketAddr) -> std::io::Result<Handle> {
                         return;
                     }
                 };
-                let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-                let r = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await;
-                if let Err(e) = r {
-                    tracing::error!(error = %e, "admin server stopped");
+                tokio::select! {
+                    _ = serve(listener, router(state), limits) => {}
+                    _ = rx => {}
                 }
             });
+            // Dropping the runtime ends every open admin connection.
         })?;
     Ok(Handle {
         addr,
         stop: Some(tx),
         thread: Some(thread),
     })
+}
+
+/// Open admin connections, in total and per source address.
+#[derive(Debug, Default)]
+struct Places {
+    total: usize,
+    per_source: HashMap<IpAddr, usize>,
+}
+
+/// One open admin connection's place; dropping it frees the place.
+#[derive(Debug)]
+struct Place {
+    places: Arc<Mutex<Places>>,
+    source: IpAddr,
+}
+
+impl Place {
+    fn take(places: &Arc<Mutex<Places>>, source: IpAddr, limits: &AdminLimits) -> Option<Place> {
+        let mut p = places.lock().unwrap_or_else(|e| e.into_inner());
+        let n = p.per_source.get(&source).copied().unwrap_or(0);
+        if p.total >= limits.max_connections || n >= limits.max_connections_per_source {
+            return None;
+        }
+        p.total += 1;
+        p.per_source.insert(source, n + 1);
+        Some(Place {
+            places: places.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let mut p = self.places.lock().unwrap_or_else(|e| e.into_inner());
+        p.total = p.total.saturating_sub(1);
+        if let Some(n) = p.per_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                p.per_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits`: a connection beyond the
+/// global or per-source bound is closed at once; one whose request headers
+/// take longer than `header_timeout` (slowloris), or that lives past
+/// `max_connection_age`, is closed.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, limits: AdminLimits) {
+    let places = Arc::new(Mutex::new(Places::default()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(64 * 1024);
+    let mut refused = 0u64;
+    loop {
+        let (tcp, from) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(place) = Place::take(&places, from.ip(), &limits) else {
+            drop(tcp);
+            refused += 1;
+            // One line per power of two: visible, never a flood.
+            if refused.is_power_of_two() {
+                tracing::warn!(%from, refused, "admin connection limit reached; closing new connections");
+            }
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone().layer(Extension(ConnectInfo(from))));
+        let conn = http.serve_connection(TokioIo::new(tcp), service);
+        let age = limits.max_connection_age;
+        tokio::spawn(async move {
+            let _place = place;
+            // Errors here are the client's (timeouts, resets, bad requests).
+            let _ = tokio::time::timeout(age, conn).await;
+        });
+    }
 }
 
 /// The routes.
@@ -154,7 +265,7 @@ async fn health_detailed(AxState(s): AxState<Shared>) -> Json<Value> {
         }
         peers.insert(name.clone(), json!(st.state.as_str()));
     }
-    let transport = if s.listeners.is_empty() {
+    let transport = if s.endpoints.is_empty() {
         "unhealthy"
     } else {
         "healthy"

@@ -60,7 +60,7 @@ impl Default for Node {
 }
 
 /// `[tls]`: PEM files. All three are required.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Tls {
     /// This node's certificate chain.
@@ -69,6 +69,21 @@ pub struct Tls {
     pub key: Option<PathBuf>,
     /// The CA that signs every peer's certificate.
     pub ca: Option<PathBuf>,
+    /// Seconds between checks of the three files for a new certificate,
+    /// key or CA (mounted secrets are swapped by symlink); `0` disables
+    /// reloading. Default 5.
+    pub reload_secs: u64,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            cert: None,
+            key: None,
+            ca: None,
+            reload_secs: 5,
+        }
+    }
 }
 
 /// `[listen]`.
@@ -100,6 +115,13 @@ pub struct Admin {
     pub token: Option<String>,
     /// File holding the token (for Kubernetes secrets); read at start.
     pub token_file: Option<PathBuf>,
+    /// Admin connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Admin connections open at once from one address; more are closed at once.
+    pub max_connections_per_source: usize,
+    /// Seconds a client has to send a request's headers (and to send the
+    /// next request on a kept-alive connection) before it is closed.
+    pub header_timeout_secs: u64,
 }
 
 impl Default for Admin {
@@ -108,6 +130,9 @@ impl Default for Admin {
             listen: "0.0.0.0:9090".into(),
             token: None,
             token_file: None,
+            max_connections: 256,
+            max_connections_per_source: 16,
+            header_timeout_secs: 5,
         }
     }
 }
@@ -171,15 +196,30 @@ pub struct Limits {
     /// Seconds without hearing from a peer before its connection is declared
     /// dead (keepalive PINGs go every second).
     pub idle_timeout_secs: u64,
+    /// Seconds an incoming peer connection has to finish its TLS and DWCP
+    /// handshakes.
+    pub handshake_timeout_secs: u64,
+    /// Incoming handshakes in progress at once, from all sources.
+    pub max_handshakes: usize,
+    /// Incoming handshakes in progress at once from one source address.
+    pub max_handshakes_per_source: usize,
+    /// QUIC: above this many handshakes in progress, clients must first
+    /// prove their address (a Retry round trip).
+    pub handshake_retry_above: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let h = dwcp_core::net::HandshakeLimits::default();
         Limits {
             max_streams: 10_000,
             max_connections_per_tunnel: 1024,
             connect_timeout_secs: 5,
             idle_timeout_secs: 30,
+            handshake_timeout_secs: 5,
+            max_handshakes: h.max_pending,
+            max_handshakes_per_source: h.max_pending_per_source,
+            handshake_retry_above: h.retry_above,
         }
     }
 }
@@ -384,11 +424,15 @@ pub const OVERRIDABLE: &[(&str, Kind)] = &[
     ("tls.cert", Kind::Str),
     ("tls.key", Kind::Str),
     ("tls.ca", Kind::Str),
+    ("tls.reload_secs", Kind::Int),
     ("listen.quic", Kind::Str),
     ("listen.tcp", Kind::Str),
     ("admin.listen", Kind::Str),
     ("admin.token", Kind::Str),
     ("admin.token_file", Kind::Str),
+    ("admin.max_connections", Kind::Int),
+    ("admin.max_connections_per_source", Kind::Int),
+    ("admin.header_timeout_secs", Kind::Int),
     ("log.format", Kind::Str),
     ("log.level", Kind::Str),
     ("lifecycle.drain_grace_secs", Kind::Int),
@@ -396,6 +440,10 @@ pub const OVERRIDABLE: &[(&str, Kind)] = &[
     ("limits.max_connections_per_tunnel", Kind::Int),
     ("limits.connect_timeout_secs", Kind::Int),
     ("limits.idle_timeout_secs", Kind::Int),
+    ("limits.handshake_timeout_secs", Kind::Int),
+    ("limits.max_handshakes", Kind::Int),
+    ("limits.max_handshakes_per_source", Kind::Int),
+    ("limits.handshake_retry_above", Kind::Int),
     ("link.rate_mbps", Kind::Float),
     ("link.tcp_lanes", Kind::Int),
     ("link.congestion", Kind::Str),
@@ -661,10 +709,15 @@ impl Config {
                 );
             }
         }
-        if self.listen.quic.is_empty() && self.listen.tcp.is_empty() {
+        if self.listen.quic.is_empty()
+            && self.listen.tcp.is_empty()
+            && !self.peers.iter().any(|p| p.address.is_some())
+        {
             bad(
                 "listen".into(),
-                "at least one of quic and tcp must be set".into(),
+                "no listener (quic and tcp are both off) and no peer with an address to dial: \
+                 this node could neither accept nor open a connection"
+                    .into(),
             );
         }
         for (key, v) in [
@@ -717,6 +770,40 @@ impl Config {
             bad(
                 "limits.idle_timeout_secs".into(),
                 "must be from 3 to 3600".into(),
+            );
+        }
+        if !(1..=120).contains(&self.limits.handshake_timeout_secs) {
+            bad(
+                "limits.handshake_timeout_secs".into(),
+                "must be from 1 to 120".into(),
+            );
+        }
+        for (key, v) in [
+            ("limits.max_handshakes", self.limits.max_handshakes),
+            (
+                "limits.max_handshakes_per_source",
+                self.limits.max_handshakes_per_source,
+            ),
+            ("admin.max_connections", self.admin.max_connections),
+            (
+                "admin.max_connections_per_source",
+                self.admin.max_connections_per_source,
+            ),
+        ] {
+            if v == 0 {
+                bad(key.into(), "must be at least 1".into());
+            }
+        }
+        if self.limits.max_handshakes_per_source > self.limits.max_handshakes {
+            bad(
+                "limits.max_handshakes_per_source".into(),
+                "must not exceed limits.max_handshakes".into(),
+            );
+        }
+        if !(1..=300).contains(&self.admin.header_timeout_secs) {
+            bad(
+                "admin.header_timeout_secs".into(),
+                "must be from 1 to 300".into(),
             );
         }
         if self.limits.connect_timeout_secs == 0 {

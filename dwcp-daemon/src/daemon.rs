@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dwcp_core::net::{Endpoint, EndpointConfig, Transport};
+use dwcp_core::net::{Endpoint, EndpointConfig, HandshakeLimits, Transport};
 use dwcp_core::scheduler::ClassConfig;
 use dwcp_core::tls::TlsConfig;
 use tokio::net::TcpListener;
@@ -74,6 +74,8 @@ pub struct State {
     pub listeners: BTreeMap<&'static str, SocketAddr>,
     /// Admin token for mutating endpoints from non-loopback callers.
     pub admin_token: Option<String>,
+    /// Every DWCP endpoint (listening or dial-only) with its transport name.
+    pub endpoints: Vec<(&'static str, Arc<Endpoint>)>,
 }
 
 impl State {
@@ -140,7 +142,6 @@ pub async fn until_true(rx: &mut watch::Receiver<bool>) {
 pub struct Daemon {
     state: Arc<State>,
     tasks: Vec<JoinHandle<()>>,
-    endpoints: Vec<Arc<Endpoint>>,
     admin: admin::Handle,
 }
 
@@ -179,6 +180,12 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
         .map(|m| mbit(m * WIRE_SHARE_OF_LINK_RATE));
     ec.link_rate_bps = config.link.rate_mbps.map(|m| (m * 1e6) as u64);
     ec.tcp.lanes = config.link.tcp_lanes;
+    ec.handshake_timeout = Duration::from_secs(config.limits.handshake_timeout_secs);
+    ec.handshake_limits = HandshakeLimits {
+        max_pending: config.limits.max_handshakes,
+        max_pending_per_source: config.limits.max_handshakes_per_source,
+        retry_above: config.limits.handshake_retry_above,
+    };
     ec.congestion = match config.link.congestion {
         config::CongestionName::Bbr => dwcp_core::net::Congestion::Bbr,
         config::CongestionName::Cubic => dwcp_core::net::Congestion::Cubic,
@@ -205,7 +212,17 @@ impl Daemon {
             ));
         };
         let tls = TlsConfig::from_pem_files(cert, key, ca)?;
-        Daemon::start_with_tls(config, tls).await
+        let paths = [cert.clone(), key.clone(), ca.clone()];
+        let every = Duration::from_secs(config.tls.reload_secs);
+        let mut d = Daemon::start_with_tls(config, tls).await?;
+        if !every.is_zero() {
+            d.tasks.push(tokio::spawn(crate::reload::watch(
+                d.state.clone(),
+                paths,
+                every,
+            )));
+        }
+        Ok(d)
     }
 
     /// Starts every listener and task; the daemon is ready when this returns.
@@ -236,13 +253,14 @@ impl Daemon {
                     })?,
             );
             listeners.insert(kind, ep.local_addr());
-            endpoints.push(ep.clone());
+            endpoints.push((kind, ep.clone()));
             match transport {
                 Transport::Quic => quic = Some(ep),
                 Transport::Tcp => tcp = Some(ep),
             }
         }
-        // Dialling endpoints: the listener of that transport, or an ephemeral one.
+        // Dialling endpoints: the listener of that transport, or a dial-only
+        // endpoint that listens on nothing.
         let mut dialers: BTreeMap<&'static str, Arc<Endpoint>> = BTreeMap::new();
         for p in config.peers.iter().filter(|p| p.address.is_some()) {
             let (kind, t, existing) = match p.transport {
@@ -255,16 +273,15 @@ impl Daemon {
             let ep = match existing {
                 Some(ep) => ep.clone(),
                 None => {
-                    let any: SocketAddr = ([0, 0, 0, 0], 0).into();
                     let ep = Arc::new(
-                        Endpoint::bind(any, endpoint_config(&config, &tls, t))
+                        Endpoint::client(endpoint_config(&config, &tls, t))
                             .await
                             .map_err(|source| StartError::Endpoint {
-                                addr: any.to_string(),
+                                addr: format!("{kind} (dial only)"),
                                 source,
                             })?,
                     );
-                    endpoints.push(ep.clone());
+                    endpoints.push((kind, ep.clone()));
                     ep
                 }
             };
@@ -277,6 +294,9 @@ impl Daemon {
             .map(|p| (p.name.clone(), Arc::new(Peer::new(p.clone()))))
             .collect();
         let classes = config.class_list();
+        dwcp_core::labels::set_class_names(
+            &classes.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        );
         let mut tunnels = Vec::new();
         let mut tunnel_listeners = Vec::new();
         for t in &config.tunnels {
@@ -334,12 +354,21 @@ impl Daemon {
             started: Instant::now(),
             listeners,
             admin_token,
+            endpoints,
             config,
         });
-        let admin = admin::start(state.clone(), admin_addr).map_err(|source| StartError::Bind {
-            what: "admin".into(),
-            addr: admin_addr.to_string(),
-            source,
+        let admin_limits = admin::AdminLimits {
+            max_connections: state.config.admin.max_connections,
+            max_connections_per_source: state.config.admin.max_connections_per_source,
+            header_timeout: Duration::from_secs(state.config.admin.header_timeout_secs),
+            ..admin::AdminLimits::default()
+        };
+        let admin = admin::start(state.clone(), admin_addr, admin_limits).map_err(|source| {
+            StartError::Bind {
+                what: "admin".into(),
+                addr: admin_addr.to_string(),
+                source,
+            }
         })?;
 
         let mut tasks = Vec::new();
@@ -378,7 +407,6 @@ impl Daemon {
         Ok(Daemon {
             state,
             tasks,
-            endpoints,
             admin,
         })
     }
@@ -427,7 +455,6 @@ impl Daemon {
         for t in &self.tasks {
             t.abort();
         }
-        drop(self.endpoints);
         self.admin.stop();
         // Let the closes reach the wire.
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -224,6 +224,7 @@ fn node_config(name: &str, admin: &str) -> Config {
         cert: Some("dev".into()),
         key: Some("dev".into()),
         ca: Some("dev".into()),
+        reload_secs: 0,
     };
     c
 }

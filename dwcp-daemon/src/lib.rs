@@ -12,6 +12,7 @@
 //! | Tunnelled-connection table | [`registry`] |
 //! | Admin HTTP server | [`admin`] |
 //! | Prometheus metrics | [`telemetry`] |
+//! | Certificate rotation (TLS files watched) | [`reload`] |
 //! | `dwcp-daemon health` probe | [`probe`] |
 //! | `dwcp-daemon demo` | [`demo`] |
 
@@ -23,6 +24,7 @@ pub mod peers;
 pub mod pipe;
 pub mod probe;
 pub mod registry;
+pub mod reload;
 pub mod service;
 pub mod telemetry;
 pub mod tunnel;

@@ -8,7 +8,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use dwcp_core::net::{Connection, Endpoint};
+use dwcp_core::net::{Connection, Endpoint, RefusalReason};
 use dwcp_core::{ConnectionStats, ErrorCode};
 use tokio::sync::watch;
 
@@ -326,7 +326,12 @@ pub async fn accept_loop(state: Arc<State>, endpoint: Arc<Endpoint>, transport: 
                 tokio::spawn(serve(state.clone(), peer, conn, transport));
             }
             None => {
-                tracing::warn!(identity = ?identity, remote = ?conn.remote_addr(), "refused a connection from an unknown peer");
+                // Counted, logged (rate-limited) and reported by the endpoint.
+                endpoint.refused(
+                    RefusalReason::UnknownPeer,
+                    conn.remote_addr(),
+                    &format!("identity {identity:?} names no configured peer"),
+                );
                 metrics::counter!("dwcp_errors_total", "kind" => "unknown_peer", "peer" => "unknown")
                     .increment(1);
                 conn.close(

@@ -34,6 +34,34 @@ pub enum PipeError {
     Tcp(#[from] std::io::Error),
 }
 
+impl PipeError {
+    /// Whether this is an ordinary end rather than a fault: the local
+    /// application closed or reset its connection (`ECONNRESET`, `EPIPE`),
+    /// or the other side cancelled the stream (its own end counts the
+    /// reason). Logged at debug and counted as `cancelled`, not as an error.
+    pub fn is_cancel(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            PipeError::Stream(StreamError::Reset(ErrorCode::Cancel))
+            | PipeError::Stream(StreamError::Stopped(ErrorCode::Cancel)) => true,
+            PipeError::Tcp(e) => matches!(
+                e.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+
+    /// The `outcome` label of `dwcp_tunnel_connections_total`.
+    pub fn outcome(&self) -> &'static str {
+        if self.is_cancel() {
+            "cancelled"
+        } else {
+            "failed"
+        }
+    }
+}
+
 /// Totals of a finished pipe.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {

@@ -107,15 +107,26 @@ pub async fn handle(state: Arc<State>, peer: &Peer, mut stream: Stream) {
         Direction::Inbound,
         &class,
     );
+    let count = |outcome: &'static str| {
+        metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer.name().to_string(), "direction" => "inbound", "outcome" => outcome).increment(1);
+    };
     match pipe::run(tcp, stream, &guard.entry).await {
-        Ok(t) => tracing::debug!(
-            peer = peer.name(),
-            service = name,
-            sent = t.sent,
-            received = t.received,
-            "stream done"
-        ),
+        Ok(t) => {
+            count("completed");
+            tracing::debug!(
+                peer = peer.name(),
+                service = name,
+                sent = t.sent,
+                received = t.received,
+                "stream done"
+            )
+        }
+        Err(e) if e.is_cancel() => {
+            count("cancelled");
+            tracing::debug!(peer = peer.name(), service = name, error = %e, "stream cancelled");
+        }
         Err(e) => {
+            count("failed");
             metrics::counter!("dwcp_errors_total", "kind" => "stream", "peer" => peer.name().to_string())
                 .increment(1);
             tracing::warn!(peer = peer.name(), service = name, error = %e, "stream ended with an error");

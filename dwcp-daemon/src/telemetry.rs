@@ -13,6 +13,8 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use dwcp_core::net::EndpointStats;
+
 use crate::daemon::State;
 
 /// Every metric name the daemon itself exports (the library adds
@@ -43,7 +45,15 @@ pub const NAMES: &[&str] = &[
     "dwcp_tunnel_streams_active",
     "dwcp_draining",
     "dwcp_build_info",
+    "dwcp_handshake_failures_total",
+    "dwcp_tunnel_connections_total",
+    "dwcp_handshake_retries_total",
+    "dwcp_handshakes_in_progress",
 ];
+
+/// DATA bytes a connection must have carried before its bandwidth estimate
+/// is reported as `dwcp_bandwidth_capacity_bytes`.
+const MEASURED_AFTER_BYTES: u64 = 4 << 20;
 
 /// RTT histogram buckets, in milliseconds.
 const RTT_BUCKETS: &[f64] = &[
@@ -127,7 +137,36 @@ pub async fn sample_loop(state: Arc<State>) {
     }
 }
 
+/// Incoming handshakes by transport: failures by reason, Retries sent, and
+/// handshakes in progress, from each endpoint's counters.
+fn sample_endpoints(state: &State) {
+    let mut by_transport: BTreeMap<&'static str, EndpointStats> = BTreeMap::new();
+    for (kind, ep) in &state.endpoints {
+        let s = ep.stats();
+        let t = by_transport.entry(kind).or_default();
+        if t.failures_by_reason.is_empty() {
+            t.failures_by_reason = s.failures_by_reason;
+        } else {
+            for ((_, n), (_, m)) in t.failures_by_reason.iter_mut().zip(&s.failures_by_reason) {
+                *n += m;
+            }
+        }
+        t.retries += s.retries;
+        t.handshakes_in_progress += s.handshakes_in_progress;
+    }
+    for (transport, s) in by_transport {
+        for (reason, n) in &s.failures_by_reason {
+            counter!("dwcp_handshake_failures_total", "transport" => transport, "reason" => reason.as_str())
+                .absolute(*n);
+        }
+        counter!("dwcp_handshake_retries_total", "transport" => transport).absolute(s.retries);
+        gauge!("dwcp_handshakes_in_progress", "transport" => transport)
+            .set(s.handshakes_in_progress as f64);
+    }
+}
+
 fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
+    sample_endpoints(state);
     let per_peer = state.registry.per_peer();
     for (name, peer) in &state.peers {
         let p = name.clone();
@@ -155,6 +194,12 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
         counter!("dwcp_stream_refusals_total", "peer" => p.clone(), "reason" => "limit")
             .absolute(t.streams_refused);
         counter!("dwcp_reconnects_total", "peer" => p.clone()).increment(0);
+        for direction in ["inbound", "outbound"] {
+            for outcome in ["completed", "cancelled", "failed"] {
+                counter!("dwcp_tunnel_connections_total", "peer" => p.clone(), "direction" => direction, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
         counter!("dwcp_errors_total", "kind" => "connect", "peer" => p.clone()).increment(0);
         gauge!("dwcp_streams_max", "peer" => p.clone())
             .set(f64::from(state.config.limits.max_streams));
@@ -201,9 +246,15 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
             gauge!("dwcp_compression_ratio", "peer" => p.clone(), "class" => state.class_name(*id))
                 .set(ratio);
         }
-        let capacity = s
+        // The estimator also learns from keepalive PINGs; on a link that
+        // has carried no real data its estimate is the keepalive rate, not
+        // the link's. Report it only once the connection has carried
+        // enough data to have measured the link.
+        let measured = s
             .link
             .bottleneck_bw
+            .filter(|_| s.core.data_wire_sent + s.core.data_wire_received >= MEASURED_AFTER_BYTES);
+        let capacity = measured
             .or(state.config.link.rate_mbps.map(|m| m * 1e6 / 8.0))
             .unwrap_or(0.0);
         gauge!("dwcp_bandwidth_capacity_bytes", "peer" => p.clone()).set(capacity);

@@ -110,9 +110,15 @@ async fn carry(
     );
     match pipe::run(tcp, stream, &guard.entry).await {
         Ok(tot) => {
+            metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer_label, "direction" => "outbound", "outcome" => "completed").increment(1);
             tracing::debug!(tunnel = %t.name, sent = tot.sent, received = tot.received, "connection done")
         }
+        Err(e) if e.is_cancel() => {
+            metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer_label, "direction" => "outbound", "outcome" => "cancelled").increment(1);
+            tracing::debug!(tunnel = %t.name, error = %e, "connection cancelled");
+        }
         Err(e) => {
+            metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer_label.clone(), "direction" => "outbound", "outcome" => "failed").increment(1);
             let why = match &e {
                 PipeError::Stream(StreamError::Reset(code)) => codes::describe(*code),
                 other => other.to_string(),

@@ -125,7 +125,16 @@ fn a_peer_node_b_does_not_list_is_refused() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(b.log_text().contains("unknown peer"), "{}", b.log_text());
+    assert!(
+        b.log_text().contains("unknown peer") || b.log_text().contains("unknown_peer"),
+        "{}",
+        b.log_text()
+    );
+    wait_metric(
+        &b,
+        "dwcp_handshake_failures_total",
+        "reason=\"unknown_peer\"",
+    );
     // node-b never lists node-x as connected, and node-x's tunnels carry nothing.
     let s = b.json("/api/v1/dwcp/status");
     assert!(s["peers"].get("node-x").is_none(), "{s}");
@@ -278,6 +287,18 @@ fn admin_endpoints_have_the_documented_shapes_and_metrics() {
     }
     assert!(metrics.contains("peer=\"node-b\""));
     assert!(!metrics.contains("stream_id"), "a label per stream");
+    // Compression counters use class names like every other metric.
+    let compression: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("dwcp_compression_raw_bytes_total{"))
+        .collect();
+    assert!(
+        !compression.is_empty()
+            && compression
+                .iter()
+                .all(|l| l.contains("class=\"bulk\"") || l.contains("class=\"interactive\"")),
+        "{compression:?}"
+    );
     drop(open);
 
     // `dwcp-daemon health` exits 0 against a live admin server, 1 otherwise.
@@ -417,4 +438,103 @@ fn bad_configs_are_answered_with_key_and_line() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.listen"));
+}
+
+/// Waits until `/metrics` has a `name` sample whose labels contain `label`
+/// and whose value is at least 1.
+fn wait_metric(p: &Proc, name: &str, label: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = p.get("/metrics").expect("metrics");
+        let hit = metrics.lines().any(|l| {
+            l.starts_with(name)
+                && l.contains(label)
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|v| v >= 1.0)
+        });
+        if hit {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {name}{{{label}}} >= 1:\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn failed_handshakes_are_counted_by_reason_and_a_dial_only_node_listens_on_nothing() {
+    let (pair, a, b) = start_pair();
+    // node-a is dial-only: no listener at all.
+    let st = a.json("/api/v1/dwcp/status");
+    assert_eq!(st["listeners"], serde_json::json!({}), "{st}");
+    let d = a.json("/health/detailed");
+    assert_eq!(d["components"]["transport"], "healthy", "{d}");
+    // A client whose certificate comes from another CA.
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let other = dwcp_core::tls::DevCa::new().expect("ca");
+        let cfg = dwcp_core::net::EndpointConfig::new(
+            other.config_for("node-a").expect("cert"),
+            dwcp_core::net::Transport::Quic,
+        );
+        let rogue = dwcp_core::net::Endpoint::client(cfg).await.expect("client");
+        let addr = ([127, 0, 0, 1], pair.b_quic).into();
+        assert!(rogue.connect(addr, "node-b").await.is_err());
+    });
+    wait_metric(&b, "dwcp_handshake_failures_total", "reason=\"tls\"");
+    let (_, metrics) = b.get("/metrics").expect("metrics");
+    assert!(metrics.contains("dwcp_handshakes_in_progress"), "{metrics}");
+    drop(a);
+}
+
+#[test]
+fn certificates_rotate_without_restart_and_tunnels_go_on() {
+    std::env::set_var("DWCP_TLS_RELOAD_SECS", "1");
+    let (pair, mut a, b) = start_pair();
+    // A tunnelled connection that stays open across the rotation.
+    let mut held = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+    held.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let echo = |s: &mut TcpStream, msg: &[u8]| {
+        s.write_all(msg).expect("write");
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).expect("read");
+        assert_eq!(got, msg);
+    };
+    echo(&mut held, b"before");
+
+    // A new CA and new leaves replace the files in place (as a secret
+    // update would), for both nodes.
+    dwcp_core::tls::DevCa::new()
+        .expect("ca")
+        .write_pem_files(pair.dir.path(), &["node-a", "node-b", "node-c", "node-x"])
+        .expect("new certs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log_text().contains("TLS files changed") {
+        assert!(
+            Instant::now() < deadline,
+            "node-b never reloaded:\n{}",
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    echo(&mut held, b"after the rotation");
+
+    // node-a restarts with the new files: node-b, still running, accepts its
+    // new certificate only because it reloaded the new CA.
+    a.child.kill().expect("kill node-a");
+    let _ = a.child.wait();
+    let a2 = Proc::start(&a.config);
+    a2.wait_peer("node-b", Duration::from_secs(20));
+    let d = data(64 * 1024, 3);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("after"), d);
+    let (_, metrics) = b.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains("dwcp_tls_reloads_total{result=\"ok\"}"),
+        "{metrics}"
+    );
 }

@@ -1,15 +1,17 @@
 //! Endpoints: bind, connect, accept, over QUIC or TCP lanes.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::ConnectionError;
+use crate::net::admission::{Admission, HandshakeLimits};
 use crate::net::connection::Connection;
+pub(crate) use crate::net::refusals::Counters;
+use crate::net::refusals::{self, AcceptFailures, RefusalReason};
 use crate::net::{quic, tcp};
 use crate::tls::{TlsConfig, TlsError};
 use crate::Config;
@@ -76,7 +78,8 @@ impl Default for TcpTuning {
 pub struct EndpointConfig {
     /// Protocol settings of every connection.
     pub protocol: Config,
-    /// Mutual-TLS identity and trusted CA.
+    /// Mutual-TLS identity and trusted CA (the initial ones: see
+    /// [`Endpoint::set_tls`] for rotation).
     pub tls: TlsConfig,
     /// QUIC or TCP.
     pub transport: Transport,
@@ -85,8 +88,12 @@ pub struct EndpointConfig {
     /// UDP socket buffer size requested for QUIC (default 8 MiB; the kernel caps
     /// it at `net.core.rmem_max`/`wmem_max`).
     pub udp_buffer: usize,
-    /// Transport plus DWCP handshake deadline (default 10 s).
+    /// Transport plus DWCP handshake deadline (default 5 s). An incoming
+    /// handshake holds one of [`EndpointConfig::handshake_limits`]'s places
+    /// at most this long.
     pub handshake_timeout: Duration,
+    /// Bounds on incoming handshakes in progress (see [`HandshakeLimits`]).
+    pub handshake_limits: HandshakeLimits,
     /// Established connections waiting for `accept` (default 128); more are refused.
     pub accept_backlog: usize,
     /// The WAN rate in bits/s, if known (for example a contracted rate); used by
@@ -105,11 +112,31 @@ impl EndpointConfig {
             transport,
             tcp: TcpTuning::default(),
             udp_buffer: 8 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(5),
+            handshake_limits: HandshakeLimits::default(),
             accept_backlog: 128,
             link_rate_bps: None,
             congestion: Congestion::default(),
         }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        self.protocol
+            .validate()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if self.tcp.lanes == 0 || self.tcp.lanes > 64 {
+            return Err(Error::Config("tcp.lanes must be between 1 and 64".into()));
+        }
+        let l = &self.handshake_limits;
+        if l.max_pending == 0 || l.max_pending_per_source == 0 {
+            return Err(Error::Config(
+                "handshake limits must allow at least one handshake".into(),
+            ));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(Error::Config("handshake_timeout must not be zero".into()));
+        }
+        Ok(())
     }
 }
 
@@ -143,50 +170,124 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// The refusal reason this error counts as when an incoming connection fails.
+    pub fn reason(&self) -> RefusalReason {
+        match self {
+            Error::Io(_) => RefusalReason::Io,
+            Error::Tls(_) | Error::TlsHandshake(_) => RefusalReason::Tls,
+            Error::QuicConnect(_) | Error::Config(_) => RefusalReason::Other,
+            Error::Quic(e) => quic_reason(e),
+            Error::Handshake(_) => RefusalReason::DwcpHandshake,
+            Error::Timeout(_) => RefusalReason::Timeout,
+        }
+    }
+}
+
+/// QUIC carries TLS alerts as transport error codes 0x100-0x1ff.
+fn quic_reason(e: &quinn::ConnectionError) -> RefusalReason {
+    let crypto = |code: quinn::TransportErrorCode| (0x100..0x200).contains(&u64::from(code));
+    match e {
+        quinn::ConnectionError::TransportError(t) if crypto(t.code) => RefusalReason::Tls,
+        quinn::ConnectionError::ConnectionClosed(c) if crypto(c.error_code) => RefusalReason::Tls,
+        quinn::ConnectionError::TimedOut => RefusalReason::Timeout,
+        quinn::ConnectionError::VersionMismatch
+        | quinn::ConnectionError::TransportError(_)
+        | quinn::ConnectionError::ConnectionClosed(_)
+        | quinn::ConnectionError::Reset => RefusalReason::Protocol,
+        _ => RefusalReason::Other,
+    }
+}
+
 /// Counters of an endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EndpointStats {
     /// Connections accepted and established.
     pub accepted: u64,
-    /// Incoming connections that failed their TLS or DWCP handshake.
+    /// Incoming connections refused or failed, all reasons together.
     pub handshake_failures: u64,
-    /// The last handshake failure, for diagnosis.
+    /// Incoming connections refused or failed, by reason (every reason
+    /// listed, in [`RefusalReason::ALL`] order).
+    pub failures_by_reason: Vec<(RefusalReason, u64)>,
+    /// QUIC Retry packets sent to unvalidated clients under load.
+    pub retries: u64,
+    /// Incoming handshakes in progress now.
+    pub handshakes_in_progress: u64,
+    /// The most incoming handshakes ever in progress at once.
+    pub handshakes_peak: u64,
+    /// The last failure, for diagnosis.
     pub last_failure: Option<String>,
 }
 
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    accepted: AtomicU64,
-    failures: AtomicU64,
-    last_failure: Mutex<Option<String>>,
+impl EndpointStats {
+    /// Failures counted for `reason`.
+    pub fn failures(&self, reason: RefusalReason) -> u64 {
+        self.failures_by_reason
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
 }
 
-impl Counters {
-    pub(crate) fn accepted(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
+/// The TLS configuration in force and the rustls configurations built from
+/// it, swapped whole by [`Endpoint::set_tls`].
+#[derive(Debug)]
+pub(crate) struct Tls {
+    pub(crate) config: TlsConfig,
+    pub(crate) server: Arc<rustls::ServerConfig>,
+    pub(crate) client: Arc<rustls::ClientConfig>,
+}
+
+impl Tls {
+    fn build(config: TlsConfig) -> Result<Tls, Error> {
+        Ok(Tls {
+            server: Arc::new(config.server_config()?),
+            client: Arc::new(config.client_config()?),
+            config,
+        })
+    }
+}
+
+/// Shared, swappable [`Tls`].
+#[derive(Debug)]
+pub(crate) struct LiveTls(RwLock<Arc<Tls>>);
+
+impl LiveTls {
+    pub(crate) fn get(&self) -> Arc<Tls> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    pub(crate) fn failed(&self, why: String) {
-        tracing::warn!(%why, "dwcp: incoming connection refused");
-        self.failures.fetch_add(1, Ordering::Relaxed);
-        *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    fn set(&self, tls: Tls) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
     }
 }
 
 #[derive(Debug)]
 enum Kind {
-    Quic(quinn::Endpoint),
+    Quic {
+        /// The listening endpoint, if any; connects to its address family use it.
+        listener: Option<quinn::Endpoint>,
+        /// Ephemeral client-only endpoints, by family (v4, v6), made on first use.
+        clients: Box<Mutex<[Option<quinn::Endpoint>; 2]>>,
+    },
     Tcp,
 }
 
 /// A local endpoint: accepts connections on its address and connects out.
+///
+/// [`Endpoint::bind`] listens; [`Endpoint::client`] only connects out.
+/// Incoming handshakes are bounded by [`HandshakeLimits`]; every refused or
+/// failed incoming connection is counted by reason in [`Endpoint::stats`] and
+/// reported to [`Endpoint::failures`] subscribers.
 #[derive(Debug)]
 pub struct Endpoint {
     kind: Kind,
     config: Arc<EndpointConfig>,
-    local_addr: SocketAddr,
+    tls: Arc<LiveTls>,
+    local_addr: Option<SocketAddr>,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Connection>>,
     counters: Arc<Counters>,
+    admission: Arc<Admission>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -202,60 +303,126 @@ impl Endpoint {
     /// Binds to `addr` and starts accepting connections in the background.
     ///
     /// # Errors
-    /// The address cannot be bound or the TLS configuration is unusable.
+    /// The address cannot be bound or the configuration (TLS included) is unusable.
     pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> Result<Endpoint, Error> {
-        config
-            .protocol
-            .validate()
-            .map_err(|e| Error::Config(e.to_string()))?;
-        if config.tcp.lanes == 0 || config.tcp.lanes > 64 {
-            return Err(Error::Config("tcp.lanes must be between 1 and 64".into()));
-        }
+        Self::open(Some(addr), config).await
+    }
+
+    /// An endpoint that only connects out: it listens on nothing (QUIC binds
+    /// an ephemeral UDP port of the destination's address family on first
+    /// connect, with no server configuration; TCP opens no listener), and
+    /// [`Endpoint::accept`] returns `None` at once.
+    ///
+    /// # Errors
+    /// The configuration (TLS included) is unusable.
+    pub async fn client(config: EndpointConfig) -> Result<Endpoint, Error> {
+        Self::open(None, config).await
+    }
+
+    async fn open(addr: Option<SocketAddr>, config: EndpointConfig) -> Result<Endpoint, Error> {
+        config.validate()?;
+        let tls = Arc::new(LiveTls(RwLock::new(Arc::new(Tls::build(
+            config.tls.clone(),
+        )?))));
         let config = Arc::new(config);
         let counters = Arc::new(Counters::default());
+        let admission = Admission::new(config.handshake_limits);
         let (tx, rx) = mpsc::channel(config.accept_backlog.max(1));
-        let (kind, local_addr, task) = match config.transport {
-            Transport::Quic => {
-                let ep = quic::bind(addr, &config)?;
+        let mut tasks = Vec::new();
+        let (kind, local_addr) = match (config.transport, addr) {
+            (Transport::Quic, Some(addr)) => {
+                let ep = quic::bind(addr, &config, &tls.get())?;
                 let local = ep.local_addr()?;
-                let task = tokio::spawn(quic::accept_loop(
+                tasks.push(tokio::spawn(quic::accept_loop(
                     ep.clone(),
                     config.clone(),
                     tx,
                     counters.clone(),
-                ));
-                (Kind::Quic(ep), local, task)
+                    admission.clone(),
+                )));
+                let kind = Kind::Quic {
+                    listener: Some(ep),
+                    clients: Box::default(),
+                };
+                (kind, Some(local))
             }
-            Transport::Tcp => {
+            (Transport::Tcp, Some(addr)) => {
                 let listener = tokio::net::TcpListener::bind(addr).await?;
                 let local = listener.local_addr()?;
-                let task = tokio::spawn(tcp::accept_loop(
+                tasks.push(tokio::spawn(tcp::accept_loop(
                     listener,
                     config.clone(),
+                    tls.clone(),
                     tx,
                     counters.clone(),
-                ));
-                (Kind::Tcp, local, task)
+                    admission.clone(),
+                )));
+                (Kind::Tcp, Some(local))
             }
+            (Transport::Quic, None) => (
+                Kind::Quic {
+                    listener: None,
+                    clients: Box::default(),
+                },
+                None,
+            ),
+            (Transport::Tcp, None) => (Kind::Tcp, None),
         };
+        if local_addr.is_some() {
+            tasks.push(tokio::spawn(refusals::flush_loop(counters.clone())));
+        }
+        // A client-only endpoint dropped `tx`: `accept` ends at once.
         Ok(Endpoint {
             kind,
             config,
+            tls,
             local_addr,
             incoming: tokio::sync::Mutex::new(rx),
             counters,
-            tasks: vec![task],
+            admission,
+            tasks,
         })
     }
 
-    /// The bound address.
+    /// The bound address; `0.0.0.0:0` for a client-only endpoint (see
+    /// [`Endpoint::listen_addr`]).
     pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The listening address; `None` for a client-only endpoint.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.local_addr
     }
 
     /// The configuration.
     pub fn config(&self) -> &EndpointConfig {
         &self.config
+    }
+
+    /// The TLS configuration in force (the last one given to
+    /// [`Endpoint::set_tls`], else the configuration's).
+    pub fn tls(&self) -> TlsConfig {
+        self.tls.get().config.clone()
+    }
+
+    /// Replaces the TLS identity and trusted CAs. New connections, incoming
+    /// and outgoing, use the new ones; established connections are not
+    /// touched.
+    ///
+    /// # Errors
+    /// The new configuration is unusable; the old one stays in force.
+    pub fn set_tls(&self, tls: TlsConfig) -> Result<(), Error> {
+        let built = Tls::build(tls)?;
+        if let Kind::Quic {
+            listener: Some(ep), ..
+        } = &self.kind
+        {
+            ep.set_server_config(Some(quic::server_config(&self.config, &built)?));
+        }
+        self.tls.set(built);
+        Ok(())
     }
 
     /// Connects to `addr`, whose certificate must carry `server_name`, and
@@ -268,10 +435,14 @@ impl Endpoint {
     /// # Cancel safety
     /// Cancel safe: a cancelled connect leaves nothing behind.
     pub async fn connect(&self, addr: SocketAddr, server_name: &str) -> Result<Connection, Error> {
+        let tls = self.tls.get();
         let fut = async {
             match &self.kind {
-                Kind::Quic(ep) => quic::connect(ep, &self.config, addr, server_name).await,
-                Kind::Tcp => tcp::connect(&self.config, addr, server_name).await,
+                Kind::Quic { listener, clients } => {
+                    let ep = self.quic_for(addr, listener.as_ref(), clients)?;
+                    quic::connect(&ep, &self.config, &tls, addr, server_name).await
+                }
+                Kind::Tcp => tcp::connect(&self.config, &tls, addr, server_name).await,
             }
         };
         tokio::time::timeout(self.config.handshake_timeout, fut)
@@ -279,7 +450,39 @@ impl Endpoint {
             .map_err(|_| Error::Timeout("connect"))?
     }
 
-    /// The next established incoming connection; `None` once the endpoint stopped.
+    /// The quinn endpoint to dial `addr` from: the listener if its family
+    /// matches, else an ephemeral client endpoint of the right family.
+    fn quic_for(
+        &self,
+        addr: SocketAddr,
+        listener: Option<&quinn::Endpoint>,
+        clients: &Mutex<[Option<quinn::Endpoint>; 2]>,
+    ) -> Result<quinn::Endpoint, Error> {
+        if let Some(ep) = listener {
+            if ep.local_addr().is_ok_and(|l| l.is_ipv4() == addr.is_ipv4()) {
+                return Ok(ep.clone());
+            }
+        }
+        let mut c = clients.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = &mut c[usize::from(addr.is_ipv6())];
+        if let Some(ep) = slot {
+            return Ok(ep.clone());
+        }
+        let any: SocketAddr = if addr.is_ipv4() {
+            ([0, 0, 0, 0], 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let ep = quic::bind_client(any, &self.config)?;
+        *slot = Some(ep.clone());
+        Ok(ep)
+    }
+
+    /// The next established incoming connection; `None` once the endpoint
+    /// stopped, and at once for a client-only endpoint.
+    ///
+    /// Connections that fail or are refused before they are established
+    /// never appear here; see [`Endpoint::failures`].
     ///
     /// # Cancel safety
     /// Cancel safe.
@@ -287,17 +490,33 @@ impl Endpoint {
         self.incoming.lock().await.recv().await
     }
 
+    /// Subscribes to the endpoint's failures: every incoming connection
+    /// refused or failed before it was established (TLS, timeout, DWCP
+    /// handshake, handshake limit, full backlog, listener `accept` errors),
+    /// from now on. The queue is bounded; see [`AcceptFailures`].
+    pub fn failures(&self) -> AcceptFailures {
+        self.counters.subscribe()
+    }
+
+    /// Records that the application refused an established incoming
+    /// connection (for example an identity it does not know), so that the
+    /// refusal is counted, logged (rate-limited) and reported like the
+    /// endpoint's own.
+    pub fn refused(&self, reason: RefusalReason, remote: Option<SocketAddr>, detail: &str) {
+        self.counters.failed(reason, remote, detail);
+    }
+
     /// Accept counters.
     pub fn stats(&self) -> EndpointStats {
+        let by_reason = self.counters.by_reason();
         EndpointStats {
-            accepted: self.counters.accepted.load(Ordering::Relaxed),
-            handshake_failures: self.counters.failures.load(Ordering::Relaxed),
-            last_failure: self
-                .counters
-                .last_failure
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            accepted: self.counters.accepted_count(),
+            handshake_failures: by_reason.iter().map(|(_, n)| n).sum(),
+            failures_by_reason: by_reason,
+            retries: self.counters.retry_count(),
+            handshakes_in_progress: self.admission.pending() as u64,
+            handshakes_peak: self.admission.peak() as u64,
+            last_failure: self.counters.last_failure(),
         }
     }
 }

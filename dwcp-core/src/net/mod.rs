@@ -3,6 +3,8 @@
 //! | file | concern |
 //! |---|---|
 //! | `endpoint.rs` | binding, connecting, accepting; endpoint configuration |
+//! | `admission.rs` | bounds on incoming handshakes in progress, global and per source |
+//! | `refusals.rs` | refused/failed incoming connections: reasons, events, rate-limited logs |
 //! | `connection.rs` | the connection handle: open/accept streams, stats, drain |
 //! | `stream.rs` | the stream handle: zero-copy `send`/`recv`, `AsyncRead`/`AsyncWrite` |
 //! | `driver.rs` | the tasks that move frames between the core and the lanes |
@@ -11,18 +13,22 @@
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
 //! | `mem.rs` | in-memory lanes for tests and benchmarks |
 
+mod admission;
 mod connection;
 pub(crate) mod driver;
 mod endpoint;
 pub mod mem;
 mod quic;
+mod refusals;
 mod stream;
 mod tcp;
 mod tcp_info;
 
+pub use admission::HandshakeLimits;
 pub use connection::{Connection, LinkSummary, Stats};
 pub use driver::{ClassCompression, TransportStats};
 pub use endpoint::{
     Congestion, Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport,
 };
+pub use refusals::{AcceptFailure, AcceptFailures, RefusalReason, FAILURE_QUEUE};
 pub use stream::{stream_error, Compression, RecvStream, SendStream, Stream, StreamOptions};

@@ -16,9 +16,11 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{TransportConfig, VarInt};
 use tokio::sync::mpsc;
 
+use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
 use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
-use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error};
+use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error, Tls};
+use crate::net::refusals::RefusalReason;
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
 
@@ -50,8 +52,8 @@ fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     Arc::new(t)
 }
 
-/// Creates the quinn endpoint on a UDP socket with large buffers.
-pub(crate) fn bind(addr: SocketAddr, cfg: &EndpointConfig) -> Result<quinn::Endpoint, Error> {
+/// A UDP socket with large buffers, bound to `addr`.
+fn socket(addr: SocketAddr, cfg: &EndpointConfig) -> Result<std::net::UdpSocket, Error> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -70,19 +72,58 @@ pub(crate) fn bind(addr: SocketAddr, cfg: &EndpointConfig) -> Result<quinn::Endp
         }
     }
     sock.bind(&addr.into())?;
-    let server_tls = QuicServerConfig::try_from(cfg.tls.server_config()?)
+    Ok(sock.into())
+}
+
+/// Bytes quinn buffers for one connection attempt not yet accepted or refused.
+const INCOMING_BUFFER: u64 = 64 * 1024;
+
+/// The quinn server configuration: TLS from `tls`, and quinn's own bound on
+/// connection attempts waiting for the accept loop sized from the handshake
+/// limits (its default is 65,536 attempts of up to 10 MiB each).
+pub(crate) fn server_config(cfg: &EndpointConfig, tls: &Tls) -> Result<quinn::ServerConfig, Error> {
+    let server_tls = QuicServerConfig::try_from(tls.server.clone())
         .map_err(|e| Error::Config(format!("QUIC server TLS: {e}")))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_tls));
     server.transport_config(transport_config(cfg));
+    let waiting = cfg.handshake_limits.max_pending.saturating_mul(2).max(64);
+    server.max_incoming(waiting);
+    server.incoming_buffer_size(INCOMING_BUFFER);
+    server.incoming_buffer_size_total(INCOMING_BUFFER.saturating_mul(waiting as u64));
+    Ok(server)
+}
+
+fn endpoint(
+    sock: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, Error> {
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Config("no async runtime for QUIC".into()))?;
-    let ep = quinn::Endpoint::new(
+    Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
-        Some(server),
-        sock.into(),
+        server,
+        sock,
         runtime,
-    )?;
-    Ok(ep)
+    )?)
+}
+
+/// Creates the listening quinn endpoint.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    cfg: &EndpointConfig,
+    tls: &Tls,
+) -> Result<quinn::Endpoint, Error> {
+    let server = server_config(cfg, tls)?;
+    endpoint(socket(addr, cfg)?, Some(server))
+}
+
+/// Creates a client-only quinn endpoint (no server configuration: incoming
+/// connection attempts are ignored).
+pub(crate) fn bind_client(
+    addr: SocketAddr,
+    cfg: &EndpointConfig,
+) -> Result<quinn::Endpoint, Error> {
+    endpoint(socket(addr, cfg)?, None)
 }
 
 fn stats_of(conn: quinn::Connection) -> StatsFn {
@@ -216,10 +257,11 @@ async fn tune_send_window(conn: quinn::Connection, max: u64) {
 pub(crate) async fn connect(
     ep: &quinn::Endpoint,
     cfg: &EndpointConfig,
+    tls: &Tls,
     addr: SocketAddr,
     server_name: &str,
 ) -> Result<Connection, Error> {
-    let client_tls = QuicClientConfig::try_from(cfg.tls.client_config()?)
+    let client_tls = QuicClientConfig::try_from(tls.client.clone())
         .map_err(|e| Error::Config(format!("QUIC client TLS: {e}")))?;
     let mut client = quinn::ClientConfig::new(Arc::new(client_tls));
     client.transport_config(transport_config(cfg));
@@ -230,33 +272,72 @@ pub(crate) async fn connect(
 }
 
 /// Accepts QUIC connections until the endpoint closes.
+///
+/// Each connection attempt is first checked against the handshake limits:
+/// under load (more than `retry_above` handshakes in progress) a client whose
+/// address is not validated gets a Retry, which costs us no state; beyond
+/// the global or per-source bound the attempt is refused (validated
+/// address) or ignored (unvalidated: answering could reflect traffic at a
+/// spoofed victim). Only admitted attempts get a task, and each holds its
+/// place until its handshake ends or times out.
 pub(crate) async fn accept_loop(
     ep: quinn::Endpoint,
     cfg: Arc<EndpointConfig>,
     out: mpsc::Sender<Connection>,
     counters: Arc<Counters>,
+    admission: Arc<Admission>,
 ) {
-    while let Some(incoming) = ep.accept().await {
+    while let Some(mut incoming) = ep.accept().await {
+        let addr = incoming.remote_address();
+        let validated = incoming.remote_address_validated();
+        if !validated && incoming.may_retry() && admission.under_load() {
+            match incoming.retry() {
+                Ok(()) => {
+                    counters.retried();
+                    continue;
+                }
+                Err(e) => incoming = e.into_incoming(),
+            }
+        }
+        let permit = match admission.try_admit(addr.ip()) {
+            Ok(p) => p,
+            Err(over) => {
+                if validated {
+                    incoming.refuse();
+                } else {
+                    incoming.ignore();
+                }
+                let what = match over {
+                    Over::Total => "too many handshakes in progress",
+                    Over::Source => "too many handshakes in progress from this source",
+                };
+                counters.failed(RefusalReason::Limit, Some(addr), what);
+                continue;
+            }
+        };
         let cfg = cfg.clone();
         let out = out.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
-            let addr = incoming.remote_address();
+            let _permit = permit;
             let fut = async {
-                let conn = incoming.await?;
+                let conn = incoming.accept()?.await?;
                 let control = conn.accept_bi().await?;
                 let c = start(conn, Side::Server, &cfg, control)?;
                 establish(c, cfg.handshake_timeout).await
             };
+            // Dropping the unfinished handshake on timeout closes it.
             match tokio::time::timeout(cfg.handshake_timeout, fut).await {
                 Ok(Ok(c)) => {
                     counters.accepted();
                     if out.try_send(c).is_err() {
-                        counters.failed("accept backlog full".into());
+                        counters.failed(RefusalReason::Backlog, Some(addr), "accept backlog full");
                     }
                 }
-                Ok(Err(e)) => counters.failed(format!("{addr}: {e}")),
-                Err(_) => counters.failed(format!("{addr}: handshake timed out")),
+                Ok(Err(e)) => counters.failed(e.reason(), Some(addr), e.to_string()),
+                Err(_) => {
+                    counters.failed(RefusalReason::Timeout, Some(addr), "handshake timed out")
+                }
             }
         });
     }

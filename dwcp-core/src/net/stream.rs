@@ -370,7 +370,7 @@ impl SendStream {
 
     fn record(&self, out: &Encoded) {
         let label = out.level.label();
-        let class = self.class.to_string();
+        let class = crate::labels::class_label(self.class);
         metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => label.clone())
             .increment(out.raw_len as u64);
         metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class, "codec" => label.clone())

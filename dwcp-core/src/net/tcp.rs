@@ -18,10 +18,12 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
+use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
 use crate::net::driver::{StatsFn, TransportStats};
-use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, TcpTuning};
+use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, LiveTls, TcpTuning, Tls};
 use crate::net::mem::spawn_lanes;
+use crate::net::refusals::RefusalReason;
 use crate::net::tcp_info;
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
@@ -103,10 +105,11 @@ fn lane_stats(socks: Vec<socket2::Socket>) -> StatsFn {
 /// Opens the lanes of a new connection to `addr`.
 pub(crate) async fn connect(
     cfg: &EndpointConfig,
+    tls: &Tls,
     addr: SocketAddr,
     server_name: &str,
 ) -> Result<Connection, Error> {
-    let connector = TlsConnector::from(Arc::new(cfg.tls.client_config()?));
+    let connector = TlsConnector::from(tls.client.clone());
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
         .map_err(|e| Error::Config(format!("server name {server_name:?}: {e}")))?;
     let n = cfg.tcp.lanes;
@@ -167,26 +170,32 @@ async fn handshake_lane(
     stream: TcpStream,
     addr: SocketAddr,
     acceptor: TlsAcceptor,
-) -> Result<Arrival, String> {
+) -> Result<Arrival, (RefusalReason, String)> {
     let sock = SockRef::from(&stream)
         .try_clone()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| (RefusalReason::Io, e.to_string()))?;
     let mut tls = acceptor
         .accept(stream)
         .await
-        .map_err(|e| format!("TLS handshake with {addr}: {e}"))?;
+        .map_err(|e| (RefusalReason::Tls, format!("TLS handshake: {e}")))?;
     let identity = tls.get_ref().1.peer_certificates().and_then(peer_name);
     let mut pre = [0u8; PREAMBLE_LEN];
     tls.read_exact(&mut pre)
         .await
-        .map_err(|e| format!("lane preamble from {addr}: {e}"))?;
+        .map_err(|e| (RefusalReason::Protocol, format!("lane preamble: {e}")))?;
     if &pre[..4] != PREAMBLE_MAGIC {
-        return Err(format!("{addr} is not a DWCP TCP lane (bad preamble)"));
+        return Err((
+            RefusalReason::Protocol,
+            "not a DWCP TCP lane (bad preamble)".into(),
+        ));
     }
     let count = pre[21] as usize;
     let index = pre[20] as usize;
     if count == 0 || count > 64 || index >= count {
-        return Err(format!("{addr}: invalid lane {index} of {count}"));
+        return Err((
+            RefusalReason::Protocol,
+            format!("invalid lane {index} of {count}"),
+        ));
     }
     let mut nonce = [0u8; 16];
     nonce.copy_from_slice(&pre[4..20]);
@@ -209,37 +218,59 @@ struct Group {
     started: Instant,
 }
 
+/// Pause after a failed `accept` (for example out of file descriptors),
+/// so the loop does not spin.
+const ACCEPT_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Accepts lanes, groups them into connections and hands established
 /// connections to `out`.
+///
+/// Each lane's TLS handshake and preamble hold a place in `admission` (global
+/// and per-source bounds); a connection beyond the bounds is closed at once.
 pub(crate) async fn accept_loop(
     listener: TcpListener,
     cfg: Arc<EndpointConfig>,
+    tls: Arc<LiveTls>,
     out: mpsc::Sender<Connection>,
     counters: Arc<Counters>,
+    admission: Arc<Admission>,
 ) {
-    let acceptor = match cfg.tls.server_config() {
-        Ok(c) => TlsAcceptor::from(Arc::new(c)),
-        Err(e) => {
-            counters.failed(format!("TLS configuration: {e}"));
-            return;
-        }
-    };
     let (arr_tx, mut arr_rx) = mpsc::channel::<Arrival>(64);
     let mut groups: HashMap<[u8; 16], Group> = HashMap::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, addr)) = accepted else { continue };
+                let (stream, addr) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        counters.failed(RefusalReason::Io, None, format!("accept: {e}"));
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
+                };
+                let permit = match admission.try_admit(addr.ip()) {
+                    Ok(p) => p,
+                    Err(over) => {
+                        drop(stream);
+                        let what = match over {
+                            Over::Total => "too many handshakes in progress",
+                            Over::Source => "too many handshakes in progress from this source",
+                        };
+                        counters.failed(RefusalReason::Limit, Some(addr), what);
+                        continue;
+                    }
+                };
                 tune(SockRef::from(&stream), &cfg.tcp);
-                let acceptor = acceptor.clone();
+                let acceptor = TlsAcceptor::from(tls.get().server.clone());
                 let tx = arr_tx.clone();
                 let counters = counters.clone();
                 let timeout = cfg.handshake_timeout;
                 tokio::spawn(async move {
+                    let _permit = permit;
                     match tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor)).await {
                         Ok(Ok(a)) => { let _ = tx.send(a).await; }
-                        Ok(Err(e)) => counters.failed(e),
-                        Err(_) => counters.failed(format!("{addr}: TLS handshake timed out")),
+                        Ok(Err((reason, e))) => counters.failed(reason, Some(addr), e),
+                        Err(_) => counters.failed(RefusalReason::Timeout, Some(addr), "TLS handshake timed out"),
                     }
                 });
             }
@@ -247,7 +278,7 @@ pub(crate) async fn accept_loop(
                 let now = Instant::now();
                 groups.retain(|_, g| now.duration_since(g.started) < cfg.handshake_timeout);
                 if !groups.contains_key(&a.nonce) && groups.len() >= MAX_PENDING_GROUPS {
-                    counters.failed(format!("{}: too many half-open lane groups", a.addr));
+                    counters.failed(RefusalReason::Limit, Some(a.addr), "too many half-open lane groups");
                     continue;
                 }
                 let g = groups.entry(a.nonce).or_insert_with(|| Group {
@@ -258,7 +289,7 @@ pub(crate) async fn accept_loop(
                     started: now,
                 });
                 if g.lanes.len() != a.count || g.identity != a.identity || g.lanes[a.index].is_some() {
-                    counters.failed(format!("{}: lane does not match its group (count, identity or index)", a.addr));
+                    counters.failed(RefusalReason::Protocol, Some(a.addr), "lane does not match its group (count, identity or index)");
                     groups.remove(&a.nonce);
                     continue;
                 }
@@ -269,7 +300,7 @@ pub(crate) async fn accept_loop(
                     let lanes: Vec<_> = g.lanes.into_iter().flatten().map(tokio::io::split).collect();
                     let core = match Core::new(cfg.protocol.clone(), Side::Server, Instant::now()) {
                         Ok(c) => c,
-                        Err(e) => { counters.failed(e.0); continue; }
+                        Err(e) => { counters.failed(RefusalReason::Other, Some(g.addr), e.0); continue; }
                     };
                     let conn = spawn_lanes(core, lanes, lane_stats(g.socks), g.identity, Some(g.addr), cfg.link_rate_bps.map(|b| b as f64 / 8.0));
                     let out = out.clone();
@@ -280,10 +311,10 @@ pub(crate) async fn accept_loop(
                             Ok(c) => {
                                 counters.accepted();
                                 if out.try_send(c).is_err() {
-                                    counters.failed("accept backlog full".into());
+                                    counters.failed(RefusalReason::Backlog, Some(g.addr), "accept backlog full");
                                 }
                             }
-                            Err(e) => counters.failed(format!("{}: {e}", g.addr)),
+                            Err(e) => counters.failed(e.reason(), Some(g.addr), e.to_string()),
                         }
                     });
                 }

@@ -286,7 +286,8 @@ allowed_peers = ["node-c"]
         p
     }
 
-    /// node-a (or another `name` with node-a's tunnels): dials node-b.
+    /// node-a (or another `name` with node-a's tunnels): dials node-b, and
+    /// listens on nothing (a dial-only node).
     pub fn config_a(&self, name: &str, extra: &str) -> PathBuf {
         let text = format!(
             r#"[node]
@@ -294,7 +295,7 @@ name = "{name}"
 
 {tls}
 [listen]
-quic = "127.0.0.1:0"
+quic = ""
 
 [admin]
 listen = "127.0.0.1:{admin}" #admin

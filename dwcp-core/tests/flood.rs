@@ -1,0 +1,243 @@
+//! Handshake floods: the number of incoming handshakes in progress stays
+//! within the configured bounds, floods are answered with Retry (QUIC) or
+//! closed (TCP), established connections keep working and a legitimate
+//! client still connects. A correctness bound, not a timed benchmark.
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dwcp_core::net::{
+    Connection, Endpoint, EndpointConfig, HandshakeLimits, RefusalReason, Transport,
+};
+use dwcp_core::tls::DevCa;
+
+const LIMITS: HandshakeLimits = HandshakeLimits {
+    max_pending: 24,
+    max_pending_per_source: 4,
+    retry_above: 8,
+};
+
+fn server_config(ca: &DevCa, transport: Transport) -> EndpointConfig {
+    let mut cfg = EndpointConfig::new(ca.config_for(SERVER).expect("cert"), transport);
+    cfg.handshake_limits = LIMITS;
+    cfg.handshake_timeout = Duration::from_secs(2);
+    cfg
+}
+
+/// `n` correctly encrypted QUIC Initial packets, each opening a new
+/// connection (its own connection id and keys) with a real ClientHello,
+/// crafted with quinn-proto and never followed up.
+fn initials(n: usize, server: SocketAddr, ca: &DevCa) -> Vec<Vec<u8>> {
+    let tls = ca
+        .config_for("flood.dwcp.test")
+        .expect("cert")
+        .client_config()
+        .expect("client config");
+    let crypto = quinn_proto::crypto::rustls::QuicClientConfig::try_from(Arc::new(tls))
+        .expect("quic client config");
+    let client = quinn_proto::ClientConfig::new(Arc::new(crypto));
+    let mut ep = quinn_proto::Endpoint::new(
+        Arc::new(quinn_proto::EndpointConfig::default()),
+        None,
+        false,
+        None,
+    );
+    let now = Instant::now();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (_, mut conn) = ep
+            .connect(now, client.clone(), server, SERVER)
+            .expect("connect");
+        let mut buf = Vec::new();
+        if let Some(t) = conn.poll_transmit(now, 1, &mut buf) {
+            buf.truncate(t.size);
+            out.push(buf);
+        }
+    }
+    out
+}
+
+/// A stream round trip over an established connection.
+async fn round_trip(client: &Connection, server: &Connection, seed: u64) {
+    let mut s = client.open_stream(opts("echo")).expect("open");
+    let sent = send_content(&mut s, seed, 256 * 1024).await;
+    let mut r = tokio::time::timeout(Duration::from_secs(10), server.accept_stream())
+        .await
+        .expect("accept in time")
+        .expect("stream");
+    let (n, h) = read_all(&mut r).await.expect("read");
+    assert_eq!((n, h), (256 * 1024, sent), "bytes intact");
+}
+
+/// Waits until no handshake is in progress (the flood's timed out).
+async fn wait_idle(server: &Endpoint) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.stats().handshakes_in_progress > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "handshakes never timed out: {:?}",
+            server.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_initial_flood_is_bounded_and_real_clients_get_through() {
+    let ca = DevCa::new().expect("ca");
+    let server = Endpoint::bind(loopback(), server_config(&ca, Transport::Quic))
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    let client = Endpoint::client(EndpointConfig::new(
+        ca.config_for(CLIENT).expect("cert"),
+        Transport::Quic,
+    ))
+    .await
+    .expect("client");
+    let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
+    let (c, s) = (c.expect("connect before the flood"), s.expect("accept"));
+
+    // 1,000 Initials from 20 source addresses.
+    let ca2 = DevCa::new().expect("ca");
+    let packets = tokio::task::spawn_blocking(move || initials(1000, addr, &ca2))
+        .await
+        .expect("craft");
+    let sockets: Vec<UdpSocket> = (2..22)
+        .map(|i| UdpSocket::bind((format!("127.0.0.{i}"), 0)).expect("bind flood socket"))
+        .collect();
+    for (i, p) in packets.iter().enumerate() {
+        let _ = sockets[i % sockets.len()].send_to(p, addr);
+        if i % 50 == 49 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let st = server.stats();
+            assert!(
+                st.handshakes_in_progress <= LIMITS.max_pending as u64,
+                "{st:?}"
+            );
+        }
+    }
+
+    // A new legitimate client, during the flood's handshakes, and the
+    // established connection.
+    let late = Endpoint::client(EndpointConfig::new(
+        ca.config_for(CLIENT).expect("cert"),
+        Transport::Quic,
+    ))
+    .await
+    .expect("client");
+    let (c2, s2) = tokio::join!(late.connect(addr, SERVER), server.accept());
+    let (c2, s2) = (
+        c2.expect("a real client connects during the flood"),
+        s2.expect("accept"),
+    );
+    round_trip(&c, &s, 1).await;
+    round_trip(&c2, &s2, 2).await;
+
+    let st = server.stats();
+    assert!(st.handshakes_peak <= LIMITS.max_pending as u64, "{st:?}");
+    assert!(
+        st.retries > 0,
+        "unvalidated clients under load get a Retry: {st:?}"
+    );
+    assert!(
+        st.retries + st.failures(RefusalReason::Limit) >= 900,
+        "the flood was turned away: {st:?}"
+    );
+    wait_idle(&server).await;
+    let st = server.stats();
+    assert!(st.failures(RefusalReason::Timeout) > 0, "{st:?}");
+    assert_eq!(st.accepted, 2, "{st:?}");
+    round_trip(&c, &s, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_silent_connection_flood_is_bounded_and_real_clients_get_through() {
+    let ca = DevCa::new().expect("ca");
+    let server = Endpoint::bind(loopback(), server_config(&ca, Transport::Tcp))
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    let client = Endpoint::client(EndpointConfig::new(
+        ca.config_for(CLIENT).expect("cert"),
+        Transport::Tcp,
+    ))
+    .await
+    .expect("client");
+    let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
+    let (c, s) = (c.expect("connect before the flood"), s.expect("accept"));
+
+    // 200 connections that never send a ClientHello, from 5 sources: at
+    // most 4 per source get a handshake slot, the rest are closed at once.
+    let mut flood = Vec::new();
+    for i in 0..200u32 {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        let src: SocketAddr = format!("127.0.0.{}:0", 2 + i % 5).parse().expect("addr");
+        sock.bind(src).expect("bind source");
+        if let Ok(t) = sock.connect(addr).await {
+            flood.push(t);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = server.stats();
+    assert!(st.handshakes_in_progress <= 20, "{st:?}");
+    assert!(st.failures(RefusalReason::Limit) >= 150, "{st:?}");
+
+    let (c2, s2) = tokio::join!(client.connect(addr, SERVER), server.accept());
+    let (c2, s2) = (
+        c2.expect("a real client connects during the flood"),
+        s2.expect("accept"),
+    );
+    round_trip(&c, &s, 1).await;
+    round_trip(&c2, &s2, 2).await;
+    wait_idle(&server).await;
+    let st = server.stats();
+    assert!(st.handshakes_peak <= LIMITS.max_pending as u64, "{st:?}");
+    assert!(st.failures(RefusalReason::Timeout) >= 15, "{st:?}");
+    drop(flood);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_only_endpoints_listen_on_nothing() {
+    let ca = DevCa::new().expect("ca");
+    for transport in [Transport::Quic, Transport::Tcp] {
+        let ep = Endpoint::client(EndpointConfig::new(
+            ca.config_for(CLIENT).expect("cert"),
+            transport,
+        ))
+        .await
+        .expect("client");
+        assert_eq!(ep.listen_addr(), None);
+        let r = tokio::time::timeout(Duration::from_secs(1), ep.accept()).await;
+        assert!(matches!(r, Ok(None)), "accept ends at once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_handshakes_reach_failure_subscribers_by_reason() {
+    let ca = DevCa::new().expect("ca");
+    for transport in [Transport::Quic, Transport::Tcp] {
+        let server = Endpoint::bind(loopback(), server_config(&ca, transport))
+            .await
+            .expect("bind");
+        let mut failures = server.failures();
+        let other = DevCa::new().expect("ca");
+        let rogue = Endpoint::client(EndpointConfig::new(
+            other.config_for(CLIENT).expect("cert"),
+            transport,
+        ))
+        .await
+        .expect("client");
+        let _ = rogue.connect(server.local_addr(), SERVER).await;
+        let f = tokio::time::timeout(Duration::from_secs(5), failures.next())
+            .await
+            .expect("a failure event")
+            .expect("endpoint alive");
+        assert_eq!(f.reason, RefusalReason::Tls, "{transport:?}: {f}");
+        assert!(f.remote.is_some());
+        assert_eq!(server.stats().failures(RefusalReason::Tls), 1);
+    }
+}
