@@ -481,8 +481,15 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     }
     let mut all = rtts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let n = all.len();
+    // One echo is due every 100 ms; one that takes longer than the link RTT
+    // plus 25 ms waited behind something.
+    let due = (elapsed / 0.1).floor() as usize;
+    let late_after = Duration::from_millis(a.rtt_ms + 25);
+    let late = all.iter().filter(|d| **d > late_after).count();
+    let missing = due.saturating_sub(n);
     println!(
-        "  echo    {n} round trips of 1 KiB: p50 {:.1} ms, p99 {:.1} ms (link RTT {} ms){}",
+        "  echo    {n} round trips of 1 KiB ({due} due, {missing} missing, {late} late over {} ms): p50 {:.1} ms, p99 {:.1} ms (link RTT {} ms){}",
+        late_after.as_millis(),
         percentile(&mut all, 0.5).as_secs_f64() * 1000.0,
         percentile(&mut all, 0.99).as_secs_f64() * 1000.0,
         a.rtt_ms,
@@ -491,6 +498,15 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
             Err(e) => format!(", error: {e}"),
         }
     );
+    if missing > due / 20 {
+        println!("    WARNING: {missing} of {due} echoes never completed: interactive traffic was starved");
+    }
+    if late > n / 100 {
+        println!(
+            "    WARNING: {late} of {n} echoes took longer than {} ms",
+            late_after.as_millis()
+        );
+    }
     ok &= inter_result.is_ok();
     if let Some(s) = stats {
         println!(
