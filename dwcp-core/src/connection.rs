@@ -958,6 +958,21 @@ impl Connection {
         if let Some(t) = self.poll_data(now) {
             return Some(t);
         }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            for id in &self.interactive {
+                if let Some(s) = self.streams.get(id) {
+                    if s.sendable() {
+                        tracing::trace!(
+                            id,
+                            conn_credit = self.conn_credit.available(),
+                            queued = s.sched.queued,
+                            rate_blocked = ?self.sched.blocked_until(),
+                            "dwcp: interactive stream held back"
+                        );
+                    }
+                }
+            }
+        }
         self.check_drained();
         None
     }
@@ -1305,7 +1320,7 @@ impl Connection {
         }
         let bulk_avail = conn_avail.saturating_sub(self.interactive_reserve());
         if bulk_avail == 0 {
-            return self.poll_reserved(now, conn_avail);
+            return self.poll_reserved(now, conn_avail, true);
         }
         let max_frame = self.data_frame_limit();
         // A turn must allow at least one full frame, or an entry whose deficit
@@ -1319,7 +1334,9 @@ impl Connection {
             class_spins -= 1;
             let class = match self.sched.next_class(now, quantum)? {
                 Ok(c) => c,
-                Err(_) => return None,
+                // The cap holds bulk back; an interactive frame goes now and
+                // is charged to the cap, so bulk pays for it.
+                Err(_) => return self.poll_reserved(now, conn_avail, false),
             };
             let mut spins = self.sched.len() * 2 + 1;
             let mut served = None;
@@ -1377,9 +1394,11 @@ impl Connection {
         }
     }
 
-    /// Serves an interactive stream from the reserved connection credit,
-    /// outside the round robin (its stream stays where it is in the rings).
-    fn poll_reserved(&mut self, now: Instant, avail: u64) -> Option<Transmit> {
+    /// Serves an interactive stream from the reserved connection credit, or
+    /// ahead of the connection cap (`respect_cap` false), outside the round
+    /// robin (its stream stays where it is in the rings). Interactive frames
+    /// are small, so what they borrow from the cap stays small.
+    fn poll_reserved(&mut self, now: Instant, avail: u64, respect_cap: bool) -> Option<Transmit> {
         let id = self.interactive.iter().copied().find(|id| {
             self.streams.get(id).is_some_and(|s| {
                 s.sendable()
@@ -1390,10 +1409,13 @@ impl Connection {
                     }
             })
         })?;
-        if self.sched.conn_limited(now).is_some() {
+        if respect_cap && self.sched.conn_limited(now).is_some() {
             return None;
         }
         let class = self.streams.get(&id)?.params.class;
+        if self.sched.class_capped(class, now) {
+            return None;
+        }
         let (frame, wire, fin) = self.take_frame(id, avail)?;
         self.sched.charge(class, wire, now);
         if fin {

@@ -207,6 +207,14 @@ impl Scheduler {
         self.streams == 0
     }
 
+    /// Whether `class` is at its maximum rate now.
+    pub fn class_capped(&mut self, class: u8, now: Instant) -> bool {
+        self.classes
+            .get_mut(&class)
+            .and_then(|c| c.max.as_mut())
+            .is_some_and(|b| !b.ready(now))
+    }
+
     /// When the connection cap next allows sending, if it does not allow it now.
     pub fn conn_limited(&mut self, now: Instant) -> Option<Instant> {
         let b = self.conn.as_mut()?;
