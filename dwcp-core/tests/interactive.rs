@@ -42,14 +42,12 @@ fn config() -> Config {
 
 /// Reads everything readable on the server; echoes the interactive stream.
 fn serve(pair: &mut Pair, streams: &mut HashSet<StreamId>, echo: StreamId) {
-    let now = pair.now;
     let conn = &mut pair.server.conn;
     while let Some(ev) = conn.poll_event() {
         if let Event::StreamOpened(id) = ev {
             streams.insert(id);
         }
     }
-    let _ = now;
     for &id in streams.iter() {
         loop {
             match conn.recv(id, usize::MAX) {
