@@ -124,6 +124,9 @@ pub(crate) struct Shared {
     pub(crate) compression: Mutex<std::collections::BTreeMap<u8, ClassCompression>>,
     /// QUIC stream writers still running (see [`Shared::writers_idle`]).
     writers: watch::Sender<usize>,
+    /// Urgent QUIC writers waiting for send-window room; bulk writers stand
+    /// aside while it is above zero (see [`write_quic_frames`]).
+    pub(crate) urgent: watch::Sender<usize>,
 }
 
 /// Counts a running QUIC stream writer; dropped when it is done.
@@ -186,6 +189,7 @@ impl Shared {
             link_rate,
             compression: Mutex::new(Default::default()),
             writers: watch::channel(0).0,
+            urgent: watch::channel(0).0,
         })
     }
 
@@ -420,7 +424,8 @@ impl Inner {
                     match conn.open_bi().await {
                         Ok((send, recv)) => {
                             if interactive {
-                                // quinn sends higher priorities first.
+                                // quinn sends higher priorities first (the
+                                // control stream has 2).
                                 let _ = send.set_priority(1);
                             }
                             tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
@@ -793,16 +798,46 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(
     w.flush().await
 }
 
-/// Writes frames to a QUIC stream without copying (`write_all_chunks`) until
-/// the sender is dropped. Returns false if the stream failed.
+/// Longest time urgent writers hold bulk QUIC writers back. An urgent write
+/// waits for room in quinn's send window, which acknowledgements free within
+/// about a packet time once bulk stops taking it; a write blocked much longer
+/// waits on something else (the peer's flow control), and bulk must not stall
+/// behind it.
+const URGENT_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes frames to a QUIC stream without copying until the sender is
+/// dropped. Returns false if the stream failed.
+///
+/// quinn admits written data into one connection-wide send window, whatever
+/// the stream's priority: priorities order what is sent, not who may buffer.
+/// When bulk writers keep that window full, an interactive write waits for
+/// room and loses the race for it to bulk writers woken by the same
+/// acknowledgement (quinn wakes blocked writers together, most recent first),
+/// so a 1 KiB message waited up to two round trips behind bulk. So writers
+/// are of two kinds: *urgent* ones (the control stream and interactive
+/// streams, sent at a higher quinn priority) and bulk ones. An urgent write
+/// that finds no room raises [`Shared::urgent`] until it is done; bulk writers
+/// write chunk by chunk and stand aside while it is raised, so the next room
+/// freed goes to the urgent write.
 pub(crate) async fn write_quic_frames(
     send: &mut quinn::SendStream,
     mut rx: mpsc::Receiver<Transmit>,
     shared: &Arc<Shared>,
+    control: bool,
 ) -> bool {
+    let mut urgent = control;
+    if control {
+        let _ = send.set_priority(2);
+    }
+    let mut gate = shared.urgent.subscribe();
     let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH * 2);
     while let Some(t) = rx.recv().await {
-        let (stream, interactive) = (t.stream, t.interactive);
+        let stream = t.stream;
+        if t.interactive && !urgent {
+            // A stream the peer opened learns its class from its first frames.
+            urgent = true;
+            let _ = send.set_priority(1);
+        }
         let t0 = Instant::now();
         batch.push(t.header);
         if !t.payload.is_empty() {
@@ -819,16 +854,88 @@ pub(crate) async fn write_quic_frames(
                 Err(_) => break,
             }
         }
-        if let Err(e) = send.write_all_chunks(&mut batch).await {
+        let res = if urgent {
+            write_urgent(send, &mut batch, shared).await
+        } else {
+            write_bulk(send, &mut batch, &mut gate).await
+        };
+        if let Err(e) = res {
             shared.transport_failed(&format!("QUIC stream write failed: {e}"));
             return false;
         }
-        if interactive {
+        if urgent && !control {
             tracing::trace!(stream, waited = ?t0.elapsed(), "dwcp: interactive frames written to QUIC");
         }
         batch.clear();
     }
     true
+}
+
+/// Writes `batch` whole; if quinn has no room for it now, holds bulk writers
+/// back (at most [`URGENT_HOLD_MAX`]) until it is written.
+async fn write_urgent(
+    send: &mut quinn::SendStream,
+    batch: &mut [Bytes],
+    shared: &Shared,
+) -> Result<(), quinn::WriteError> {
+    let mut start = 0;
+    // The common case: room now, nothing to coordinate.
+    while start < batch.len() {
+        match futures_util::FutureExt::now_or_never(send.write_chunks(&mut batch[start..])) {
+            Some(r) => start += r?.chunks,
+            None => break,
+        }
+    }
+    if start == batch.len() {
+        return Ok(());
+    }
+    shared.urgent.send_modify(|n| *n += 1);
+    struct Lower<'a>(Option<&'a Shared>);
+    impl Lower<'_> {
+        fn lower(&mut self) {
+            if let Some(s) = self.0.take() {
+                s.urgent.send_modify(|n| *n = n.saturating_sub(1));
+            }
+        }
+    }
+    impl Drop for Lower<'_> {
+        fn drop(&mut self) {
+            self.lower();
+        }
+    }
+    let mut hold = Lower(Some(shared));
+    let deadline = tokio::time::Instant::now() + URGENT_HOLD_MAX;
+    while start < batch.len() {
+        tokio::select! {
+            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
+            _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `batch` whole, standing aside (without writing) whenever an urgent
+/// writer waits for room.
+async fn write_bulk(
+    send: &mut quinn::SendStream,
+    batch: &mut [Bytes],
+    gate: &mut watch::Receiver<usize>,
+) -> Result<(), quinn::WriteError> {
+    let mut start = 0;
+    while start < batch.len() {
+        if gate.wait_for(|n| *n == 0).await.is_err() {
+            // The sender lives in `Shared`, which outlives every writer.
+            return Ok(());
+        }
+        tokio::select! {
+            // Checked first: a bulk writer woken by the same acknowledgement
+            // as an urgent one must not take the room.
+            biased;
+            _ = gate.wait_for(|n| *n > 0) => {}
+            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
+        }
+    }
+    Ok(())
 }
 
 /// Writes a DWCP stream's QUIC stream, then finishes it.
@@ -838,7 +945,7 @@ pub(crate) async fn write_quic_lane(
     shared: Arc<Shared>,
     guard: WriterGuard,
 ) {
-    if write_quic_frames(&mut send, rx, &shared).await {
+    if write_quic_frames(&mut send, rx, &shared, false).await {
         let _ = send.finish();
         // Until the peer has everything (or gives up on the stream), so a
         // close after a drain never discards data in flight.

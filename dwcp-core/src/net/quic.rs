@@ -184,7 +184,7 @@ fn start(
         let conn = conn.clone();
         tokio::spawn(async move {
             let mut send = send;
-            driver::write_quic_frames(&mut send, rx, &shared).await;
+            driver::write_quic_frames(&mut send, rx, &shared, true).await;
             // Control stream finished after the last frame (GOAWAY): let the peer
             // read it, then close the QUIC connection.
             let _ = send.finish();
