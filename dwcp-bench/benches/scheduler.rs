@@ -29,7 +29,7 @@ fn decide(c: &mut Criterion) {
         let frame = 32 * 1024u64;
         g.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
-                let class = match s.next_class(now, quantum) {
+                let class = match s.next_class(now, quantum, &[]) {
                     Some(Ok(c)) => c,
                     _ => return,
                 };

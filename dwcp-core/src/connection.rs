@@ -1327,12 +1327,13 @@ impl Connection {
         // went negative would need several empty rounds to send again.
         let quantum = self.config.quantum.max(max_frame as u32);
         let mut class_spins = 1024;
+        let mut passed: Vec<u8> = Vec::new();
         loop {
             if class_spins == 0 {
                 return None;
             }
             class_spins -= 1;
-            let class = match self.sched.next_class(now, quantum)? {
+            let class = match self.sched.next_class(now, quantum, &passed)? {
                 Ok(c) => c,
                 // The cap holds bulk back; an interactive frame goes now and
                 // is charged to the cap, so bulk pays for it.
@@ -1374,6 +1375,9 @@ impl Connection {
             }
             let Some((id, avail)) = served else {
                 self.sched.skip_class(class);
+                if !passed.contains(&class) {
+                    passed.push(class);
+                }
                 continue;
             };
             let (frame, wire, fin) = self.take_frame(id, avail)?;

@@ -298,7 +298,16 @@ impl Scheduler {
 
     /// The class to serve next, or why none: classes with an unmet minimum
     /// first, then round robin by class weight, skipping capped classes.
-    pub fn next_class(&mut self, now: Instant, quantum: u32) -> Option<Result<u8, Instant>> {
+    /// `passed` lists classes found with nothing they could send during this
+    /// pick: their minimum gives them no precedence again until the next
+    /// pick, or a class owed its minimum but blocked (a compressed chunk
+    /// waiting for credit) would take every turn and starve the others.
+    pub fn next_class(
+        &mut self,
+        now: Instant,
+        quantum: u32,
+        passed: &[u8],
+    ) -> Option<Result<u8, Instant>> {
         self.blocked_until = None;
         if let Some(b) = &mut self.conn {
             if !b.ready(now) {
@@ -310,7 +319,7 @@ impl Scheduler {
         // Minimum guarantees.
         let mut earliest: Option<Instant> = None;
         for (&id, c) in self.classes.iter_mut() {
-            if c.ring.is_empty() {
+            if c.ring.is_empty() || passed.contains(&id) {
                 continue;
             }
             let max_ok = c.max.as_mut().is_none_or(|b| b.ready(now));
