@@ -6,6 +6,7 @@ pub mod flood;
 pub mod gate;
 pub mod latency;
 pub mod scenarios;
+pub mod sidecar;
 pub mod torture;
 
 use std::time::Duration;

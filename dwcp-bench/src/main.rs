@@ -150,6 +150,26 @@ enum Command {
         #[arg(long, hide = true)]
         single: bool,
     },
+    /// What a pair of `dwcp-daemon` processes adds to real TCP clients on
+    /// loopback (QUIC and TCP lanes): request/response rate and latency and
+    /// bulk rate, direct vs through the tunnels in the same run.
+    Sidecar {
+        /// The dwcp-daemon binary (default: beside this one).
+        #[arg(long)]
+        daemon: Option<std::path::PathBuf>,
+        /// Seconds per request/response measurement.
+        #[arg(long, default_value_t = 3.0)]
+        secs: f64,
+        /// MiB sent by the bulk client.
+        #[arg(long, default_value_t = 512)]
+        bulk_mib: u64,
+        /// Connections of the concurrent request/response client.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Adaptive vs fixed compression over emulated link rates.
     Compression {
         /// MiB of each corpus.
@@ -416,6 +436,37 @@ fn main() {
                 std::process::exit(2);
             }
         },
+        Command::Sidecar {
+            daemon,
+            secs,
+            bulk_mib,
+            connections,
+            json,
+        } => {
+            let daemon = daemon.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("dwcp-daemon")))
+                    .unwrap_or_else(|| "dwcp-daemon".into())
+            });
+            let cfg = dwcp_bench::sidecar::SidecarConfig {
+                daemon,
+                secs,
+                bulk_bytes: bulk_mib << 20,
+                connections,
+            };
+            match rt.block_on(dwcp_bench::sidecar::run(&cfg)) {
+                Ok(r) if json => match serde_json::to_string_pretty(&r) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => eprintln!("json: {e}"),
+                },
+                Ok(r) => print!("{}", r.table()),
+                Err(e) => {
+                    eprintln!("sidecar: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
         Command::Workload { name } => match dwcp_bench::gate::run_workload(&name) {
             Ok(v) => println!("{v}"),
             Err(e) => {
