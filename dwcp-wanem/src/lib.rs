@@ -13,6 +13,7 @@
 //! `dwcp-daemon demo`.
 
 mod shaper;
+pub mod tun;
 pub mod udp;
 
 pub use shaper::{Decision, LinkProfile, Shaper, ShaperStats};
