@@ -8,6 +8,7 @@ pub mod latency;
 pub mod scenarios;
 pub mod sidecar;
 pub mod torture;
+pub mod wan_tun;
 
 use std::time::Duration;
 

@@ -68,6 +68,11 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run every transport (kernel TCP, DWCP TCP lanes, DWCP QUIC) on
+        /// one TUN delay line between two network namespaces (needs root)
+        /// instead of QUIC through the UDP relay.
+        #[arg(long)]
+        tun: bool,
     },
     /// Compares a run with a committed baseline; exits 1 on a regression.
     Gate {
@@ -344,7 +349,34 @@ fn main() {
             loss_pct,
             mib,
             json,
+            tun,
         } => {
+            if tun {
+                match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20) {
+                    Ok(r) if json => match serde_json::to_string_pretty(&r) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => eprintln!("json: {e}"),
+                    },
+                    Ok(r) => {
+                        println!(
+                            "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), {mib} MiB each"
+                        );
+                        for f in &r {
+                            println!(
+                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link",
+                                f.subject,
+                                f.mbit_per_s,
+                                f.of_link * 100.0
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("wan --tun: {e}");
+                        std::process::exit(2);
+                    }
+                }
+                return;
+            }
             let r = rt.block_on(dwcp_bench::scenarios::wan(
                 mbit,
                 rtt_ms,

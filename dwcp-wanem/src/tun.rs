@@ -348,6 +348,19 @@ impl NetnsPair {
         self.line.as_ref().map(TunLine::stats).unwrap_or_default()
     }
 
+    /// Moves the calling thread into namespace `a` (`in_b` false) or `b`.
+    /// Only socket creation looks at a thread's namespace: a socket made
+    /// there stays there whichever thread uses it later, so one thread (a
+    /// current-thread async runtime) can create a server in `b`, a client in
+    /// `a`, and drive both.
+    ///
+    /// # Errors
+    /// The namespace cannot be entered.
+    pub fn enter(&self, in_b: bool) -> io::Result<()> {
+        let ns = File::open(format!("/run/netns/{}", self.names[usize::from(in_b)]))?;
+        setns(&ns)
+    }
+
     /// Runs `f` on a new thread inside namespace `a` (`in_b` false) or `b`;
     /// sockets it creates belong to that namespace.
     ///
@@ -362,14 +375,7 @@ impl NetnsPair {
         let ns = File::open(&path)?;
         let (tx, rx) = std::sync::mpsc::channel();
         let handle = std::thread::spawn(move || {
-            // SAFETY: setns on a namespace file descriptor affects only the
-            // calling thread's network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            let entered = if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            };
+            let entered = setns(&ns);
             let ok = entered.is_ok();
             let _ = tx.send(entered);
             // The caller gets the error and never joins this thread; `f`
@@ -382,6 +388,18 @@ impl NetnsPair {
             Ok(Err(e)) => Err(e),
             Err(_) => Err(io::Error::other("namespace thread ended")),
         }
+    }
+}
+
+/// Moves the calling thread into the network namespace `ns` refers to.
+fn setns(ns: &File) -> io::Result<()> {
+    // SAFETY: setns on a namespace file descriptor affects only the calling
+    // thread's network namespace; the descriptor is valid for the call.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -1,0 +1,171 @@
+//! `dwcp-bench wan --tun`: every transport on one emulated link.
+//!
+//! Two network namespaces joined by the `dwcp-wanem` TUN delay line, so the
+//! same seeded link model (rate, delay, loss, a one-BDP queue) applies to
+//! every IP packet: kernel TCP (CUBIC and BBR), DWCP over TCP lanes, and
+//! DWCP over QUIC (quinn BBR and CUBIC) each move the same bytes on one
+//! connection, one after the other in the same run. Needs root.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use dwcp_core::net::{Congestion, Endpoint, EndpointConfig, Transport};
+use dwcp_core::tls::DevCa;
+use dwcp_wanem::tun::NetnsPair;
+use dwcp_wanem::LinkProfile;
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One transport's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct TunFigure {
+    /// What moved the bytes.
+    pub subject: String,
+    /// Application goodput in Mbit/s.
+    pub mbit_per_s: f64,
+    /// `mbit_per_s` over the link rate.
+    pub of_link: f64,
+}
+
+/// Runs every transport over a `mbit` Mbit/s, `rtt_ms` ms, `loss_pct` %
+/// (each way) link, `total` bytes each.
+///
+/// # Errors
+/// Namespaces cannot be built here (not root, no TUN), or a transfer fails.
+pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, total: u64) -> Result<Vec<TunFigure>, String> {
+    let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
+    let back = LinkProfile {
+        seed: profile.seed.wrapping_add(1),
+        ..profile.clone()
+    };
+    let ns = NetnsPair::new("dwbw", profile, back).map_err(|e| e.to_string())?;
+    // One thread moves between the namespaces to create each side's
+    // sockets, then drives both (see `NetnsPair::enter`).
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut port = 7100u16;
+        let mut fig = |subject: &str, mb_per_s: f64| {
+            let mbit_per_s = mb_per_s * 8.0;
+            out.push(TunFigure {
+                subject: subject.into(),
+                mbit_per_s,
+                of_link: mbit_per_s / mbit as f64,
+            });
+        };
+        for cc in ["cubic", "bbr"] {
+            port += 1;
+            let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
+            fig(&format!("kernel TCP ({cc}), 1 connection"), v);
+        }
+        let ca = DevCa::new().map_err(|e| e.to_string())?;
+        for (name, transport, cc) in [
+            (
+                "DWCP over TCP lanes (4, bbr)",
+                Transport::Tcp,
+                Congestion::Bbr,
+            ),
+            (
+                "DWCP over QUIC (quinn BBR)",
+                Transport::Quic,
+                Congestion::Bbr,
+            ),
+            (
+                "DWCP over QUIC (quinn CUBIC)",
+                Transport::Quic,
+                Congestion::Cubic,
+            ),
+        ] {
+            port += 1;
+            let v = rt.block_on(dwcp(&ns, &ca, port, transport, cc, total))?;
+            fig(name, v);
+        }
+        Ok(out)
+    })
+    .join()
+    .map_err(|_| "the namespace thread panicked".to_string())?
+}
+
+/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes.
+async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f64, String> {
+    let err = |e: std::io::Error| e.to_string();
+    ns.enter(true).map_err(err)?;
+    let l = tokio::net::TcpListener::bind((NetnsPair::B_ADDR, port))
+        .await
+        .map_err(err)?;
+    ns.enter(false).map_err(err)?;
+    let sock =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).map_err(err)?;
+    sock.set_tcp_congestion(cc.as_bytes())
+        .map_err(|e| format!("congestion control {cc}: {e}"))?;
+    sock.set_nonblocking(true).map_err(err)?;
+    let to = SocketAddr::from((NetnsPair::B_ADDR, port));
+    let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
+    let sink = async {
+        let (mut s, _) = l.accept().await.map_err(err)?;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut n = 0u64;
+        loop {
+            match s.read(&mut buf).await.map_err(err)? {
+                0 => return Ok::<u64, String>(n),
+                k => n += k as u64,
+            }
+        }
+    };
+    let send = async {
+        let mut s = sock.connect(to).await.map_err(err)?;
+        let buf = vec![0x5au8; 1 << 16];
+        let mut left = total;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            s.write_all(&buf[..k]).await.map_err(err)?;
+            left -= k as u64;
+        }
+        s.shutdown().await.map_err(err)
+    };
+    let t0 = Instant::now();
+    let (got, sent) = tokio::join!(sink, send);
+    sent?;
+    let got = got?;
+    if got != total {
+        return Err(format!("kernel TCP delivered {got} of {total} bytes"));
+    }
+    Ok(total as f64 / t0.elapsed().as_secs_f64() / 1e6)
+}
+
+/// DWCP on one stream: MB/s of `total` bytes.
+async fn dwcp(
+    ns: &NetnsPair,
+    ca: &DevCa,
+    port: u16,
+    transport: Transport,
+    cc: Congestion,
+    total: u64,
+) -> Result<f64, String> {
+    let err = |e: std::io::Error| e.to_string();
+    let cfg = |name: &str| -> Result<EndpointConfig, String> {
+        let mut c = EndpointConfig::new(ca.config_for(name).map_err(|e| e.to_string())?, transport);
+        c.congestion = cc;
+        Ok(c)
+    };
+    ns.enter(true).map_err(err)?;
+    let server = Endpoint::bind((NetnsPair::B_ADDR, port).into(), cfg("server")?)
+        .await
+        .map_err(|e| e.to_string())?;
+    ns.enter(false).map_err(err)?;
+    let client = Endpoint::bind((NetnsPair::A_ADDR, 0).into(), cfg("client")?)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (c, s) = tokio::join!(
+        client.connect((NetnsPair::B_ADDR, port).into(), "server"),
+        server.accept()
+    );
+    let c = c.map_err(|e| e.to_string())?;
+    let s = s.ok_or("the server endpoint closed before the connection came")?;
+    let t0 = Instant::now();
+    let n = crate::scenarios::transfer(&c, s, 1, total).await;
+    Ok(n as f64 / t0.elapsed().as_secs_f64() / 1e6)
+}
