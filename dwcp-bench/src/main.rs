@@ -73,6 +73,10 @@ enum Command {
         /// instead of QUIC through the UDP relay.
         #[arg(long)]
         tun: bool,
+        /// With `--tun`: only the subjects whose name contains this
+        /// (e.g. `quic`, `kernel`, `controller`).
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Compares a run with a committed baseline; exits 1 on a regression.
     Gate {
@@ -350,9 +354,10 @@ fn main() {
             mib,
             json,
             tun,
+            only,
         } => {
             if tun {
-                match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20) {
+                match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20, only) {
                     Ok(r) if json => match serde_json::to_string_pretty(&r) {
                         Ok(s) => println!("{s}"),
                         Err(e) => eprintln!("json: {e}"),

@@ -32,7 +32,18 @@ pub struct TunFigure {
 ///
 /// # Errors
 /// Namespaces cannot be built here (not root, no TUN), or a transfer fails.
-pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, total: u64) -> Result<Vec<TunFigure>, String> {
+/// `only`, if given, keeps the subjects whose name contains it.
+pub fn run(
+    mbit: u64,
+    rtt_ms: u64,
+    loss_pct: f64,
+    total: u64,
+    only: Option<String>,
+) -> Result<Vec<TunFigure>, String> {
+    let wanted = move |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| name.to_lowercase().contains(&o.to_lowercase()))
+    };
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {
         seed: profile.seed.wrapping_add(1),
@@ -57,6 +68,9 @@ pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, total: u64) -> Result<Vec<TunF
             });
         };
         for cc in ["cubic", "bbr"] {
+            if !wanted(&format!("kernel TCP ({cc})")) {
+                continue;
+            }
             port += 1;
             let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
             fig(&format!("kernel TCP ({cc}), 1 connection"), v);
@@ -78,7 +92,15 @@ pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, total: u64) -> Result<Vec<TunF
                 Transport::Quic,
                 Congestion::Cubic,
             ),
+            (
+                "DWCP over QUIC (DWCP controller)",
+                Transport::Quic,
+                Congestion::Dwcp,
+            ),
         ] {
+            if !wanted(name) {
+                continue;
+            }
             port += 1;
             let v = rt.block_on(dwcp(&ns, &ca, port, transport, cc, total))?;
             fig(name, v);

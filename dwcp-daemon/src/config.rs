@@ -248,6 +248,8 @@ pub enum CongestionName {
     Cubic,
     /// NewReno.
     Newreno,
+    /// DWCP's own model-based controller (see `dwcp_core::net::congestion`).
+    Dwcp,
 }
 
 impl Default for Link {

@@ -190,6 +190,7 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
         config::CongestionName::Bbr => dwcp_core::net::Congestion::Bbr,
         config::CongestionName::Cubic => dwcp_core::net::Congestion::Cubic,
         config::CongestionName::Newreno => dwcp_core::net::Congestion::NewReno,
+        config::CongestionName::Dwcp => dwcp_core::net::Congestion::Dwcp,
     };
     ec
 }

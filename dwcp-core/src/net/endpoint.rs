@@ -39,6 +39,10 @@ pub enum Congestion {
     Bbr,
     /// NewReno.
     NewReno,
+    /// DWCP's own model-based controller ([`crate::net::congestion`]):
+    /// bottleneck rate and minimum RTT, loss counted as congestion only above
+    /// a threshold, the configured link rate as a ceiling.
+    Dwcp,
 }
 
 /// Tuning of TCP lanes.

@@ -14,6 +14,7 @@
 //! | `mem.rs` | in-memory lanes for tests and benchmarks |
 
 mod admission;
+pub mod congestion;
 mod connection;
 pub(crate) mod driver;
 mod endpoint;

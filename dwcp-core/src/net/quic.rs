@@ -48,6 +48,11 @@ fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
         Congestion::NewReno => {
             t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
         }
+        Congestion::Dwcp => t.congestion_controller_factory(Arc::new(
+            crate::net::congestion::DwcpCongestionConfig {
+                ceiling: cfg.link_rate_bps.map(|b| b as f64 / 8.0),
+            },
+        )),
     };
     Arc::new(t)
 }

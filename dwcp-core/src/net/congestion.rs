@@ -1,0 +1,429 @@
+//! DWCP's own congestion controller for quinn: a model of the path
+//! (bottleneck rate and minimum RTT) that tells random loss from congestion.
+//!
+//! quinn paces at 1.25 × window / smoothed RTT, so the window is the rate
+//! knob. The controller keeps:
+//!
+//! - **bottleneck rate**: the highest delivery rate measured over the last
+//!   ten rounds. A sample is the bytes acknowledged since the packet now
+//!   acknowledged was sent, over the time since then (the BBR method, with
+//!   the delivered count looked up in a short history of acknowledgements,
+//!   since quinn does not carry it per packet). App-limited samples only
+//!   raise the estimate.
+//! - **minimum RTT** over the last ten seconds.
+//!
+//! Startup doubles the window each round until the rate stops growing by a
+//! quarter for three rounds. Then the window is one bandwidth-delay product
+//! times a gain that cycles 1.25 (probe for more) / 0.85 (drain the queue the
+//! probe made) / 1.0 × 6, plus room for delayed acknowledgements; queueing
+//! delay therefore stays near zero outside probes. Loss lowers the rate
+//! estimate only when it is congestion: more than [`LOSS_THRESHOLD`] of a
+//! round's bytes lost, or persistent congestion. Random loss at a few percent
+//! costs retransmissions, not rate. An optional ceiling (the configured link
+//! rate) caps the window at ceiling × minimum RTT.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::congestion::{Controller, ControllerFactory};
+use quinn_proto::RttEstimator;
+
+/// Share of a round's bytes lost above which loss counts as congestion.
+pub const LOSS_THRESHOLD: f64 = 0.15;
+/// Rounds the bottleneck-rate maximum covers.
+const BW_ROUNDS: usize = 10;
+/// How long a minimum RTT sample stays valid.
+const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
+/// Gain cycle of the cruise phase, one entry per round.
+const GAIN_CYCLE: [f64; 8] = [1.5, 1.0, 1.25, 1.25, 1.25, 1.25, 1.25, 1.25];
+/// Startup ends after this many rounds without 25 % rate growth.
+const STARTUP_FLAT_ROUNDS: u32 = 3;
+
+/// Settings of [`DwcpCongestion`].
+#[derive(Debug, Clone, Default)]
+pub struct DwcpCongestionConfig {
+    /// Rate never exceeded, in bytes/s (the configured link rate).
+    pub ceiling: Option<f64>,
+}
+
+impl ControllerFactory for DwcpCongestionConfig {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(DwcpCongestion::new(self.ceiling, now, current_mtu))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    Startup,
+    Cruise,
+}
+
+/// The controller (see the module docs).
+#[derive(Debug, Clone)]
+pub struct DwcpCongestion {
+    mtu: u64,
+    ceiling: Option<f64>,
+    phase: Phase,
+    window: u64,
+    /// Bytes acknowledged in total.
+    delivered: u64,
+    /// (time, delivered) after recent acknowledgement batches.
+    history: VecDeque<(Instant, u64)>,
+    /// Highest rate sample of each recent round (bytes/s), newest last.
+    round_max: VecDeque<f64>,
+    /// Current round: started at, highest sample so far, bytes acked and lost.
+    round_start: Instant,
+    round_sample: f64,
+    round_acked: u64,
+    round_lost: u64,
+    rounds: u64,
+    min_rtt: Option<(Duration, Instant)>,
+    startup_best: f64,
+    startup_flat: u32,
+}
+
+impl DwcpCongestion {
+    /// A controller with an optional rate `ceiling` in bytes/s.
+    pub fn new(ceiling: Option<f64>, now: Instant, mtu: u16) -> Self {
+        let mtu = u64::from(mtu.max(1200));
+        DwcpCongestion {
+            mtu,
+            ceiling,
+            phase: Phase::Startup,
+            window: 10 * mtu,
+            delivered: 0,
+            history: VecDeque::new(),
+            round_max: VecDeque::new(),
+            round_start: now,
+            round_sample: 0.0,
+            round_acked: 0,
+            round_lost: 0,
+            rounds: 0,
+            min_rtt: None,
+            startup_best: 0.0,
+            startup_flat: 0,
+        }
+    }
+
+    /// Bottleneck rate estimate in bytes/s, if any sample was taken.
+    pub fn bottleneck(&self) -> Option<f64> {
+        let m = self
+            .round_max
+            .iter()
+            .copied()
+            .chain(std::iter::once(self.round_sample))
+            .fold(0.0, f64::max);
+        (m > 0.0).then_some(m)
+    }
+
+    fn min_window(&self) -> u64 {
+        4 * self.mtu
+    }
+
+    /// Delivered count at or just before `t`, with its time.
+    fn delivered_at(&self, t: Instant) -> Option<(Instant, u64)> {
+        self.history.iter().rev().find(|(at, _)| *at <= t).copied()
+    }
+
+    fn end_round(&mut self, now: Instant) {
+        self.rounds += 1;
+        let lost_share = if self.round_acked + self.round_lost > 0 {
+            self.round_lost as f64 / (self.round_acked + self.round_lost) as f64
+        } else {
+            0.0
+        };
+        let mut sample = self.round_sample;
+        if lost_share > LOSS_THRESHOLD {
+            // Congestion: the path carries less than we thought.
+            let bw = self.bottleneck().unwrap_or(0.0) * 0.85;
+            self.round_max.clear();
+            sample = bw.max(sample.min(bw));
+        }
+        self.round_max.push_back(sample);
+        while self.round_max.len() > BW_ROUNDS {
+            self.round_max.pop_front();
+        }
+        if self.phase == Phase::Startup {
+            let bw = self.bottleneck().unwrap_or(0.0);
+            if bw > self.startup_best * 1.25 {
+                self.startup_best = bw;
+                self.startup_flat = 0;
+            } else {
+                self.startup_flat += 1;
+                if self.startup_flat >= STARTUP_FLAT_ROUNDS || lost_share > LOSS_THRESHOLD {
+                    self.phase = Phase::Cruise;
+                }
+            }
+        }
+        self.round_start = now;
+        self.round_sample = 0.0;
+        self.round_acked = 0;
+        self.round_lost = 0;
+        self.update_window();
+    }
+
+    fn update_window(&mut self) {
+        let (Some(bw), Some((rtt, _))) = (self.bottleneck(), self.min_rtt) else {
+            return;
+        };
+        if self.phase == Phase::Startup {
+            return;
+        }
+        let bw = match self.ceiling {
+            Some(c) => bw.min(c),
+            None => bw,
+        };
+        let gain = GAIN_CYCLE[(self.rounds % GAIN_CYCLE.len() as u64) as usize];
+        let bdp = bw * rtt.as_secs_f64();
+        // Room for acknowledgements that arrive in bunches.
+        let extra = (4 * self.mtu) as f64;
+        self.window = ((bdp * gain + extra) as u64).max(self.min_window());
+    }
+}
+
+impl DwcpCongestion {
+    /// `bytes` sent at `sent` were acknowledged at `now`.
+    pub fn ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool) {
+        self.delivered += bytes;
+        self.round_acked += bytes;
+        // This packet's own round trip (with the peer's ack delay).
+        let sample_rtt = now.saturating_duration_since(sent);
+        let fresh = self.min_rtt.is_none_or(|(m, at)| {
+            sample_rtt <= m || now.saturating_duration_since(at) > MIN_RTT_WINDOW
+        });
+        if fresh && !sample_rtt.is_zero() {
+            self.min_rtt = Some((sample_rtt, now));
+        }
+        if let Some((t0, d0)) = self.delivered_at(sent) {
+            let dt = now.saturating_duration_since(t0).as_secs_f64();
+            if dt > 0.0 {
+                let rate = (self.delivered - d0) as f64 / dt;
+                if !app_limited || rate > self.bottleneck().unwrap_or(0.0) {
+                    self.round_sample = self.round_sample.max(rate);
+                }
+            }
+        }
+        if self.phase == Phase::Startup {
+            // Slow start: one more byte of window per byte acknowledged.
+            self.window += bytes;
+            if let (Some(c), Some((rtt, _))) = (self.ceiling, self.min_rtt) {
+                let cap = (c * rtt.as_secs_f64() * 2.0) as u64;
+                self.window = self.window.min(cap.max(self.min_window()));
+            }
+        }
+        if sent > self.round_start {
+            self.end_round(now);
+        }
+    }
+
+    /// A batch of acknowledgements ended at `now`.
+    pub fn end_acks(&mut self, now: Instant) {
+        self.history.push_back((now, self.delivered));
+        // Keep what rate samples can reach back to: a few RTTs.
+        let keep = self.min_rtt.map_or(Duration::from_secs(2), |(r, _)| {
+            (r * 8).max(Duration::from_millis(200))
+        });
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > keep)
+            && self.history.len() > 1
+        {
+            self.history.pop_front();
+        }
+        while self.history.len() > 4096 {
+            self.history.pop_front();
+        }
+    }
+
+    /// `lost_bytes` were declared lost; `persistent` for persistent congestion.
+    pub fn lost(&mut self, persistent: bool, lost_bytes: u64) {
+        self.round_lost += lost_bytes;
+        if persistent {
+            self.window = self.min_window();
+            self.round_max.clear();
+            self.round_sample = 0.0;
+            self.phase = Phase::Startup;
+            self.startup_best = 0.0;
+            self.startup_flat = 0;
+        }
+    }
+}
+
+impl Controller for DwcpCongestion {
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        _rtt: &RttEstimator,
+    ) {
+        self.ack(now, sent, bytes, app_limited);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        _in_flight: u64,
+        _app_limited: bool,
+        _largest: Option<u64>,
+    ) {
+        self.end_acks(now);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        _now: Instant,
+        _sent: Instant,
+        persistent: bool,
+        lost_bytes: u64,
+    ) {
+        self.lost(persistent, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.mtu = u64::from(new_mtu.max(1200));
+        self.window = self.window.max(self.min_window());
+    }
+
+    fn window(&self) -> u64 {
+        self.window
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(self.clone())
+    }
+
+    fn initial_window(&self) -> u64 {
+        10 * self.mtu
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MTU: u64 = 1200;
+
+    /// A path of `rate` bytes/s and `rtt`, driven for `secs` with the
+    /// window the controller allows; `lose_every` drops one packet in N.
+    /// Returns the controller and the bytes delivered per second at the end.
+    fn drive(
+        rate: f64,
+        rtt: Duration,
+        secs: f64,
+        lose_every: u64,
+        ceiling: Option<f64>,
+    ) -> (DwcpCongestion, f64) {
+        let t0 = Instant::now();
+        let mut cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
+        let tick = Duration::from_millis(1);
+        let per_tick = (rate * tick.as_secs_f64()) as u64;
+        // Packets in flight: (sent, bytes), acknowledged one RTT later at
+        // most `per_tick` bytes per tick (the bottleneck).
+        let mut flight: VecDeque<(Instant, u64)> = VecDeque::new();
+        let mut in_flight = 0u64;
+        let mut now = t0;
+        let mut n = 0u64;
+        let mut delivered_last_sec = 0u64;
+        let end = t0 + Duration::from_secs_f64(secs);
+        while now < end {
+            now += tick;
+            // Send what the window allows (the link takes per_tick a tick).
+            let mut budget = per_tick * 2;
+            while in_flight + MTU <= cc.window() && budget >= MTU {
+                flight.push_back((now, MTU));
+                in_flight += MTU;
+                budget -= MTU;
+            }
+            // Deliver: the oldest packets one RTT after sending, at the rate.
+            let mut room = per_tick;
+            while let Some(&(sent, bytes)) = flight.front() {
+                if now.duration_since(sent) < rtt || room < bytes {
+                    break;
+                }
+                flight.pop_front();
+                in_flight -= bytes;
+                room -= bytes;
+                n += 1;
+                if lose_every > 0 && n % lose_every == 0 {
+                    cc.lost(false, bytes);
+                } else {
+                    cc.ack(now, sent, bytes, false);
+                    if end.duration_since(now) < Duration::from_secs(1) {
+                        delivered_last_sec += bytes;
+                    }
+                }
+            }
+            cc.end_acks(now);
+        }
+        (cc, delivered_last_sec as f64)
+    }
+
+    #[test]
+    fn fills_a_clean_path_without_a_standing_queue() {
+        let rate = 12_500_000.0; // 100 Mbit/s
+        let rtt = Duration::from_millis(50);
+        let (cc, got) = drive(rate, rtt, 6.0, 0, None);
+        let bdp = rate * rtt.as_secs_f64();
+        assert!(got > rate * 0.9, "delivered {got} B/s of {rate}");
+        let bw = cc.bottleneck().expect("estimate");
+        assert!((bw - rate).abs() < rate * 0.1, "estimate {bw}");
+        // Window near one BDP (times the gain), not the doubling of startup.
+        assert!(
+            (cc.window() as f64) < bdp * 1.6 + (4 * MTU) as f64,
+            "window {}",
+            cc.window()
+        );
+    }
+
+    #[test]
+    fn random_loss_below_the_threshold_keeps_the_rate() {
+        let rate = 12_500_000.0;
+        let (_, got) = drive(rate, Duration::from_millis(50), 6.0, 50, None); // 2 %
+        assert!(
+            got > rate * 0.85,
+            "delivered {got} B/s of {rate} at 2 % loss"
+        );
+    }
+
+    #[test]
+    fn heavy_loss_counts_as_congestion() {
+        let rate = 12_500_000.0;
+        let (clean, _) = drive(rate, Duration::from_millis(50), 4.0, 0, None);
+        let (lossy, _) = drive(rate, Duration::from_millis(50), 4.0, 4, None); // 25 %
+        let (a, b) = (
+            clean.bottleneck().unwrap_or(0.0),
+            lossy.bottleneck().unwrap_or(0.0),
+        );
+        assert!(
+            b < a * 0.8,
+            "25 % loss left the estimate at {b} (clean {a})"
+        );
+    }
+
+    #[test]
+    fn the_ceiling_caps_the_window() {
+        let rate = 12_500_000.0;
+        let rtt = Duration::from_millis(50);
+        let ceiling = rate / 4.0;
+        let (cc, got) = drive(rate, rtt, 4.0, 0, Some(ceiling));
+        let cap = ceiling * rtt.as_secs_f64() * 1.5 + (4 * MTU) as f64;
+        assert!(
+            (cc.window() as f64) <= cap,
+            "window {} above {cap}",
+            cc.window()
+        );
+        assert!(
+            got < ceiling * 1.6,
+            "delivered {got} B/s with a ceiling of {ceiling}"
+        );
+    }
+}
