@@ -422,6 +422,24 @@ impl Pattern {
         }
     }
 
+    /// Index of the first byte of `data` (at stream offset `off`) that differs
+    /// from the pattern. Compares in pieces of a fixed stack buffer: the
+    /// reader's own memory must not grow with the chunks the library returns
+    /// (it is not counted in the memory bound).
+    fn mismatch(&self, off: u64, data: &[u8]) -> Option<usize> {
+        let mut expect = [0u8; 4096];
+        let mut done = 0usize;
+        for piece in data.chunks(expect.len()) {
+            let e = &mut expect[..piece.len()];
+            self.fill(off + done as u64, e);
+            if let Some(i) = e.iter().zip(piece).position(|(a, b)| a != b) {
+                return Some(done + i);
+            }
+            done += piece.len();
+        }
+        None
+    }
+
     fn bytes(&self, off: u64, len: usize) -> Vec<u8> {
         let mut v = vec![0u8; len];
         self.fill(off, &mut v);
@@ -805,7 +823,6 @@ async fn read_dir(
     lock(&rec).reader.started = true;
     let mut r = Rng::new(p.io_seed ^ 0x5244);
     let mut off = 0u64;
-    let mut expect = Vec::new();
     let (cut_at, cut_kind) = cut;
     loop {
         if cut_kind != Cut::None && off >= cut_at {
@@ -863,18 +880,13 @@ async fn read_dir(
                     lock(&rec).reader.end = End::Corrupt(p.size);
                     return;
                 }
-                expect.resize(b.len(), 0);
-                p.pattern.fill(off, &mut expect);
-                if let Some(i) = expect.iter().zip(b.iter()).position(|(a, b)| a != b) {
+                if let Some(i) = p.pattern.mismatch(off, &b) {
                     lock(&rec).reader.end = End::Corrupt(off + i as u64);
                     return;
                 }
                 off += b.len() as u64;
                 ctx.verified.fetch_add(b.len() as u64, Ordering::Relaxed);
                 lock(&rec).reader.bytes = off;
-                if expect.capacity() > 1 << 20 {
-                    expect = Vec::new();
-                }
             }
             Ok(None) => {
                 lock(&rec).reader.end = End::Clean;
@@ -1526,6 +1538,10 @@ mod tests {
         let mut part = vec![0u8; 3000];
         p.fill(40_001, &mut part);
         assert_eq!(&whole[40_001..43_001], &part[..]);
+        assert_eq!(p.mismatch(1, &whole[1..]), None);
+        let mut bad = whole[7_000..20_000].to_vec();
+        bad[9_001] ^= 1;
+        assert_eq!(p.mismatch(7_000, &bad), Some(9_001));
         assert_ne!(
             whole,
             Pattern {
