@@ -880,7 +880,9 @@ pub(crate) async fn write_quic_frames(
     mut rx: mpsc::Receiver<Transmit>,
     shared: &Arc<Shared>,
 ) -> bool {
-    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH * 2);
+    // Grows to the batches actually written: thousands of QUIC streams each
+    // have a writer, most of them writing a frame or two at a time.
+    let mut batch: Vec<Bytes> = Vec::new();
     while let Some(t) = rx.recv().await {
         let (stream, interactive) = (t.stream, t.interactive);
         let t0 = Instant::now();
