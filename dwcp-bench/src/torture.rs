@@ -154,10 +154,16 @@ impl TortureConfig {
         }
     }
 
-    /// The configured buffers of both connection ends: send buffer plus
-    /// receive window ceiling, per end.
+    /// The configured buffers of both connection ends, per end: the send
+    /// buffer, the receive window ceiling, and what the transport may keep
+    /// in the process until acknowledged ([`Transport::unacked_buffer`]:
+    /// QUIC's send window ceiling, copies of bytes the peer may already hold;
+    /// TCP keeps these in kernel socket buffers, outside RSS).
     pub fn configured_buffers(&self) -> u64 {
-        2 * (self.protocol.connection_send_buffer + self.protocol.max_connection_window as u64)
+        let p = &self.protocol;
+        2 * (p.connection_send_buffer
+            + p.max_connection_window as u64
+            + self.transport.transport().unacked_buffer(p))
     }
 }
 
@@ -222,7 +228,8 @@ pub struct TortureReport {
     /// Highest number of bytes the harness itself held in write pieces and
     /// read buffers at once.
     pub inflight_peak: u64,
-    /// Configured buffers of both ends (send buffer + connection window, each).
+    /// Configured buffers of both ends (send buffer + connection window +
+    /// the transport's unacknowledged-data ceiling, each).
     pub configured_buffers: u64,
     /// `1.5 x (configured_buffers + inflight_peak)`: allowed growth above the baseline.
     pub memory_bound: u64,
