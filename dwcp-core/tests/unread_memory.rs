@@ -57,14 +57,14 @@ fn live() -> i64 {
 }
 
 /// The tests measure one process-wide counter: one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const STREAMS: usize = 200;
 /// Above the core's copy threshold (32 KiB): delivered without copying.
 const PAYLOAD: usize = 48 * 1024;
 
 async fn unread_payloads_pin_only_their_frames(transport: Transport) {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let ca = dwcp_core::tls::DevCa::new().expect("ca");
     let mk = |name: &str| {
         let mut c = EndpointConfig::new(ca.config_for(name).expect("cert"), transport);
