@@ -339,6 +339,12 @@ fn torture(
 
 fn main() {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Torture { .. }) {
+        // The allocator settings the daemon runs with (see dwcp_core::malloc),
+        // before any thread starts; the other subcommands (the gate's
+        // instruction counts among them) keep glibc's defaults.
+        dwcp_core::malloc::configure();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

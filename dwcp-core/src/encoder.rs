@@ -75,7 +75,15 @@ fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
         Some(c) => c,
         None => zstd::bulk::Compressor::new(level).ok()?,
     };
-    let out = ctx.compress(data).ok();
+    // The output is allocated at zstd's worst-case bound (a little more than
+    // the input); it stays queued and in flight until acknowledged, so give
+    // back what the data did not need.
+    let out = ctx.compress(data).ok().map(|mut v| {
+        if v.capacity() - v.len() > v.len() / 8 {
+            v.shrink_to_fit();
+        }
+        v
+    });
     let mut pool = zstd_pool().lock().unwrap_or_else(|p| p.into_inner());
     if pool.len() >= ZSTD_POOL_CAP {
         // Keep the most recent; the oldest idle context is freed.

@@ -24,6 +24,7 @@
 //! | [`encoder`] | the sending side of the codec layer (policy, contexts, measurements) |
 //! | [`net`] | async API and transports: QUIC (quinn), TCP lanes, in-memory |
 //! | [`tls`] | mutual-TLS identities, development CA |
+//! | [`malloc`] | opt-in glibc allocator settings and trimming for programs |
 //! | [`sim`] | a virtual-time link joining two connections, for tests and demos |
 //! | [`fuzzing`] | harnesses shared by fuzz targets and property tests |
 //!
@@ -58,6 +59,7 @@ pub mod flow;
 pub mod frame;
 pub mod fuzzing;
 pub mod labels;
+pub mod malloc;
 pub mod net;
 pub mod rtt;
 pub mod scheduler;

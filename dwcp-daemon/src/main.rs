@@ -188,6 +188,8 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
                 cli.log_level.as_deref().unwrap_or(&config.log.level),
             );
+            // Before the runtime's threads start (see dwcp_core::malloc).
+            dwcp_core::malloc::configure();
             let rt = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -213,7 +215,9 @@ async fn run(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let trimmer = tokio::spawn(trim_memory());
     let signal = wait_for_signal().await;
+    trimmer.abort();
     tracing::info!(signal, ?grace, "shutting down");
     let report = tokio::select! {
         r = daemon.drain(grace) => r,
@@ -229,6 +233,50 @@ async fn run(config: config::Config) -> ExitCode {
     );
     daemon.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// How often the daemon considers returning freed heap memory to the system.
+const TRIM_INTERVAL: Duration = Duration::from_secs(10);
+/// Resident memory above the lowest seen after a trim that makes it trim.
+const TRIM_SLACK_KIB: u64 = 2048;
+
+/// Returns freed heap memory to the system after bursts (glibc keeps it
+/// otherwise: tens of MiB stayed resident after a workload had ended).
+/// Every [`TRIM_INTERVAL`], while resident memory is more than
+/// [`TRIM_SLACK_KIB`] above the lowest level seen (at start, or after a
+/// trim: the idle footprint), calls `malloc_trim`; an idle daemon does nothing.
+async fn trim_memory() {
+    // Where /proc is missing there is nothing to measure: never trim.
+    let Some(mut floor) = rss_kib() else { return };
+    let mut tick = tokio::time::interval(TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(rss) = rss_kib() else { return };
+        if rss <= floor.saturating_add(TRIM_SLACK_KIB) {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        if !dwcp_core::malloc::trim() {
+            // Not glibc, or nothing to give back.
+            continue;
+        }
+        let after = rss_kib().unwrap_or(rss);
+        floor = floor.min(after);
+        tracing::debug!(
+            before_kib = rss,
+            after_kib = after,
+            took_us = t0.elapsed().as_micros() as u64,
+            "returned free heap memory to the system"
+        );
+    }
+}
+
+/// This process's resident memory in KiB (`VmRSS`), where /proc has it.
+fn rss_kib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 async fn wait_for_signal() -> &'static str {

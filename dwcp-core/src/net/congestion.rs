@@ -353,7 +353,7 @@ mod tests {
                 in_flight -= bytes;
                 room -= bytes;
                 n += 1;
-                if lose_every > 0 && n % lose_every == 0 {
+                if lose_every > 0 && n.is_multiple_of(lose_every) {
                     cc.lost(false, bytes);
                 } else {
                     cc.ack(now, sent, bytes, false);

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::debug;
@@ -30,7 +30,7 @@ pub(crate) const LANE_QUEUE: usize = 4;
 pub(crate) const QUIC_QUEUE: usize = 16;
 /// Frames written per vectored write.
 const WRITE_BATCH: usize = 32;
-/// Read buffer growth step.
+/// Read-ahead of a lane and most bytes handed to the core at once.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Where the connection stands, published to handles.
@@ -631,30 +631,100 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
     debug!("dwcp: driver finished");
 }
 
-/// Reads a lane into the core until EOF or error.
-pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared>, role: LaneRole) {
-    // A QUIC stream reader starts small and grows while reads fill its
-    // buffer: thousands of mostly idle streams must not each hold 64 KiB.
-    let mut want = if role == LaneRole::QuicStream {
-        READ_CHUNK / 16
-    } else {
-        READ_CHUNK
+/// Read-ahead of a TCP or in-memory lane (shared by many streams).
+const LANE_READ_AHEAD: usize = READ_CHUNK;
+/// Read-ahead of a QUIC stream (one DWCP stream) or of the QUIC control
+/// stream: enough for runs of small frames (WINDOW, OPEN); larger payloads
+/// are read straight into their own buffers.
+const QUIC_READ_AHEAD: usize = 1024;
+/// Most bytes of whole frames, already read ahead, handed to the core at once.
+const INPUT_BATCH: usize = READ_CHUNK;
+
+/// Reads one frame into a buffer of exactly its size (header and payload).
+///
+/// Payloads delivered to the application are slices of this buffer, so an
+/// unread payload keeps alive its own frame and nothing else: memory held by
+/// received data stays within what the receive windows allow, however many
+/// streams hold unread data. (A shared read buffer would let every unread
+/// payload pin a whole read chunk, and a per-stream one would hold a chunk
+/// per idle stream.) A header whose length exceeds `max` is returned alone,
+/// for the core to refuse. `None` at EOF; a partial frame at EOF is dropped,
+/// as the core could not use it either.
+async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    max: u32,
+) -> std::io::Result<Option<BytesMut>> {
+    let mut head = [0u8; crate::frame::HEADER_LEN];
+    let mut got = 0;
+    while got < head.len() {
+        let n = r.read(&mut head[got..]).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        got += n;
+    }
+    let Some(h) = crate::frame::Header::peek(&head) else {
+        return Ok(None);
     };
-    let mut buf = BytesMut::new();
+    if h.len > max {
+        return Ok(Some(BytesMut::from(&head[..])));
+    }
+    let total = head.len() + h.len as usize;
+    let mut frame = BytesMut::with_capacity(total);
+    frame.extend_from_slice(&head);
+    while frame.len() < total {
+        let want = total - frame.len();
+        // `limit` keeps the read inside the exact allocation.
+        if r.read_buf(&mut (&mut frame).limit(want)).await? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(frame))
+}
+
+/// The next frame if it is already whole in `r`'s read-ahead (no I/O), in a
+/// buffer of exactly its size.
+fn buffered_frame<R: AsyncRead + Unpin>(
+    r: &mut tokio::io::BufReader<R>,
+    max: u32,
+) -> Option<BytesMut> {
+    use tokio::io::AsyncBufRead;
+    let ahead = r.buffer();
+    let h = crate::frame::Header::peek(ahead)?;
+    if h.len > max {
+        return None;
+    }
+    let total = crate::frame::HEADER_LEN + h.len as usize;
+    if ahead.len() < total {
+        return None;
+    }
+    let frame = BytesMut::from(&ahead[..total]);
+    std::pin::Pin::new(r).consume(total);
+    Some(frame)
+}
+
+/// Reads a lane into the core until EOF or error, frame by frame (see
+/// [`read_frame`]); frames already whole in the read-ahead go to the core in
+/// the same call.
+pub(crate) async fn read_lane<R: AsyncRead + Unpin>(r: R, shared: Arc<Shared>, role: LaneRole) {
+    let ahead = if role == LaneRole::Lane {
+        LANE_READ_AHEAD
+    } else {
+        QUIC_READ_AHEAD
+    };
+    let mut r = tokio::io::BufReader::with_capacity(ahead, r);
+    let max = shared
+        .lock()
+        .core
+        .config()
+        .max_frame_payload
+        .min(crate::frame::MAX_FRAME_PAYLOAD_CEILING);
+    let mut frames: Vec<BytesMut> = Vec::new();
     let mut phase = shared.phase.clone();
     loop {
-        if buf.capacity() - buf.len() < want / 8 {
-            buf.reserve(want);
-        }
-        let room = buf.capacity() - buf.len();
-        let res = r.read_buf(&mut buf).await;
-        if let Ok(n) = res {
-            if n * 2 >= room && want < READ_CHUNK {
-                want *= 2;
-            }
-        }
-        match res {
-            Ok(0) => {
+        match read_frame(&mut r, max).await {
+            Ok(Some(f)) => frames.push(f),
+            Ok(None) => {
                 if role == LaneRole::Lane {
                     // The peer closes every lane when it closes; give lane 0 a
                     // moment to deliver its GOAWAY, which says why.
@@ -680,11 +750,18 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared
                 }
                 return;
             }
-            Ok(_) => {}
             Err(e) => {
                 shared.transport_failed(&format!("lane read failed: {e}"));
                 return;
             }
+        }
+        let mut batched = frames[0].len();
+        while batched < INPUT_BATCH && frames.len() < WRITE_BATCH {
+            let Some(f) = buffered_frame(&mut r, max) else {
+                break;
+            };
+            batched += f.len();
+            frames.push(f);
         }
         if role != LaneRole::Control {
             // Frames of streams must not overtake the peer's HELLO on the control lane.
@@ -695,7 +772,10 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(mut r: R, shared: Arc<Shared
             }
         }
         let mut inner = shared.lock();
-        inner.core.handle_input(Instant::now(), &mut buf);
+        let now = Instant::now();
+        for mut f in frames.drain(..) {
+            inner.core.handle_input(now, &mut f);
+        }
         inner.dispatch();
         let closed = inner.core.is_closed();
         drop(inner);
@@ -830,7 +910,9 @@ pub(crate) async fn write_quic_frames(
         let _ = send.set_priority(2);
     }
     let mut gate = shared.urgent.subscribe();
-    let mut batch: Vec<Bytes> = Vec::with_capacity(WRITE_BATCH * 2);
+    // Grows to the batches actually written: thousands of QUIC streams each
+    // have a writer, most of them writing a frame or two at a time.
+    let mut batch: Vec<Bytes> = Vec::new();
     while let Some(t) = rx.recv().await {
         let stream = t.stream;
         if t.interactive && !urgent {

@@ -25,6 +25,22 @@ pub enum Transport {
     Tcp,
 }
 
+impl Transport {
+    /// Most bytes one connection end keeps in this process after DWCP has
+    /// sent them, until the peer's transport acknowledges them: QUIC's send
+    /// window ceiling (quinn holds written data until it is acknowledged; the
+    /// window follows the congestion window up to this), 0 for TCP lanes
+    /// (their unacknowledged bytes are in the kernel's socket buffers). These
+    /// bytes are also counted by the peer's receive window, so a process that
+    /// holds both ends can hold them twice.
+    pub fn unacked_buffer(self, protocol: &crate::Config) -> u64 {
+        match self {
+            Transport::Quic => crate::net::quic::transport_send_window(protocol),
+            Transport::Tcp => 0,
+        }
+    }
+}
+
 /// Congestion control of QUIC connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {

@@ -225,14 +225,17 @@ fn start(
             }
         });
     }
-    tokio::spawn(tune_send_window(conn.clone(), transport_send_window(cfg)));
+    tokio::spawn(tune_send_window(
+        conn.clone(),
+        transport_send_window(&cfg.protocol),
+    ));
     tokio::spawn(driver::drive(shared.clone()));
     Ok(Connection::new(shared))
 }
 
 /// Largest QUIC send window (bytes buffered in quinn, sent or not, unacked).
-fn transport_send_window(cfg: &EndpointConfig) -> u64 {
-    (cfg.protocol.max_connection_window as u64).max(1 << 20)
+pub(crate) fn transport_send_window(protocol: &crate::Config) -> u64 {
+    (protocol.max_connection_window as u64).max(1 << 20)
 }
 
 /// Smallest QUIC send window.
