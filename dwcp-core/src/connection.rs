@@ -388,6 +388,12 @@ impl Connection {
         self.streams.get(&id).and_then(|s| s.send_error.as_ref())
     }
 
+    /// Bytes a stream has queued and not yet handed to the transport, or
+    /// `None` if the stream is unknown.
+    pub fn stream_send_queued(&self, id: StreamId) -> Option<u64> {
+        self.streams.get(&id).map(|s| s.send_queued)
+    }
+
     /// Current receive window of a stream (grows with auto-tuning).
     pub fn stream_window(&self, id: StreamId) -> Option<u64> {
         self.streams.get(&id).map(|s| s.recv_window.window())
