@@ -5,13 +5,16 @@
 //! chunk `k` leaves the compressor at `c[k] = c[k-1] + cpu[k]` and the link at
 //! `l[k] = max(l[k-1], c[k]) + wire[k] / rate`. Delivered raw rate =
 //! raw bytes / `l[last]`. The adaptive selector is told the emulated rate, as
-//! the link estimate would report it (estimator error is not modelled here).
+//! the link estimate would report it (estimator error is not modelled here),
+//! and what the stream would have waited on: the transport when the link was
+//! still busy as a chunk came out of the compressor (then the stream measures
+//! the link rate), else the compressor (then it measures what it fed).
 
 use std::time::Instant;
 
 use bytes::Bytes;
-use dwcp_core::encoder::{Encoder, Policy};
-use dwcp_core::selector::Level;
+use dwcp_core::encoder::{Encoder, Feedback, Policy};
+use dwcp_core::selector::{Level, Wait};
 use dwcp_core::{corpus, CodecId};
 use serde::Serialize;
 
@@ -58,12 +61,33 @@ fn run(policy: Policy, data: &[u8], rate_bytes: Option<f64>) -> Trace {
         raw: 0,
         levels: Default::default(),
     };
+    // The emulated pipeline's clocks (compressor done, link done) and what
+    // the stream would observe around the previous chunk.
+    let (mut c, mut l) = (0.0f64, 0.0f64);
+    let mut fb = Feedback::default();
     for chunk in data.chunks(CHUNK) {
         let b = Bytes::copy_from_slice(chunk);
         let t0 = Instant::now();
-        let out = enc.encode(b, rate_bytes);
-        t.cpu.push(t0.elapsed().as_secs_f64());
-        t.wire.push(out.payload.len() + 15);
+        let out = enc.encode_with(b, rate_bytes, fb);
+        let cpu = t0.elapsed().as_secs_f64();
+        let wire = out.payload.len() + 15;
+        // Was the link still busy with earlier chunks when this one was ready?
+        c += cpu;
+        let busy = l > c;
+        l = l.max(c) + rate_bytes.map_or(0.0, |r| wire as f64 / r);
+        fb = if busy {
+            Feedback {
+                wait: Wait::Transport,
+                wire_rate: rate_bytes,
+            }
+        } else {
+            Feedback {
+                wait: Wait::Compressor,
+                wire_rate: (cpu > 0.0).then(|| wire as f64 / cpu),
+            }
+        };
+        t.cpu.push(cpu);
+        t.wire.push(wire);
         t.raw += chunk.len();
         *t.levels.entry(out.level.label()).or_default() += 1;
     }

@@ -206,6 +206,9 @@ pub struct Connection {
     conn_recv: RecvWindow,
     conn_window_pending: bool,
     send_buffered: u64,
+    /// The send buffer ran empty since the last transport report: the
+    /// interval's delivery rate is the sender's, not the link's.
+    tx_ran_dry: bool,
     conn_blocked: VecDeque<StreamId>,
     /// Open interactive streams (few), served from the reserved credit.
     interactive: std::collections::BTreeSet<StreamId>,
@@ -268,6 +271,7 @@ impl Connection {
             ),
             conn_window_pending: false,
             send_buffered: 0,
+            tx_ran_dry: false,
             conn_blocked: VecDeque::new(),
             interactive: Default::default(),
             replies: VecDeque::new(),
@@ -384,6 +388,12 @@ impl Connection {
         self.streams.get(&id).and_then(|s| s.send_error.as_ref())
     }
 
+    /// Bytes a stream has queued and not yet handed to the transport, or
+    /// `None` if the stream is unknown.
+    pub fn stream_send_queued(&self, id: StreamId) -> Option<u64> {
+        self.streams.get(&id).map(|s| s.send_queued)
+    }
+
     /// Current receive window of a stream (grows with auto-tuning).
     pub fn stream_window(&self, id: StreamId) -> Option<u64> {
         self.streams.get(&id).map(|s| s.recv_window.window())
@@ -398,7 +408,12 @@ impl Connection {
     /// in total by `now` (acknowledged, or delivered by a simulated link) and,
     /// if known, the loss rate. Drivers call this every 100 ms or so.
     pub fn on_transport_delivered(&mut self, now: Instant, delivered: u64, loss_rate: Option<f64>) {
-        let app_limited = self.sched.is_empty() && self.send_buffered == 0;
+        // App-limited if the sender ran out of data at any moment of the
+        // interval, not only now: a compressor feeding chunks slower than the
+        // link leaves one queued at some reports, and its rate is not the
+        // link's.
+        let dry_now = self.sched.is_empty() && self.send_buffered == 0;
+        let app_limited = std::mem::replace(&mut self.tx_ran_dry, dry_now) || dry_now;
         self.tx_link.on_delivered(now, delivered, app_limited);
         if let Some(l) = loss_rate {
             self.tx_link.on_loss_rate(l);
@@ -1475,6 +1490,9 @@ impl Connection {
         }
         self.conn_credit.consume(raw);
         self.send_buffered -= raw;
+        if self.send_buffered == 0 {
+            self.tx_ran_dry = true;
+        }
         self.stats.data_raw_sent += raw;
         self.stats.data_wire_sent += payload.len() as u64;
         if !self.conn_blocked.is_empty() {

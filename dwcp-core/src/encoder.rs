@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::frame::Encoding;
-use crate::selector::{Level, Selector};
+use crate::selector::{Level, Selector, Wait};
 
 /// Bytes of a chunk tried with LZ4 to judge compressibility.
 pub const SAMPLE: usize = 4096;
@@ -26,6 +26,16 @@ pub enum Policy {
     Off,
     /// Always this level (falls back to none if the peer did not accept the codec).
     Force(Level),
+}
+
+/// What the sender observed around the previous chunk of the stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Feedback {
+    /// What the sender waited on.
+    pub wait: Wait,
+    /// The stream's wire rate (bytes/s) over the previous chunk: its wire
+    /// size over the time from its hand-over to the next one's.
+    pub wire_rate: Option<f64>,
 }
 
 /// One encoded chunk.
@@ -129,6 +139,11 @@ impl Encoder {
         }
     }
 
+    /// The selector, to adjust (CPU share) or to teach in tests.
+    pub fn selector_mut(&mut self) -> &mut Selector {
+        &mut self.selector
+    }
+
     /// The selector (for stats).
     pub fn selector(&self) -> &Selector {
         &self.selector
@@ -157,8 +172,12 @@ impl Encoder {
             let w = e.compress(l, sample).map_or(n, |c| c.len());
             (w, t.elapsed())
         };
-        let (lz4, _) = timed(self, Level::Lz4);
-        let (pw, pt) = timed(self, probe);
+        let (lz4, lt) = timed(self, Level::Lz4);
+        let (pw, pt) = if probe == Level::Lz4 {
+            (lz4, lt)
+        } else {
+            timed(self, probe)
+        };
         let (cw, ct) = timed(self, current);
         self.selector.observe_pair(probe, n, lz4, pw, pt, cw, ct);
     }
@@ -166,19 +185,36 @@ impl Encoder {
     /// Encodes one chunk. `link_rate` is the wire rate available to the stream
     /// in bytes/s, if known.
     pub fn encode(&mut self, chunk: Bytes, link_rate: Option<f64>) -> Encoded {
+        self.encode_with(chunk, link_rate, Feedback::default())
+    }
+
+    /// Encodes one chunk, knowing what the sender waited on around the
+    /// previous one and the stream's wire rate over it (see [`Feedback`]).
+    pub fn encode_with(&mut self, chunk: Bytes, link_rate: Option<f64>, fb: Feedback) -> Encoded {
         let t0 = Instant::now();
+        let wait = fb.wait;
+        if let Some(r) = fb.wire_rate {
+            self.selector.observe_wire_rate(r, wait);
+        }
         let level = match self.policy {
             Policy::Off => Level::None,
             Policy::Force(l) if self.allowed(l) => l,
             Policy::Force(_) => Level::None,
-            Policy::Adaptive if self.selector.none_dominates(link_rate) => Level::None,
+            Policy::Adaptive if self.selector.none_dominates_with(link_rate, wait) => {
+                // As-is without sampling, but exploration stays on schedule:
+                // otherwise speeds measured under load would never be
+                // revised and compression would never come back.
+                self.selector.skip();
+                if let Some(probe) = self.selector.explore_at(link_rate) {
+                    self.explore(probe, Level::None, &chunk);
+                }
+                Level::None
+            }
             Policy::Adaptive => {
                 let ratio = sample_ratio(&chunk);
-                let level = self.selector.choose(link_rate, ratio);
-                if level != Level::None {
-                    if let Some(probe) = self.selector.explore_at(link_rate) {
-                        self.explore(probe, level, &chunk);
-                    }
+                let level = self.selector.choose_with(link_rate, ratio, wait);
+                if let Some(probe) = self.selector.explore_at(link_rate) {
+                    self.explore(probe, level, &chunk);
                 }
                 level
             }
@@ -266,5 +302,42 @@ mod tests {
         let out = e.encode(Bytes::from(vec![0u8; 10_000]), None);
         assert_eq!(out.level, Level::None);
         assert!(out.encoding.is_none());
+    }
+
+    /// A stream that went uncompressed because LZ4 was measured slower than
+    /// the link (say under CPU contention) comes back to compressing once
+    /// exploration sees LZ4 fast again: exploration also runs from none.
+    #[test]
+    fn compression_comes_back_after_none_dominated() {
+        let text: Vec<u8> = (0..131_072u32)
+            .map(|i| b"replication log entry ok\n"[(i % 25) as usize] ^ ((i / 4096) as u8 & 1))
+            .collect();
+        let chunk = Bytes::from(text);
+        let mut e = Encoder::new(Policy::Adaptive, crate::CodecId::all_bits());
+        // LZ4 (and every zstd level) was measured at 5 MB/s, below the
+        // 12.5 MB/s link (100 Mbit/s).
+        let raw = 32 * 1024;
+        for level in crate::selector::LADDER.iter().skip(1) {
+            for _ in 0..20 {
+                e.selector_mut().observe_pair(
+                    *level,
+                    raw,
+                    raw / 2,
+                    raw / 2,
+                    Duration::from_secs_f64(raw as f64 / 5e6),
+                    raw,
+                    Duration::ZERO,
+                );
+            }
+        }
+        let link = Some(12.5e6);
+        assert!(e.selector().none_dominates(link));
+        let mut last = Level::None;
+        for _ in 0..(crate::selector::EXPLORE_EVERY * 12) {
+            last = e.encode(chunk.clone(), link).level;
+        }
+        let (lz4_speed, _) = e.selector().estimate(Level::Lz4).unwrap_or((0.0, 1.0));
+        assert!(lz4_speed > 12.5e6, "LZ4 still believed at {lz4_speed} B/s");
+        assert_ne!(last, Level::None);
     }
 }

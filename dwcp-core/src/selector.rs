@@ -19,8 +19,20 @@
 //! [`MIN_DWELL`] chunks (no oscillation), treats data whose sample does not
 //! compress as incompressible (sent as-is), and every [`EXPLORE_EVERY`] chunks
 //! compresses a sample with LZ4, the current level and a neighbour to refresh
-//! the paired estimates. `docs/compression.md` gives the measurements behind
-//! the constants.
+//! the paired estimates (from `none` too: one LZ4 pass over the sample, so
+//! a stream that went uncompressed on a fast link comes back when the link
+//! slows or the CPU frees up).
+//!
+//! What the sender waits on steers the choice ([`Wait`]): when data waits for
+//! the transport (the stream's queue or credit is full), the link binds, so
+//! only the current level or a stronger one can deliver more, and the link
+//! rate used is at most the stream's own measured wire rate; when the
+//! transport waits for the compressor (the queue ran empty while a chunk was
+//! compressed), only the current level or a lighter one can, and the link is
+//! taken to be at least as fast as what the stream sends. Compressor speeds
+//! are scaled by the CPU share a stream can get ([`cpu_budget`]), so a
+//! sidecar limited to half a core does not pick zstd-19 for a fast link.
+//! `docs/compression.md` gives the measurements behind the constants.
 
 use std::time::Duration;
 
@@ -55,6 +67,56 @@ impl Level {
     }
 }
 
+/// What the sender waited on around the previous chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wait {
+    /// Not known (first chunk, or no transport to observe).
+    #[default]
+    Unknown,
+    /// Data waited for the transport: the stream's queue was not empty when
+    /// the chunk was ready, or queueing it had to wait for room or credit.
+    Transport,
+    /// The transport waited for the compressor: the stream's queue had run
+    /// empty by the time the chunk was ready.
+    Compressor,
+}
+
+/// CPU cores compression may use in this process: the cgroup v2 quota
+/// (`/sys/fs/cgroup/cpu.max`) if there is one, else the machine's
+/// parallelism; [`set_cpu_budget`] overrides it.
+pub fn cpu_budget() -> f64 {
+    let set = f64::from_bits(CPU_BUDGET.load(std::sync::atomic::Ordering::Relaxed));
+    if set > 0.0 {
+        return set;
+    }
+    *DETECTED.get_or_init(|| {
+        std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
+            .ok()
+            .and_then(|s| parse_cpu_max(&s))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
+    })
+}
+
+/// Sets the CPU cores compression may use (0 or less: back to detection).
+pub fn set_cpu_budget(cores: f64) {
+    CPU_BUDGET.store(
+        cores.max(0.0).to_bits(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+static CPU_BUDGET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static DETECTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+
+/// Cores from a cgroup v2 `cpu.max` line (`"50000 100000"` is half a core;
+/// `"max 100000"` is no limit, `None`).
+fn parse_cpu_max(s: &str) -> Option<f64> {
+    let mut it = s.split_whitespace();
+    let quota: f64 = it.next()?.parse().ok()?;
+    let period: f64 = it.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then_some(quota / period)
+}
+
 /// Candidates, fastest first.
 pub const LADDER: [Level; 6] = [
     Level::None,
@@ -78,6 +140,9 @@ const PRIORS: [(f64, f64); 6] = [
     (7.7e6, 1.3),
 ];
 
+/// While the transport waits for the compressor, the link is taken to be at
+/// least this much faster than the rate the stream fed it.
+pub const PROBE_GAIN: f64 = 1.25;
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
 /// Chunks to stay on a codec before switching again.
@@ -123,6 +188,15 @@ pub struct Selector {
     current: usize,
     since_switch: u32,
     chunks: u64,
+    /// Fraction of a core one stream's compressor gets (at most 1: a
+    /// stream compresses one chunk at a time).
+    cpu_share: f64,
+    /// The stream's measured wire rate while its data waited for the
+    /// transport (bytes/s): the link share it actually gets.
+    wire_rate: Option<f64>,
+    /// The stream's wire rate while the transport waited for the compressor:
+    /// the link is faster than that.
+    fed_rate: Option<f64>,
 }
 
 impl Selector {
@@ -146,7 +220,39 @@ impl Selector {
             current: 0,
             since_switch: MIN_DWELL,
             chunks: 0,
+            cpu_share: cpu_budget().min(1.0),
+            wire_rate: None,
+            fed_rate: None,
         }
+    }
+
+    /// Sets the fraction of a core this stream's compressor gets (clamped to
+    /// 0.01..=1).
+    pub fn set_cpu_share(&mut self, share: f64) {
+        self.cpu_share = share.clamp(0.01, 1.0);
+    }
+
+    /// Records the stream's wire rate (bytes/s) over a chunk, with what the
+    /// sender waited on meanwhile: waiting for the transport, it is the link
+    /// share the stream gets; waiting for the compressor, a lower bound.
+    pub fn observe_wire_rate(&mut self, rate: f64, wait: Wait) {
+        if !(rate.is_finite() && rate > 0.0) {
+            return;
+        }
+        let slot = match wait {
+            Wait::Transport => &mut self.wire_rate,
+            Wait::Compressor => &mut self.fed_rate,
+            Wait::Unknown => return,
+        };
+        *slot = Some(match *slot {
+            None => rate,
+            Some(r) => r + ALPHA * (rate - r),
+        });
+    }
+
+    /// Compressor speed of ladder entry `i` with this stream's CPU share.
+    fn speed(&self, i: usize) -> f64 {
+        self.est[i].speed() * self.cpu_share
     }
 
     /// Predicted ratio (raw/wire) of ladder entry `i` on the current chunk.
@@ -160,7 +266,7 @@ impl Selector {
 
     /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
     pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
-        self.est[i].speed().min(link_rate * self.predicted_ratio(i))
+        self.speed(i).min(link_rate * self.predicted_ratio(i))
     }
 
     /// The current choice.
@@ -168,19 +274,52 @@ impl Selector {
         LADDER[self.current]
     }
 
+    /// Chooses the level for the next chunk, not knowing what the sender
+    /// waits on (see [`Selector::choose_with`]).
+    pub fn choose(&mut self, link_rate: Option<f64>, sample_ratio: f64) -> Level {
+        self.choose_with(link_rate, sample_ratio, Wait::Unknown)
+    }
+
+    /// The link rate the model uses, given the estimate and what the sender
+    /// waited on.
+    fn model_link(&self, link_rate: Option<f64>, wait: Wait) -> f64 {
+        let est = link_rate.unwrap_or(f64::INFINITY);
+        match wait {
+            // The link binds: it gives this stream what the stream measured
+            // sending, whatever the connection-wide estimate says.
+            Wait::Transport => self.wire_rate.unwrap_or(est),
+            // The link took everything it was given: it is faster than what
+            // the stream fed it, and at least the share measured when it bound.
+            Wait::Compressor => {
+                let fed = self.fed_rate.map_or(0.0, |r| r * PROBE_GAIN);
+                est.max(fed).max(self.wire_rate.unwrap_or(0.0))
+            }
+            Wait::Unknown => est,
+        }
+    }
+
     /// Chooses the level for the next chunk. `link_rate` is the wire rate the
     /// stream can send at (bytes/s; `None` if unknown, taken as unlimited);
-    /// `sample_ratio` is an LZ4 trial on a sample of the chunk.
-    pub fn choose(&mut self, link_rate: Option<f64>, sample_ratio: f64) -> Level {
+    /// `sample_ratio` is an LZ4 trial on a sample of the chunk; `wait` is
+    /// what the sender waited on around the previous chunk: waiting for the
+    /// transport allows only the current or stronger levels, waiting for the
+    /// compressor only the current or lighter ones.
+    pub fn choose_with(&mut self, link_rate: Option<f64>, sample_ratio: f64, wait: Wait) -> Level {
         self.chunks += 1;
         if sample_ratio < INCOMPRESSIBLE_RATIO {
             // Incompressible data: send as-is, whatever the link.
             return Level::None;
         }
-        let link = link_rate.unwrap_or(f64::INFINITY);
+        let link = self.model_link(link_rate, wait);
+        let candidates = match wait {
+            Wait::Transport => self.current..LADDER.len(),
+            Wait::Compressor => 0..self.current + 1,
+            Wait::Unknown => 0..LADDER.len(),
+        };
+        let current_rate = self.predicted_rate(self.current, link);
         let mut best = self.current;
-        let mut best_rate = self.predicted_rate(self.current, link);
-        for i in 0..LADDER.len() {
+        let mut best_rate = current_rate;
+        for i in candidates {
             if !self.allowed[i] {
                 continue;
             }
@@ -190,7 +329,6 @@ impl Selector {
                 best_rate = r;
             }
         }
-        let current_rate = self.predicted_rate(self.current, link);
         self.since_switch = self.since_switch.saturating_add(1);
         if best != self.current
             && self.since_switch >= MIN_DWELL
@@ -202,24 +340,49 @@ impl Selector {
         LADDER[self.current]
     }
 
+    /// Counts a chunk sent as-is without a decision (see
+    /// [`Selector::none_dominates`]), so exploration stays on schedule.
+    pub fn skip(&mut self) {
+        self.chunks += 1;
+    }
+
     /// True when sending as-is is best whatever the data: no allowed codec can
     /// compress as fast as the link sends (`speed(c) <= link_rate` for all c),
     /// so the compressibility sample can be skipped.
     pub fn none_dominates(&self, link_rate: Option<f64>) -> bool {
-        let Some(link) = link_rate else {
+        self.none_dominates_with(link_rate, Wait::Unknown)
+    }
+
+    /// As [`Selector::none_dominates`], with the link rate the model takes
+    /// given what the sender waits on (data waiting for the transport makes
+    /// the stream's measured wire rate the link).
+    pub fn none_dominates_with(&self, link_rate: Option<f64>, wait: Wait) -> bool {
+        if self.current != 0 {
+            // A level in use is left only through a decision (hysteresis).
+            return false;
+        }
+        let link = self.model_link(link_rate, wait);
+        if !link.is_finite() {
             return true;
-        };
+        }
         (1..LADDER.len())
             .filter(|i| self.allowed[*i])
-            .all(|i| self.est[i].speed() <= link)
+            .all(|i| self.speed(i) <= link)
     }
 
     /// A neighbouring level to use for the current chunk, if exploration is
     /// due and the neighbour is predicted to be at least
     /// [`EXPLORE_FLOOR`] as fast as the current level at `link_rate` (exploring
     /// a level known to be far slower would cost more than it could teach).
+    ///
+    /// From `none`, the probe is LZ4 whatever the prediction: one LZ4 pass
+    /// over the sample costs little, and without it a stream sent as-is
+    /// would never learn that compressing pays again.
     pub fn explore_at(&self, link_rate: Option<f64>) -> Option<Level> {
         let level = self.explore()?;
+        if self.current == 0 {
+            return Some(level);
+        }
         let link = link_rate.unwrap_or(f64::INFINITY);
         let i = LADDER.iter().position(|l| *l == level)?;
         let cur = self.predicted_rate(self.current, link);
@@ -232,7 +395,7 @@ impl Selector {
             return None;
         }
         // Alternate between the next slower and the next faster level.
-        let up = (self.chunks / EXPLORE_EVERY).is_multiple_of(2);
+        let up = self.current == 0 || (self.chunks / EXPLORE_EVERY).is_multiple_of(2);
         let candidates: Vec<usize> = if up {
             (self.current + 1..LADDER.len()).collect()
         } else {
@@ -424,5 +587,109 @@ mod tests {
             seen.contains(&Level::Lz4) && seen.contains(&Level::Zstd(3)),
             "{seen:?}"
         );
+    }
+
+    fn settle_with(s: &mut Selector, link: Option<f64>, wait: Wait) -> Level {
+        let mut l = Level::None;
+        for _ in 0..(MIN_DWELL as usize * 6) {
+            l = s.choose_with(link, 2.0, wait);
+        }
+        l
+    }
+
+    #[test]
+    fn data_waiting_for_the_transport_pays_for_stronger_levels() {
+        // Unknown estimate (unlimited): alone, the model sends as-is.
+        let mut s = taught();
+        assert_eq!(settle_with(&mut s, None, Wait::Unknown), Level::None);
+        // The stream measures 1.25 MB/s on the wire while its data waits.
+        s.observe_wire_rate(1.25e6, Wait::Transport);
+        let l = settle_with(&mut s, None, Wait::Transport);
+        assert!(matches!(l, Level::Zstd(x) if x >= 9), "{l:?}");
+        // Even when a stale estimate says the link is fast.
+        let mut s = taught();
+        s.observe_wire_rate(1.25e6, Wait::Transport);
+        let l = settle_with(&mut s, Some(125e6), Wait::Transport);
+        assert!(matches!(l, Level::Zstd(x) if x >= 9), "{l:?}");
+    }
+
+    #[test]
+    fn transport_waiting_for_the_compressor_goes_lighter() {
+        let mut s = taught();
+        // A stale estimate of 10 Mbit/s picked a strong level...
+        let slow = settle(&mut s, Some(1.25e6));
+        assert!(matches!(slow, Level::Zstd(x) if x >= 9), "{slow:?}");
+        let idx = |l: Level| LADDER.iter().position(|x| *x == l).unwrap_or(0);
+        // ...but the transport waits for the compressor: the stream feeds
+        // the link at the current level's speed / ratio, and the link took it.
+        let mut last = slow;
+        for _ in 0..10 {
+            for _ in 0..MIN_DWELL {
+                let (speed, ratio) = s.estimate(s.current()).unwrap_or((1.0, 1.0));
+                s.observe_wire_rate(speed / ratio, Wait::Compressor);
+                s.choose_with(Some(1.25e6), 2.0, Wait::Compressor);
+            }
+            assert!(
+                idx(s.current()) <= idx(last),
+                "went stronger: {:?}",
+                s.current()
+            );
+            last = s.current();
+        }
+        assert!(idx(last) < idx(Level::Zstd(3)), "stayed at {last:?}");
+    }
+
+    #[test]
+    fn waiting_restricts_the_direction_of_a_switch() {
+        let mut s = taught();
+        // At 1 Gbit/s zstd1 is best; waiting for the compressor never goes stronger.
+        s.observe_wire_rate(1.25e6, Wait::Compressor);
+        let l = settle_with(&mut s, Some(1.25e6), Wait::Compressor);
+        assert_eq!(l, Level::None, "nothing lighter than none");
+        // Waiting for the transport never goes lighter.
+        let mut s = taught();
+        settle(&mut s, Some(1.25e6));
+        let strong = s.current();
+        s.observe_wire_rate(1e9, Wait::Transport);
+        assert_eq!(settle_with(&mut s, Some(1e9), Wait::Transport), strong);
+    }
+
+    #[test]
+    fn half_a_core_never_picks_slow_levels_for_a_fast_link() {
+        let mut s = taught();
+        s.set_cpu_share(0.5);
+        for link in [125e6, 60e6] {
+            let l = settle(&mut s, Some(link));
+            assert!(
+                !matches!(l, Level::Zstd(x) if x >= 9),
+                "{link} B/s with half a core: {l:?}"
+            );
+        }
+        // With half a core zstd1 (175 MB/s) no longer beats LZ4 (2.1 x 125 MB/s)
+        // at 1 Gbit/s, and at 100 Mbit/s zstd19 (1.5 MB/s) never wins.
+        assert_eq!(settle(&mut s, Some(125e6)), Level::Lz4);
+        assert_ne!(settle(&mut s, Some(12.5e6)), Level::Zstd(19));
+    }
+
+    #[test]
+    fn cgroup_cpu_max_is_parsed() {
+        assert_eq!(parse_cpu_max("50000 100000\n"), Some(0.5));
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("200000 100000"), Some(2.0));
+    }
+
+    #[test]
+    fn exploration_runs_from_none() {
+        let mut s = taught();
+        settle(&mut s, None);
+        assert_eq!(s.current(), Level::None);
+        let mut probes = 0;
+        for _ in 0..(EXPLORE_EVERY * 4) {
+            s.skip();
+            if s.explore_at(None) == Some(Level::Lz4) {
+                probes += 1;
+            }
+        }
+        assert_eq!(probes, 4);
     }
 }

@@ -123,3 +123,79 @@ fn new_streams_start_with_a_window_sized_to_the_bdp() {
     let w = pair.server.conn.stream_window(3).expect("stream 3");
     assert!(w >= 2 * 1_000_000, "window {w} for BDP {bdp}");
 }
+
+/// A sender held down by its compressor (a 64 KiB chunk every 20 ms, 3.3 MB/s
+/// on a 100 Mbit/s link) and then idle does not teach the estimator that the
+/// link is that slow: the estimate stays at the link rate, and becomes
+/// unknown after a long idle, never the keepalive rate.
+#[test]
+fn compressor_limited_then_idle_keeps_the_capacity() {
+    let (mut pair, _, _) = bulk_pair(100, 10);
+    let mut c = Traffic::new();
+    let mut s = Traffic::new();
+    c.add_stream(OpenParams::default(), 40 << 20, 1);
+    let done = run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(10),
+        |_, _, s| s.finished_count() == 1,
+    );
+    assert!(done, "bulk stream did not finish");
+    assert!(
+        (bw_mbit(&pair) / 100.0 - 1.0).abs() <= 0.10,
+        "{}",
+        bw_mbit(&pair)
+    );
+    let id = pair
+        .client
+        .conn
+        .open_stream(OpenParams::default())
+        .expect("open");
+    let chunk = bytes::Bytes::from(vec![7u8; 64 * 1024]);
+    let mut next_write = pair.now;
+    let end = pair.now + Duration::from_secs(6);
+    let mut written = 0u64;
+    while pair.now < end {
+        pair.receive();
+        let now = pair.now;
+        if now >= next_write {
+            if matches!(pair.client.conn.send(id, chunk.clone()), Ok(n) if n == chunk.len()) {
+                written += chunk.len() as u64;
+            }
+            next_write += Duration::from_millis(20);
+        }
+        c.poll(&mut pair.client.conn, now);
+        s.poll(&mut pair.server.conn, now);
+        pair.transmit();
+        let t = pair.next_time().map_or(next_write, |t| t.min(next_write));
+        pair.now = pair.now.max(t);
+    }
+    assert!(written > 10 << 20, "paced sender wrote {written} bytes");
+    assert!(
+        (bw_mbit(&pair) / 100.0 - 1.0).abs() <= 0.10,
+        "after compressor-limited sending: {:.1} Mbit/s",
+        bw_mbit(&pair)
+    );
+    // Idle (keepalives only) for 5 s: unchanged; past STALE_AFTER: unknown.
+    run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(5),
+        |_, _, _| false,
+    );
+    assert!(
+        (bw_mbit(&pair) / 100.0 - 1.0).abs() <= 0.10,
+        "after 5 s idle: {:.1} Mbit/s",
+        bw_mbit(&pair)
+    );
+    run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        dwcp_core::estimator::STALE_AFTER,
+        |_, _, _| false,
+    );
+    assert_eq!(pair.client.conn.link_estimate().bottleneck_bw(), None);
+}

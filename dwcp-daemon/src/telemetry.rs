@@ -246,10 +246,10 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
             gauge!("dwcp_compression_ratio", "peer" => p.clone(), "class" => state.class_name(*id))
                 .set(ratio);
         }
-        // The estimator also learns from keepalive PINGs; on a link that
-        // has carried no real data its estimate is the keepalive rate, not
-        // the link's. Report it only once the connection has carried
-        // enough data to have measured the link.
+        // The estimator ignores app-limited intervals (keepalives only), so
+        // it stays unknown until data has backlogged the sender; the data
+        // floor also keeps a first, short burst from being reported as the
+        // link's capacity.
         let measured = s
             .link
             .bottleneck_bw

@@ -8,11 +8,12 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::encoder::Feedback;
 use crate::encoder::{Encoded, Encoder, Policy};
 use crate::error::{ErrorCode, StreamError};
 use crate::frame::StreamOptions as OptionBits;
 use crate::net::connection::ConnRef;
-use crate::selector::Level;
+use crate::selector::{Level, Wait};
 use crate::{CodecId, OpenParams, StreamId};
 
 /// How a stream's data is compressed.
@@ -100,6 +101,12 @@ pub struct SendStream {
     compression: Compression,
     class: u8,
     encoder: Option<Arc<std::sync::Mutex<Encoder>>>,
+    /// A write had to wait for room or credit since the last look.
+    waited_for_room: bool,
+    /// What the sender observed around the previous compressed chunk, and
+    /// when and how large (on the wire) it was handed over.
+    feedback: Feedback,
+    handed_over: Option<(std::time::Instant, usize)>,
 }
 
 /// The receiving half of a [`Stream`] (see [`Stream::split`]).
@@ -182,6 +189,9 @@ impl Stream {
                 compression,
                 class,
                 encoder: None,
+                waited_for_room: false,
+                feedback: Feedback::default(),
+                handed_over: None,
             },
             recv: RecvStream {
                 id,
@@ -404,6 +414,7 @@ impl SendStream {
         match r {
             Ok(n) => {
                 if n < data.len() {
+                    self.waited_for_room = true;
                     inner.register_write(self.id, cx.waker());
                 }
                 inner.dispatch();
@@ -416,6 +427,7 @@ impl SendStream {
                 }
             }
             Err(StreamError::Blocked) => {
+                self.waited_for_room = true;
                 inner.register_write(self.id, cx.waker());
                 Poll::Pending
             }
@@ -484,6 +496,7 @@ impl SendStream {
             let chunk = data.split_to(data.len().min(max_chunk));
             let enc = self.encoder();
             let rate = self.conn.shared.rate_hint();
+            let fb = self.feedback;
             let permit = compress_permits().acquire().await.map_err(|e| {
                 StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
                     "compressor unavailable: {e}"
@@ -493,7 +506,7 @@ impl SendStream {
                 let _permit = permit;
                 enc.lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .encode(chunk, rate)
+                    .encode_with(chunk, rate, fb)
             })
             .await
             .map_err(|e| {
@@ -502,10 +515,27 @@ impl SendStream {
                 )))
             })?;
             self.record(&out);
+            // Whether the transport waited for this chunk: nothing of the
+            // stream was left queued while it was compressed.
+            let queued = self.conn.shared.lock().core.stream_send_queued(self.id);
+            let now = std::time::Instant::now();
+            let wire_rate = self.handed_over.and_then(|(t, wire)| {
+                let dt = now.saturating_duration_since(t).as_secs_f64();
+                (dt > 0.0).then(|| wire as f64 / dt)
+            });
+            self.waited_for_room = false;
+            let wire = out.payload.len();
             match out.encoding {
                 None => self.send_raw(out.payload).await?,
                 Some(e) => self.send_encoded(e, out.payload).await?,
             }
+            let wait = if self.waited_for_room || queued.unwrap_or(0) > 0 {
+                Wait::Transport
+            } else {
+                Wait::Compressor
+            };
+            self.feedback = Feedback { wait, wire_rate };
+            self.handed_over = Some((now, wire));
         }
         Ok(())
     }
@@ -551,6 +581,7 @@ impl SendStream {
                     Poll::Ready(Ok(()))
                 }
                 Err(StreamError::Blocked) => {
+                    self.waited_for_room = true;
                     inner.register_write(self.id, cx.waker());
                     Poll::Pending
                 }
