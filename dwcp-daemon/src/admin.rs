@@ -325,6 +325,26 @@ async fn status(AxState(s): AxState<Shared>) -> Json<Value> {
                 m.insert("bandwidth_allocated".into(), json!(alloc));
                 m.insert("bandwidth_capacity".into(), json!(cap));
                 m.insert("compression_ratio".into(), json!(stats.compression_ratio()));
+                let classes: serde_json::Map<String, Value> = stats
+                    .compression
+                    .iter()
+                    .map(|(id, c)| {
+                        let cpu: serde_json::Map<String, Value> = c
+                            .cpu_by_codec
+                            .iter()
+                            .map(|(k, d)| (k.clone(), json!(d.as_secs_f64())))
+                            .collect();
+                        (
+                            s.class_name(*id),
+                            json!({
+                                "codec": c.current,
+                                "ratio": c.raw as f64 / c.wire.max(1) as f64,
+                                "cpu_seconds": cpu,
+                            }),
+                        )
+                    })
+                    .collect();
+                m.insert("compression".into(), Value::Object(classes));
                 m.insert("mode".into(), json!(stats.link.mode));
                 m.insert(
                     "remote_addr".into(),

@@ -520,12 +520,17 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
         );
         for (class, c) in &s.compression {
             println!(
-                "          class {:<12} ratio {:.2} (raw {:.1} MiB → wire {:.1} MiB, last codec {})",
+                "          class {:<12} ratio {:.2} (raw {:.1} MiB → wire {:.1} MiB), codec now {}, CPU s by codec {}",
                 node_a.state().class_name(*class),
                 c.raw as f64 / c.wire.max(1) as f64,
                 c.raw as f64 / (1 << 20) as f64,
                 c.wire as f64 / (1 << 20) as f64,
-                c.current
+                c.current,
+                c.cpu_by_codec
+                    .iter()
+                    .map(|(k, d)| format!("{k} {:.2}", d.as_secs_f64()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -241,6 +241,20 @@ fn admin_endpoints_have_the_documented_shapes_and_metrics() {
         "{s}"
     );
     assert!(s["peers"]["node-b"]["rtt_ms"].is_number(), "{s}");
+    // Which codec each class uses now, with its CPU time by codec.
+    let classes = s["peers"]["node-b"]["compression"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    assert!(!classes.is_empty(), "no compression classes: {s}");
+    for (class, c) in &classes {
+        assert!(
+            c["codec"].as_str().is_some_and(|l| !l.is_empty()),
+            "{class}: {c}"
+        );
+        assert!(c["ratio"].as_f64().is_some_and(|r| r > 0.0), "{class}: {c}");
+        assert!(c["cpu_seconds"].is_object(), "{class}: {c}");
+    }
     assert_eq!(s["tunnels"].as_array().map(Vec::len), Some(4));
 
     let st = a.json("/api/v1/dwcp/streams?page=1&per_page=10");
@@ -281,6 +295,7 @@ fn admin_endpoints_have_the_documented_shapes_and_metrics() {
     for name in [
         "dwcp_compression_raw_bytes_total",
         "dwcp_compression_wire_bytes_total",
+        "dwcp_compression_cpu_seconds_total",
         "dwcp_rtt_milliseconds_bucket",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");

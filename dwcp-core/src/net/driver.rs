@@ -147,8 +147,12 @@ pub struct ClassCompression {
     pub wire: u64,
     /// Time spent compressing.
     pub cpu: std::time::Duration,
-    /// Level chosen for the last chunk (`none`, `lz4`, `zstd3`...).
+    /// Level chosen for the last chunk (`none`, `lz4`, `zstd3`...): the
+    /// codec the class uses now.
     pub current: String,
+    /// CPU time spent per level label (`none` counts sampling and
+    /// exploration of chunks sent as-is).
+    pub cpu_by_codec: std::collections::BTreeMap<String, std::time::Duration>,
 }
 
 impl std::fmt::Debug for Shared {

@@ -381,12 +381,15 @@ impl SendStream {
     fn record(&self, out: &Encoded) {
         let label = out.level.label();
         let class = crate::labels::class_label(self.class);
+        let class_label = class.clone();
         metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => label.clone())
             .increment(out.raw_len as u64);
         metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class, "codec" => label.clone())
             .increment(out.payload.len() as u64);
         metrics::histogram!("dwcp_compression_seconds", "codec" => label.clone())
             .record(out.cpu.as_secs_f64());
+        metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => class_label.clone(), "codec" => label.clone())
+            .increment(out.cpu.as_secs_f64());
         let mut map = self
             .conn
             .shared
@@ -397,6 +400,7 @@ impl SendStream {
         c.raw += out.raw_len as u64;
         c.wire += out.payload.len() as u64;
         c.cpu += out.cpu;
+        *c.cpu_by_codec.entry(label.clone()).or_default() += out.cpu;
         c.current = label;
     }
 
