@@ -359,10 +359,13 @@ async fn stop_crossing_the_writers_fin_fails_stopped_with_the_code() {
                 .unwrap_or_else(|_| {
                     panic!("{transport:?} stream {i}: stopped() pending 5 s after the peer's STOP")
                 });
-            assert_eq!(
-                r,
-                Err(StreamError::Stopped(code)),
-                "{transport:?} stream {i}"
+            // The STOP and the FIN cross: if the FIN reached the peer's core
+            // first, the peer acknowledged everything (STOP(NO_ERROR) on FIN
+            // receipt) and `Ok` is the right answer; otherwise the reader's
+            // code. Anything else (another error, a hang) is a defect.
+            assert!(
+                r == Err(StreamError::Stopped(code)) || r == Ok(()),
+                "{transport:?} stream {i}: {r:?}"
             );
         }
     }
