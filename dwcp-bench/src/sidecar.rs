@@ -261,6 +261,26 @@ fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
+/// [`request_response`] summarised as a result row for `path`.
+async fn measure_rr(
+    path: &str,
+    addr: SocketAddr,
+    size: usize,
+    connections: usize,
+    secs: f64,
+) -> Result<RrResult, String> {
+    let (rps, mut lat) = request_response(addr, size, connections, secs).await?;
+    lat.sort();
+    Ok(RrResult {
+        path: path.into(),
+        size,
+        connections,
+        rps,
+        p50_us: percentile_us(&lat, 0.5),
+        p99_us: percentile_us(&lat, 0.99),
+    })
+}
+
 /// One connection sending `bytes` into the sink; MB/s the sink counted.
 async fn bulk(addr: SocketAddr, bytes: u64) -> Result<f64, String> {
     let mut s = TcpStream::connect(addr)
@@ -314,16 +334,9 @@ pub async fn run(cfg: &SidecarConfig) -> Result<SidecarReport, String> {
     let mut report = SidecarReport::default();
     let shapes = [(1024, 1), (16 * 1024, 1), (1024, cfg.connections)];
     for &(size, conns) in &shapes {
-        let (rps, mut lat) = request_response(echo, size, conns, cfg.secs).await?;
-        lat.sort();
-        report.rr.push(RrResult {
-            path: "direct".into(),
-            size,
-            connections: conns,
-            rps,
-            p50_us: percentile_us(&lat, 0.5),
-            p99_us: percentile_us(&lat, 0.99),
-        });
+        report
+            .rr
+            .push(measure_rr("direct", echo, size, conns, cfg.secs).await?);
     }
     report.bulk.push(BulkResult {
         path: "direct".into(),
@@ -380,16 +393,9 @@ pub async fn run(cfg: &SidecarConfig) -> Result<SidecarReport, String> {
             }
         }
         for &(size, conns) in &shapes {
-            let (rps, mut lat) = request_response(t_echo, size, conns, cfg.secs).await?;
-            lat.sort();
-            report.rr.push(RrResult {
-                path: transport.into(),
-                size,
-                connections: conns,
-                rps,
-                p50_us: percentile_us(&lat, 0.5),
-                p99_us: percentile_us(&lat, 0.99),
-            });
+            report
+                .rr
+                .push(measure_rr(transport, t_echo, size, conns, cfg.secs).await?);
         }
         report.bulk.push(BulkResult {
             path: transport.into(),
