@@ -231,6 +231,7 @@ impl Daemon {
     /// A listener cannot be bound, or the configuration is unusable.
     pub async fn start_with_tls(config: Config, tls: TlsConfig) -> Result<Daemon, StartError> {
         telemetry::install();
+        telemetry::record_cert_expiry(&tls.identity);
         let admin_token = config.admin_token().map_err(StartError::Config)?;
         let mut listeners = BTreeMap::new();
         let mut endpoints = Vec::new();

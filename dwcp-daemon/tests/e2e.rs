@@ -491,6 +491,16 @@ fn failed_handshakes_are_counted_by_reason_and_a_dial_only_node_listens_on_nothi
     drop(a);
 }
 
+/// `dwcp_tls_cert_expiry_timestamp_seconds` of `p`.
+fn cert_expiry(p: &Proc) -> f64 {
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dwcp_tls_cert_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dwcp_tls_cert_expiry_timestamp_seconds:\n{metrics}"))
+}
+
 #[test]
 fn certificates_rotate_without_restart_and_tunnels_go_on() {
     std::env::set_var("DWCP_TLS_RELOAD_SECS", "1");
@@ -506,12 +516,24 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         assert_eq!(got, msg);
     };
     echo(&mut held, b"before");
+    // The expiry of node-b's certificate: a year from now (DevCa's leaves).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as f64;
+    let year = 365.0 * 86_400.0;
+    let before = cert_expiry(&b);
+    assert!((before - (now + year)).abs() < 120.0, "{before} vs {now}");
 
-    // A new CA and new leaves replace the files in place (as a secret
-    // update would), for both nodes.
+    // A new CA and new leaves, valid for 30 days, replace the files in
+    // place (as a secret update would), for both nodes.
     dwcp_core::tls::DevCa::new()
         .expect("ca")
-        .write_pem_files(pair.dir.path(), &["node-a", "node-b", "node-c", "node-x"])
+        .write_pem_files_valid_for(
+            pair.dir.path(),
+            &["node-a", "node-b", "node-c", "node-x"],
+            Duration::from_secs(30 * 86_400),
+        )
         .expect("new certs");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b.log_text().contains("TLS files changed") {
@@ -523,6 +545,12 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     echo(&mut held, b"after the rotation");
+    // The metric follows the identity in force.
+    let after = cert_expiry(&b);
+    assert!(
+        (after - (now + 30.0 * 86_400.0)).abs() < 120.0,
+        "{after} vs {now}"
+    );
 
     // node-a restarts with the new files: node-b, still running, accepts its
     // new certificate only because it reloaded the new CA.
