@@ -52,6 +52,7 @@ pub fn session(data: &[u8]) {
         initial_stream_window: 64 * 1024,
         initial_connection_window: 256 * 1024,
         max_streams: 16,
+        class_names: Vec::new(),
     });
     let mut buf = BytesMut::from(&hello.to_bytes()[..]);
     conn.handle_input(start, &mut buf);

@@ -566,3 +566,70 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         "{metrics}"
     );
 }
+
+/// Sum of the `name` samples on `p` whose labels contain every one of `labels`.
+fn metric_sum(p: &Proc, name: &str, labels: &[&str]) -> f64 {
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[test]
+fn clients_that_close_or_reset_mid_transfer_are_cancellations_not_errors() {
+    let (pair, a, b) = start_pair();
+    const N: usize = 8;
+    for i in 0..N {
+        let mut s = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(&data(256 << 10, i as u64)).expect("write");
+        let mut first = [0u8; 1024];
+        s.read_exact(&mut first).expect("echo flows");
+        if i % 2 == 0 {
+            // An explicit reset (SO_LINGER 0), as a client that gives up does.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+        }
+        // The rest of the echo is unread: closing sends a reset either way.
+        drop(s);
+    }
+    let cancelled = |p: &Proc, dir: &str| {
+        metric_sum(
+            p,
+            "dwcp_tunnel_connections_total",
+            &[&format!("direction=\"{dir}\""), "outcome=\"cancelled\""],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cancelled(&a, "outbound") < N as f64 || cancelled(&b, "inbound") < N as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "not every connection counted as cancelled:\n{}\n{}",
+            a.get("/metrics").expect("metrics").1,
+            b.get("/metrics").expect("metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (p, dir) in [(&a, "outbound"), (&b, "inbound")] {
+        let failed = metric_sum(
+            p,
+            "dwcp_tunnel_connections_total",
+            &[&format!("direction=\"{dir}\""), "outcome=\"failed\""],
+        );
+        let errors = metric_sum(p, "dwcp_errors_total", &["kind=\"stream\""]);
+        assert_eq!((failed, errors), (0.0, 0.0), "{dir}:\n{}", p.log_text());
+        let log = p.log_text();
+        assert!(
+            !log.contains("tunnelled connection failed")
+                && !log.contains("stream ended with an error"),
+            "{dir}: a client's close logged as a failure:\n{log}"
+        );
+    }
+    // The tunnel still works.
+    let d = data(64 * 1024, 99);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("after"), d);
+}
