@@ -17,6 +17,7 @@ mod admission;
 mod connection;
 pub(crate) mod driver;
 mod endpoint;
+pub(crate) mod lanes;
 pub mod mem;
 mod quic;
 mod refusals;
