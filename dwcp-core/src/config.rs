@@ -59,6 +59,12 @@ pub struct Config {
     /// Traffic classes (weight, minimum and maximum rate); classes not listed
     /// have weight 1 and no limits.
     pub classes: Vec<crate::scheduler::ClassConfig>,
+    /// Names of the class ids `0..n`, sent in HELLO (default none). When
+    /// both sides name their classes, a stream the peer opens gets the local
+    /// class of the same name, whatever the two lists' order; a name this
+    /// side lacks gets class 0. Without names on either side, class ids are
+    /// taken as they are.
+    pub class_names: Vec<String>,
     /// Connection-wide cap on DATA sent, in bytes/s (a contracted WAN rate).
     pub rate_limit: Option<u64>,
 }
@@ -86,6 +92,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             max_control_queue: 4096,
             classes: Vec::new(),
+            class_names: Vec::new(),
             rate_limit: None,
         }
     }
@@ -139,6 +146,22 @@ impl Config {
                     return err("class min_rate is above its max_rate");
                 }
             }
+        }
+        if self.class_names.len() > 256 {
+            return err("at most 256 class names (class ids are one byte)");
+        }
+        for (i, n) in self.class_names.iter().enumerate() {
+            if n.is_empty() || n.len() > crate::frame::MAX_CLASS_NAME_LEN {
+                return err("class names must be 1 to 64 bytes long");
+            }
+            if self.class_names[..i].contains(n) {
+                return err("class names must be distinct");
+            }
+        }
+        if 4 + crate::frame::hello_class_names_len(&self.class_names)
+            > crate::frame::MAX_EXTENSIONS_LEN
+        {
+            return err("class names do not fit in HELLO (986 bytes with a length byte each)");
         }
         if self.rate_limit == Some(0) {
             return err("rate_limit must be positive");

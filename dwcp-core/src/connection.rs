@@ -191,6 +191,9 @@ pub struct Connection {
     decoder: FrameDecoder,
     hello_sent: bool,
     peer: Option<Hello>,
+    /// Local class id of each peer class id, when both sides name their
+    /// classes (HELLO); `None`: ids are taken as they are.
+    class_map: Option<Vec<u8>>,
     version: u16,
     streams: HashMap<StreamId, Stream>,
     next_local: u64,
@@ -253,6 +256,7 @@ impl Connection {
             state: State::Handshake,
             hello_sent: false,
             peer: None,
+            class_map: None,
             version: 0,
             streams: HashMap::new(),
             next_local: match side {
@@ -1055,6 +1059,49 @@ impl Connection {
             initial_stream_window: self.config.initial_stream_window,
             initial_connection_window: self.config.initial_connection_window,
             max_streams: self.config.max_streams,
+            class_names: self.config.class_names.clone(),
+        }
+    }
+
+    /// Maps the peer's class ids to ours by name (see [`Config::class_names`]).
+    fn map_classes(&self, peer: &[String]) -> Option<Vec<u8>> {
+        let ours = &self.config.class_names;
+        if ours.is_empty() || peer.is_empty() {
+            return None;
+        }
+        let mut unknown = Vec::new();
+        let map = peer
+            .iter()
+            .map(|n| match ours.iter().position(|o| o == n) {
+                Some(i) => i as u8,
+                None => {
+                    unknown.push(n.as_str());
+                    0
+                }
+            })
+            .collect();
+        if !unknown.is_empty() {
+            warn!(
+                ?unknown,
+                default = %ours[0],
+                "dwcp: the peer names classes this side does not have; its streams of those classes get this side's first class"
+            );
+        } else if peer.iter().zip(ours).any(|(p, o)| p != o) {
+            debug!(
+                ?peer,
+                ?ours,
+                "dwcp: class lists in different orders, mapped by name"
+            );
+        }
+        Some(map)
+    }
+
+    /// This side's class id for a class id the peer used in OPEN.
+    fn local_class(&self, peer_class: u8) -> u8 {
+        match &self.class_map {
+            // An id past the peer's named list is a class it did not name.
+            Some(map) => map.get(usize::from(peer_class)).copied().unwrap_or(0),
+            None => peer_class,
         }
     }
 
@@ -1602,6 +1649,7 @@ impl Connection {
         }
         self.version = h.max_version.min(hi);
         self.conn_credit = SendCredit::new(h.initial_connection_window);
+        self.class_map = self.map_classes(&h.class_names);
         self.peer = Some(h);
         self.state = State::Open;
         self.next_ping = now;
@@ -1671,9 +1719,10 @@ impl Connection {
             self.events.push_back(Event::StreamClosed(id));
             return;
         }
+        let class = self.local_class(o.class);
         let Some(peer) = &self.peer else { return };
         let params = OpenParams {
-            class: o.class,
+            class,
             priority: o.priority,
             weight: o.weight,
             options: o.options,

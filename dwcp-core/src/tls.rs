@@ -8,6 +8,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -37,6 +38,14 @@ pub enum TlsError {
     /// Certificate generation failed (development mode).
     #[error("certificate generation: {0}")]
     Generate(String),
+    /// A certificate's DER could not be parsed as X.509 (to read its validity).
+    #[error("certificate {index} of the chain: {what}")]
+    X509 {
+        /// Position in the chain, leaf = 0.
+        index: usize,
+        /// The parser's complaint.
+        what: String,
+    },
 }
 
 /// A certificate chain and its private key.
@@ -157,11 +166,72 @@ impl TlsConfig {
     }
 }
 
+/// The end of a certificate's validity (`notAfter`), in seconds since the
+/// Unix epoch (negative before 1970).
+///
+/// # Errors
+/// [`TlsError::X509`] (with `index` 0) if `cert` is not a well-formed X.509
+/// certificate.
+pub fn not_after(cert: &CertificateDer<'_>) -> Result<i64, TlsError> {
+    use x509_parser::prelude::FromDer;
+    let (_, parsed) =
+        x509_parser::certificate::X509Certificate::from_der(cert.as_ref()).map_err(|e| {
+            TlsError::X509 {
+                index: 0,
+                what: e.to_string(),
+            }
+        })?;
+    Ok(parsed.validity().not_after.timestamp())
+}
+
+impl Identity {
+    /// When the chain this identity presents stops being valid: the earliest
+    /// `notAfter` of its certificates (the leaf and any intermediates), in
+    /// seconds since the Unix epoch.
+    ///
+    /// # Errors
+    /// [`TlsError::X509`] naming the first certificate that does not parse,
+    /// or an empty chain (index 0).
+    ///
+    /// # Examples
+    /// ```
+    /// use dwcp_core::tls::DevCa;
+    /// let ca = DevCa::new().expect("ca");
+    /// let expired = ca.issue_expired("old.example").expect("cert");
+    /// assert_eq!(expired.not_after().expect("parses"), 1_609_459_200); // 2021-01-01
+    /// ```
+    pub fn not_after(&self) -> Result<i64, TlsError> {
+        let mut earliest: Option<i64> = None;
+        for (index, cert) in self.chain.iter().enumerate() {
+            let t = not_after(cert).map_err(|e| match e {
+                TlsError::X509 { what, .. } => TlsError::X509 { index, what },
+                other => other,
+            })?;
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        }
+        earliest.ok_or_else(|| TlsError::X509 {
+            index: 0,
+            what: "empty certificate chain".into(),
+        })
+    }
+}
+
 /// The peer's identity: the first DNS name in its leaf certificate's SAN.
 pub fn peer_name(chain: &[CertificateDer<'_>]) -> Option<String> {
     let leaf = chain.first()?;
     let cert = webpki::EndEntityCert::try_from(leaf).ok()?;
     cert.valid_dns_names().next().map(str::to_string)
+}
+
+/// How long development certificates are valid.
+const DEV_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Validity from an hour ago (clock skew between test processes) for `validity`.
+fn set_validity(params: &mut rcgen::CertificateParams, validity: Duration) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    let secs = i64::try_from(validity.as_secs()).unwrap_or(i64::MAX);
+    params.not_after = now.saturating_add(time::Duration::seconds(secs));
 }
 
 /// A throwaway certificate authority for development mode, demos and tests.
@@ -212,7 +282,7 @@ impl DevCa {
         Arc::new(roots)
     }
 
-    /// Issues a certificate for `name` valid from now for a year.
+    /// Issues a certificate for `name` valid from an hour ago for a year.
     ///
     /// # Errors
     /// Generation failed.
@@ -238,6 +308,8 @@ impl DevCa {
         if expired {
             params.not_before = rcgen::date_time_ymd(2020, 1, 1);
             params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        } else {
+            set_validity(&mut params, DEV_VALIDITY);
         }
         let cert = params.signed_by(&key, &self.cert, &self.key).map_err(gen)?;
         Ok(Identity {
@@ -247,11 +319,26 @@ impl DevCa {
     }
 
     /// Writes `ca.pem`, `NAME.pem` and `NAME.key` for each of `names` into
-    /// `dir`, so separate processes can share a development CA.
+    /// `dir`, so separate processes can share a development CA. The
+    /// certificates are valid from an hour ago for a year.
     ///
     /// # Errors
     /// Generation failed or the files could not be written.
     pub fn write_pem_files(&self, dir: &Path, names: &[&str]) -> Result<(), TlsError> {
+        self.write_pem_files_valid_for(dir, names, DEV_VALIDITY)
+    }
+
+    /// As [`DevCa::write_pem_files`], with leaves valid from an hour ago
+    /// for `validity` (whole seconds).
+    ///
+    /// # Errors
+    /// Generation failed or the files could not be written.
+    pub fn write_pem_files_valid_for(
+        &self,
+        dir: &Path,
+        names: &[&str],
+        validity: Duration,
+    ) -> Result<(), TlsError> {
         let io = |p: &Path, e: std::io::Error| TlsError::Pem {
             path: p.display().to_string(),
             what: e.to_string(),
@@ -266,6 +353,7 @@ impl DevCa {
             params
                 .distinguished_name
                 .push(rcgen::DnType::CommonName, *name);
+            set_validity(&mut params, validity);
             let cert = params.signed_by(&key, &self.cert, &self.key).map_err(gen)?;
             let cp = dir.join(format!("{name}.pem"));
             std::fs::write(&cp, cert.pem()).map_err(|e| io(&cp, e))?;
@@ -284,5 +372,64 @@ impl DevCa {
             identity: self.issue(name)?,
             roots: self.roots(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unix_now() -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    }
+
+    #[test]
+    fn not_after_reads_the_validity_of_issued_and_expired_certificates() {
+        let ca = DevCa::new().expect("ca");
+        let year = DEV_VALIDITY.as_secs() as i64;
+        let t = ca
+            .issue("a.example")
+            .expect("cert")
+            .not_after()
+            .expect("parses");
+        assert!((t - (unix_now() + year)).abs() < 60, "{t}");
+        let old = ca.issue_expired("b.example").expect("cert");
+        assert_eq!(old.not_after().expect("parses"), 1_609_459_200);
+    }
+
+    #[test]
+    fn not_after_of_a_chain_is_its_earliest_and_garbage_is_an_error() {
+        let ca = DevCa::new().expect("ca");
+        let mut id = ca.issue("a.example").expect("cert");
+        let old = ca.issue_expired("b.example").expect("cert");
+        id.chain.push(old.chain[0].clone());
+        assert_eq!(id.not_after().expect("parses"), 1_609_459_200);
+        id.chain
+            .push(CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x01]));
+        assert!(matches!(
+            id.not_after(),
+            Err(TlsError::X509 { index: 2, .. })
+        ));
+        id.chain.clear();
+        assert!(matches!(
+            id.not_after(),
+            Err(TlsError::X509 { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn pem_files_carry_the_requested_validity() {
+        let dir = std::env::temp_dir().join(format!("dwcp-tls-validity-{}", std::process::id()));
+        let ca = DevCa::new().expect("ca");
+        ca.write_pem_files_valid_for(&dir, &["n"], Duration::from_secs(86_400))
+            .expect("write");
+        let tls =
+            TlsConfig::from_pem_files(&dir.join("n.pem"), &dir.join("n.key"), &dir.join("ca.pem"))
+                .expect("load");
+        let t = tls.identity.not_after().expect("parses");
+        assert!((t - (unix_now() + 86_400)).abs() < 60, "{t}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -85,6 +85,7 @@ fn established() -> (Connection, std::time::Instant) {
         initial_stream_window: 256 * 1024,
         initial_connection_window: 1 << 20,
         max_streams: 100,
+        class_names: Vec::new(),
     };
     c.handle_input(
         now,

@@ -24,6 +24,7 @@ fn sample_hello() -> Hello {
         initial_stream_window: 262_144,
         initial_connection_window: 1 << 20,
         max_streams: 10_000,
+        class_names: Vec::new(),
     }
 }
 
@@ -243,9 +244,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<u32>(),
             any::<u32>(),
             any::<u16>(),
-            any::<[u32; 5]>()
+            any::<[u32; 5]>(),
+            prop::collection::btree_set("[a-z-]{1,12}", 0..6),
         )
-            .prop_map(|(a, b, c, r, k, l)| Frame::Hello(Hello {
+            .prop_map(|(a, b, c, r, k, l, names)| Frame::Hello(Hello {
                 min_version: a.min(b),
                 max_version: a.max(b),
                 capabilities: Capabilities(c),
@@ -256,6 +258,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 initial_stream_window: l[2],
                 initial_connection_window: l[3],
                 max_streams: l[4],
+                class_names: names.into_iter().collect(),
             })),
         (
             stream.clone(),
@@ -340,5 +343,58 @@ proptest! {
             data.extend_from_slice(&f.to_bytes());
         }
         dwcp_core::fuzzing::session(&data);
+    }
+}
+
+#[test]
+fn hello_class_names_round_trip_and_malformed_extensions_are_errors() {
+    let mut h = sample_hello();
+    h.class_names = vec!["bulk".into(), "interactive".into()];
+    let bytes = Frame::Hello(h.clone()).to_bytes();
+    let dec = FrameDecoder::new(1 << 20);
+    let mut buf = BytesMut::from(&bytes[..]);
+    assert_eq!(
+        dec.decode(&mut buf).expect("decodes"),
+        Some(Frame::Hello(h))
+    );
+
+    // Extension bodies after the 38-byte fixed part, each framed as a HELLO.
+    let fixed = Frame::Hello(sample_hello()).to_bytes();
+    let with_ext = |ext: &[u8]| {
+        let mut b = BytesMut::from(&fixed[..]);
+        b.extend_from_slice(ext);
+        let len = (b.len() - HEADER_LEN) as u32;
+        b[6..10].copy_from_slice(&len.to_be_bytes());
+        b
+    };
+    // An unknown extension type is skipped; bytes that do not frame as
+    // extensions are ignored (as version 1 always ignored them).
+    for ignored in [
+        &[0, 9, 0, 2, 0xAA, 0xBB][..],
+        &[0, 1],
+        &[0, 1, 0, 9, 1, 1, b'a'],
+    ] {
+        let mut ok = with_ext(ignored);
+        assert_eq!(
+            FrameDecoder::new(1 << 20).decode(&mut ok),
+            Ok(Some(Frame::Hello(sample_hello()))),
+            "{ignored:?}"
+        );
+    }
+    // A class-names extension that is malformed is an error.
+    for bad in [
+        &[0, 1, 0, 0][..],                  // empty class-names body
+        &[0, 1, 0, 2, 2, 1],                // count 2, one name missing
+        &[0, 1, 0, 3, 1, 0, b'a'],          // empty name
+        &[0, 1, 0, 3, 1, 2, b'a'],          // name truncated
+        &[0, 1, 0, 3, 1, 1, 0xFF],          // not UTF-8
+        &[0, 1, 0, 5, 2, 1, b'a', 1, b'a'], // twice
+        &[0, 1, 0, 4, 1, 1, b'a', b'z'],    // trailing bytes
+    ] {
+        let mut b = with_ext(bad);
+        assert!(
+            FrameDecoder::new(1 << 20).decode(&mut b).is_err(),
+            "{bad:?} accepted"
+        );
     }
 }

@@ -28,6 +28,7 @@ fn hello() -> Hello {
         initial_stream_window: 256 * 1024,
         initial_connection_window: 1 << 20,
         max_streams: 100,
+        class_names: Vec::new(),
     }
 }
 

@@ -50,6 +50,7 @@ fn peer_hello() -> Bytes {
         initial_stream_window: 256 * 1024,
         initial_connection_window: 1 << 20,
         max_streams: 100_000,
+        class_names: Vec::new(),
     })
     .to_bytes()
 }

@@ -444,3 +444,92 @@ fn weights_share_the_link() {
     let ratio = b / a;
     assert!((2.7..=3.3).contains(&ratio), "share ratio {ratio}");
 }
+
+/// Opens one stream of each class in `classes` from the client and returns
+/// the class the server gave each.
+fn classes_seen_by_server(client: Config, server: Config, classes: &[u8]) -> Vec<u8> {
+    let mut pair = Pair::new(client, server, wan(100, 5));
+    established(&mut pair);
+    let ids: Vec<_> = classes
+        .iter()
+        .map(|&class| {
+            let id = pair
+                .client
+                .conn
+                .open_stream(OpenParams {
+                    class,
+                    ..OpenParams::default()
+                })
+                .expect("open");
+            pair.client
+                .conn
+                .send(id, Bytes::from_static(b"x"))
+                .expect("send");
+            id
+        })
+        .collect();
+    assert!(pair.run_until(Duration::from_secs(2), |p| {
+        ids.iter()
+            .all(|id| p.server.conn.stream_params(*id).is_some())
+    }));
+    ids.iter()
+        .map(|id| pair.server.conn.stream_params(*id).expect("opened").class)
+        .collect()
+}
+
+fn named(names: &[&str]) -> Config {
+    Config {
+        class_names: names.iter().map(|n| n.to_string()).collect(),
+        ..Config::default()
+    }
+}
+
+#[test]
+fn classes_are_matched_by_name_not_by_position() {
+    // The two sides list the same classes in different orders.
+    let seen = classes_seen_by_server(
+        named(&["bulk", "interactive", "backup"]),
+        named(&["interactive", "backup", "bulk"]),
+        &[0, 1, 2],
+    );
+    assert_eq!(seen, vec![2, 0, 1]);
+}
+
+#[test]
+fn a_class_the_receiver_lacks_gets_its_first_class() {
+    // "backup" (client id 1) and an unnamed id (5) are unknown to the server.
+    let seen = classes_seen_by_server(
+        named(&["interactive", "backup"]),
+        named(&["bulk", "interactive"]),
+        &[0, 1, 5],
+    );
+    assert_eq!(seen, vec![1, 0, 0]);
+}
+
+#[test]
+fn without_names_on_both_sides_class_ids_are_taken_as_they_are() {
+    let seen = classes_seen_by_server(
+        named(&["bulk", "interactive"]),
+        Config::default(),
+        &[0, 1, 7],
+    );
+    assert_eq!(seen, vec![0, 1, 7]);
+    let seen = classes_seen_by_server(Config::default(), named(&["bulk", "interactive"]), &[1, 0]);
+    assert_eq!(seen, vec![1, 0]);
+}
+
+#[test]
+fn class_names_that_do_not_fit_in_hello_are_a_configuration_error() {
+    for bad in [
+        vec![String::new()],
+        vec!["a".repeat(65)],
+        vec!["x".into(), "x".into()],
+        (0..40).map(|i| format!("{i:0>30}")).collect(),
+    ] {
+        let cfg = Config {
+            class_names: bad.clone(),
+            ..Config::default()
+        };
+        assert!(cfg.validate().is_err(), "{bad:?} accepted");
+    }
+}

@@ -852,7 +852,22 @@ impl Config {
             bad("classes".into(), "at most 256 classes".into());
         }
         let mut class_names = BTreeSet::new();
+        // Class names travel in HELLO (classes are matched by name): a
+        // length byte and the name each, within the extension room.
+        let hello_room = dwcp_core::frame::MAX_EXTENSIONS_LEN - 5;
+        if self.classes.iter().map(|c| 1 + c.name.len()).sum::<usize>() > hello_room {
+            bad(
+                "classes".into(),
+                format!("names too long together: at most {hello_room} bytes, one more per class"),
+            );
+        }
         for (i, c) in self.classes.iter().enumerate() {
+            if c.name.is_empty() || c.name.len() > dwcp_core::frame::MAX_CLASS_NAME_LEN {
+                bad(
+                    format!("classes[{i}].name"),
+                    format!("{:?}: must be 1 to 64 bytes long", c.name),
+                );
+            }
             if !class_names.insert(c.name.as_str()) {
                 bad(
                     format!("classes[{i}].name"),

@@ -159,8 +159,11 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
     ec.protocol.max_streams = config.limits.max_streams;
     ec.protocol.idle_timeout = Duration::from_secs(config.limits.idle_timeout_secs);
     let mbit = |m: f64| (m * 1e6 / 8.0) as u64;
-    ec.protocol.classes = config
-        .class_list()
+    let classes = config.class_list();
+    // Sent in HELLO: the peer maps its class ids to ours by name, so the two
+    // configurations may list classes in any order.
+    ec.protocol.class_names = classes.iter().map(|c| c.name.clone()).collect();
+    ec.protocol.classes = classes
         .iter()
         .enumerate()
         .map(|(i, c)| ClassConfig {
@@ -232,6 +235,7 @@ impl Daemon {
     /// A listener cannot be bound, or the configuration is unusable.
     pub async fn start_with_tls(config: Config, tls: TlsConfig) -> Result<Daemon, StartError> {
         telemetry::install();
+        telemetry::record_cert_expiry(&tls.identity);
         let admin_token = config.admin_token().map_err(StartError::Config)?;
         let mut listeners = BTreeMap::new();
         let mut endpoints = Vec::new();

@@ -36,7 +36,8 @@ pub enum PipeError {
 
 impl PipeError {
     /// Whether this is an ordinary end rather than a fault: the local
-    /// application closed or reset its connection (`ECONNRESET`, `EPIPE`),
+    /// application closed or reset its connection (`ECONNRESET`, `EPIPE`,
+    /// or `ENOTCONN` from the final `shutdown` after its reset arrived),
     /// or the other side cancelled the stream (its own end counts the
     /// reason). Logged at debug and counted as `cancelled`, not as an error.
     pub fn is_cancel(&self) -> bool {
@@ -46,7 +47,10 @@ impl PipeError {
             | PipeError::Stream(StreamError::Stopped(ErrorCode::Cancel)) => true,
             PipeError::Tcp(e) => matches!(
                 e.kind(),
-                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+                ErrorKind::ConnectionReset
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::NotConnected
             ),
             _ => false,
         }
@@ -138,4 +142,37 @@ pub async fn run(tcp: TcpStream, stream: Stream, entry: &Entry) -> Result<Totals
 pub fn abort(tcp: TcpStream) {
     let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     drop(tcp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    #[test]
+    fn application_closes_and_peer_cancels_are_cancellations_other_ends_are_failures() {
+        for kind in [
+            ErrorKind::ConnectionReset,
+            ErrorKind::BrokenPipe,
+            ErrorKind::ConnectionAborted,
+            ErrorKind::NotConnected,
+        ] {
+            assert_eq!(
+                PipeError::Tcp(Error::from(kind)).outcome(),
+                "cancelled",
+                "{kind:?}"
+            );
+        }
+        assert!(PipeError::Stream(StreamError::Reset(ErrorCode::Cancel)).is_cancel());
+        assert!(PipeError::Stream(StreamError::Stopped(ErrorCode::Cancel)).is_cancel());
+        for e in [
+            PipeError::Tcp(Error::from(ErrorKind::TimedOut)),
+            PipeError::Stream(StreamError::Reset(ErrorCode::InternalError)),
+            PipeError::Stream(StreamError::ConnectionLost(
+                dwcp_core::ConnectionError::Transport("gone".into()),
+            )),
+        ] {
+            assert_eq!(e.outcome(), "failed", "{e}");
+        }
+    }
 }

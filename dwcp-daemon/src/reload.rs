@@ -49,6 +49,7 @@ pub async fn watch(state: Arc<State>, paths: [PathBuf; 3], every: Duration) {
                     }
                 }
                 if ok {
+                    crate::telemetry::record_cert_expiry(&tls.identity);
                     tracing::info!(
                         "TLS files changed: new connections use the new certificate and CA"
                     );

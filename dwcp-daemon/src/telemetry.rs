@@ -49,6 +49,7 @@ pub const NAMES: &[&str] = &[
     "dwcp_tunnel_connections_total",
     "dwcp_handshake_retries_total",
     "dwcp_handshakes_in_progress",
+    "dwcp_tls_cert_expiry_timestamp_seconds",
 ];
 
 /// DATA bytes a connection must have carried before its bandwidth estimate
@@ -78,6 +79,22 @@ pub fn install() {
             }
         }
     });
+}
+
+/// Sets `dwcp_tls_cert_expiry_timestamp_seconds` to when the identity in
+/// force stops being valid (the earliest `notAfter` of the chain it
+/// presents). Called at start and after every successful reload. A chain
+/// that rustls accepted but whose validity cannot be read is logged and
+/// exports `0`, so that the expiry alert fires rather than goes silent.
+pub fn record_cert_expiry(identity: &dwcp_core::tls::Identity) {
+    let value = match identity.not_after() {
+        Ok(t) => t as f64,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the certificate's expiry");
+            0.0
+        }
+    };
+    gauge!("dwcp_tls_cert_expiry_timestamp_seconds").set(value);
 }
 
 /// The Prometheus text exposition.

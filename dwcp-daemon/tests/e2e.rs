@@ -506,6 +506,16 @@ fn failed_handshakes_are_counted_by_reason_and_a_dial_only_node_listens_on_nothi
     drop(a);
 }
 
+/// `dwcp_tls_cert_expiry_timestamp_seconds` of `p`.
+fn cert_expiry(p: &Proc) -> f64 {
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("dwcp_tls_cert_expiry_timestamp_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no dwcp_tls_cert_expiry_timestamp_seconds:\n{metrics}"))
+}
+
 #[test]
 fn certificates_rotate_without_restart_and_tunnels_go_on() {
     std::env::set_var("DWCP_TLS_RELOAD_SECS", "1");
@@ -521,12 +531,24 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         assert_eq!(got, msg);
     };
     echo(&mut held, b"before");
+    // The expiry of node-b's certificate: a year from now (DevCa's leaves).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as f64;
+    let year = 365.0 * 86_400.0;
+    let before = cert_expiry(&b);
+    assert!((before - (now + year)).abs() < 120.0, "{before} vs {now}");
 
-    // A new CA and new leaves replace the files in place (as a secret
-    // update would), for both nodes.
+    // A new CA and new leaves, valid for 30 days, replace the files in
+    // place (as a secret update would), for both nodes.
     dwcp_core::tls::DevCa::new()
         .expect("ca")
-        .write_pem_files(pair.dir.path(), &["node-a", "node-b", "node-c", "node-x"])
+        .write_pem_files_valid_for(
+            pair.dir.path(),
+            &["node-a", "node-b", "node-c", "node-x"],
+            Duration::from_secs(30 * 86_400),
+        )
         .expect("new certs");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !b.log_text().contains("TLS files changed") {
@@ -538,6 +560,12 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         std::thread::sleep(Duration::from_millis(100));
     }
     echo(&mut held, b"after the rotation");
+    // The metric follows the identity in force.
+    let after = cert_expiry(&b);
+    assert!(
+        (after - (now + 30.0 * 86_400.0)).abs() < 120.0,
+        "{after} vs {now}"
+    );
 
     // node-a restarts with the new files: node-b, still running, accepts its
     // new certificate only because it reloaded the new CA.
@@ -552,4 +580,71 @@ fn certificates_rotate_without_restart_and_tunnels_go_on() {
         metrics.contains("dwcp_tls_reloads_total{result=\"ok\"}"),
         "{metrics}"
     );
+}
+
+/// Sum of the `name` samples on `p` whose labels contain every one of `labels`.
+fn metric_sum(p: &Proc, name: &str, labels: &[&str]) -> f64 {
+    let (_, metrics) = p.get("/metrics").expect("metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+#[test]
+fn clients_that_close_or_reset_mid_transfer_are_cancellations_not_errors() {
+    let (pair, a, b) = start_pair();
+    const N: usize = 8;
+    for i in 0..N {
+        let mut s = TcpStream::connect(("127.0.0.1", pair.t_echo)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(&data(256 << 10, i as u64)).expect("write");
+        let mut first = [0u8; 1024];
+        s.read_exact(&mut first).expect("echo flows");
+        if i % 2 == 0 {
+            // An explicit reset (SO_LINGER 0), as a client that gives up does.
+            socket2::SockRef::from(&s)
+                .set_linger(Some(Duration::ZERO))
+                .expect("linger");
+        }
+        // The rest of the echo is unread: closing sends a reset either way.
+        drop(s);
+    }
+    let cancelled = |p: &Proc, dir: &str| {
+        metric_sum(
+            p,
+            "dwcp_tunnel_connections_total",
+            &[&format!("direction=\"{dir}\""), "outcome=\"cancelled\""],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cancelled(&a, "outbound") < N as f64 || cancelled(&b, "inbound") < N as f64 {
+        assert!(
+            Instant::now() < deadline,
+            "not every connection counted as cancelled:\n{}\n{}",
+            a.get("/metrics").expect("metrics").1,
+            b.get("/metrics").expect("metrics").1
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (p, dir) in [(&a, "outbound"), (&b, "inbound")] {
+        let failed = metric_sum(
+            p,
+            "dwcp_tunnel_connections_total",
+            &[&format!("direction=\"{dir}\""), "outcome=\"failed\""],
+        );
+        let errors = metric_sum(p, "dwcp_errors_total", &["kind=\"stream\""]);
+        assert_eq!((failed, errors), (0.0, 0.0), "{dir}:\n{}", p.log_text());
+        let log = p.log_text();
+        assert!(
+            !log.contains("tunnelled connection failed")
+                && !log.contains("stream ended with an error"),
+            "{dir}: a client's close logged as a failure:\n{log}"
+        );
+    }
+    // The tunnel still works.
+    let d = data(64 * 1024, 99);
+    assert_eq!(round_trip(pair.t_echo, &d).expect("after"), d);
 }

@@ -9,8 +9,14 @@ use crate::error::FrameError;
 pub const MAGIC: [u8; 4] = *b"DWCP";
 /// Fixed part of the HELLO payload.
 const FIXED_LEN: usize = 38;
-/// Longest HELLO accepted (the fixed part plus room for extensions, which are ignored).
+/// Longest HELLO accepted (the fixed part plus room for extensions).
 pub const MAX_HELLO_LEN: usize = 1024;
+/// Extension type: the sender's traffic class names, in class-id order.
+const EXT_CLASS_NAMES: u16 = 1;
+/// Longest class name in the class-names extension, in bytes.
+pub const MAX_CLASS_NAME_LEN: usize = 64;
+/// Room for extensions after the fixed part, each `type: u16, len: u16, body`.
+pub const MAX_EXTENSIONS_LEN: usize = MAX_HELLO_LEN - FIXED_LEN;
 
 /// Capability bits announced in HELLO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,6 +98,54 @@ pub struct Hello {
     pub initial_connection_window: u32,
     /// Most streams the peer may have open towards this side at once.
     pub max_streams: u32,
+    /// Names of the sender's traffic classes, index = class id (empty: the
+    /// sender names none, and class ids are taken as they are). Carried in
+    /// an extension that peers predating it skip.
+    pub class_names: Vec<String>,
+}
+
+/// Encoded size of the class-names extension body (count, then length-prefixed names).
+pub(crate) fn class_names_len(names: &[String]) -> usize {
+    1 + names.iter().map(|n| 1 + n.len()).sum::<usize>()
+}
+
+fn bad(what: &'static str) -> FrameError {
+    FrameError::Invalid {
+        kind: "HELLO",
+        what,
+    }
+}
+
+/// Decodes the class-names extension body: `count: u8`, then `count` times
+/// `len: u8` and that many bytes of UTF-8, no name empty, longer than
+/// [`MAX_CLASS_NAME_LEN`] or given twice.
+fn decode_class_names(mut b: Bytes) -> Result<Vec<String>, FrameError> {
+    if b.is_empty() {
+        return Err(bad("empty class-names extension"));
+    }
+    let count = usize::from(b.get_u8());
+    let mut names: Vec<String> = Vec::with_capacity(count);
+    for _ in 0..count {
+        if b.is_empty() {
+            return Err(bad("class-names extension truncated"));
+        }
+        let len = usize::from(b.get_u8());
+        if len == 0 || len > MAX_CLASS_NAME_LEN || b.len() < len {
+            return Err(bad("class name empty, too long or truncated"));
+        }
+        let name = std::str::from_utf8(&b[..len])
+            .map_err(|_| bad("class name is not UTF-8"))?
+            .to_string();
+        b.advance(len);
+        if names.contains(&name) {
+            return Err(bad("class name given twice"));
+        }
+        names.push(name);
+    }
+    if !b.is_empty() {
+        return Err(bad("bytes after the class names"));
+    }
+    Ok(names)
 }
 
 impl Hello {
@@ -118,8 +172,23 @@ impl Hello {
             initial_stream_window: p.get_u32(),
             initial_connection_window: p.get_u32(),
             max_streams: p.get_u32(),
+            class_names: Vec::new(),
         };
-        // Remaining bytes are extensions from a newer minor revision: ignored.
+        let mut h = h;
+        // Extensions: `type: u16, len: u16, body`; unknown types are
+        // skipped. Bytes that do not frame as extensions are ignored, as
+        // version 1 receivers always ignored whatever followed the fixed part.
+        while p.len() >= 4 {
+            let ty = p.get_u16();
+            let len = usize::from(p.get_u16());
+            if p.len() < len {
+                break;
+            }
+            let body = p.split_to(len);
+            if ty == EXT_CLASS_NAMES {
+                h.class_names = decode_class_names(body)?;
+            }
+        }
         if h.min_version > h.max_version {
             return Err(FrameError::Invalid {
                 kind: "HELLO",
@@ -129,12 +198,21 @@ impl Hello {
         Ok(h)
     }
 
+    /// Encodes HELLO. Class names beyond what fits in [`MAX_EXTENSIONS_LEN`]
+    /// (or longer than [`MAX_CLASS_NAME_LEN`]) are not sent:
+    /// [`Config::validate`](crate::Config::validate) refuses such lists.
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
+        let names = self.sendable_class_names();
+        let ext = if names.is_empty() {
+            0
+        } else {
+            4 + class_names_len(names)
+        };
         Header {
             ty: FrameType::Hello as u8,
             flags: 0,
             stream: 0,
-            len: FIXED_LEN as u32,
+            len: (FIXED_LEN + ext) as u32,
         }
         .encode(buf);
         buf.put_slice(&MAGIC);
@@ -148,5 +226,29 @@ impl Hello {
         buf.put_u32(self.initial_stream_window);
         buf.put_u32(self.initial_connection_window);
         buf.put_u32(self.max_streams);
+        if !names.is_empty() {
+            buf.put_u16(EXT_CLASS_NAMES);
+            buf.put_u16((ext - 4) as u16);
+            buf.put_u8(names.len() as u8);
+            for n in names {
+                buf.put_u8(n.len() as u8);
+                buf.put_slice(n.as_bytes());
+            }
+        }
+    }
+
+    /// The class names if they can all be encoded, else none.
+    fn sendable_class_names(&self) -> &[String] {
+        let ok = self.class_names.len() <= usize::from(u8::MAX)
+            && self
+                .class_names
+                .iter()
+                .all(|n| !n.is_empty() && n.len() <= MAX_CLASS_NAME_LEN)
+            && 4 + class_names_len(&self.class_names) <= MAX_EXTENSIONS_LEN;
+        if ok {
+            &self.class_names
+        } else {
+            &[]
+        }
     }
 }

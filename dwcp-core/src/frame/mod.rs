@@ -24,7 +24,10 @@ mod window;
 
 pub use data::{Data, Encoding, FLAG_ENCODED, FLAG_FIN};
 pub use goaway::{GoAway, MAX_REASON_LEN};
-pub use hello::{Capabilities, Hello, MAGIC, MAX_HELLO_LEN};
+pub(crate) use hello::class_names_len as hello_class_names_len;
+pub use hello::{
+    Capabilities, Hello, MAGIC, MAX_CLASS_NAME_LEN, MAX_EXTENSIONS_LEN, MAX_HELLO_LEN,
+};
 pub use open::{Open, StreamOptions, MAX_ROUTE_LEN};
 pub(crate) const MAX_ROUTE_LEN_USIZE: usize = MAX_ROUTE_LEN;
 pub use ping::Ping;

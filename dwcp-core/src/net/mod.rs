@@ -18,6 +18,7 @@ pub mod congestion;
 mod connection;
 pub(crate) mod driver;
 mod endpoint;
+pub(crate) mod lanes;
 pub mod mem;
 mod quic;
 mod refusals;

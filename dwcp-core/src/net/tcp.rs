@@ -6,7 +6,6 @@
 //! Each DWCP stream uses lane `id % N`, so one stream's bytes are never
 //! reordered; connection frames use lane 0.
 
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,16 +21,12 @@ use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
 use crate::net::driver::{StatsFn, TransportStats};
 use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, LiveTls, TcpTuning, Tls};
+use crate::net::lanes::{LaneGroups, Preamble, PREAMBLE_LEN};
 use crate::net::mem::spawn_lanes;
 use crate::net::refusals::RefusalReason;
 use crate::net::tcp_info;
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
-
-const PREAMBLE_MAGIC: &[u8; 4] = b"DWCL";
-const PREAMBLE_LEN: usize = 22;
-/// Lane groups waiting for their other lanes, at most.
-const MAX_PENDING_GROUPS: usize = 256;
 
 /// Applies the lane tuning to a socket. Options the kernel refuses (BBR not
 /// loaded, `TCP_NOTSENT_LOWAT` missing) are skipped silently.
@@ -133,11 +128,12 @@ pub(crate) async fn connect(
         if identity.is_none() {
             identity = tls.get_ref().1.peer_certificates().and_then(peer_name);
         }
-        let mut pre = [0u8; PREAMBLE_LEN];
-        pre[..4].copy_from_slice(PREAMBLE_MAGIC);
-        pre[4..20].copy_from_slice(&id);
-        pre[20] = i as u8;
-        pre[21] = n as u8;
+        let pre = Preamble {
+            nonce: id,
+            index: i,
+            count: n,
+        }
+        .encode();
         tls.write_all(&pre).await?;
         lanes.push(tokio::io::split(tls));
     }
@@ -157,9 +153,7 @@ pub(crate) async fn connect(
 type ServerLane = tokio_rustls::server::TlsStream<TcpStream>;
 
 struct Arrival {
-    nonce: [u8; 16],
-    index: usize,
-    count: usize,
+    pre: Preamble,
     identity: Option<String>,
     addr: SocketAddr,
     sock: socket2::Socket,
@@ -183,26 +177,9 @@ async fn handshake_lane(
     tls.read_exact(&mut pre)
         .await
         .map_err(|e| (RefusalReason::Protocol, format!("lane preamble: {e}")))?;
-    if &pre[..4] != PREAMBLE_MAGIC {
-        return Err((
-            RefusalReason::Protocol,
-            "not a DWCP TCP lane (bad preamble)".into(),
-        ));
-    }
-    let count = pre[21] as usize;
-    let index = pre[20] as usize;
-    if count == 0 || count > 64 || index >= count {
-        return Err((
-            RefusalReason::Protocol,
-            format!("invalid lane {index} of {count}"),
-        ));
-    }
-    let mut nonce = [0u8; 16];
-    nonce.copy_from_slice(&pre[4..20]);
+    let pre = Preamble::parse(&pre).map_err(|e| (RefusalReason::Protocol, e.to_string()))?;
     Ok(Arrival {
-        nonce,
-        index,
-        count,
+        pre,
         identity,
         addr,
         sock,
@@ -210,13 +187,8 @@ async fn handshake_lane(
     })
 }
 
-struct Group {
-    lanes: Vec<Option<ServerLane>>,
-    socks: Vec<socket2::Socket>,
-    identity: Option<String>,
-    addr: SocketAddr,
-    started: Instant,
-}
+/// What the acceptor keeps of a lane until its group is complete.
+type PendingLane = (ServerLane, socket2::Socket, SocketAddr);
 
 /// Pause after a failed `accept` (for example out of file descriptors),
 /// so the loop does not spin.
@@ -236,7 +208,7 @@ pub(crate) async fn accept_loop(
     admission: Arc<Admission>,
 ) {
     let (arr_tx, mut arr_rx) = mpsc::channel::<Arrival>(64);
-    let mut groups: HashMap<[u8; 16], Group> = HashMap::new();
+    let mut groups: LaneGroups<PendingLane> = LaneGroups::new(cfg.handshake_timeout);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -275,34 +247,35 @@ pub(crate) async fn accept_loop(
                 });
             }
             Some(a) = arr_rx.recv() => {
-                let now = Instant::now();
-                groups.retain(|_, g| now.duration_since(g.started) < cfg.handshake_timeout);
-                if !groups.contains_key(&a.nonce) && groups.len() >= MAX_PENDING_GROUPS {
-                    counters.failed(RefusalReason::Limit, Some(a.addr), "too many half-open lane groups");
-                    continue;
-                }
-                let g = groups.entry(a.nonce).or_insert_with(|| Group {
-                    lanes: (0..a.count).map(|_| None).collect(),
-                    socks: Vec::new(),
-                    identity: a.identity.clone(),
-                    addr: a.addr,
-                    started: now,
-                });
-                if g.lanes.len() != a.count || g.identity != a.identity || g.lanes[a.index].is_some() {
-                    counters.failed(RefusalReason::Protocol, Some(a.addr), "lane does not match its group (count, identity or index)");
-                    groups.remove(&a.nonce);
-                    continue;
-                }
-                g.lanes[a.index] = Some(a.tls);
-                g.socks.push(a.sock);
-                if g.lanes.iter().all(Option::is_some) {
-                    let Some(g) = groups.remove(&a.nonce) else { continue };
-                    let lanes: Vec<_> = g.lanes.into_iter().flatten().map(tokio::io::split).collect();
+                let addr = a.addr;
+                let done = match groups.arrive(Instant::now(), a.pre, a.identity, (a.tls, a.sock, a.addr)) {
+                    Ok(Some(done)) => done,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        let reason = match e {
+                            crate::net::lanes::LaneError::TooManyGroups => RefusalReason::Limit,
+                            _ => RefusalReason::Protocol,
+                        };
+                        counters.failed(reason, Some(addr), e.to_string());
+                        continue;
+                    }
+                };
+                {
+                    let (lanes, identity) = done;
+                    let g_addr = lanes.first().map_or(addr, |l| l.2);
+                    let mut socks = Vec::with_capacity(lanes.len());
+                    let lanes: Vec<_> = lanes
+                        .into_iter()
+                        .map(|(tls, sock, _)| {
+                            socks.push(sock);
+                            tokio::io::split(tls)
+                        })
+                        .collect();
                     let core = match Core::new(cfg.protocol.clone(), Side::Server, Instant::now()) {
                         Ok(c) => c,
-                        Err(e) => { counters.failed(RefusalReason::Other, Some(g.addr), e.0); continue; }
+                        Err(e) => { counters.failed(RefusalReason::Other, Some(g_addr), e.0); continue; }
                     };
-                    let conn = spawn_lanes(core, lanes, lane_stats(g.socks), g.identity, Some(g.addr), cfg.link_rate_bps.map(|b| b as f64 / 8.0));
+                    let conn = spawn_lanes(core, lanes, lane_stats(socks), identity, Some(g_addr), cfg.link_rate_bps.map(|b| b as f64 / 8.0));
                     let out = out.clone();
                     let counters = counters.clone();
                     let timeout = cfg.handshake_timeout;
@@ -311,10 +284,10 @@ pub(crate) async fn accept_loop(
                             Ok(c) => {
                                 counters.accepted();
                                 if out.try_send(c).is_err() {
-                                    counters.failed(RefusalReason::Backlog, Some(g.addr), "accept backlog full");
+                                    counters.failed(RefusalReason::Backlog, Some(g_addr), "accept backlog full");
                                 }
                             }
-                            Err(e) => counters.failed(e.reason(), Some(g.addr), e.to_string()),
+                            Err(e) => counters.failed(e.reason(), Some(g_addr), e.to_string()),
                         }
                     });
                 }
