@@ -92,6 +92,9 @@ pub(crate) struct Group<T> {
     started: Instant,
 }
 
+/// A complete group: its lanes in index order and the group's identity.
+pub(crate) type CompleteGroup<T> = (Vec<T>, Option<String>);
+
 /// Pending lane groups, keyed by nonce.
 #[derive(Debug)]
 pub(crate) struct LaneGroups<T> {
@@ -121,7 +124,7 @@ impl<T> LaneGroups<T> {
         pre: Preamble,
         identity: Option<String>,
         lane: T,
-    ) -> Result<Option<(Vec<T>, Option<String>)>, LaneError> {
+    ) -> Result<Option<CompleteGroup<T>>, LaneError> {
         let max_age = self.max_age;
         self.groups
             .retain(|_, g| now.saturating_duration_since(g.started) < max_age);
