@@ -110,6 +110,10 @@ struct Queue {
 struct Direction {
     shaper: Mutex<Shaper>,
     queue: Queue,
+    /// While set, every packet is dropped (a partition).
+    cut: AtomicBool,
+    /// Packets dropped by a partition.
+    cut_drops: std::sync::atomic::AtomicU64,
 }
 
 /// A running delay line between two TUN devices. Dropping it stops it (the
@@ -147,6 +151,8 @@ impl TunLine {
             Arc::new(Direction {
                 shaper: Mutex::new(Shaper::new(p)),
                 queue: Queue::default(),
+                cut: AtomicBool::new(false),
+                cut_drops: std::sync::atomic::AtomicU64::new(0),
             })
         };
         let dirs = [dir(a_to_b), dir(b_to_a)];
@@ -179,6 +185,26 @@ impl TunLine {
     pub fn names(&self) -> (&str, &str) {
         (&self.names[0], &self.names[1])
     }
+
+    /// Cuts the line both ways (`true`: every packet, including those
+    /// already propagating, is dropped) or heals it (`false`).
+    pub fn partition(&self, cut: bool) {
+        for d in &self.dirs {
+            d.cut.store(cut, Ordering::Relaxed);
+            if cut {
+                let mut heap = d.queue.heap.lock().unwrap_or_else(|p| p.into_inner());
+                let n = heap.len() as u64;
+                heap.clear();
+                d.cut_drops.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Packets dropped by partitions (`a → b`, `b → a`).
+    pub fn partition_drops(&self) -> (u64, u64) {
+        let n = |d: &Direction| d.cut_drops.load(Ordering::Relaxed);
+        (n(&self.dirs[0]), n(&self.dirs[1]))
+    }
 }
 
 impl Drop for TunLine {
@@ -208,6 +234,10 @@ fn read_loop(mut dev: File, d: &Direction, origin: Instant, stop: &AtomicBool) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return,
         };
+        if d.cut.load(Ordering::Relaxed) {
+            d.cut_drops.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let now = Instant::now();
         let decision = d
             .shaper
@@ -238,8 +268,12 @@ fn write_loop(mut dev: File, d: &Direction, stop: &AtomicBool) {
             Some(at) if at <= now => {
                 if let Some(p) = heap.pop() {
                     drop(heap);
-                    // A packet the kernel refuses is a packet lost.
-                    let _ = dev.write(&p.data);
+                    if d.cut.load(Ordering::Relaxed) {
+                        d.cut_drops.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        // A packet the kernel refuses is a packet lost.
+                        let _ = dev.write(&p.data);
+                    }
                     heap = d.queue.heap.lock().unwrap_or_else(|p| p.into_inner());
                 }
             }
@@ -346,6 +380,22 @@ impl NetnsPair {
     /// The delay line's counters (`a → b`, `b → a`).
     pub fn stats(&self) -> (ShaperStats, ShaperStats) {
         self.line.as_ref().map(TunLine::stats).unwrap_or_default()
+    }
+
+    /// Cuts the line between the namespaces both ways, or heals it
+    /// ([`TunLine::partition`]).
+    pub fn partition(&self, cut: bool) {
+        if let Some(l) = &self.line {
+            l.partition(cut);
+        }
+    }
+
+    /// Packets dropped by partitions (`a → b`, `b → a`).
+    pub fn partition_drops(&self) -> (u64, u64) {
+        self.line
+            .as_ref()
+            .map(TunLine::partition_drops)
+            .unwrap_or_default()
     }
 
     /// Moves the calling thread into namespace `a` (`in_b` false) or `b`.

@@ -78,6 +78,10 @@ pub struct TcpTuning {
     pub socket_buffer: Option<usize>,
     /// TCP keepalive idle time (default 30 s).
     pub keepalive: Option<Duration>,
+    /// Ceiling of each lane's retransmission timeout (`TCP_RTO_MAX_MS`,
+    /// Linux 6.15 and later; default 1 s, the kernel's own is 120 s), so
+    /// that lanes resume within about a second of a partition healing.
+    pub rto_max: Option<Duration>,
 }
 
 impl Default for TcpTuning {
@@ -89,6 +93,7 @@ impl Default for TcpTuning {
             congestion: Some("bbr".into()),
             socket_buffer: None,
             keepalive: Some(Duration::from_secs(30)),
+            rto_max: Some(Duration::from_secs(1)),
         }
     }
 }

@@ -98,18 +98,42 @@ pub(crate) fn server_config(cfg: &EndpointConfig, tls: &Tls) -> Result<quinn::Se
     Ok(server)
 }
 
+/// The endpoint's stateless-reset key and connection-ID check key, derived
+/// from its TLS private key so that both survive a restart (RFC 9000,
+/// 10.3). A daemon killed and started again then recognises its old
+/// connection IDs as its own and answers them with stateless resets its old
+/// peers accept, and they redial at once instead of waiting out the idle
+/// timeout. (With quinn's defaults both keys are random per process: the
+/// new process drops the old IDs as invalid and sends nothing.) The keys
+/// are as secret as the private key: nobody else can forge a reset.
+fn reset_key(tls: &Tls) -> quinn::EndpointConfig {
+    let seed = ring::digest::digest(
+        &ring::digest::SHA256,
+        &[
+            b"dwcp stateless reset key v1\0".as_slice(),
+            tls.config.identity.key.secret_der(),
+        ]
+        .concat(),
+    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, seed.as_ref());
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    let mut cid_key = [0u8; 8];
+    cid_key.copy_from_slice(&seed.as_ref()[..8]);
+    let cid_key = u64::from_le_bytes(cid_key);
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
 fn endpoint(
     sock: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
+    config: quinn::EndpointConfig,
 ) -> Result<quinn::Endpoint, Error> {
     let runtime = quinn::default_runtime()
         .ok_or_else(|| Error::Config("no async runtime for QUIC".into()))?;
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        server,
-        sock,
-        runtime,
-    )?)
+    Ok(quinn::Endpoint::new(config, server, sock, runtime)?)
 }
 
 /// Creates the listening quinn endpoint.
@@ -119,7 +143,7 @@ pub(crate) fn bind(
     tls: &Tls,
 ) -> Result<quinn::Endpoint, Error> {
     let server = server_config(cfg, tls)?;
-    endpoint(socket(addr, cfg)?, Some(server))
+    endpoint(socket(addr, cfg)?, Some(server), reset_key(tls))
 }
 
 /// Creates a client-only quinn endpoint (no server configuration: incoming
@@ -128,7 +152,7 @@ pub(crate) fn bind_client(
     addr: SocketAddr,
     cfg: &EndpointConfig,
 ) -> Result<quinn::Endpoint, Error> {
-    endpoint(socket(addr, cfg)?, None)
+    endpoint(socket(addr, cfg)?, None, quinn::EndpointConfig::default())
 }
 
 fn stats_of(conn: quinn::Connection) -> StatsFn {

@@ -9,7 +9,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,10 +28,56 @@ use crate::net::tcp_info;
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
 
+/// `TCP_RTO_MAX_MS` (Linux 6.15 and later): the ceiling of the
+/// retransmission timeout's exponential backoff, in milliseconds.
+const TCP_RTO_MAX_MS: libc::c_int = 44;
+
+/// Caps the socket's retransmission timeout at `max` (the kernel accepts 1
+/// to 120 s). Older kernels refuse the option.
+#[allow(unsafe_code)]
+fn set_rto_max(sock: &SockRef<'_>, max: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ms = libc::c_int::try_from(max.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a pointer to
+    // a live `c_int`; the descriptor belongs to `sock` for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            TCP_RTO_MAX_MS,
+            (&ms as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Applies the lane tuning to a socket. Options the kernel refuses (BBR not
-/// loaded, `TCP_NOTSENT_LOWAT` missing) are skipped silently.
-fn tune(sock: SockRef<'_>, t: &TcpTuning) {
+/// loaded, `TCP_NOTSENT_LOWAT` or `TCP_RTO_MAX_MS` missing) are skipped,
+/// logged at debug level.
+///
+/// Two options keep a lane from stalling a connection after a partition:
+/// without them kernel TCP's retransmission timeout doubles through the
+/// outage (to 25–50 s after a 20 s partition, measured in
+/// `dwcp-daemon/tests/faults.rs`), and since streams are striped over every
+/// lane, the slowest lane's next retransmission holds them all.
+/// `rto_max` caps that backoff; `TCP_USER_TIMEOUT` at the idle timeout
+/// aborts a lane whose data stays unacknowledged that long, so the
+/// connection fails loudly instead of hanging.
+fn tune(sock: SockRef<'_>, t: &TcpTuning, idle_timeout: Duration) {
     let _ = sock.set_tcp_nodelay(t.nodelay);
+    if let Some(max) = t.rto_max {
+        if let Err(e) = set_rto_max(&sock, max) {
+            tracing::debug!(
+                "dwcp: TCP_RTO_MAX_MS unavailable ({e}); lanes keep the kernel's RTO ceiling"
+            );
+        }
+    }
+    let _ = sock.set_tcp_user_timeout(Some(idle_timeout));
     if let Some(lowat) = t.notsent_lowat {
         let _ = sock.set_tcp_notsent_lowat(lowat);
     }
@@ -118,7 +164,7 @@ pub(crate) async fn connect(
         } else {
             TcpSocket::new_v6()?
         };
-        tune(SockRef::from(&socket), &cfg.tcp);
+        tune(SockRef::from(&socket), &cfg.tcp, cfg.protocol.idle_timeout);
         let stream = socket.connect(addr).await?;
         socks.push(SockRef::from(&stream).try_clone()?);
         let mut tls = connector
@@ -232,7 +278,7 @@ pub(crate) async fn accept_loop(
                         continue;
                     }
                 };
-                tune(SockRef::from(&stream), &cfg.tcp);
+                tune(SockRef::from(&stream), &cfg.tcp, cfg.protocol.idle_timeout);
                 let acceptor = TlsAcceptor::from(tls.get().server.clone());
                 let tx = arr_tx.clone();
                 let counters = counters.clone();
