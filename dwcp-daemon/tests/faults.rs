@@ -404,14 +404,13 @@ fn start(
     Some((net, setup, a, b))
 }
 
-/// A partition shorter than the idle timeout. Over TCP lanes (retransmission
-/// timeout capped at 1 s) the connection survives and every transfer
-/// completes within seconds of the line healing. Over QUIC, quinn's probe
-/// timeout doubles through the outage with no ceiling (RFC 9002; 0.5 s base
-/// under load gives probes at 15.5 s and 31.5 s), so the first packet after
-/// the heal may come after the 30 s idle timeout: then the transfers fail
-/// loudly and node-a redials within twice the backoff ceiling. Either way
-/// nothing is lost silently and nothing hangs.
+/// A partition shorter than the idle timeout: the connection survives and
+/// every transfer completes within seconds of the line healing. Both
+/// transports needed a fix: TCP lanes' retransmission timeout and QUIC's
+/// probe timeout double through the outage (TCP lanes took 20 s and more
+/// after the heal, or hung; QUIC lost the connection at the idle timeout in
+/// 2 of 4 runs); lanes now cap the timeout at 1 s, and QUIC lets one probe
+/// through per second of silence (`net/outage_probe.rs`).
 fn partition(tag: &str, transport: &str) {
     let Some((net, _setup, a, b)) = start(tag, transport, 30) else {
         return;
@@ -428,32 +427,20 @@ fn partition(tag: &str, transport: &str) {
         &format!("{transport}: 20 s partition\n{}", logs(&a, &b)),
         &out,
     );
-    let survived = out.iter().all(|o| *o == Outcome::Complete);
-    if transport == "tcp" || survived {
-        assert!(
-            survived,
-            "{transport}: transfers across a 20 s partition shorter than the idle timeout: {out:?}\n{}",
-            logs(&a, &b)
-        );
-        assert_eq!(a.peer_state("node-b"), "connected");
-        // 16 MiB take about 3 s at 50 Mbit/s; lanes whose retransmission
-        // timer backed off through the outage took 20 s and more.
-        assert!(
-            done < Duration::from_secs(12),
-            "{transport}: transfers took {done:?} to finish after the line healed"
-        );
-    } else {
-        let back = a.wait_connected("node-b", 2 * BACKOFF_MAX + Duration::from_secs(1));
-        assert!(back <= 2 * BACKOFF_MAX, "reconnection took {back:?}");
-    }
     assert_eq!(
-        within(&net, false, || transfer(TUNNEL, 1 << 20, 42)),
-        Outcome::Complete,
-        "{transport}: a transfer after the partition"
+        out,
+        vec![Outcome::Complete; 4],
+        "{transport}: transfers across a 20 s partition shorter than the idle timeout\n{}",
+        logs(&a, &b)
+    );
+    assert_eq!(a.peer_state("node-b"), "connected");
+    // 16 MiB take about 3 s at 50 Mbit/s.
+    assert!(
+        done < Duration::from_secs(12),
+        "{transport}: transfers took {done:?} to finish after the line healed"
     );
     eprintln!(
-        "FIGURE faults partition_20s {transport}: {} {:.2} s after the line healed; drops {:?}; {out:?}",
-        if survived { "transfers completed" } else { "connection lost (idle timeout before the next probe), transfers failed loudly" },
+        "FIGURE faults partition_20s {transport}: transfers completed {:.2} s after the line healed; drops {:?}",
         done.as_secs_f64(),
         net.partition_drops()
     );

@@ -20,6 +20,7 @@ pub(crate) mod driver;
 mod endpoint;
 pub(crate) mod lanes;
 pub mod mem;
+mod outage_probe;
 mod quic;
 mod refusals;
 mod stream;

@@ -20,6 +20,7 @@ use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
 use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
 use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error, Tls};
+use crate::net::outage_probe::OutageProbeFactory;
 use crate::net::refusals::RefusalReason;
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
@@ -38,22 +39,17 @@ fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     t.keep_alive_interval(Some(p.ping_interval.max(std::time::Duration::from_secs(1))));
     let idle = p.idle_timeout + std::time::Duration::from_secs(5);
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
-    match cfg.congestion {
-        Congestion::Bbr => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
-        }
-        Congestion::Cubic => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
-        }
-        Congestion::NewReno => {
-            t.congestion_controller_factory(Arc::new(quinn::congestion::NewRenoConfig::default()))
-        }
-        Congestion::Dwcp => t.congestion_controller_factory(Arc::new(
-            crate::net::congestion::DwcpCongestionConfig {
-                ceiling: cfg.link_rate_bps.map(|b| b as f64 / 8.0),
-            },
-        )),
+    let inner: Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> = match cfg.congestion {
+        Congestion::Bbr => Arc::new(quinn::congestion::BbrConfig::default()),
+        Congestion::Cubic => Arc::new(quinn::congestion::CubicConfig::default()),
+        Congestion::NewReno => Arc::new(quinn::congestion::NewRenoConfig::default()),
+        Congestion::Dwcp => Arc::new(crate::net::congestion::DwcpCongestionConfig {
+            ceiling: cfg.link_rate_bps.map(|b| b as f64 / 8.0),
+        }),
     };
+    // Whichever controller, a probe gets through an outage once a second
+    // (see outage_probe.rs).
+    t.congestion_controller_factory(Arc::new(OutageProbeFactory { inner }));
     Arc::new(t)
 }
 
