@@ -3,7 +3,6 @@
 //! class weighted 16:1 over the bulk class) vs rust-yamux over one TCP
 //! connection. Both sides use the same mutual TLS 1.3 (rustls, ring).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,10 +10,9 @@ use bytes::Bytes;
 use dwcp_core::net::{Compression, Endpoint, EndpointConfig, StreamOptions, Transport};
 use dwcp_core::scheduler::ClassConfig;
 use dwcp_core::tls::DevCa;
-use futures::{AsyncReadExt as _, AsyncWriteExt as _};
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::loopback;
 
 /// Latency percentiles of one system.
 #[derive(Debug, Clone, Serialize)]
@@ -29,17 +27,15 @@ pub struct Latency {
     pub bulk_mbps: f64,
 }
 
-const MSG: usize = 1024;
-const BULK: usize = 8;
+/// Bytes of each interactive message.
+pub(crate) const MSG: usize = 1024;
+/// Bulk streams loading the connection meanwhile.
+pub(crate) const BULK: usize = 8;
 
 fn pct(v: &mut [Duration], p: f64) -> f64 {
     v.sort();
     let i = ((v.len() as f64 - 1.0) * p).round() as usize;
     v[i].as_secs_f64() * 1000.0
-}
-
-fn loopback() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// DWCP over TCP lanes.
@@ -157,7 +153,7 @@ pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
 }
 
 /// Percentiles of the echo RTTs and the bulk rate drained since `start`.
-fn summarise(
+pub(crate) fn summarise(
     subject: String,
     mut rtts: Vec<Duration>,
     start: Instant,
@@ -172,211 +168,4 @@ fn summarise(
         p99_ms: pct(&mut rtts, 0.99),
         bulk_mbps,
     }
-}
-
-type Opener = mpsc::Sender<oneshot::Sender<yamux::Stream>>;
-
-/// Drives a yamux connection; opens outbound streams on request.
-async fn drive_yamux<T>(
-    mut conn: yamux::Connection<T>,
-    mut req: mpsc::Receiver<oneshot::Sender<yamux::Stream>>,
-    inbound: Option<mpsc::Sender<yamux::Stream>>,
-) where
-    T: futures::AsyncRead + futures::AsyncWrite + Unpin,
-{
-    let mut pending: Option<oneshot::Sender<yamux::Stream>> = None;
-    std::future::poll_fn(|cx| loop {
-        if pending.is_none() {
-            if let std::task::Poll::Ready(Some(r)) = req.poll_recv(cx) {
-                pending = Some(r);
-            }
-        }
-        if pending.is_some() {
-            match conn.poll_new_outbound(cx) {
-                std::task::Poll::Ready(Ok(s)) => {
-                    if let Some(p) = pending.take() {
-                        let _ = p.send(s);
-                    }
-                    continue;
-                }
-                std::task::Poll::Ready(Err(_)) => return std::task::Poll::Ready(()),
-                std::task::Poll::Pending => {}
-            }
-        }
-        match conn.poll_next_inbound(cx) {
-            std::task::Poll::Ready(Some(Ok(s))) => {
-                if let Some(tx) = &inbound {
-                    let _ = tx.try_send(s);
-                }
-            }
-            std::task::Poll::Ready(_) => return std::task::Poll::Ready(()),
-            std::task::Poll::Pending => return std::task::Poll::Pending,
-        }
-    })
-    .await;
-}
-
-async fn open(o: &Opener) -> yamux::Stream {
-    let (tx, rx) = oneshot::channel();
-    o.send(tx).await.expect("driver");
-    rx.await.expect("stream")
-}
-
-/// rust-yamux (default config) over one TCP + TLS connection.
-pub async fn yamux_latency(messages: usize) -> Latency {
-    let (acceptor, connector, listener, addr) = crate::scenarios::raw_tls_setup().await;
-    let drained = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let d2 = drained.clone();
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        tcp.set_nodelay(true).expect("nodelay");
-        let tls = acceptor.accept(tcp).await.expect("tls");
-        let conn =
-            yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Server);
-        let (_otx, orx) = mpsc::channel(1);
-        let (itx, mut irx) = mpsc::channel(64);
-        tokio::spawn(drive_yamux(conn, orx, Some(itx)));
-        while let Some(mut st) = irx.recv().await {
-            let d = d2.clone();
-            tokio::spawn(async move {
-                let mut kind = [0u8; 1];
-                if st.read_exact(&mut kind).await.is_err() {
-                    return;
-                }
-                let mut buf = vec![0u8; 64 * 1024];
-                if kind[0] == b'E' {
-                    let mut m = vec![0u8; MSG];
-                    while st.read_exact(&mut m).await.is_ok() {
-                        if st.write_all(&m).await.is_err() {
-                            return;
-                        }
-                    }
-                } else {
-                    while let Ok(n) = st.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        d.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let name = rustls::pki_types::ServerName::try_from("server").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("tls");
-    let conn = yamux::Connection::new(tls.compat(), yamux::Config::default(), yamux::Mode::Client);
-    let (otx, orx) = mpsc::channel(16);
-    let driver = tokio::spawn(drive_yamux(conn, orx, None));
-    let mut bulk = Vec::new();
-    for _ in 0..BULK {
-        let mut st = open(&otx).await;
-        bulk.push(tokio::spawn(async move {
-            let chunk = vec![7u8; 256 * 1024];
-            if st.write_all(b"B").await.is_err() {
-                return;
-            }
-            while st.write_all(&chunk).await.is_ok() {}
-        }));
-    }
-    let mut echo = open(&otx).await;
-    echo.write_all(b"E").await.expect("kind");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let start = Instant::now();
-    let d0 = drained.load(std::sync::atomic::Ordering::Relaxed);
-    let mut rtts = Vec::with_capacity(messages);
-    let msg = vec![1u8; MSG];
-    let mut back = vec![0u8; MSG];
-    for _ in 0..messages {
-        let t0 = Instant::now();
-        echo.write_all(&msg).await.expect("send");
-        echo.read_exact(&mut back).await.expect("recv");
-        rtts.push(t0.elapsed());
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    for b in bulk {
-        b.abort();
-    }
-    driver.abort();
-    summarise(
-        "rust-yamux 0.13 (default config), 1 TCP + TLS".into(),
-        rtts,
-        start,
-        &drained,
-        d0,
-    )
-}
-
-/// rust-yamux (default config, stream limit raised) bulk throughput in MB/s: `streams` streams
-/// over one TCP + TLS connection moving `total` bytes together, each stream
-/// closed when done; the receiver counts to the end of every stream.
-pub async fn yamux_bulk(total: u64, streams: usize) -> f64 {
-    let (acceptor, connector, listener, addr) = crate::scenarios::raw_tls_setup().await;
-    let (done_tx, mut done_rx) = mpsc::channel::<u64>(streams.max(1));
-    tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        tcp.set_nodelay(true).expect("nodelay");
-        let tls = acceptor.accept(tcp).await.expect("tls");
-        let conn = yamux::Connection::new(tls.compat(), yamux_config(streams), yamux::Mode::Server);
-        let (_otx, orx) = mpsc::channel(1);
-        let (itx, mut irx) = mpsc::channel(streams.max(1));
-        tokio::spawn(drive_yamux(conn, orx, Some(itx)));
-        while let Some(mut st) = irx.recv().await {
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut n = 0u64;
-                while let Ok(k) = st.read(&mut buf).await {
-                    if k == 0 {
-                        break;
-                    }
-                    n += k as u64;
-                }
-                let _ = done.send(n).await;
-            });
-        }
-    });
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    let name = rustls::pki_types::ServerName::try_from("server").expect("name");
-    let tls = connector.connect(name, tcp).await.expect("tls");
-    let conn = yamux::Connection::new(tls.compat(), yamux_config(streams), yamux::Mode::Client);
-    let (otx, orx) = mpsc::channel(16);
-    let driver = tokio::spawn(drive_yamux(conn, orx, None));
-    let per = total / streams as u64;
-    let start = Instant::now();
-    let mut writers = Vec::new();
-    for _ in 0..streams {
-        let mut st = open(&otx).await;
-        writers.push(tokio::spawn(async move {
-            let chunk = vec![0x5au8; 1 << 20];
-            let mut left = per;
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                st.write_all(&chunk[..n]).await.expect("write");
-                left -= n as u64;
-            }
-            st.close().await.expect("close");
-        }));
-    }
-    for w in writers {
-        w.await.expect("writer");
-    }
-    let mut n = 0u64;
-    for _ in 0..streams {
-        n += done_rx.recv().await.expect("reader");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    driver.abort();
-    assert_eq!(n, per * streams as u64);
-    n as f64 / secs / 1e6
-}
-
-/// yamux's defaults, with the stream limit raised to `streams` (its default,
-/// 512, would refuse a 1,000-stream test).
-fn yamux_config(streams: usize) -> yamux::Config {
-    let mut c = yamux::Config::default();
-    c.set_max_num_streams(streams.max(512));
-    c
 }

@@ -1,6 +1,7 @@
 //! dwcp-bench: benchmark workloads shared by the criterion benches and the
 //! `dwcp-bench` scenarios.
 
+pub mod baselines;
 pub mod compression;
 pub mod flood;
 pub mod gate;
@@ -10,10 +11,16 @@ pub mod sidecar;
 pub mod torture;
 pub mod wan_tun;
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use dwcp_core::sim::{run_traffic, LinkConfig, Pair, Traffic};
 use dwcp_core::{Config, OpenParams};
+
+/// An ephemeral port on 127.0.0.1, for every socket a scenario binds.
+pub(crate) fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
 
 /// Moves `streams` x `len` bytes client to server over an unlimited simulated
 /// link; returns the bytes delivered. Measures the cost of the protocol core

@@ -309,10 +309,7 @@ fn torture(
         }
     }
     if json {
-        match serde_json::to_string_pretty(&reports) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("json: {e}"),
-        }
+        print_json(&reports);
     }
     let failed: Vec<String> = reports
         .iter()
@@ -364,10 +361,7 @@ fn main() {
         } => {
             if tun {
                 match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20, only) {
-                    Ok(r) if json => match serde_json::to_string_pretty(&r) {
-                        Ok(s) => println!("{s}"),
-                        Err(e) => eprintln!("json: {e}"),
-                    },
+                    Ok(r) if json => print_json(&r),
                     Ok(r) => {
                         println!(
                             "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), {mib} MiB each"
@@ -395,10 +389,7 @@ fn main() {
                 mib << 20,
             ));
             if json {
-                match serde_json::to_string_pretty(&r) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => eprintln!("json: {e}"),
-                }
+                print_json(&r);
                 return;
             }
             for c in &r {
@@ -428,10 +419,7 @@ fn main() {
                 mib << 20,
                 rounds,
             ));
-            match serde_json::to_string_pretty(&rows) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("json: {e}"),
-            }
+            print_json(&rows);
         }
         Command::Torture {
             transport,
@@ -470,10 +458,7 @@ fn main() {
             pid,
             std::time::Duration::from_secs(watch_secs),
         ) {
-            Ok(r) => match serde_json::to_string_pretty(&r) {
-                Ok(s) => println!("{s}"),
-                Err(e) => eprintln!("json: {e}"),
-            },
+            Ok(r) => print_json(&r),
             Err(e) => {
                 eprintln!("flood: {e}");
                 std::process::exit(2);
@@ -499,10 +484,7 @@ fn main() {
                 connections,
             };
             match rt.block_on(dwcp_bench::sidecar::run(&cfg)) {
-                Ok(r) if json => match serde_json::to_string_pretty(&r) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => eprintln!("json: {e}"),
-                },
+                Ok(r) if json => print_json(&r),
                 Ok(r) => print!("{}", r.table()),
                 Err(e) => {
                     eprintln!("sidecar: {e}");
@@ -530,14 +512,11 @@ fn main() {
             json,
         } => {
             let d = rt.block_on(dwcp_bench::latency::dwcp(messages, None));
-            let y = rt.block_on(dwcp_bench::latency::yamux_latency(messages));
+            let y = rt.block_on(dwcp_bench::baselines::yamux_latency(messages));
             let capped = bulk_cap_mbps
                 .map(|c| rt.block_on(dwcp_bench::latency::dwcp(messages, Some(c * 1_000_000))));
             if json {
-                match serde_json::to_string_pretty(&[Some(&d), Some(&y), capped.as_ref()]) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => eprintln!("json: {e}"),
-                }
+                print_json(&[Some(&d), Some(&y), capped.as_ref()]);
                 return;
             }
             println!(
@@ -555,10 +534,7 @@ fn main() {
         Command::Compression { mib, json } => {
             let cells = dwcp_bench::compression::table(mib);
             if json {
-                match serde_json::to_string_pretty(&cells) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => eprintln!("json: {e}"),
-                }
+                print_json(&cells);
                 return;
             }
             print!("{:<26} {:>11}", "corpus", "link");
@@ -598,10 +574,7 @@ fn main() {
         Command::Bulk { mib, rounds, json } => {
             let res = rt.block_on(dwcp_bench::scenarios::bulk(mib << 20, rounds.max(1)));
             if json {
-                match serde_json::to_string_pretty(&res) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => eprintln!("json: {e}"),
-                }
+                print_json(&res);
             } else {
                 println!(
                     "{:<34} {:>12} {:>12} {:>7}",
@@ -704,5 +677,14 @@ fn gate(
     } else {
         println!("gate: REGRESSION in {}", failed.join(", "));
         1
+    }
+}
+
+/// The one way results are printed as JSON: pretty, on stdout (an encoding
+/// failure goes to stderr).
+fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("json: {e}"),
     }
 }

@@ -163,7 +163,7 @@ impl Peer {
     /// clears it if it is still the current one.
     fn retire(&self, conn: &Connection, reason: String, draining: bool) {
         let last = conn.stats().core;
-        add_totals(&mut lock(&self.retired), &last);
+        *lock(&self.retired) += &last;
         let current = self.conn.borrow().as_ref().is_some_and(|c| c == conn);
         if current {
             self.conn.send_replace(None);
@@ -182,26 +182,10 @@ impl Peer {
     pub fn totals(&self) -> ConnectionStats {
         let mut t = lock(&self.retired).clone();
         if let Some(c) = self.connection() {
-            add_totals(&mut t, &c.stats().core);
+            t += &c.stats().core;
         }
         t
     }
-}
-
-fn add_totals(into: &mut ConnectionStats, s: &ConnectionStats) {
-    into.frames_sent += s.frames_sent;
-    into.frames_received += s.frames_received;
-    into.bytes_sent += s.bytes_sent;
-    into.bytes_received += s.bytes_received;
-    into.data_raw_sent += s.data_raw_sent;
-    into.data_wire_sent += s.data_wire_sent;
-    into.data_raw_received += s.data_raw_received;
-    into.data_wire_received += s.data_wire_received;
-    into.streams_opened_local += s.streams_opened_local;
-    into.streams_opened_remote += s.streams_opened_remote;
-    into.streams_refused += s.streams_refused;
-    into.resets_sent += s.resets_sent;
-    into.resets_received += s.resets_received;
 }
 
 /// Backoff delays: doubling from `initial` to `max`, each drawn uniformly

@@ -160,16 +160,7 @@ fn sample_endpoints(state: &State) {
     let mut by_transport: BTreeMap<&'static str, EndpointStats> = BTreeMap::new();
     for (kind, ep) in &state.endpoints {
         let s = ep.stats();
-        let t = by_transport.entry(kind).or_default();
-        if t.failures_by_reason.is_empty() {
-            t.failures_by_reason = s.failures_by_reason;
-        } else {
-            for ((_, n), (_, m)) in t.failures_by_reason.iter_mut().zip(&s.failures_by_reason) {
-                *n += m;
-            }
-        }
-        t.retries += s.retries;
-        t.handshakes_in_progress += s.handshakes_in_progress;
+        *by_transport.entry(kind).or_default() += &s;
     }
     for (transport, s) in by_transport {
         for (reason, n) in &s.failures_by_reason {

@@ -237,6 +237,34 @@ impl Frame {
         }
     }
 
+    /// The stream the frame belongs to (0 for connection frames).
+    pub fn stream(&self) -> StreamId {
+        match self {
+            Frame::Open(o) => o.stream,
+            Frame::Data(d) => d.stream,
+            Frame::Window(w) => w.stream,
+            Frame::Reset(r) => r.stream,
+            Frame::Stop(st) => st.stream,
+            _ => 0,
+        }
+    }
+
+    /// The frame kind's name, for messages (`"HELLO"`, `"DATA"`...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello(_) => "HELLO",
+            Frame::Open(_) => "OPEN",
+            Frame::Data(_) => "DATA",
+            Frame::Window(_) => "WINDOW",
+            Frame::Reset(_) => "RESET",
+            Frame::Stop(_) => "STOP",
+            Frame::Ping(_) => "PING",
+            Frame::Pong(_) => "PONG",
+            Frame::GoAway(_) => "GOAWAY",
+            Frame::Ignored { .. } => "an ignorable frame",
+        }
+    }
+
     /// Encodes the frame into one contiguous buffer (copies DATA payloads; for tests and tools).
     pub fn to_bytes(&self) -> Bytes {
         let mut head = BytesMut::new();

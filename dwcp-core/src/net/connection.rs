@@ -17,11 +17,8 @@ pub(crate) struct ConnRef {
 
 impl Drop for ConnRef {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
-        inner.core.goaway("all handles dropped");
-        inner.dispatch();
-        drop(inner);
-        self.shared.wake_driver.notify_one();
+        self.shared
+            .with_core(|inner| inner.core.goaway("all handles dropped"));
     }
 }
 
@@ -117,6 +114,7 @@ impl Connection {
     /// or the route is longer than 255 bytes.
     pub fn open_stream(&self, options: StreamOptions) -> Result<Stream, OpenError> {
         let params = options.to_params();
+        // Not `with_core`: a refused open returns before dispatching.
         let mut inner = self.shared().lock();
         let id = inner.core.open_stream(params)?;
         inner.dispatch();
@@ -208,20 +206,13 @@ impl Connection {
 
     /// Starts a graceful drain (GOAWAY): no new streams, open ones finish.
     pub fn goaway(&self, reason: &str) {
-        let mut inner = self.shared().lock();
-        inner.core.goaway(reason);
-        inner.dispatch();
-        drop(inner);
-        self.shared().wake_driver.notify_one();
+        self.shared().with_core(|inner| inner.core.goaway(reason));
     }
 
     /// Closes at once with `code`; every unfinished stream fails.
     pub fn close(&self, code: ErrorCode, reason: &str) {
-        let mut inner = self.shared().lock();
-        inner.core.close(code, reason);
-        inner.dispatch();
-        drop(inner);
-        self.shared().wake_driver.notify_one();
+        self.shared()
+            .with_core(|inner| inner.core.close(code, reason));
     }
 
     /// Waits until the connection has ended: `Ok` after a graceful drain.

@@ -241,13 +241,22 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reports a failed lane.
-    pub(crate) fn transport_failed(&self, reason: &str) {
+    /// Runs `f` on the connection state under the lock, turns the core's
+    /// events into wake-ups ([`Inner::dispatch`]), releases the lock, then
+    /// wakes the driver so that what `f` queued is sent: lock → operate →
+    /// dispatch → unlock → notify, in one place.
+    pub(crate) fn with_core<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
         let mut inner = self.lock();
-        inner.core.handle_transport_error(reason);
+        let r = f(&mut inner);
         inner.dispatch();
         drop(inner);
         self.wake_driver.notify_one();
+        r
+    }
+
+    /// Reports a failed lane.
+    pub(crate) fn transport_failed(&self, reason: &str) {
+        self.with_core(|inner| inner.core.handle_transport_error(reason));
     }
 }
 

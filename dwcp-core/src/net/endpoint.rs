@@ -254,6 +254,33 @@ impl EndpointStats {
     }
 }
 
+/// Adds another endpoint's counters to these, for totals over endpoints:
+/// counts and handshakes in progress add up, failures add reason by reason,
+/// the peak is the larger one and the last failure the other's if it has one.
+impl std::ops::AddAssign<&EndpointStats> for EndpointStats {
+    fn add_assign(&mut self, rhs: &EndpointStats) {
+        self.accepted += rhs.accepted;
+        self.handshake_failures += rhs.handshake_failures;
+        if self.failures_by_reason.is_empty() {
+            self.failures_by_reason = rhs.failures_by_reason.clone();
+        } else {
+            for ((_, n), (_, m)) in self
+                .failures_by_reason
+                .iter_mut()
+                .zip(&rhs.failures_by_reason)
+            {
+                *n += m;
+            }
+        }
+        self.retries += rhs.retries;
+        self.handshakes_in_progress += rhs.handshakes_in_progress;
+        self.handshakes_peak = self.handshakes_peak.max(rhs.handshakes_peak);
+        if rhs.last_failure.is_some() {
+            self.last_failure = rhs.last_failure.clone();
+        }
+    }
+}
+
 /// The TLS configuration in force and the rustls configurations built from
 /// it, swapped whole by [`Endpoint::set_tls`].
 #[derive(Debug)]

@@ -5,9 +5,22 @@
 //! keeps lanes by nonce until every index of a group has arrived, all with
 //! the same count and peer identity; a lane that contradicts its group
 //! discards the group. Groups are bounded in number and in age.
+//!
+//! [`spawn_lanes`] then starts a connection over established lanes, TCP or
+//! in-memory alike: the driver task and a reader and a writer per lane. It is
+//! the only part of this module that does I/O (the rest is what the fuzz
+//! targets exercise).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use crate::net::connection::Connection;
+use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn};
+use crate::Connection as Core;
 
 /// The preamble's first four bytes.
 pub(crate) const PREAMBLE_MAGIC: &[u8; 4] = b"DWCL";
@@ -152,6 +165,48 @@ impl<T> LaneGroups<T> {
         };
         Ok(Some((g.lanes.into_iter().flatten().collect(), g.identity)))
     }
+}
+
+/// Starts a connection over already-established byte lanes (TCP+TLS lanes or
+/// in-memory pipes). Lane 0 carries connection frames.
+pub(crate) fn spawn_lanes<R, W>(
+    core: Core,
+    lanes: Vec<(R, W)>,
+    stats: StatsFn,
+    peer_identity: Option<String>,
+    remote_addr: Option<std::net::SocketAddr>,
+    link_rate: Option<f64>,
+) -> Connection
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let mut txs = Vec::with_capacity(lanes.len());
+    let mut rxs = Vec::with_capacity(lanes.len());
+    for _ in 0..lanes.len() {
+        let (tx, rx) = mpsc::channel(driver::LANE_QUEUE);
+        txs.push(tx);
+        rxs.push(rx);
+    }
+    let shared = Shared::new(
+        core,
+        Routing::Lanes(txs),
+        stats,
+        peer_identity,
+        remote_addr,
+        link_rate,
+    );
+    for (i, ((r, w), rx)) in lanes.into_iter().zip(rxs).enumerate() {
+        let role = if i == 0 {
+            LaneRole::Control
+        } else {
+            LaneRole::Lane
+        };
+        tokio::spawn(driver::read_lane(r, shared.clone(), role));
+        tokio::spawn(driver::write_lane(w, rx, shared.clone()));
+    }
+    tokio::spawn(driver::drive(shared.clone()));
+    Connection::new(Arc::clone(&shared))
 }
 
 #[cfg(test)]

@@ -1,57 +1,12 @@
 //! In-memory transport: two connections joined by `tokio::io::duplex` lanes,
 //! with the same API as the network transports. For tests and benchmarks.
 
-use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-
 use crate::net::connection::Connection;
-use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
+use crate::net::driver::{StatsFn, TransportStats};
+use crate::net::lanes::spawn_lanes;
 use crate::{Config, ConfigError, Connection as Core, Side};
-
-/// Starts a connection over already-established byte lanes (TCP+TLS lanes or
-/// in-memory pipes). Lane 0 carries connection frames.
-pub(crate) fn spawn_lanes<R, W>(
-    core: Core,
-    lanes: Vec<(R, W)>,
-    stats: StatsFn,
-    peer_identity: Option<String>,
-    remote_addr: Option<std::net::SocketAddr>,
-    link_rate: Option<f64>,
-) -> Connection
-where
-    R: AsyncRead + Unpin + Send + 'static,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let mut txs = Vec::with_capacity(lanes.len());
-    let mut rxs = Vec::with_capacity(lanes.len());
-    for _ in 0..lanes.len() {
-        let (tx, rx) = mpsc::channel(driver::LANE_QUEUE);
-        txs.push(tx);
-        rxs.push(rx);
-    }
-    let shared = Shared::new(
-        core,
-        Routing::Lanes(txs),
-        stats,
-        peer_identity,
-        remote_addr,
-        link_rate,
-    );
-    for (i, ((r, w), rx)) in lanes.into_iter().zip(rxs).enumerate() {
-        let role = if i == 0 {
-            LaneRole::Control
-        } else {
-            LaneRole::Lane
-        };
-        tokio::spawn(driver::read_lane(r, shared.clone(), role));
-        tokio::spawn(driver::write_lane(w, rx, shared.clone()));
-    }
-    tokio::spawn(driver::drive(shared.clone()));
-    Connection::new(Arc::clone(&shared))
-}
 
 /// Two connected DWCP connections over `lanes` in-memory pipes of
 /// `pipe_bytes` capacity each. Must be called inside a tokio runtime.

@@ -11,6 +11,7 @@
 //! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS |
 //! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
+//! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes`, shared by TCP and in-memory |
 //! | `mem.rs` | in-memory lanes for tests and benchmarks |
 
 mod admission;

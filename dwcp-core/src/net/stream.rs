@@ -607,15 +607,14 @@ impl SendStream {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
-        let shared = self.conn.shared.clone();
-        let mut inner = shared.lock();
-        let r = inner.core.finish(self.id);
-        if r.is_ok() {
-            inner.await_ack(self.id);
-        }
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
+        let id = self.id;
+        let r = self.conn.shared.with_core(|inner| {
+            let r = inner.core.finish(id);
+            if r.is_ok() {
+                inner.await_ack(id);
+            }
+            r
+        });
         match r {
             Ok(()) => {
                 self.finished = true;
@@ -633,14 +632,12 @@ impl SendStream {
             return;
         }
         self.reset = true;
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
-        // Unknown only if the stream is already gone; nothing left to reset.
-        let _ = inner.core.reset_send(self.id, code);
-        inner.forget_write_waker(self.id);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
+        let id = self.id;
+        self.conn.shared.with_core(|inner| {
+            // Unknown only if the stream is already gone; nothing left to reset.
+            let _ = inner.core.reset_send(id, code);
+            inner.forget_write_waker(id);
+        });
     }
 
     /// Waits until the peer has received every byte and the FIN, after
@@ -696,17 +693,15 @@ impl SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
-        inner.forget_write_waker(self.id);
-        inner.forget_ack(self.id);
-        if !self.reset && !self.finished {
-            let _ = inner.core.reset_send(self.id, ErrorCode::Cancel);
-        }
-        inner.core.detach_writer(self.id);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
+        let (id, unfinished) = (self.id, !self.reset && !self.finished);
+        self.conn.shared.with_core(|inner| {
+            inner.forget_write_waker(id);
+            inner.forget_ack(id);
+            if unfinished {
+                let _ = inner.core.reset_send(id, ErrorCode::Cancel);
+            }
+            inner.core.detach_writer(id);
+        });
     }
 }
 
@@ -790,13 +785,11 @@ impl RecvStream {
         }
         self.recv_done = true;
         self.error = Some(StreamError::ClosedLocally);
-        let shared = &self.conn.shared;
-        let mut inner = shared.lock();
-        inner.forget_read_waker(self.id);
-        let _ = inner.core.stop(self.id, code);
-        inner.dispatch();
-        drop(inner);
-        shared.wake_driver.notify_one();
+        let id = self.id;
+        self.conn.shared.with_core(|inner| {
+            inner.forget_read_waker(id);
+            let _ = inner.core.stop(id, code);
+        });
     }
 
     /// Receives the next chunk without copying. `Ok(None)` is the clean end of

@@ -1,0 +1,11 @@
+//! The alternatives DWCP is measured against, each set up the way a user
+//! would (same TLS, same windows where they apply): raw quinn, raw TCP +
+//! rustls, rust-yamux.
+
+mod raw_quinn;
+mod raw_tls;
+mod yamux;
+
+pub use raw_quinn::{raw_quinn_throughput, raw_quinn_throughput_on};
+pub use raw_tls::{raw_tls_setup, raw_tls_tcp_throughput};
+pub use yamux::{yamux_bulk, yamux_latency};

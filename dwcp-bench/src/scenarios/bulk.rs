@@ -1,0 +1,102 @@
+//! Bulk throughput on loopback: DWCP over QUIC and TCP lanes against raw
+//! quinn, raw TCP + rustls and rust-yamux, one stream and 1,000.
+
+use dwcp_core::net::Transport;
+
+use super::{best_of, best_of_pair, compare, dwcp_throughput, fig, Comparison};
+use crate::baselines::{raw_quinn_throughput, raw_tls_tcp_throughput, yamux_bulk};
+
+/// The two single-stream ratios the regression gate tracks: DWCP over QUIC
+/// vs raw quinn, and DWCP over TCP lanes vs raw TCP + rustls, each measured
+/// alternately in the same run (best of `rounds`).
+pub async fn bulk_pairs(total: u64, rounds: usize) -> Vec<(&'static str, f64)> {
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Quic, 1, total),
+        || raw_quinn_throughput(total, 1),
+    )
+    .await;
+    let quic = d / b.max(1e-9);
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Tcp, 1, total),
+        || raw_tls_tcp_throughput(total),
+    )
+    .await;
+    vec![
+        ("quic_vs_raw_quinn", quic),
+        ("tcp_vs_raw_tls_tcp", d / b.max(1e-9)),
+    ]
+}
+
+/// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,
+/// alternating DWCP and the baseline, best of each kept (loopback on a shared
+/// machine is noisy; alternating keeps both sides under the same conditions).
+pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
+    let mut out = Vec::new();
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Quic, 1, total),
+        || raw_quinn_throughput(total, 1),
+    )
+    .await;
+    let quic_single = d;
+    out.push(compare(
+        "single-stream bulk, QUIC",
+        fig("quic-single", "DWCP over QUIC, 1 stream", d),
+        fig("quic-single", "raw quinn, 1 stream", b),
+    ));
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput(Transport::Tcp, 1, total),
+        || raw_tls_tcp_throughput(total),
+    )
+    .await;
+    let tcp_single = d;
+    out.push(compare(
+        "single-stream bulk, TCP",
+        fig("tcp-single", "DWCP over 4 TCP lanes + TLS, 1 stream", d),
+        fig("tcp-single", "raw tokio TCP + rustls, 1 connection", b),
+    ));
+    let d = best_of(rounds, || dwcp_throughput(Transport::Quic, 1000, total)).await;
+    out.push(compare(
+        "1,000 streams vs 1 stream, QUIC",
+        fig("quic-1000", "DWCP over QUIC, 1,000 streams aggregate", d),
+        fig("quic-1000", "DWCP over QUIC, 1 stream", quic_single),
+    ));
+    let r = best_of(rounds, || raw_quinn_throughput(total, 1000)).await;
+    out.push(compare(
+        "1,000 streams, QUIC vs raw quinn",
+        fig(
+            "quic-1000-raw",
+            "DWCP over QUIC, 1,000 streams aggregate",
+            d,
+        ),
+        fig("quic-1000-raw", "raw quinn, 1,000 streams aggregate", r),
+    ));
+    let d = best_of(rounds, || dwcp_throughput(Transport::Tcp, 1000, total)).await;
+    let y = best_of(rounds, || yamux_bulk(total, 1000)).await;
+    out.push(compare(
+        "1,000 streams, TCP lanes vs rust-yamux",
+        fig(
+            "tcp-1000-yamux",
+            "DWCP over TCP lanes, 1,000 streams aggregate",
+            d,
+        ),
+        fig(
+            "tcp-1000-yamux",
+            "rust-yamux over TCP + rustls, 1,000 streams aggregate",
+            y,
+        ),
+    ));
+    out.push(compare(
+        "1,000 streams vs 1 stream, TCP",
+        fig(
+            "tcp-1000",
+            "DWCP over TCP lanes, 1,000 streams aggregate",
+            d,
+        ),
+        fig("tcp-1000", "DWCP over TCP lanes, 1 stream", tcp_single),
+    ));
+    out
+}

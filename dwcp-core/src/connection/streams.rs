@@ -1,0 +1,224 @@
+//! Stream ids and counts: opening streams (ours and the peer's OPEN),
+//! refusing them, and forgetting them once both directions ended.
+
+use tracing::debug;
+
+use super::{Connection, Event, State, Violation};
+use crate::error::OpenError;
+use crate::error::{ConnectionError, ErrorCode};
+use crate::frame::Frame;
+use crate::frame::{Open, Reset, MAX_ROUTE_LEN_USIZE};
+use crate::stream::{OpenParams, Stream, StreamState};
+use crate::Side;
+use crate::StreamId;
+
+impl Connection {
+    /// State of a stream, or `None` if unknown or forgotten.
+    pub fn stream_state(&self, id: StreamId) -> Option<StreamState> {
+        self.streams.get(&id).map(|s| s.state())
+    }
+
+    /// Parameters a stream was opened with (route, class, weight...).
+    pub fn stream_params(&self, id: StreamId) -> Option<&OpenParams> {
+        self.streams.get(&id).map(|s| &s.params)
+    }
+
+    /// Opens a stream.
+    ///
+    /// # Errors
+    /// See [`OpenError`]: before the handshake, at the peer's stream limit,
+    /// while draining, or after the connection closed.
+    pub fn open_stream(&mut self, params: OpenParams) -> Result<StreamId, OpenError> {
+        if let Some(e) = &self.error {
+            return Err(OpenError::Closed(e.clone()));
+        }
+        if matches!(self.state, State::Closing | State::Closed) {
+            return Err(OpenError::Closed(ConnectionError::LocallyClosed));
+        }
+        let Some(peer) = &self.peer else {
+            return Err(OpenError::NotReady);
+        };
+        if self.is_draining() {
+            return Err(OpenError::Draining);
+        }
+        if params.route.len() > MAX_ROUTE_LEN_USIZE {
+            return Err(OpenError::RouteTooLong(params.route.len()));
+        }
+        if self.local_open >= peer.max_streams {
+            return Err(OpenError::StreamLimit(peer.max_streams));
+        }
+        if self.next_local > u32::MAX as u64 {
+            return Err(OpenError::IdsExhausted);
+        }
+        let id = self.next_local as StreamId;
+        self.next_local += 2;
+        let mut params = params;
+        params.weight = params.weight.max(1);
+        let interactive = params
+            .options
+            .contains(crate::frame::StreamOptions::INTERACTIVE);
+        self.control.push_back((
+            Frame::Open(Open {
+                stream: id,
+                class: params.class,
+                priority: params.priority,
+                weight: params.weight,
+                options: params.options,
+                route: params.route.clone(),
+            }),
+            interactive,
+        ));
+        let peer_window = peer.initial_stream_window;
+        self.insert_stream(id, params, peer_window);
+        self.local_open += 1;
+        self.stats.streams_opened_local += 1;
+        Ok(id)
+    }
+
+    pub(super) fn handle_open(&mut self, o: Open) -> Result<(), Violation> {
+        let id = o.stream;
+        if self.is_local_id(id) {
+            return Err(Violation::new(
+                ErrorCode::ProtocolError,
+                format!("peer opened stream {id}, an id reserved for this side"),
+            ));
+        }
+        if id <= self.max_remote {
+            if !self.skipped_remote.remove(&id) {
+                return Err(Violation::new(
+                    ErrorCode::ProtocolError,
+                    format!("peer opened stream {id} twice"),
+                ));
+            }
+        } else {
+            // Ids between the previous highest and this one are still to come
+            // (on other lanes); remember them, within a bound.
+            let gap = (id - self.max_remote) / 2;
+            let gap = gap.saturating_sub(1) as usize;
+            if self.skipped_remote.len() + gap > self.config.max_streams as usize {
+                return Err(Violation::new(
+                    ErrorCode::ProtocolError,
+                    format!(
+                        "peer skipped more than {} stream ids",
+                        self.config.max_streams
+                    ),
+                ));
+            }
+            let first = if self.max_remote == 0 {
+                if self.side == Side::Server {
+                    1
+                } else {
+                    2
+                }
+            } else {
+                self.max_remote + 2
+            };
+            let mut skipped = first;
+            while skipped < id {
+                self.skipped_remote.insert(skipped);
+                skipped += 2;
+            }
+            self.max_remote = id;
+        }
+        let refused_by_goaway = self.goaway_sent && id > self.goaway_last;
+        if refused_by_goaway || self.remote_open >= self.config.max_streams {
+            self.stats.streams_refused += 1;
+            debug!(id, "dwcp: refusing stream");
+            let interactive = o.options.contains(crate::frame::StreamOptions::INTERACTIVE);
+            let queued = self.push_reply(
+                Frame::Reset(Reset {
+                    stream: id,
+                    code: ErrorCode::RefusedStream,
+                }),
+                interactive,
+            );
+            self.events.push_back(Event::StreamClosed(id));
+            return queued;
+        }
+        let class = self.local_class(o.class);
+        let Some(peer) = &self.peer else {
+            return Ok(());
+        };
+        let params = OpenParams {
+            class,
+            priority: o.priority,
+            weight: o.weight,
+            options: o.options,
+            route: o.route,
+        };
+        let peer_window = peer.initial_stream_window;
+        self.insert_stream(id, params, peer_window);
+        self.remote_open += 1;
+        self.stats.streams_opened_remote += 1;
+        self.events.push_back(Event::StreamOpened(id));
+        Ok(())
+    }
+
+    /// Tracks a new stream (ours or the peer's) whose peer grants
+    /// `peer_window` bytes of credit: its receive window starts at
+    /// [`Connection::initial_window_target`] (WINDOW queued if that grew it).
+    fn insert_stream(&mut self, id: StreamId, params: OpenParams, peer_window: u32) {
+        let mut stream = Stream::new(
+            params,
+            peer_window,
+            self.config.initial_stream_window,
+            self.config.max_stream_window,
+        );
+        if stream.recv_window.grow_to(self.initial_window_target()) {
+            stream.window_pending = true;
+            self.window_queue.push_back(id);
+        }
+        if stream.interactive() {
+            self.interactive.insert(id);
+        }
+        self.streams.insert(id, stream);
+    }
+
+    /// Receive window a new stream starts with: twice the receiving
+    /// direction's bandwidth-delay product in WAN mode, within the configured
+    /// initial and maximum windows.
+    pub(super) fn initial_window_target(&self) -> u64 {
+        let initial = self.config.initial_stream_window as u64;
+        if self.rx_link.mode() != crate::estimator::LinkMode::Wan {
+            return initial;
+        }
+        self.rx_link.bdp().map_or(initial, |bdp| {
+            (2 * bdp).clamp(initial, self.config.max_stream_window as u64)
+        })
+    }
+
+    pub(super) fn is_local_id(&self, id: StreamId) -> bool {
+        (id % 2 == 1) == (self.side == Side::Client)
+    }
+
+    /// An id that was used once and is no longer tracked.
+    pub(super) fn is_closed_id(&self, id: StreamId) -> bool {
+        if self.is_local_id(id) {
+            (id as u64) < self.next_local
+        } else {
+            id <= self.max_remote && !self.skipped_remote.contains(&id)
+        }
+    }
+
+    pub(super) fn dec_count(&mut self, id: StreamId) {
+        if self.is_local_id(id) {
+            self.local_open = self.local_open.saturating_sub(1);
+        } else {
+            self.remote_open = self.remote_open.saturating_sub(1);
+        }
+    }
+
+    pub(super) fn maybe_forget(&mut self, id: StreamId) {
+        if self.streams.get(&id).is_some_and(|s| s.finished()) {
+            self.forget(id);
+            self.dec_count(id);
+        }
+    }
+
+    pub(super) fn forget(&mut self, id: StreamId) {
+        if self.streams.remove(&id).is_some() {
+            self.interactive.remove(&id);
+            self.events.push_back(Event::StreamClosed(id));
+        }
+    }
+}
