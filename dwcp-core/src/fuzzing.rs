@@ -41,7 +41,7 @@ pub fn session(data: &[u8]) {
     let Ok(mut conn) = Connection::new(config, Side::Server, start) else {
         return;
     };
-    let hello = Frame::Hello(Hello {
+    let hello = Frame::Hello(Box::new(Hello {
         min_version: crate::PROTOCOL_VERSION,
         max_version: crate::PROTOCOL_VERSION,
         capabilities: Capabilities::ALL,
@@ -53,7 +53,7 @@ pub fn session(data: &[u8]) {
         initial_connection_window: 256 * 1024,
         max_streams: 16,
         class_names: Vec::new(),
-    });
+    }));
     let mut buf = BytesMut::from(&hello.to_bytes()[..]);
     conn.handle_input(start, &mut buf);
     let step = data.first().map_or(64, |b| *b as usize + 1);
@@ -169,7 +169,7 @@ pub fn compressed_data(data: &[u8]) {
     };
     let mut buf = BytesMut::new();
     for f in [
-        Frame::Hello(peer_hello()),
+        Frame::Hello(Box::new(peer_hello())),
         Frame::Open(Open {
             stream: 1,
             class: 0,

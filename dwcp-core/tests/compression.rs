@@ -89,7 +89,7 @@ fn established() -> (Connection, std::time::Instant) {
     };
     c.handle_input(
         now,
-        &mut BytesMut::from(&Frame::Hello(hello).to_bytes()[..]),
+        &mut BytesMut::from(&Frame::Hello(Box::new(hello)).to_bytes()[..]),
     );
     (c, now)
 }

@@ -30,20 +30,26 @@ fn sample_hello() -> Hello {
 
 #[test]
 fn hello_layout() {
-    let b = Frame::Hello(sample_hello()).to_bytes();
+    let b = Frame::Hello(Box::new(sample_hello())).to_bytes();
     assert_eq!(&b[..10], &[0x01, 0, 0, 0, 0, 0, 0, 0, 0, 38]);
     assert_eq!(&b[10..14], b"DWCP");
     assert_eq!(&b[14..18], &[0, 1, 0, 2]);
     assert_eq!(b.len(), 48);
-    assert_eq!(decode_one(&b), Ok(Some(Frame::Hello(sample_hello()))));
+    assert_eq!(
+        decode_one(&b),
+        Ok(Some(Frame::Hello(Box::new(sample_hello()))))
+    );
 }
 
 #[test]
 fn hello_with_extension_bytes_is_accepted() {
-    let mut b = BytesMut::from(&Frame::Hello(sample_hello()).to_bytes()[..]);
+    let mut b = BytesMut::from(&Frame::Hello(Box::new(sample_hello())).to_bytes()[..]);
     b[9] = 38 + 6;
     b.extend_from_slice(b"future");
-    assert_eq!(decode_one(&b), Ok(Some(Frame::Hello(sample_hello()))));
+    assert_eq!(
+        decode_one(&b),
+        Ok(Some(Frame::Hello(Box::new(sample_hello()))))
+    );
 }
 
 #[test]
@@ -203,7 +209,7 @@ fn malformed_small_frames() {
     // WINDOW with zero credit, PING of 7 bytes, HELLO on a stream, DATA on stream 0.
     assert!(decode_one(&[4, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0]).is_err());
     assert!(decode_one(&[6, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1, 2, 3, 4, 5, 6, 7]).is_err());
-    let mut h = BytesMut::from(&Frame::Hello(sample_hello()).to_bytes()[..]);
+    let mut h = BytesMut::from(&Frame::Hello(Box::new(sample_hello())).to_bytes()[..]);
     h[5] = 1;
     assert!(decode_one(&h).is_err());
     assert!(decode_one(&[3, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
@@ -247,7 +253,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             any::<[u32; 5]>(),
             prop::collection::btree_set("[a-z-]{1,12}", 0..6),
         )
-            .prop_map(|(a, b, c, r, k, l, names)| Frame::Hello(Hello {
+            .prop_map(|(a, b, c, r, k, l, names)| Frame::Hello(Box::new(Hello {
                 min_version: a.min(b),
                 max_version: a.max(b),
                 capabilities: Capabilities(c),
@@ -259,7 +265,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 initial_connection_window: l[3],
                 max_streams: l[4],
                 class_names: names.into_iter().collect(),
-            })),
+            }))),
         (
             stream.clone(),
             any::<u8>(),
@@ -350,16 +356,16 @@ proptest! {
 fn hello_class_names_round_trip_and_malformed_extensions_are_errors() {
     let mut h = sample_hello();
     h.class_names = vec!["bulk".into(), "interactive".into()];
-    let bytes = Frame::Hello(h.clone()).to_bytes();
+    let bytes = Frame::Hello(Box::new(h.clone())).to_bytes();
     let dec = FrameDecoder::new(1 << 20);
     let mut buf = BytesMut::from(&bytes[..]);
     assert_eq!(
         dec.decode(&mut buf).expect("decodes"),
-        Some(Frame::Hello(h))
+        Some(Frame::Hello(Box::new(h)))
     );
 
     // Extension bodies after the 38-byte fixed part, each framed as a HELLO.
-    let fixed = Frame::Hello(sample_hello()).to_bytes();
+    let fixed = Frame::Hello(Box::new(sample_hello())).to_bytes();
     let with_ext = |ext: &[u8]| {
         let mut b = BytesMut::from(&fixed[..]);
         b.extend_from_slice(ext);
@@ -377,7 +383,7 @@ fn hello_class_names_round_trip_and_malformed_extensions_are_errors() {
         let mut ok = with_ext(ignored);
         assert_eq!(
             FrameDecoder::new(1 << 20).decode(&mut ok),
-            Ok(Some(Frame::Hello(sample_hello()))),
+            Ok(Some(Frame::Hello(Box::new(sample_hello())))),
             "{ignored:?}"
         );
     }

@@ -40,7 +40,7 @@ impl RawPeer {
             now,
             decoder: FrameDecoder::new(16 << 20),
         };
-        p.feed(&Frame::Hello(hello()).to_bytes());
+        p.feed(&Frame::Hello(Box::new(hello())).to_bytes());
         assert!(p.conn.is_established());
         p
     }
@@ -412,7 +412,7 @@ fn first_frame_must_be_hello() {
 fn bad_magic_is_handshake_failure() {
     let now = Instant::now();
     let mut c = Connection::new(Config::default(), Side::Server, now).expect("config");
-    let mut bytes = BytesMut::from(&Frame::Hello(hello()).to_bytes()[..]);
+    let mut bytes = BytesMut::from(&Frame::Hello(Box::new(hello())).to_bytes()[..]);
     bytes[10] = b'X';
     c.handle_input(now, &mut bytes);
     assert!(matches!(

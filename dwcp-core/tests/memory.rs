@@ -39,7 +39,7 @@ static GLOBAL: Counting = Counting;
 const N: u32 = 10_000;
 
 fn peer_hello() -> Bytes {
-    Frame::Hello(Hello {
+    Frame::Hello(Box::new(Hello {
         min_version: dwcp_core::PROTOCOL_VERSION,
         max_version: dwcp_core::PROTOCOL_VERSION,
         capabilities: Capabilities::ALL,
@@ -51,7 +51,7 @@ fn peer_hello() -> Bytes {
         initial_connection_window: 1 << 20,
         max_streams: 100_000,
         class_names: Vec::new(),
-    })
+    }))
     .to_bytes()
 }
 

@@ -356,7 +356,7 @@ impl Connection {
         }
         if !self.hello_sent {
             self.hello_sent = true;
-            let hello = Frame::Hello(self.our_hello());
+            let hello = Frame::Hello(Box::new(self.our_hello()));
             return Some(self.emit(hello, 0, false));
         }
         self.peer.as_ref()?;
@@ -443,7 +443,7 @@ impl Connection {
     fn handle_frame(&mut self, now: Instant, frame: Frame) -> Result<(), Violation> {
         if self.peer.is_none() {
             return match frame {
-                Frame::Hello(h) => self.handle_hello(now, h),
+                Frame::Hello(h) => self.handle_hello(now, *h),
                 Frame::GoAway(g) => self.handle_goaway(g),
                 other => Err(Violation::new(
                     ErrorCode::ProtocolError,
