@@ -171,7 +171,7 @@ impl Default for Scheduler {
     }
 }
 
-/// Outcome of [`Scheduler::next`].
+/// Outcome of [`Scheduler::next_class`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pick {
     /// Serve this stream of this class.

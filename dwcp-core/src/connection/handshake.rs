@@ -83,7 +83,7 @@ impl Connection {
         Ok(())
     }
 
-    /// Maps the peer's class ids to ours by name (see [`Config::class_names`]).
+    /// Maps the peer's class ids to ours by name (see [`crate::Config::class_names`]).
     pub(super) fn map_classes(&self, peer: &[String]) -> Option<Vec<u8>> {
         let ours = &self.config.class_names;
         if ours.is_empty() || peer.is_empty() {

@@ -1,38 +1,27 @@
-//! The thin async driver: one task moves frames from the protocol core to the
-//! transport lanes and runs timers; one task per lane reads bytes into the core;
-//! one task per lane writes frames with vectored writes.
+//! The thin async driver, shared by every transport: one task moves frames
+//! from the protocol core to the transport's queues and runs timers.
+//! Reading is in `reader.rs` (socket → reader task → core, for lanes and
+//! QUIC streams alike); writing in `lanes.rs` (TCP and in-memory lanes,
+//! vectored writes) and `quic.rs` (one QUIC stream per DWCP stream, with the
+//! urgent/bulk write gating), both fed by the queues this driver fills
+//! (writer → core → driver → lane writer → socket).
 //!
 //! The core sits behind a `std::sync::Mutex` held only for short, non-blocking
 //! calls; every change to it is followed by [`Inner::dispatch`], which turns
 //! core events into task wake-ups, so no wake-up is lost.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::IoSlice;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::debug;
 
 use crate::{Connection as Core, ConnectionError, ErrorCode, Event, StreamId, Transmit};
 
-/// Frames queued per TCP or in-memory lane before the driver waits for the
-/// lane writer. Several streams share a lane, so the queue is kept short (with
-/// `TCP_NOTSENT_LOWAT` below it) to let the scheduler, not a queue, decide the
-/// order: a 1 KiB message waits behind at most this many frames of its lane.
-pub(crate) const LANE_QUEUE: usize = 4;
-/// Frames queued per QUIC stream: each carries a single DWCP stream, and a
-/// stream whose queue is full is paused in the scheduler, so the depth only
-/// batches writes; kept small so weights, not queue depth, share the link.
-pub(crate) const QUIC_QUEUE: usize = 16;
 /// Frames written per vectored write.
-const WRITE_BATCH: usize = 32;
-/// Read-ahead of a lane and most bytes handed to the core at once.
-const READ_CHUNK: usize = 64 * 1024;
-
+pub(crate) const WRITE_BATCH: usize = 32;
 /// Where the connection stands, published to handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -125,7 +114,7 @@ pub(crate) struct Shared {
     /// QUIC stream writers still running (see [`Shared::writers_idle`]).
     writers: watch::Sender<usize>,
     /// Urgent QUIC writers waiting for send-window room; bulk writers stand
-    /// aside while it is above zero (see [`write_quic_frames`]).
+    /// aside while it is above zero (see `quic::write_quic_frames`).
     pub(crate) urgent: watch::Sender<usize>,
 }
 
@@ -429,40 +418,12 @@ impl Inner {
                     return None;
                 }
                 // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
-                let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-                let conn = conn.clone();
-                let guard = shared.writer_guard();
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    match conn.open_bi().await {
-                        Ok((send, recv)) => {
-                            if interactive {
-                                // quinn sends higher priorities first (the
-                                // control stream has 2).
-                                let _ = send.set_priority(1);
-                            }
-                            tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
-                            write_quic_lane(send, rx, shared, guard).await;
-                        }
-                        Err(e) => shared.transport_failed(&format!("opening a QUIC stream: {e}")),
-                    }
-                });
+                let tx = crate::net::quic::open_stream(conn.clone(), shared, interactive);
                 streams.insert(stream, tx.clone());
                 Some((stream as u64, tx))
             }
         }
     }
-}
-
-/// What a lane carries, for end-of-stream handling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LaneRole {
-    /// Carries connection frames (TCP lane 0, QUIC control): gates nothing.
-    Control,
-    /// Another TCP/in-memory lane: waits for the handshake; EOF is a failure.
-    Lane,
-    /// A QUIC stream carrying one DWCP stream: waits for the handshake; EOF is normal.
-    QuicStream,
 }
 
 /// Most frames the driver holds for full lanes before it stops pulling
@@ -642,409 +603,4 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
     drop(inner);
     drop(routing);
     debug!("dwcp: driver finished");
-}
-
-/// Read-ahead of a TCP or in-memory lane (shared by many streams).
-const LANE_READ_AHEAD: usize = READ_CHUNK;
-/// Read-ahead of a QUIC stream (one DWCP stream) or of the QUIC control
-/// stream: enough for runs of small frames (WINDOW, OPEN); larger payloads
-/// are read straight into their own buffers.
-const QUIC_READ_AHEAD: usize = 1024;
-/// Most bytes of whole frames, already read ahead, handed to the core at once.
-const INPUT_BATCH: usize = READ_CHUNK;
-
-/// Reads one frame into a buffer of exactly its size (header and payload).
-///
-/// Payloads delivered to the application are slices of this buffer, so an
-/// unread payload keeps alive its own frame and nothing else: memory held by
-/// received data stays within what the receive windows allow, however many
-/// streams hold unread data. (A shared read buffer would let every unread
-/// payload pin a whole read chunk, and a per-stream one would hold a chunk
-/// per idle stream.) A header whose length exceeds `max` is returned alone,
-/// for the core to refuse. `None` at EOF; a partial frame at EOF is dropped,
-/// as the core could not use it either.
-async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut tokio::io::BufReader<R>,
-    max: u32,
-) -> std::io::Result<Option<BytesMut>> {
-    let mut head = [0u8; crate::frame::HEADER_LEN];
-    let mut got = 0;
-    while got < head.len() {
-        let n = r.read(&mut head[got..]).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        got += n;
-    }
-    let Some(h) = crate::frame::Header::peek(&head) else {
-        return Ok(None);
-    };
-    if h.len > max {
-        return Ok(Some(BytesMut::from(&head[..])));
-    }
-    let total = head.len() + h.len as usize;
-    let mut frame = BytesMut::with_capacity(total);
-    frame.extend_from_slice(&head);
-    while frame.len() < total {
-        let want = total - frame.len();
-        // `limit` keeps the read inside the exact allocation.
-        if r.read_buf(&mut (&mut frame).limit(want)).await? == 0 {
-            return Ok(None);
-        }
-    }
-    Ok(Some(frame))
-}
-
-/// The next frame if it is already whole in `r`'s read-ahead (no I/O), in a
-/// buffer of exactly its size.
-fn buffered_frame<R: AsyncRead + Unpin>(
-    r: &mut tokio::io::BufReader<R>,
-    max: u32,
-) -> Option<BytesMut> {
-    use tokio::io::AsyncBufRead;
-    let ahead = r.buffer();
-    let h = crate::frame::Header::peek(ahead)?;
-    if h.len > max {
-        return None;
-    }
-    let total = crate::frame::HEADER_LEN + h.len as usize;
-    if ahead.len() < total {
-        return None;
-    }
-    let frame = BytesMut::from(&ahead[..total]);
-    std::pin::Pin::new(r).consume(total);
-    Some(frame)
-}
-
-/// Reads a lane into the core until EOF or error, frame by frame (see
-/// [`read_frame`]); frames already whole in the read-ahead go to the core in
-/// the same call.
-pub(crate) async fn read_lane<R: AsyncRead + Unpin>(r: R, shared: Arc<Shared>, role: LaneRole) {
-    let ahead = if role == LaneRole::Lane {
-        LANE_READ_AHEAD
-    } else {
-        QUIC_READ_AHEAD
-    };
-    let mut r = tokio::io::BufReader::with_capacity(ahead, r);
-    let max = shared
-        .lock()
-        .core
-        .config()
-        .max_frame_payload
-        .min(crate::frame::MAX_FRAME_PAYLOAD_CEILING);
-    let mut frames: Vec<BytesMut> = Vec::new();
-    let mut phase = shared.phase.clone();
-    loop {
-        match read_frame(&mut r, max).await {
-            Ok(Some(f)) => frames.push(f),
-            Ok(None) => {
-                if role == LaneRole::Lane {
-                    // The peer closes every lane when it closes; give lane 0 a
-                    // moment to deliver its GOAWAY, which says why.
-                    let closed = async {
-                        while !matches!(*phase.borrow_and_update(), Phase::Closed(_)) {
-                            if phase.changed().await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), closed).await;
-                }
-                if role == LaneRole::Control && shared.lock().core.peer_sent_goaway() {
-                    // The peer drained and ended its control lane; data of its
-                    // last streams may still be in flight on other lanes or
-                    // QUIC streams. The connection ends when our side drains
-                    // too, or when the transport closes.
-                    debug!("dwcp: peer ended its control lane after GOAWAY");
-                    return;
-                }
-                if matches!(role, LaneRole::Control | LaneRole::Lane) {
-                    shared.transport_failed("lane closed by the peer");
-                }
-                return;
-            }
-            Err(e) => {
-                shared.transport_failed(&format!("lane read failed: {e}"));
-                return;
-            }
-        }
-        let mut batched = frames[0].len();
-        while batched < INPUT_BATCH && frames.len() < WRITE_BATCH {
-            let Some(f) = buffered_frame(&mut r, max) else {
-                break;
-            };
-            batched += f.len();
-            frames.push(f);
-        }
-        if role != LaneRole::Control {
-            // Frames of streams must not overtake the peer's HELLO on the control lane.
-            while *phase.borrow_and_update() == Phase::Handshaking {
-                if phase.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-        let mut inner = shared.lock();
-        let now = Instant::now();
-        for mut f in frames.drain(..) {
-            inner.core.handle_input(now, &mut f);
-        }
-        inner.dispatch();
-        let closed = inner.core.is_closed();
-        drop(inner);
-        shared.wake_driver.notify_one();
-        if closed {
-            return;
-        }
-    }
-}
-
-/// Reads a QUIC stream accepted from the peer: its first frame names the DWCP
-/// stream, whose frames this side then sends on the stream's send half.
-pub(crate) async fn read_accepted_quic(
-    send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    shared: Arc<Shared>,
-) {
-    let mut head = [0u8; crate::frame::HEADER_LEN];
-    if let Err(e) = recv.read_exact(&mut head).await {
-        debug!("dwcp: accepted QUIC stream ended before its first frame: {e}");
-        return;
-    }
-    let Some(h) = crate::frame::Header::peek(&head) else {
-        return;
-    };
-    let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-    {
-        let mut inner = shared.lock();
-        if let Routing::Quic { streams, .. } = &mut inner.routing {
-            streams.insert(h.stream, tx);
-        }
-    }
-    tokio::spawn(write_quic_lane(
-        send,
-        rx,
-        shared.clone(),
-        shared.writer_guard(),
-    ));
-    let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
-    read_lane(prefixed, shared, LaneRole::QuicStream).await;
-}
-
-/// Writes frames to a byte lane with vectored writes, then shuts it down.
-pub(crate) async fn write_lane<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut rx: mpsc::Receiver<Transmit>,
-    shared: Arc<Shared>,
-) {
-    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(WRITE_BATCH * 2);
-    while let Some(t) = rx.recv().await {
-        push(&mut batch, t);
-        while batch.len() < WRITE_BATCH * 2 {
-            match rx.try_recv() {
-                Ok(t) => push(&mut batch, t),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = write_all_vectored(&mut w, &mut batch).await {
-            shared.transport_failed(&format!("lane write failed: {e}"));
-            return;
-        }
-    }
-    let _ = w.flush().await;
-    let _ = w.shutdown().await;
-}
-
-fn push(batch: &mut VecDeque<Bytes>, t: Transmit) {
-    batch.push_back(t.header);
-    if !t.payload.is_empty() {
-        batch.push_back(t.payload);
-    }
-}
-
-async fn write_all_vectored<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    batch: &mut VecDeque<Bytes>,
-) -> std::io::Result<()> {
-    while !batch.is_empty() {
-        let n = {
-            let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
-            w.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let mut left = n;
-        while left > 0 {
-            let Some(front) = batch.front_mut() else {
-                break;
-            };
-            if front.len() <= left {
-                left -= front.len();
-                batch.pop_front();
-            } else {
-                front.advance(left);
-                left = 0;
-            }
-        }
-    }
-    w.flush().await
-}
-
-/// Longest time urgent writers hold bulk QUIC writers back. An urgent write
-/// waits for room in quinn's send window, which acknowledgements free within
-/// about a packet time once bulk stops taking it; a write blocked much longer
-/// waits on something else (the peer's flow control), and bulk must not stall
-/// behind it.
-const URGENT_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Writes frames to a QUIC stream without copying until the sender is
-/// dropped. Returns false if the stream failed.
-///
-/// quinn admits written data into one connection-wide send window, whatever
-/// the stream's priority: priorities order what is sent, not who may buffer.
-/// When bulk writers keep that window full, an interactive write waits for
-/// room and loses the race for it to bulk writers woken by the same
-/// acknowledgement (quinn wakes blocked writers together, most recent first),
-/// so a 1 KiB message waited up to two round trips behind bulk. So writers
-/// are of two kinds: *urgent* ones (the control stream and interactive
-/// streams, sent at a higher quinn priority) and bulk ones. An urgent write
-/// that finds no room raises [`Shared::urgent`] until it is done; bulk writers
-/// write chunk by chunk and stand aside while it is raised, so the next room
-/// freed goes to the urgent write.
-pub(crate) async fn write_quic_frames(
-    send: &mut quinn::SendStream,
-    mut rx: mpsc::Receiver<Transmit>,
-    shared: &Arc<Shared>,
-    control: bool,
-) -> bool {
-    let mut urgent = control;
-    if control {
-        let _ = send.set_priority(2);
-    }
-    let mut gate = shared.urgent.subscribe();
-    // Grows to the batches actually written: thousands of QUIC streams each
-    // have a writer, most of them writing a frame or two at a time.
-    let mut batch: Vec<Bytes> = Vec::new();
-    while let Some(t) = rx.recv().await {
-        let stream = t.stream;
-        if t.interactive && !urgent {
-            // A stream the peer opened learns its class from its first frames.
-            urgent = true;
-            let _ = send.set_priority(1);
-        }
-        let t0 = Instant::now();
-        batch.push(t.header);
-        if !t.payload.is_empty() {
-            batch.push(t.payload);
-        }
-        while batch.len() < WRITE_BATCH * 2 {
-            match rx.try_recv() {
-                Ok(t) => {
-                    batch.push(t.header);
-                    if !t.payload.is_empty() {
-                        batch.push(t.payload);
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        let res = if urgent {
-            write_urgent(send, &mut batch, shared).await
-        } else {
-            write_bulk(send, &mut batch, &mut gate).await
-        };
-        if let Err(e) = res {
-            shared.transport_failed(&format!("QUIC stream write failed: {e}"));
-            return false;
-        }
-        if urgent && !control {
-            tracing::trace!(stream, waited = ?t0.elapsed(), "dwcp: interactive frames written to QUIC");
-        }
-        batch.clear();
-    }
-    true
-}
-
-/// Writes `batch` whole; if quinn has no room for it now, holds bulk writers
-/// back (at most [`URGENT_HOLD_MAX`]) until it is written.
-async fn write_urgent(
-    send: &mut quinn::SendStream,
-    batch: &mut [Bytes],
-    shared: &Shared,
-) -> Result<(), quinn::WriteError> {
-    let mut start = 0;
-    // The common case: room now, nothing to coordinate.
-    while start < batch.len() {
-        match futures_util::FutureExt::now_or_never(send.write_chunks(&mut batch[start..])) {
-            Some(r) => start += r?.chunks,
-            None => break,
-        }
-    }
-    if start == batch.len() {
-        return Ok(());
-    }
-    shared.urgent.send_modify(|n| *n += 1);
-    struct Lower<'a>(Option<&'a Shared>);
-    impl Lower<'_> {
-        fn lower(&mut self) {
-            if let Some(s) = self.0.take() {
-                s.urgent.send_modify(|n| *n = n.saturating_sub(1));
-            }
-        }
-    }
-    impl Drop for Lower<'_> {
-        fn drop(&mut self) {
-            self.lower();
-        }
-    }
-    let mut hold = Lower(Some(shared));
-    let deadline = tokio::time::Instant::now() + URGENT_HOLD_MAX;
-    while start < batch.len() {
-        tokio::select! {
-            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
-            _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
-        }
-    }
-    Ok(())
-}
-
-/// Writes `batch` whole, standing aside (without writing) whenever an urgent
-/// writer waits for room.
-async fn write_bulk(
-    send: &mut quinn::SendStream,
-    batch: &mut [Bytes],
-    gate: &mut watch::Receiver<usize>,
-) -> Result<(), quinn::WriteError> {
-    let mut start = 0;
-    while start < batch.len() {
-        if gate.wait_for(|n| *n == 0).await.is_err() {
-            // The sender lives in `Shared`, which outlives every writer.
-            return Ok(());
-        }
-        tokio::select! {
-            // Checked first: a bulk writer woken by the same acknowledgement
-            // as an urgent one must not take the room.
-            biased;
-            _ = gate.wait_for(|n| *n > 0) => {}
-            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
-        }
-    }
-    Ok(())
-}
-
-/// Writes a DWCP stream's QUIC stream, then finishes it.
-pub(crate) async fn write_quic_lane(
-    mut send: quinn::SendStream,
-    rx: mpsc::Receiver<Transmit>,
-    shared: Arc<Shared>,
-    guard: WriterGuard,
-) {
-    if write_quic_frames(&mut send, rx, &shared, false).await {
-        let _ = send.finish();
-        // Until the peer has everything (or gives up on the stream), so a
-        // close after a drain never discards data in flight.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), send.stopped()).await;
-    }
-    drop(guard);
 }

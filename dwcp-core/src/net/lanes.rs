@@ -11,16 +11,19 @@
 //! the only part of this module that does I/O (the rest is what the fuzz
 //! targets exercise).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::net::connection::Connection;
-use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn};
-use crate::Connection as Core;
+use crate::net::driver::{self, Routing, Shared, StatsFn, WRITE_BATCH};
+use crate::net::reader::{read_lane, LaneRole};
+use crate::{Connection as Core, Transmit};
 
 /// The preamble's first four bytes.
 pub(crate) const PREAMBLE_MAGIC: &[u8; 4] = b"DWCL";
@@ -184,7 +187,7 @@ where
     let mut txs = Vec::with_capacity(lanes.len());
     let mut rxs = Vec::with_capacity(lanes.len());
     for _ in 0..lanes.len() {
-        let (tx, rx) = mpsc::channel(driver::LANE_QUEUE);
+        let (tx, rx) = mpsc::channel(LANE_QUEUE);
         txs.push(tx);
         rxs.push(rx);
     }
@@ -202,11 +205,76 @@ where
         } else {
             LaneRole::Lane
         };
-        tokio::spawn(driver::read_lane(r, shared.clone(), role));
-        tokio::spawn(driver::write_lane(w, rx, shared.clone()));
+        tokio::spawn(read_lane(r, shared.clone(), role));
+        tokio::spawn(write_lane(w, rx, shared.clone()));
     }
     tokio::spawn(driver::drive(shared.clone()));
     Connection::new(Arc::clone(&shared))
+}
+
+/// Frames queued per TCP or in-memory lane before the driver waits for the
+/// lane writer. Several streams share a lane, so the queue is kept short (with
+/// `TCP_NOTSENT_LOWAT` below it) to let the scheduler, not a queue, decide the
+/// order: a 1 KiB message waits behind at most this many frames of its lane.
+pub(crate) const LANE_QUEUE: usize = 4;
+/// Writes frames to a byte lane with vectored writes, then shuts it down.
+pub(crate) async fn write_lane<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: mpsc::Receiver<Transmit>,
+    shared: Arc<Shared>,
+) {
+    let mut batch: VecDeque<Bytes> = VecDeque::with_capacity(WRITE_BATCH * 2);
+    while let Some(t) = rx.recv().await {
+        push(&mut batch, t);
+        while batch.len() < WRITE_BATCH * 2 {
+            match rx.try_recv() {
+                Ok(t) => push(&mut batch, t),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = write_all_vectored(&mut w, &mut batch).await {
+            shared.transport_failed(&format!("lane write failed: {e}"));
+            return;
+        }
+    }
+    let _ = w.flush().await;
+    let _ = w.shutdown().await;
+}
+
+fn push(batch: &mut VecDeque<Bytes>, t: Transmit) {
+    batch.push_back(t.header);
+    if !t.payload.is_empty() {
+        batch.push_back(t.payload);
+    }
+}
+
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    batch: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !batch.is_empty() {
+        let n = {
+            let slices: Vec<IoSlice<'_>> = batch.iter().map(|b| IoSlice::new(b)).collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let mut left = n;
+        while left > 0 {
+            let Some(front) = batch.front_mut() else {
+                break;
+            };
+            if front.len() <= left {
+                left -= front.len();
+                batch.pop_front();
+            } else {
+                front.advance(left);
+                left = 0;
+            }
+        }
+    }
+    w.flush().await
 }
 
 #[cfg(test)]

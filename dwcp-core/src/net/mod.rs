@@ -23,6 +23,7 @@ pub(crate) mod lanes;
 pub mod mem;
 mod outage_probe;
 mod quic;
+mod reader;
 mod refusals;
 mod stream;
 mod tcp;

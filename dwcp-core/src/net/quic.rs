@@ -12,18 +12,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{TransportConfig, VarInt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tracing::debug;
 
 use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
-use crate::net::driver::{self, LaneRole, Routing, Shared, StatsFn, TransportStats};
+use crate::net::driver::{
+    self, Routing, Shared, StatsFn, TransportStats, WriterGuard, WRITE_BATCH,
+};
 use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error, Tls};
 use crate::net::outage_probe::OutageProbeFactory;
+use crate::net::reader::{read_lane, LaneRole};
 use crate::net::refusals::RefusalReason;
 use crate::tls::peer_name;
-use crate::{Connection as Core, Side};
+use crate::{Connection as Core, Side, Transmit};
 
 fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     let p = &cfg.protocol;
@@ -189,7 +194,7 @@ fn start(
 ) -> Result<Connection, Error> {
     let core =
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
-    let (tx, rx) = mpsc::channel(driver::QUIC_QUEUE);
+    let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     let shared = Shared::new(
         core,
         Routing::Quic {
@@ -203,13 +208,13 @@ fn start(
         cfg.link_rate_bps.map(|b| b as f64 / 8.0),
     );
     let (send, recv) = control;
-    tokio::spawn(driver::read_lane(recv, shared.clone(), LaneRole::Control));
+    tokio::spawn(read_lane(recv, shared.clone(), LaneRole::Control));
     {
         let shared = shared.clone();
         let conn = conn.clone();
         tokio::spawn(async move {
             let mut send = send;
-            driver::write_quic_frames(&mut send, rx, &shared, true).await;
+            write_quic_frames(&mut send, rx, &shared, true).await;
             // Control stream finished after the last frame (GOAWAY): let the peer
             // read it, then close the QUIC connection.
             let _ = send.finish();
@@ -235,7 +240,7 @@ fn start(
             loop {
                 match conn.accept_bi().await {
                     Ok((send, recv)) => {
-                        tokio::spawn(driver::read_accepted_quic(send, recv, shared.clone()));
+                        tokio::spawn(read_accepted_quic(send, recv, shared.clone()));
                     }
                     Err(e) => {
                         shared.transport_failed(&format!("QUIC connection: {e}"));
@@ -369,4 +374,226 @@ pub(crate) async fn accept_loop(
             }
         });
     }
+}
+
+/// Frames queued per QUIC stream: each carries a single DWCP stream, and a
+/// stream whose queue is full is paused in the scheduler, so the depth only
+/// batches writes; kept small so weights, not queue depth, share the link.
+pub(crate) const QUIC_QUEUE: usize = 16;
+/// Opens a QUIC stream for a DWCP stream of ours and returns the queue of
+/// its frames (its OPEN comes first); the stream's reader and writer run
+/// in their own task.
+pub(crate) fn open_stream(
+    conn: quinn::Connection,
+    shared: &Arc<Shared>,
+    interactive: bool,
+) -> mpsc::Sender<Transmit> {
+    let (tx, rx) = mpsc::channel(QUIC_QUEUE);
+    let guard = shared.writer_guard();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match conn.open_bi().await {
+            Ok((send, recv)) => {
+                if interactive {
+                    // quinn sends higher priorities first (the control
+                    // stream has 2).
+                    let _ = send.set_priority(1);
+                }
+                tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
+                write_quic_lane(send, rx, shared, guard).await;
+            }
+            Err(e) => shared.transport_failed(&format!("opening a QUIC stream: {e}")),
+        }
+    });
+    tx
+}
+
+/// Reads a QUIC stream accepted from the peer: its first frame names the DWCP
+/// stream, whose frames this side then sends on the stream's send half.
+pub(crate) async fn read_accepted_quic(
+    send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    shared: Arc<Shared>,
+) {
+    let mut head = [0u8; crate::frame::HEADER_LEN];
+    if let Err(e) = recv.read_exact(&mut head).await {
+        debug!("dwcp: accepted QUIC stream ended before its first frame: {e}");
+        return;
+    }
+    let Some(h) = crate::frame::Header::peek(&head) else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel(QUIC_QUEUE);
+    {
+        let mut inner = shared.lock();
+        if let Routing::Quic { streams, .. } = &mut inner.routing {
+            streams.insert(h.stream, tx);
+        }
+    }
+    tokio::spawn(write_quic_lane(
+        send,
+        rx,
+        shared.clone(),
+        shared.writer_guard(),
+    ));
+    let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
+    read_lane(prefixed, shared, LaneRole::QuicStream).await;
+}
+
+/// Longest time urgent writers hold bulk QUIC writers back. An urgent write
+/// waits for room in quinn's send window, which acknowledgements free within
+/// about a packet time once bulk stops taking it; a write blocked much longer
+/// waits on something else (the peer's flow control), and bulk must not stall
+/// behind it.
+const URGENT_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Writes frames to a QUIC stream without copying until the sender is
+/// dropped. Returns false if the stream failed.
+///
+/// quinn admits written data into one connection-wide send window, whatever
+/// the stream's priority: priorities order what is sent, not who may buffer.
+/// When bulk writers keep that window full, an interactive write waits for
+/// room and loses the race for it to bulk writers woken by the same
+/// acknowledgement (quinn wakes blocked writers together, most recent first),
+/// so a 1 KiB message waited up to two round trips behind bulk. So writers
+/// are of two kinds: *urgent* ones (the control stream and interactive
+/// streams, sent at a higher quinn priority) and bulk ones. An urgent write
+/// that finds no room raises [`Shared::urgent`] until it is done; bulk writers
+/// write chunk by chunk and stand aside while it is raised, so the next room
+/// freed goes to the urgent write.
+pub(crate) async fn write_quic_frames(
+    send: &mut quinn::SendStream,
+    mut rx: mpsc::Receiver<Transmit>,
+    shared: &Arc<Shared>,
+    control: bool,
+) -> bool {
+    let mut urgent = control;
+    if control {
+        let _ = send.set_priority(2);
+    }
+    let mut gate = shared.urgent.subscribe();
+    // Grows to the batches actually written: thousands of QUIC streams each
+    // have a writer, most of them writing a frame or two at a time.
+    let mut batch: Vec<Bytes> = Vec::new();
+    while let Some(t) = rx.recv().await {
+        let stream = t.stream;
+        if t.interactive && !urgent {
+            // A stream the peer opened learns its class from its first frames.
+            urgent = true;
+            let _ = send.set_priority(1);
+        }
+        let t0 = Instant::now();
+        batch.push(t.header);
+        if !t.payload.is_empty() {
+            batch.push(t.payload);
+        }
+        while batch.len() < WRITE_BATCH * 2 {
+            match rx.try_recv() {
+                Ok(t) => {
+                    batch.push(t.header);
+                    if !t.payload.is_empty() {
+                        batch.push(t.payload);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        let res = if urgent {
+            write_urgent(send, &mut batch, shared).await
+        } else {
+            write_bulk(send, &mut batch, &mut gate).await
+        };
+        if let Err(e) = res {
+            shared.transport_failed(&format!("QUIC stream write failed: {e}"));
+            return false;
+        }
+        if urgent && !control {
+            tracing::trace!(stream, waited = ?t0.elapsed(), "dwcp: interactive frames written to QUIC");
+        }
+        batch.clear();
+    }
+    true
+}
+
+/// Writes `batch` whole; if quinn has no room for it now, holds bulk writers
+/// back (at most [`URGENT_HOLD_MAX`]) until it is written.
+async fn write_urgent(
+    send: &mut quinn::SendStream,
+    batch: &mut [Bytes],
+    shared: &Shared,
+) -> Result<(), quinn::WriteError> {
+    let mut start = 0;
+    // The common case: room now, nothing to coordinate.
+    while start < batch.len() {
+        match futures_util::FutureExt::now_or_never(send.write_chunks(&mut batch[start..])) {
+            Some(r) => start += r?.chunks,
+            None => break,
+        }
+    }
+    if start == batch.len() {
+        return Ok(());
+    }
+    shared.urgent.send_modify(|n| *n += 1);
+    struct Lower<'a>(Option<&'a Shared>);
+    impl Lower<'_> {
+        fn lower(&mut self) {
+            if let Some(s) = self.0.take() {
+                s.urgent.send_modify(|n| *n = n.saturating_sub(1));
+            }
+        }
+    }
+    impl Drop for Lower<'_> {
+        fn drop(&mut self) {
+            self.lower();
+        }
+    }
+    let mut hold = Lower(Some(shared));
+    let deadline = tokio::time::Instant::now() + URGENT_HOLD_MAX;
+    while start < batch.len() {
+        tokio::select! {
+            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
+            _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
+        }
+    }
+    Ok(())
+}
+
+/// Writes `batch` whole, standing aside (without writing) whenever an urgent
+/// writer waits for room.
+async fn write_bulk(
+    send: &mut quinn::SendStream,
+    batch: &mut [Bytes],
+    gate: &mut watch::Receiver<usize>,
+) -> Result<(), quinn::WriteError> {
+    let mut start = 0;
+    while start < batch.len() {
+        if gate.wait_for(|n| *n == 0).await.is_err() {
+            // The sender lives in `Shared`, which outlives every writer.
+            return Ok(());
+        }
+        tokio::select! {
+            // Checked first: a bulk writer woken by the same acknowledgement
+            // as an urgent one must not take the room.
+            biased;
+            _ = gate.wait_for(|n| *n > 0) => {}
+            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
+        }
+    }
+    Ok(())
+}
+
+/// Writes a DWCP stream's QUIC stream, then finishes it.
+pub(crate) async fn write_quic_lane(
+    mut send: quinn::SendStream,
+    rx: mpsc::Receiver<Transmit>,
+    shared: Arc<Shared>,
+    guard: WriterGuard,
+) {
+    if write_quic_frames(&mut send, rx, &shared, false).await {
+        let _ = send.finish();
+        // Until the peer has everything (or gives up on the stream), so a
+        // close after a drain never discards data in flight.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), send.stopped()).await;
+    }
+    drop(guard);
 }
