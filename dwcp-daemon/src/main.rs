@@ -75,7 +75,7 @@ enum Command {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+    let filter = dwcp_daemon::config::log_filter(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
     // Colour only for a person at a terminal, never in a file or a pipe.

@@ -19,7 +19,7 @@ mod validate;
 pub use load::{load, parse, ConfigError, Issue};
 pub use overrides::{env_name, overridable, overrides, Kind};
 pub use schema::*;
-pub use validate::parse_compression;
+pub use validate::{log_filter, parse_compression};
 
 #[cfg(test)]
 mod tests {
@@ -88,6 +88,19 @@ compression = "zstd:3"
         let src = GOOD.replace("[node]", "[lifecycle]\ndrain_grace_secs = \"soon\"\n[node]");
         let i = issues(&src);
         assert_eq!(i[0].line, Some(3), "{:?}", i);
+    }
+
+    /// Found by the `daemon_config` fuzz target: tracing-subscriber's filter
+    /// parser panicked on a multi-byte character after `[` (it slices the
+    /// string at a byte that is not a character boundary).
+    #[test]
+    fn a_non_ascii_log_filter_is_an_error_not_a_panic() {
+        for level in [" v\u{fffd}[", "é[", "info,dwcp_core=debug,é["] {
+            let src = format!("[log]\nlevel = {level:?}\n{GOOD}");
+            let i = issues(&src);
+            assert!(i.iter().any(|i| i.key == "log.level"), "{level}: {i:?}");
+        }
+        assert!(super::log_filter("info,dwcp_core=debug").is_ok());
     }
 
     #[test]
