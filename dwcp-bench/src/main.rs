@@ -188,6 +188,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compression end to end: a corpus through a pair of `dwcp-daemon`
+    /// processes once per policy (adaptive and each fixed one), against
+    /// `zstd`/`lz4` piped over plain TCP, on loopback (`--mbit 0`) or on the
+    /// TUN delay line between two namespaces (needs root).
+    CompressionE2e {
+        /// The dwcp-daemon binary (default: beside this one).
+        #[arg(long)]
+        daemon: Option<std::path::PathBuf>,
+        /// Link rate in Mbit/s; 0 for loopback without a limit.
+        #[arg(long, default_value_t = 100)]
+        mbit: u64,
+        /// Round-trip time of the emulated link (ms).
+        #[arg(long, default_value_t = 20)]
+        rtt_ms: u64,
+        /// MiB of each corpus (default: about 6 s of the link's raw rate,
+        /// 8 to 128).
+        #[arg(long)]
+        mib: Option<u64>,
+        /// DWCP transport: quic or tcp.
+        #[arg(long, default_value = "quic")]
+        transport: String,
+        /// Corpora, comma separated (default: all).
+        #[arg(long, value_delimiter = ',')]
+        corpora: Vec<String>,
+        /// Only subjects whose name contains this (e.g. `dwcp`, `zstd -3`).
+        #[arg(long)]
+        only: Option<String>,
+        /// Where corpora are built and cached.
+        #[arg(long, default_value = "/var/tmp/dwcp-corpora")]
+        cache: std::path::PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Transport choice of `dwcp-bench torture`.
@@ -488,6 +522,54 @@ fn main() {
                 Ok(r) => print!("{}", r.table()),
                 Err(e) => {
                     eprintln!("sidecar: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Command::CompressionE2e {
+            daemon,
+            mbit,
+            rtt_ms,
+            mib,
+            transport,
+            corpora,
+            only,
+            cache,
+            json,
+        } => {
+            let daemon = daemon.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|p| p.parent().map(|d| d.join("dwcp-daemon")))
+                    .unwrap_or_else(|| "dwcp-daemon".into())
+            });
+            let mib = mib.unwrap_or(match mbit {
+                0 => 128,
+                m => (m * 6 / 8).clamp(8, 128),
+            });
+            let corpora = if corpora.is_empty() {
+                dwcp_bench::compression_e2e::corpora::NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            } else {
+                corpora
+            };
+            let cfg = dwcp_bench::compression_e2e::E2eConfig {
+                daemon,
+                mbit: (mbit > 0).then_some(mbit),
+                rtt_ms,
+                bytes: mib << 20,
+                transport,
+                corpora,
+                only,
+                cache,
+            };
+            match dwcp_bench::compression_e2e::run(&cfg) {
+                Ok(r) if json => print_json(&r),
+                Ok(r) => print!("{}", r.table()),
+                Err(e) => {
+                    eprintln!("compression-e2e: {e}");
                     std::process::exit(2);
                 }
             }
