@@ -151,8 +151,10 @@ fn a_compressible_stream_gains_application_rate_on_a_bottleneck() {
         ..LinkConfig::default()
     };
     let mut pair = Pair::new(Config::default(), Config::default(), link);
-    assert!(pair.run_until(Duration::from_secs(2), |p| p.client.conn.is_established()
-        && p.server.conn.is_established()));
+    assert!(
+        pair.run_until(Duration::from_secs(2), |p| p.client.conn.is_established()
+            && p.server.conn.is_established())
+    );
     let packed_id = pair
         .client
         .conn
@@ -202,9 +204,8 @@ fn a_compressible_stream_gains_application_rate_on_a_bottleneck() {
     pair.drive(Duration::from_secs(10), &mut app, never);
     // Stream ids are the same on both sides.
     let got = got.into_inner();
-    let delta = |id: StreamId| {
-        got.get(&id).copied().unwrap_or(0) - before.get(&id).copied().unwrap_or(0)
-    };
+    let delta =
+        |id: StreamId| got.get(&id).copied().unwrap_or(0) - before.get(&id).copied().unwrap_or(0);
     let (packed_rate, raw_rate) = (delta(packed_id) as f64 / 10.0, delta(raw_id) as f64 / 10.0);
     let gain = packed_rate / raw_rate;
     println!(

@@ -13,7 +13,7 @@ use crate::encoder::{Encoded, Encoder, Policy};
 use crate::error::{ErrorCode, StreamError};
 use crate::frame::StreamOptions as OptionBits;
 use crate::net::connection::ConnRef;
-use crate::selector::{Level, Wait};
+use crate::selector::Level;
 use crate::{CodecId, OpenParams, StreamId};
 
 /// How a stream's data is compressed.
@@ -533,11 +533,11 @@ impl SendStream {
                 None => self.send_raw(out.payload).await?,
                 Some(e) => self.send_encoded(e, out.payload).await?,
             }
-            let wait = if self.waited_for_room || queued.unwrap_or(0) > 0 {
-                Wait::Transport
-            } else {
-                Wait::Compressor
-            };
+            let interval = self
+                .handed_over
+                .map(|(t, _)| now.saturating_duration_since(t));
+            let wait =
+                Feedback::judge(out.cpu, interval, self.waited_for_room, queued.unwrap_or(0));
             self.feedback = Feedback { wait, wire_rate };
             self.handed_over = Some((now, wire));
         }
