@@ -285,9 +285,13 @@ impl Selector {
     fn model_link(&self, link_rate: Option<f64>, wait: Wait) -> f64 {
         let est = link_rate.unwrap_or(f64::INFINITY);
         match wait {
-            // The link binds: it gives this stream what the stream measured
-            // sending, whatever the connection-wide estimate says.
-            Wait::Transport => self.wire_rate.unwrap_or(est),
+            // The link binds: it gives this stream at most what the stream
+            // measured sending and at most its share of the link estimate.
+            // Either alone overshoots: hand-overs run ahead of the link while
+            // the transport's buffers fill (a stream measured 100 MB/s
+            // on a 12.5 MB/s link and stayed on LZ4), and the estimate is the
+            // connection's, not what other streams leave this one.
+            Wait::Transport => self.wire_rate.map_or(est, |w| w.min(est)),
             // The link took everything it was given: it is faster than what
             // the stream fed it, and at least the share measured when it bound.
             Wait::Compressor => {
