@@ -96,6 +96,24 @@ pub struct Encoded {
     pub cpu: Duration,
 }
 
+impl Encoded {
+    /// Counts this chunk in the codec metrics of traffic class `class`:
+    /// `dwcp_compression_{raw,wire}_bytes_total{class,codec}`,
+    /// `dwcp_compression_seconds{codec}` and
+    /// `dwcp_compression_cpu_seconds_total{class,codec}`.
+    pub fn record_metrics(&self, class: String) {
+        let codec = self.level.label();
+        let cpu = self.cpu.as_secs_f64();
+        metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => codec.clone())
+            .increment(self.raw_len as u64);
+        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class.clone(), "codec" => codec.clone())
+            .increment(self.payload.len() as u64);
+        metrics::histogram!("dwcp_compression_seconds", "codec" => codec.clone()).record(cpu);
+        metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => class, "codec" => codec)
+            .increment(cpu);
+    }
+}
+
 /// Compression state of one stream. It holds no codec context: zstd
 /// contexts (several MiB each at high levels) come from a process-wide pool
 /// of at most [`ZSTD_POOL_CAP`] idle contexts, so memory does not grow with

@@ -8,8 +8,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::encoder::Feedback;
-use crate::encoder::{Encoded, Encoder, Policy};
+use crate::encoder::{Encoded, Encoder, Feedback, Policy};
 use crate::error::{ErrorCode, StreamError};
 use crate::frame::StreamOptions as OptionBits;
 use crate::net::connection::ConnRef;
@@ -26,6 +25,17 @@ pub enum Compression {
     Off,
     /// Always this codec (zstd at the given level for [`CodecId::Zstd`]).
     Force(CodecId, i32),
+}
+
+impl From<Compression> for Policy {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Adaptive => Policy::Adaptive,
+            Compression::Off | Compression::Force(CodecId::None, _) => Policy::Off,
+            Compression::Force(CodecId::Lz4, _) => Policy::Force(Level::Lz4),
+            Compression::Force(CodecId::Zstd, l) => Policy::Force(Level::Zstd(l)),
+        }
+    }
 }
 
 /// Options of a new stream.
@@ -350,13 +360,7 @@ impl SendStream {
     }
 
     fn policy(&self) -> Policy {
-        match self.compression {
-            Compression::Adaptive => Policy::Adaptive,
-            Compression::Off => Policy::Off,
-            Compression::Force(CodecId::None, _) => Policy::Off,
-            Compression::Force(CodecId::Lz4, _) => Policy::Force(Level::Lz4),
-            Compression::Force(CodecId::Zstd, l) => Policy::Force(Level::Zstd(l)),
-        }
+        Policy::from(self.compression)
     }
 
     fn encoder(&mut self) -> Arc<std::sync::Mutex<Encoder>> {
@@ -378,18 +382,11 @@ impl SendStream {
         e
     }
 
+    /// Counts a chunk in the metrics and in the connection's per-class
+    /// totals (the daemon's status page).
     fn record(&self, out: &Encoded) {
+        out.record_metrics(crate::labels::class_label(self.class));
         let label = out.level.label();
-        let class = crate::labels::class_label(self.class);
-        let class_label = class.clone();
-        metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => label.clone())
-            .increment(out.raw_len as u64);
-        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class, "codec" => label.clone())
-            .increment(out.payload.len() as u64);
-        metrics::histogram!("dwcp_compression_seconds", "codec" => label.clone())
-            .record(out.cpu.as_secs_f64());
-        metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => class_label.clone(), "codec" => label.clone())
-            .increment(out.cpu.as_secs_f64());
         let mut map = self
             .conn
             .shared
