@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use crate::error::{ConnectionError, ErrorCode, OpenError};
-use crate::net::driver::{Phase, Shared, TransportStats};
+use crate::net::driver::{Phase, Shared};
 use crate::net::stream::{Stream, StreamOptions};
+use crate::net::transport::TransportStats;
 use crate::ConnectionStats;
 
 /// Keeps the connection open while any handle (connection or stream) lives;
