@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::debug;
 
@@ -33,11 +34,23 @@ pub(crate) enum Phase {
     Closed(Option<ConnectionError>),
 }
 
+/// A stream the peer opened, waiting to be accepted, with what its handle
+/// needs from the OPEN: read when the core reports the stream, under the lock
+/// `dispatch` already holds, so accepting does not look the stream up again.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub(crate) id: StreamId,
+    pub(crate) route: Bytes,
+    pub(crate) class: u8,
+    /// The peer asked for its data to be sent uncompressed.
+    pub(crate) no_compression: bool,
+}
+
 pub(crate) struct Inner {
     pub(crate) core: Core,
     read_wakers: HashMap<StreamId, Waker>,
     write_wakers: HashMap<StreamId, Waker>,
-    pub(crate) accept: VecDeque<StreamId>,
+    pub(crate) accept: VecDeque<Opened>,
     accept_wakers: Vec<Waker>,
     pub(crate) transport: Box<dyn Transport>,
     /// Finished streams whose `SendStream` is alive, and the peer's answer
@@ -241,7 +254,22 @@ impl Inner {
                     self.phase.send_replace(Phase::Established);
                 }
                 Event::StreamOpened(id) => {
-                    self.accept.push_back(id);
+                    let (route, class, no_compression) = self
+                        .core
+                        .stream_params(id)
+                        .map(|p| {
+                            let off = p
+                                .options
+                                .contains(crate::frame::StreamOptions::NO_COMPRESSION);
+                            (p.route.clone(), p.class, off)
+                        })
+                        .unwrap_or_default();
+                    self.accept.push_back(Opened {
+                        id,
+                        route,
+                        class,
+                        no_compression,
+                    });
                     for w in self.accept_wakers.drain(..) {
                         w.wake();
                     }
