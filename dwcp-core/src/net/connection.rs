@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use crate::error::{ConnectionError, ErrorCode, OpenError};
-use crate::net::driver::{Phase, Shared, TransportStats};
+use crate::net::driver::{Phase, Shared};
 use crate::net::stream::{Stream, StreamOptions};
+use crate::net::transport::TransportStats;
 use crate::ConnectionStats;
 
 /// Keeps the connection open while any handle (connection or stream) lives;
@@ -114,13 +115,21 @@ impl Connection {
     /// or the route is longer than 255 bytes.
     pub fn open_stream(&self, options: StreamOptions) -> Result<Stream, OpenError> {
         let params = options.to_params();
+        // The handle's route and class are the ones asked for here.
+        let (route, class) = (params.route.clone(), params.class);
         // Not `with_core`: a refused open returns before dispatching.
         let mut inner = self.shared().lock();
         let id = inner.core.open_stream(params)?;
         inner.dispatch();
         drop(inner);
         self.shared().wake_driver.notify_one();
-        Ok(Stream::new(id, self.conn.clone(), options.compression))
+        Ok(Stream::new(
+            id,
+            self.conn.clone(),
+            options.compression,
+            route,
+            class,
+        ))
     }
 
     /// Waits for the peer to open a stream. Returns `None` once the connection
@@ -131,8 +140,8 @@ impl Connection {
     pub async fn accept_stream(&self) -> Option<Stream> {
         std::future::poll_fn(|cx| {
             let mut inner = self.shared().lock();
-            if let Some(id) = inner.accept.pop_front() {
-                return Poll::Ready(Some(id));
+            if let Some(opened) = inner.accept.pop_front() {
+                return Poll::Ready(Some(opened));
             }
             // Ended by either side, failed, or draining: no stream will come.
             if inner.core.is_closed() || inner.core.is_draining() || inner.core.error().is_some() {
@@ -142,22 +151,13 @@ impl Connection {
             Poll::Pending
         })
         .await
-        .map(|id| {
-            let no_comp = self
-                .shared()
-                .lock()
-                .core
-                .stream_params(id)
-                .is_some_and(|p| {
-                    p.options
-                        .contains(crate::frame::StreamOptions::NO_COMPRESSION)
-                });
-            let policy = if no_comp {
+        .map(|o| {
+            let policy = if o.no_compression {
                 crate::net::Compression::Off
             } else {
                 crate::net::Compression::Adaptive
             };
-            Stream::new(id, self.conn.clone(), policy)
+            Stream::new(o.id, self.conn.clone(), policy, o.route, o.class)
         })
     }
 

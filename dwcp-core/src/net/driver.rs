@@ -1,10 +1,12 @@
 //! The thin async driver, shared by every transport: one task moves frames
-//! from the protocol core to the transport's queues and runs timers.
+//! from the protocol core to the transport's queues and runs timers. Which
+//! queue a frame goes to is the transport's business, behind the
+//! [`Transport`] interface (`transport.rs`): `LaneRouter` in `lanes.rs` for
+//! TCP and in-memory lanes, `QuicRouter` in `quic.rs` for QUIC streams.
 //! Reading is in `reader.rs` (socket → reader task → core, for lanes and
-//! QUIC streams alike); writing in `lanes.rs` (TCP and in-memory lanes,
-//! vectored writes) and `quic.rs` (one QUIC stream per DWCP stream, with the
-//! urgent/bulk write gating), both fed by the queues this driver fills
-//! (writer → core → driver → lane writer → socket).
+//! QUIC streams alike); writing in `lanes.rs` (vectored writes) and
+//! `quic.rs` (with the urgent/bulk write gating), both fed by the queues this
+//! driver fills (writer → core → driver → lane writer → socket).
 //!
 //! The core sits behind a `std::sync::Mutex` held only for short, non-blocking
 //! calls; every change to it is followed by [`Inner::dispatch`], which turns
@@ -15,9 +17,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::debug;
 
+use crate::net::transport::{Closed, LaneTx, StatsFn, Transport};
 use crate::{Connection as Core, ConnectionError, ErrorCode, Event, StreamId, Transmit};
 
 /// Frames written per vectored write.
@@ -30,61 +34,25 @@ pub(crate) enum Phase {
     Closed(Option<ConnectionError>),
 }
 
-/// A lane's writer: frames are sent here in order; dropping the sender
-/// finishes the lane after the queued frames are written.
-pub(crate) type LaneTx = mpsc::Sender<Transmit>;
-
-/// How frames are mapped onto the transport.
+/// A stream the peer opened, waiting to be accepted, with what its handle
+/// needs from the OPEN: read when the core reports the stream, under the lock
+/// `dispatch` already holds, so accepting does not look the stream up again.
 #[derive(Debug)]
-pub(crate) enum Routing {
-    /// N ordered byte lanes (TCP or in-memory): stream `id` uses lane `id % N`,
-    /// connection frames lane 0.
-    Lanes(Vec<LaneTx>),
-    /// QUIC: connection frames on the control stream, each DWCP stream on its
-    /// own QUIC stream (no head-of-line blocking between DWCP streams).
-    Quic {
-        conn: quinn::Connection,
-        control: LaneTx,
-        streams: HashMap<StreamId, LaneTx>,
-    },
+pub(crate) struct Opened {
+    pub(crate) id: StreamId,
+    pub(crate) route: Bytes,
+    pub(crate) class: u8,
+    /// The peer asked for its data to be sent uncompressed.
+    pub(crate) no_compression: bool,
 }
-
-/// Transport-level figures (RTT and loss as the transport sees them).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TransportStats {
-    /// `quic`, `tcp` or `memory`.
-    pub kind: &'static str,
-    /// Smoothed RTT reported by the transport.
-    pub rtt: Option<std::time::Duration>,
-    /// Minimum RTT reported by the transport (QUIC only).
-    pub min_rtt: Option<std::time::Duration>,
-    /// Packets (QUIC) or segments (TCP) sent.
-    pub sent_packets: u64,
-    /// Packets lost (QUIC) or segments retransmitted (TCP).
-    pub lost_packets: u64,
-    /// `lost_packets / sent_packets`.
-    pub loss_rate: f64,
-    /// Congestion window in bytes (sum over lanes for TCP).
-    pub cwnd: u64,
-    /// Number of lanes (TCP) or QUIC streams in use.
-    pub lanes: usize,
-    /// Bytes the peer acknowledged (TCP) or sent minus lost (QUIC), if known.
-    pub delivered_bytes: Option<u64>,
-}
-
-/// Reads transport statistics.
-pub(crate) type StatsFn = Box<dyn Fn() -> TransportStats + Send + Sync>;
 
 pub(crate) struct Inner {
     pub(crate) core: Core,
     read_wakers: HashMap<StreamId, Waker>,
     write_wakers: HashMap<StreamId, Waker>,
-    pub(crate) accept: VecDeque<StreamId>,
+    pub(crate) accept: VecDeque<Opened>,
     accept_wakers: Vec<Waker>,
-    pub(crate) routing: Routing,
-    /// Streams closed by the core whose QUIC stream is finished once the
-    /// frames already produced for them are queued.
-    closing: Vec<StreamId>,
+    pub(crate) transport: Box<dyn Transport>,
     /// Finished streams whose `SendStream` is alive, and the peer's answer
     /// to the FIN once it came: `NO_ERROR` if it acknowledged everything
     /// ([`Event::StreamAcked`]), else its STOP code ([`Event::StreamStopped`]).
@@ -111,20 +79,6 @@ pub(crate) struct Shared {
     pub(crate) link_rate: Option<f64>,
     /// Compression figures per traffic class.
     pub(crate) compression: Mutex<std::collections::BTreeMap<u8, ClassCompression>>,
-    /// QUIC stream writers still running (see [`Shared::writers_idle`]).
-    writers: watch::Sender<usize>,
-    /// Urgent QUIC writers waiting for send-window room; bulk writers stand
-    /// aside while it is above zero (see `quic::write_quic_frames`).
-    pub(crate) urgent: watch::Sender<usize>,
-}
-
-/// Counts a running QUIC stream writer; dropped when it is done.
-pub(crate) struct WriterGuard(Arc<Shared>);
-
-impl Drop for WriterGuard {
-    fn drop(&mut self) {
-        self.0.writers.send_modify(|n| *n = n.saturating_sub(1));
-    }
 }
 
 /// Compression figures of one traffic class on a connection.
@@ -155,7 +109,7 @@ impl std::fmt::Debug for Shared {
 impl Shared {
     pub(crate) fn new(
         core: Core,
-        routing: Routing,
+        transport: Box<dyn Transport>,
         stats: StatsFn,
         peer_identity: Option<String>,
         remote_addr: Option<std::net::SocketAddr>,
@@ -169,8 +123,7 @@ impl Shared {
                 write_wakers: HashMap::new(),
                 accept: VecDeque::new(),
                 accept_wakers: Vec::new(),
-                routing,
-                closing: Vec::new(),
+                transport,
                 acks: HashMap::new(),
                 phase: tx,
             }),
@@ -181,22 +134,7 @@ impl Shared {
             remote_addr,
             link_rate,
             compression: Mutex::new(Default::default()),
-            writers: watch::channel(0).0,
-            urgent: watch::channel(0).0,
         })
-    }
-
-    /// Registers a QUIC stream writer (before it is spawned).
-    pub(crate) fn writer_guard(self: &Arc<Self>) -> WriterGuard {
-        self.writers.send_modify(|n| *n += 1);
-        WriterGuard(self.clone())
-    }
-
-    /// Waits until every QUIC stream writer has delivered its data: closing
-    /// the QUIC connection earlier would discard what is still unacknowledged.
-    pub(crate) async fn writers_idle(&self) {
-        let mut rx = self.writers.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Wire rate (bytes/s) one backlogged stream can expect now: the
@@ -316,7 +254,22 @@ impl Inner {
                     self.phase.send_replace(Phase::Established);
                 }
                 Event::StreamOpened(id) => {
-                    self.accept.push_back(id);
+                    let (route, class, no_compression) = self
+                        .core
+                        .stream_params(id)
+                        .map(|p| {
+                            let off = p
+                                .options
+                                .contains(crate::frame::StreamOptions::NO_COMPRESSION);
+                            (p.route.clone(), p.class, off)
+                        })
+                        .unwrap_or_default();
+                    self.accept.push_back(Opened {
+                        id,
+                        route,
+                        class,
+                        no_compression,
+                    });
                     for w in self.accept_wakers.drain(..) {
                         w.wake();
                     }
@@ -350,11 +303,7 @@ impl Inner {
                         }
                     }
                 }
-                Event::StreamClosed(id) => {
-                    if matches!(self.routing, Routing::Quic { .. }) {
-                        self.closing.push(id);
-                    }
-                }
+                Event::StreamClosed(id) => self.transport.stream_closed(id),
                 Event::GoAway { .. } => {
                     for w in self.accept_wakers.drain(..) {
                         w.wake();
@@ -368,59 +317,6 @@ impl Inner {
                     self.phase.send_replace(Phase::Closed(Some(e)));
                     self.wake_all();
                 }
-            }
-        }
-    }
-
-    /// The lane a frame goes to, with a key identifying the lane; for QUIC,
-    /// opens a QUIC stream for a new local stream. On byte lanes, connection
-    /// frames and interactive streams use lane 0 and bulk streams the others,
-    /// so small messages never queue behind bulk frames in a lane.
-    ///
-    /// The lane follows from the frame alone ([`Transmit::interactive`] is
-    /// decided when the core queued it), never from what the core still
-    /// remembers of the stream: a FIN or RESET queued just before the core
-    /// forgot its stream must take the lane of the stream's data, or it
-    /// overtakes that data.
-    fn route(&mut self, t: &Transmit, shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
-        let stream = t.stream;
-        let interactive = stream != 0 && t.interactive;
-        match &mut self.routing {
-            Routing::Lanes(lanes) => {
-                let n = lanes.len();
-                if n == 0 {
-                    return None;
-                }
-                let i = if stream == 0 || interactive || n == 1 {
-                    0
-                } else {
-                    1 + stream as usize % (n - 1)
-                };
-                lanes.get(i).cloned().map(|l| (i as u64, l))
-            }
-            Routing::Quic {
-                conn,
-                control,
-                streams,
-            } => {
-                if stream == 0 {
-                    return Some((0, control.clone()));
-                }
-                if let Some(tx) = streams.get(&stream) {
-                    return Some((stream as u64, tx.clone()));
-                }
-                let local = (stream % 2 == 1) == (self.core.side() == crate::Side::Client);
-                if !local {
-                    debug!(
-                        stream,
-                        "dwcp: dropping a frame for a peer stream with no QUIC stream"
-                    );
-                    return None;
-                }
-                // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
-                let tx = crate::net::quic::open_stream(conn.clone(), shared, interactive);
-                streams.insert(stream, tx.clone());
-                Some((stream as u64, tx))
             }
         }
     }
@@ -541,7 +437,7 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
                 let Some(t) = inner.core.poll_transmit(now) else {
                     break;
                 };
-                let Some((key, lane)) = inner.route(&t, &shared) else {
+                let Some((key, lane)) = inner.transport.route(&t, &shared) else {
                     continue;
                 };
                 let stream = t.stream;
@@ -558,14 +454,9 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             }
             inner.dispatch();
             if stash.is_empty() {
-                // Every frame of these streams is queued: dropping the sender
-                // finishes the QUIC stream after them.
-                let closing = std::mem::take(&mut inner.closing);
-                if let Routing::Quic { streams, .. } = &mut inner.routing {
-                    for id in closing {
-                        streams.remove(&id);
-                    }
-                }
+                // Every frame produced so far is queued: lanes of closed
+                // streams can go.
+                inner.transport.flushed();
             }
             (inner.core.poll_timeout(), inner.core.is_closed())
         };
@@ -594,13 +485,11 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
     // Closed: drop every lane sender so the writers flush and finish.
     let mut inner = shared.lock();
     inner.dispatch();
-    match &mut inner.routing {
-        Routing::Lanes(l) => l.clear(),
-        Routing::Quic { streams, .. } => streams.clear(),
-    }
-    // The QUIC control sender is dropped with the routing below.
-    let routing = std::mem::replace(&mut inner.routing, Routing::Lanes(Vec::new()));
+    inner.transport.close();
+    // What `close` kept (the QUIC control sender) goes with the transport,
+    // dropped outside the lock.
+    let transport = std::mem::replace(&mut inner.transport, Box::new(Closed));
     drop(inner);
-    drop(routing);
+    drop(transport);
     debug!("dwcp: driver finished");
 }

@@ -7,9 +7,9 @@
 //! discards the group. Groups are bounded in number and in age.
 //!
 //! [`spawn_lanes`] then starts a connection over established lanes, TCP or
-//! in-memory alike: the driver task and a reader and a writer per lane. It is
-//! the only part of this module that does I/O (the rest is what the fuzz
-//! targets exercise).
+//! in-memory alike: the driver task, routing frames with [`LaneRouter`], and a
+//! reader and a writer per lane. It and the writer are the only parts of this
+//! module that do I/O (the rest is what the fuzz targets exercise).
 
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
@@ -21,8 +21,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use crate::net::connection::Connection;
-use crate::net::driver::{self, Routing, Shared, StatsFn, WRITE_BATCH};
+use crate::net::driver::{self, Shared, WRITE_BATCH};
 use crate::net::reader::{read_lane, LaneRole};
+use crate::net::transport::{LaneTx, StatsFn, Transport};
 use crate::{Connection as Core, Transmit};
 
 /// The preamble's first four bytes.
@@ -170,6 +171,42 @@ impl<T> LaneGroups<T> {
     }
 }
 
+/// Routes frames onto N ordered byte lanes (TCP or in-memory): connection
+/// frames and interactive streams on lane 0, bulk stream `id` on lane
+/// `1 + id % (N - 1)`, so small messages never queue behind bulk frames in a
+/// lane (with one lane, everything on it).
+#[derive(Debug)]
+pub(crate) struct LaneRouter {
+    lanes: Vec<LaneTx>,
+}
+
+impl LaneRouter {
+    pub(crate) fn new(lanes: Vec<LaneTx>) -> LaneRouter {
+        LaneRouter { lanes }
+    }
+}
+
+impl Transport for LaneRouter {
+    fn route(&mut self, t: &Transmit, _shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
+        let stream = t.stream;
+        let interactive = stream != 0 && t.interactive;
+        let n = self.lanes.len();
+        if n == 0 {
+            return None;
+        }
+        let i = if stream == 0 || interactive || n == 1 {
+            0
+        } else {
+            1 + stream as usize % (n - 1)
+        };
+        self.lanes.get(i).cloned().map(|l| (i as u64, l))
+    }
+
+    fn close(&mut self) {
+        self.lanes.clear();
+    }
+}
+
 /// Starts a connection over already-established byte lanes (TCP+TLS lanes or
 /// in-memory pipes). Lane 0 carries connection frames.
 pub(crate) fn spawn_lanes<R, W>(
@@ -193,7 +230,7 @@ where
     }
     let shared = Shared::new(
         core,
-        Routing::Lanes(txs),
+        Box::new(LaneRouter::new(txs)),
         stats,
         peer_identity,
         remote_addr,

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use crate::net::connection::Connection;
-use crate::net::driver::{StatsFn, TransportStats};
 use crate::net::lanes::spawn_lanes;
+use crate::net::transport::{StatsFn, TransportStats};
 use crate::{Config, ConfigError, Connection as Core, Side};
 
 /// Two connected DWCP connections over `lanes` in-memory pipes of

@@ -7,11 +7,13 @@
 //! | `refusals.rs` | refused/failed incoming connections: reasons, events, rate-limited logs |
 //! | `connection.rs` | the connection handle: open/accept streams, stats, drain |
 //! | `stream.rs` | the stream handle: zero-copy `send`/`recv`, `AsyncRead`/`AsyncWrite` |
-//! | `driver.rs` | the tasks that move frames between the core and the lanes |
-//! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS |
+//! | `driver.rs` | the task that moves frames from the core to the lanes; shared state, wake-ups |
+//! | `transport.rs` | `Transport`, the interface the driver routes frames through; transport stats |
+//! | `reader.rs` | reading lanes and QUIC streams into the core |
+//! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS; `QuicRouter` |
 //! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
-//! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes`, shared by TCP and in-memory |
+//! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes` and `LaneRouter`, shared by TCP and in-memory |
 //! | `mem.rs` | in-memory lanes for tests and benchmarks |
 
 mod admission;
@@ -28,12 +30,14 @@ mod refusals;
 mod stream;
 mod tcp;
 mod tcp_info;
+mod transport;
 
 pub use admission::HandshakeLimits;
 pub use connection::{Connection, LinkSummary, Stats};
-pub use driver::{ClassCompression, TransportStats};
+pub use driver::ClassCompression;
 pub use endpoint::{
     Congestion, Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport,
 };
 pub use refusals::{AcceptFailure, AcceptFailures, RefusalReason, FAILURE_QUEUE};
 pub use stream::{stream_error, Compression, RecvStream, SendStream, Stream, StreamOptions};
+pub use transport::TransportStats;

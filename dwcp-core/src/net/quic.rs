@@ -8,6 +8,7 @@
 //! large as DWCP's ceilings, so DWCP's windows, auto-tuned to the measured
 //! bandwidth-delay product, are the ones that bind.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,15 +21,14 @@ use tracing::debug;
 
 use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
-use crate::net::driver::{
-    self, Routing, Shared, StatsFn, TransportStats, WriterGuard, WRITE_BATCH,
-};
+use crate::net::driver::{self, Shared, WRITE_BATCH};
 use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error, Tls};
 use crate::net::outage_probe::OutageProbeFactory;
 use crate::net::reader::{read_lane, LaneRole};
 use crate::net::refusals::RefusalReason;
+use crate::net::transport::{LaneTx, StatsFn, Transport, TransportStats};
 use crate::tls::peer_name;
-use crate::{Connection as Core, Side, Transmit};
+use crate::{Connection as Core, Side, StreamId, Transmit};
 
 fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     let p = &cfg.protocol;
@@ -195,13 +195,17 @@ fn start(
     let core =
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
+    let writers = Writers::new();
     let shared = Shared::new(
         core,
-        Routing::Quic {
+        Box::new(QuicRouter {
             conn: conn.clone(),
+            side,
             control: tx,
-            streams: Default::default(),
-        },
+            streams: HashMap::new(),
+            closing: Vec::new(),
+            writers: writers.clone(),
+        }),
         stats_of(conn.clone()),
         identity_of(&conn),
         Some(conn.remote_address()),
@@ -212,17 +216,17 @@ fn start(
     {
         let shared = shared.clone();
         let conn = conn.clone();
+        let writers = writers.clone();
         tokio::spawn(async move {
             let mut send = send;
-            write_quic_frames(&mut send, rx, &shared, true).await;
+            write_quic_frames(&mut send, rx, &shared, &writers, true).await;
             // Control stream finished after the last frame (GOAWAY): let the peer
             // read it, then close the QUIC connection.
             let _ = send.finish();
             let _ = tokio::time::timeout(std::time::Duration::from_secs(3), send.stopped()).await;
             // Data of finished streams may still be unacknowledged: closing
             // the QUIC connection now would discard it.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), shared.writers_idle())
-                .await;
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), writers.idle()).await;
             conn.close(VarInt::from_u32(0), b"dwcp closed");
         });
     }
@@ -240,7 +244,12 @@ fn start(
             loop {
                 match conn.accept_bi().await {
                     Ok((send, recv)) => {
-                        tokio::spawn(read_accepted_quic(send, recv, shared.clone()));
+                        tokio::spawn(read_accepted_quic(
+                            send,
+                            recv,
+                            shared.clone(),
+                            writers.clone(),
+                        ));
                     }
                     Err(e) => {
                         shared.transport_failed(&format!("QUIC connection: {e}"));
@@ -380,16 +389,120 @@ pub(crate) async fn accept_loop(
 /// stream whose queue is full is paused in the scheduler, so the depth only
 /// batches writes; kept small so weights, not queue depth, share the link.
 pub(crate) const QUIC_QUEUE: usize = 16;
+
+/// Routes frames onto QUIC streams: connection frames on the control
+/// stream, each DWCP stream on its own QUIC stream (no head-of-line blocking
+/// between DWCP streams), opened by the side that opens the DWCP stream when
+/// its first frame (the OPEN) is routed, accepted for the peer's streams.
+pub(crate) struct QuicRouter {
+    conn: quinn::Connection,
+    side: Side,
+    control: LaneTx,
+    streams: HashMap<StreamId, LaneTx>,
+    /// Streams closed by the core whose QUIC stream is finished once the
+    /// frames already produced for them are queued.
+    closing: Vec<StreamId>,
+    writers: Arc<Writers>,
+}
+
+impl Transport for QuicRouter {
+    fn route(&mut self, t: &Transmit, shared: &Arc<Shared>) -> Option<(u64, LaneTx)> {
+        let stream = t.stream;
+        let interactive = stream != 0 && t.interactive;
+        if stream == 0 {
+            return Some((0, self.control.clone()));
+        }
+        if let Some(tx) = self.streams.get(&stream) {
+            return Some((stream as u64, tx.clone()));
+        }
+        let local = (stream % 2 == 1) == (self.side == Side::Client);
+        if !local {
+            debug!(
+                stream,
+                "dwcp: dropping a frame for a peer stream with no QUIC stream"
+            );
+            return None;
+        }
+        // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
+        let tx = open_stream(self.conn.clone(), shared, &self.writers, interactive);
+        self.streams.insert(stream, tx.clone());
+        Some((stream as u64, tx))
+    }
+
+    fn attach(&mut self, stream: StreamId, lane: LaneTx) {
+        self.streams.insert(stream, lane);
+    }
+
+    fn stream_closed(&mut self, stream: StreamId) {
+        self.closing.push(stream);
+    }
+
+    fn flushed(&mut self) {
+        // Every frame of these streams is queued: dropping the sender
+        // finishes the QUIC stream after them.
+        for id in self.closing.drain(..) {
+            self.streams.remove(&id);
+        }
+    }
+
+    fn close(&mut self) {
+        // The control sender goes when the router is dropped.
+        self.streams.clear();
+    }
+}
+
+/// What the QUIC stream writers of one connection share.
+#[derive(Debug)]
+pub(crate) struct Writers {
+    /// Writers still running (see [`Writers::idle`]).
+    running: watch::Sender<usize>,
+    /// Urgent writers waiting for send-window room; bulk writers stand
+    /// aside while it is above zero (see [`write_quic_frames`]).
+    urgent: watch::Sender<usize>,
+}
+
+impl Writers {
+    fn new() -> Arc<Writers> {
+        Arc::new(Writers {
+            running: watch::channel(0).0,
+            urgent: watch::channel(0).0,
+        })
+    }
+
+    /// Registers a writer (before it is spawned).
+    fn guard(self: &Arc<Self>) -> WriterGuard {
+        self.running.send_modify(|n| *n += 1);
+        WriterGuard(self.clone())
+    }
+
+    /// Waits until every writer has delivered its data: closing the QUIC
+    /// connection earlier would discard what is still unacknowledged.
+    async fn idle(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Counts a running QUIC stream writer; dropped when it is done.
+pub(crate) struct WriterGuard(Arc<Writers>);
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
 /// Opens a QUIC stream for a DWCP stream of ours and returns the queue of
 /// its frames (its OPEN comes first); the stream's reader and writer run
 /// in their own task.
-pub(crate) fn open_stream(
+fn open_stream(
     conn: quinn::Connection,
     shared: &Arc<Shared>,
+    writers: &Arc<Writers>,
     interactive: bool,
-) -> mpsc::Sender<Transmit> {
+) -> LaneTx {
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-    let guard = shared.writer_guard();
+    let guard = writers.guard();
     let shared = shared.clone();
     tokio::spawn(async move {
         match conn.open_bi().await {
@@ -410,10 +523,11 @@ pub(crate) fn open_stream(
 
 /// Reads a QUIC stream accepted from the peer: its first frame names the DWCP
 /// stream, whose frames this side then sends on the stream's send half.
-pub(crate) async fn read_accepted_quic(
+async fn read_accepted_quic(
     send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     shared: Arc<Shared>,
+    writers: Arc<Writers>,
 ) {
     let mut head = [0u8; crate::frame::HEADER_LEN];
     if let Err(e) = recv.read_exact(&mut head).await {
@@ -424,18 +538,8 @@ pub(crate) async fn read_accepted_quic(
         return;
     };
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-    {
-        let mut inner = shared.lock();
-        if let Routing::Quic { streams, .. } = &mut inner.routing {
-            streams.insert(h.stream, tx);
-        }
-    }
-    tokio::spawn(write_quic_lane(
-        send,
-        rx,
-        shared.clone(),
-        shared.writer_guard(),
-    ));
+    shared.lock().transport.attach(h.stream, tx);
+    tokio::spawn(write_quic_lane(send, rx, shared.clone(), writers.guard()));
     let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
     read_lane(prefixed, shared, LaneRole::QuicStream).await;
 }
@@ -458,20 +562,21 @@ const URGENT_HOLD_MAX: std::time::Duration = std::time::Duration::from_millis(10
 /// so a 1 KiB message waited up to two round trips behind bulk. So writers
 /// are of two kinds: *urgent* ones (the control stream and interactive
 /// streams, sent at a higher quinn priority) and bulk ones. An urgent write
-/// that finds no room raises [`Shared::urgent`] until it is done; bulk writers
+/// that finds no room raises [`Writers::urgent`] until it is done; bulk writers
 /// write chunk by chunk and stand aside while it is raised, so the next room
 /// freed goes to the urgent write.
-pub(crate) async fn write_quic_frames(
+async fn write_quic_frames(
     send: &mut quinn::SendStream,
     mut rx: mpsc::Receiver<Transmit>,
     shared: &Arc<Shared>,
+    writers: &Writers,
     control: bool,
 ) -> bool {
     let mut urgent = control;
     if control {
         let _ = send.set_priority(2);
     }
-    let mut gate = shared.urgent.subscribe();
+    let mut gate = writers.urgent.subscribe();
     // Grows to the batches actually written: thousands of QUIC streams each
     // have a writer, most of them writing a frame or two at a time.
     let mut batch: Vec<Bytes> = Vec::new();
@@ -499,7 +604,7 @@ pub(crate) async fn write_quic_frames(
             }
         }
         let res = if urgent {
-            write_urgent(send, &mut batch, shared).await
+            write_urgent(send, &mut batch, writers).await
         } else {
             write_bulk(send, &mut batch, &mut gate).await
         };
@@ -520,7 +625,7 @@ pub(crate) async fn write_quic_frames(
 async fn write_urgent(
     send: &mut quinn::SendStream,
     batch: &mut [Bytes],
-    shared: &Shared,
+    writers: &Writers,
 ) -> Result<(), quinn::WriteError> {
     let mut start = 0;
     // The common case: room now, nothing to coordinate.
@@ -533,8 +638,8 @@ async fn write_urgent(
     if start == batch.len() {
         return Ok(());
     }
-    shared.urgent.send_modify(|n| *n += 1);
-    struct Lower<'a>(Option<&'a Shared>);
+    writers.urgent.send_modify(|n| *n += 1);
+    struct Lower<'a>(Option<&'a Writers>);
     impl Lower<'_> {
         fn lower(&mut self) {
             if let Some(s) = self.0.take() {
@@ -547,7 +652,7 @@ async fn write_urgent(
             self.lower();
         }
     }
-    let mut hold = Lower(Some(shared));
+    let mut hold = Lower(Some(writers));
     let deadline = tokio::time::Instant::now() + URGENT_HOLD_MAX;
     while start < batch.len() {
         tokio::select! {
@@ -568,7 +673,7 @@ async fn write_bulk(
     let mut start = 0;
     while start < batch.len() {
         if gate.wait_for(|n| *n == 0).await.is_err() {
-            // The sender lives in `Shared`, which outlives every writer.
+            // The sender lives in `Writers`, which outlives every writer.
             return Ok(());
         }
         tokio::select! {
@@ -583,13 +688,13 @@ async fn write_bulk(
 }
 
 /// Writes a DWCP stream's QUIC stream, then finishes it.
-pub(crate) async fn write_quic_lane(
+async fn write_quic_lane(
     mut send: quinn::SendStream,
     rx: mpsc::Receiver<Transmit>,
     shared: Arc<Shared>,
     guard: WriterGuard,
 ) {
-    if write_quic_frames(&mut send, rx, &shared, false).await {
+    if write_quic_frames(&mut send, rx, &shared, &guard.0, false).await {
         let _ = send.finish();
         // Until the peer has everything (or gives up on the stream), so a
         // close after a drain never discards data in flight.

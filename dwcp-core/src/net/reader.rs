@@ -165,15 +165,15 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(r: R, shared: Arc<Shared>, r
                 }
             }
         }
-        let mut inner = shared.lock();
-        let now = Instant::now();
-        for mut f in frames.drain(..) {
-            inner.core.handle_input(now, &mut f);
-        }
-        inner.dispatch();
-        let closed = inner.core.is_closed();
-        drop(inner);
-        shared.wake_driver.notify_one();
+        let closed = shared.with_core(|inner| {
+            let now = Instant::now();
+            for mut f in frames.drain(..) {
+                inner.core.handle_input(now, &mut f);
+            }
+            // `dispatch` (after this) only turns events into wake-ups: the
+            // core is as closed now as after it.
+            inner.core.is_closed()
+        });
         if closed {
             return;
         }

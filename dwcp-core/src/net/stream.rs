@@ -180,15 +180,15 @@ fn io_error(e: StreamError) -> io::Error {
 }
 
 impl Stream {
-    pub(crate) fn new(id: StreamId, conn: Arc<ConnRef>, compression: Compression) -> Stream {
-        let (route, class) = {
-            let inner = conn.shared.lock();
-            inner
-                .core
-                .stream_params(id)
-                .map(|p| (p.route.clone(), p.class))
-                .unwrap_or_default()
-        };
+    /// A handle for stream `id`, opened with `route` and `class` (given by
+    /// whoever opened or accepted it: no lookup in the core).
+    pub(crate) fn new(
+        id: StreamId,
+        conn: Arc<ConnRef>,
+        compression: Compression,
+        route: Bytes,
+        class: u8,
+    ) -> Stream {
         Stream {
             send: SendStream {
                 id,

@@ -19,12 +19,12 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
-use crate::net::driver::{StatsFn, TransportStats};
 use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, LiveTls, TcpTuning, Tls};
 use crate::net::lanes::spawn_lanes;
 use crate::net::lanes::{LaneGroups, Preamble, PREAMBLE_LEN};
 use crate::net::refusals::RefusalReason;
 use crate::net::tcp_info;
+use crate::net::transport::{StatsFn, TransportStats};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side};
 
