@@ -10,7 +10,10 @@
 //! - `--mbit N`: two network namespaces joined by the `dwcp-wanem` TUN delay
 //!   line at N Mbit/s and `--rtt-ms` (needs root).
 //!
-//! Every transfer is checked (length and CRC-32 at the sink). Reported per
+//! Every transfer is checked (length and CRC-32 at the sink). Before each
+//! DWCP transfer a warm-up transfer (incompressible, 1/16 of the corpus)
+//! goes through the `off` tunnel, so every policy starts on a connection
+//! that has just carried data. Reported per
 //! corpus and subject: seconds, MB/s of original data, ratio, and CPU seconds
 //! of the sending and receiving side (the daemons' for DWCP, the
 //! compressor's and decompressor's for the pipes). The summary applies the
@@ -164,7 +167,7 @@ impl Net {
             }
         };
         let child = cmd
-            .args(["--log-level", "warn", "run", "--config"])
+            .args(["--log-level", &log_level(), "run", "--config"])
             .arg(config)
             .stdout(Stdio::null())
             .stderr(out)
@@ -188,6 +191,14 @@ impl Net {
             std::fs::read_to_string(&d.log).unwrap_or_default()
         ))
     }
+}
+
+/// The daemons' log filter: `DWCP_E2E_LOG` (for instance
+/// `warn,dwcp_core::net::stream=trace` to see every chunk's codec and what
+/// the sender waited on), else `warn`. Logs go to `node-{a,b}.log` in the
+/// run's directory.
+fn log_level() -> String {
+    std::env::var("DWCP_E2E_LOG").unwrap_or_else(|_| "warn".into())
 }
 
 /// A daemon process, killed when dropped.
@@ -421,6 +432,18 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
         }
         None => true,
     };
+    // Each DWCP cell starts on a warm connection: a long idle period (the
+    // pipes run in between) lets the congestion window fall back to slow
+    // start, which would cost whichever policy runs first.
+    let warm = Arc::new(dwcp_core::corpus::random(
+        (cfg.bytes / 16).clamp(256 << 10, 8 << 20) as usize,
+        99,
+    ));
+    let off_port = TUNNEL0
+        + POLICIES
+            .iter()
+            .position(|p| *p == "off")
+            .map_or(0, |i| i as u16);
     let mut cells = Vec::new();
     for corpus in &cfg.corpora {
         let path = corpora::get(&cfg.cache, corpus, cfg.bytes)?;
@@ -433,6 +456,10 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
             }
             let metrics =
                 |net: &Net| net.run_in(false, || http_get(A_ADMIN, "/metrics").unwrap_or_default());
+            let (_, w) = dwcp_transfer(&net, off_port, warm.clone(), &sunk)?;
+            if w.bytes != warm.len() as u64 {
+                return Err(format!("warm-up: the sink got {} of {} bytes", w.bytes, warm.len()));
+            }
             let before = codec_counters(&metrics(&net)?);
             let (ca, cb, line) = (node_a.cpu(), node_b.cpu(), net.line_bytes());
             let (start, got) = dwcp_transfer(&net, TUNNEL0 + i as u16, data.clone(), &sunk)?;
@@ -552,7 +579,11 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
     }
     drop(node_a);
     drop(node_b);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("DWCP_E2E_LOG").is_some() {
+        notes.push(format!("daemon logs kept in {}", dir.display()));
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(E2eReport {
         link,
         bytes: cfg.bytes,

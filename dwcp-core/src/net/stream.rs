@@ -535,6 +535,18 @@ impl SendStream {
                 .map(|(t, _)| now.saturating_duration_since(t));
             let wait =
                 Feedback::judge(out.cpu, interval, self.waited_for_room, queued.unwrap_or(0));
+            tracing::trace!(
+                stream = self.id,
+                level = %out.level.label(),
+                raw = out.raw_len,
+                wire,
+                cpu_us = out.cpu.as_micros() as u64,
+                interval_us = interval.map_or(0, |d| d.as_micros() as u64),
+                queued = queued.unwrap_or(0),
+                waited_for_room = self.waited_for_room,
+                ?wait,
+                "chunk encoded"
+            );
             self.feedback = Feedback { wait, wire_rate };
             self.handed_over = Some((now, wire));
         }
