@@ -505,12 +505,7 @@ fn main() {
             connections,
             json,
         } => {
-            let daemon = daemon.unwrap_or_else(|| {
-                std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.parent().map(|d| d.join("dwcp-daemon")))
-                    .unwrap_or_else(|| "dwcp-daemon".into())
-            });
+            let daemon = dwcp_bench::daemon::binary(daemon);
             let cfg = dwcp_bench::sidecar::SidecarConfig {
                 daemon,
                 secs,
@@ -537,12 +532,7 @@ fn main() {
             cache,
             json,
         } => {
-            let daemon = daemon.unwrap_or_else(|| {
-                std::env::current_exe()
-                    .ok()
-                    .and_then(|p| p.parent().map(|d| d.join("dwcp-daemon")))
-                    .unwrap_or_else(|| "dwcp-daemon".into())
-            });
+            let daemon = dwcp_bench::daemon::binary(daemon);
             let mib = mib.unwrap_or(match mbit {
                 0 => 128,
                 m => (m * 6 / 8).clamp(8, 128),

@@ -10,7 +10,9 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use crate::daemon::Daemon;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,19 +108,6 @@ impl SidecarReport {
     }
 }
 
-/// A daemon process, killed when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
@@ -130,29 +119,8 @@ fn free_udp_port() -> Result<u16, String> {
 }
 
 fn start_daemon(bin: &Path, config: &Path, admin: u16) -> Result<Daemon, String> {
-    let log = config.with_extension("log");
-    let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-    let child = Command::new(bin)
-        .args(["--log-level", "warn", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let d = Daemon { child, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
     let admin = format!("127.0.0.1:{admin}");
-    while Instant::now() < deadline {
-        if ready(&admin) {
-            return Ok(d);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err(format!(
-        "daemon {} never became ready; log:\n{}",
-        config.display(),
-        std::fs::read_to_string(&d.log).unwrap_or_default()
-    ))
+    Daemon::start(Command::new(bin), config, "warn", || Ok(ready(&admin)))
 }
 
 /// `GET /ready` answers 200.

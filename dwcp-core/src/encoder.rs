@@ -94,6 +94,8 @@ pub struct Encoded {
     pub raw_len: usize,
     /// CPU time spent (compression, sampling and exploration).
     pub cpu: Duration,
+    /// What the compression measured (`None` when the level was none).
+    pub trial: Option<Trial>,
 }
 
 impl Encoded {
@@ -164,6 +166,15 @@ fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
     out
 }
 
+/// `data` compressed at `level` (`None` for [`Level::None`] or a zstd error).
+fn compress_at(level: Level, data: &[u8]) -> Option<Vec<u8>> {
+    match level {
+        Level::None => None,
+        Level::Lz4 => Some(lz4_flex::block::compress(data)),
+        Level::Zstd(l) => zstd_compress(l, data),
+    }
+}
+
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encoder")
@@ -215,11 +226,7 @@ impl Encoder {
     }
 
     fn compress(&mut self, level: Level, data: &[u8]) -> Option<Vec<u8>> {
-        match level {
-            Level::None => None,
-            Level::Lz4 => Some(lz4_flex::block::compress(data)),
-            Level::Zstd(l) => zstd_compress(l, data),
-        }
+        compress_at(level, data)
     }
 
     /// Compresses one sample with LZ4, `probe` and `current` and records the
@@ -250,9 +257,21 @@ impl Encoder {
     }
 
     /// Encodes one chunk, knowing what the sender waited on around the
-    /// previous one and the stream's wire rate over it (see [`Feedback`]).
+    /// previous one and the stream's wire rate over it (see [`Feedback`]):
+    /// [`Encoder::plan`], [`Planned::compress`], [`Encoder::observe`].
     pub fn encode_with(&mut self, chunk: Bytes, link_rate: Option<f64>, fb: Feedback) -> Encoded {
-        let t0 = Instant::now();
+        let planned = self.plan(chunk, link_rate, fb);
+        let out = planned.compress();
+        self.observe(&out);
+        out
+    }
+
+    /// Chooses the level of one chunk (sampling and exploring as due). The
+    /// compression itself needs no encoder, so several chunks of one stream
+    /// can be compressed at once on different threads; each result goes
+    /// back through [`Encoder::observe`].
+    pub fn plan(&mut self, chunk: Bytes, link_rate: Option<f64>, fb: Feedback) -> Planned {
+        let started = Instant::now();
         let wait = fb.wait;
         if let Some(r) = fb.wire_rate {
             self.selector.observe_wire_rate(r, wait);
@@ -280,46 +299,89 @@ impl Encoder {
                 level
             }
         };
-        let raw_len = chunk.len();
+        Planned {
+            level,
+            chunk,
+            planning: started.elapsed(),
+        }
+    }
+
+    /// Feeds the selector what compressing a planned chunk measured.
+    pub fn observe(&mut self, out: &Encoded) {
+        if let Some(t) = out.trial {
+            self.selector
+                .observe(t.level, out.raw_len, t.compressed_len, t.took);
+        }
+    }
+}
+
+/// A chunk whose level is chosen ([`Encoder::plan`]), to compress.
+#[derive(Debug)]
+pub struct Planned {
+    /// The level chosen.
+    pub level: Level,
+    chunk: Bytes,
+    planning: Duration,
+}
+
+/// What compressing a chunk measured, for the selector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Trial {
+    /// Level tried.
+    pub level: Level,
+    /// Compressed size.
+    pub compressed_len: usize,
+    /// Time the compression took.
+    pub took: Duration,
+}
+
+impl Planned {
+    /// Compresses the chunk at its level (on the calling thread; zstd
+    /// contexts come from the process-wide pool). A result no smaller than
+    /// the chunk is dropped and the chunk sent as-is, without a copy.
+    pub fn compress(self) -> Encoded {
         let t = Instant::now();
-        let compressed = self.compress(level, &chunk);
+        let raw_len = self.chunk.len();
+        let compressed = compress_at(self.level, &self.chunk);
         let took = t.elapsed();
-        let out = match compressed {
-            Some(c) => {
-                self.selector.observe(level, raw_len, c.len(), took);
-                if c.len() + 5 < raw_len {
-                    Encoded {
-                        level,
-                        encoding: Some(Encoding {
-                            codec: level.codec(),
-                            raw_len: raw_len as u32,
-                        }),
-                        payload: Bytes::from(c),
-                        raw_len,
-                        cpu: Duration::ZERO,
-                    }
-                } else {
-                    // No gain: send as-is.
-                    Encoded {
-                        level: Level::None,
-                        encoding: None,
-                        payload: chunk,
-                        raw_len,
-                        cpu: Duration::ZERO,
-                    }
-                }
-            }
+        let cpu = self.planning + took;
+        match compressed {
+            Some(c) if c.len() + 5 < raw_len => Encoded {
+                level: self.level,
+                encoding: Some(Encoding {
+                    codec: self.level.codec(),
+                    raw_len: raw_len as u32,
+                }),
+                trial: Some(Trial {
+                    level: self.level,
+                    compressed_len: c.len(),
+                    took,
+                }),
+                payload: Bytes::from(c),
+                raw_len,
+                cpu,
+            },
+            // No gain: send as-is.
+            Some(c) => Encoded {
+                level: Level::None,
+                encoding: None,
+                trial: Some(Trial {
+                    level: self.level,
+                    compressed_len: c.len(),
+                    took,
+                }),
+                payload: self.chunk,
+                raw_len,
+                cpu,
+            },
             None => Encoded {
                 level: Level::None,
                 encoding: None,
-                payload: chunk,
+                trial: None,
+                payload: self.chunk,
                 raw_len,
-                cpu: Duration::ZERO,
+                cpu,
             },
-        };
-        Encoded {
-            cpu: t0.elapsed(),
-            ..out
         }
     }
 }

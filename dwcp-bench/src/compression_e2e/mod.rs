@@ -26,10 +26,11 @@ pub mod pipes;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+use crate::daemon::Daemon;
 use dwcp_wanem::tun::NetnsPair;
 use dwcp_wanem::LinkProfile;
 use serde::Serialize;
@@ -155,9 +156,7 @@ impl Net {
 
     /// Starts the daemon with `config` on side a or b.
     fn daemon(&self, bin: &Path, config: &Path, in_b: bool) -> Result<Daemon, String> {
-        let log = config.with_extension("log");
-        let out = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
-        let mut cmd = match self {
+        let cmd = match self {
             Net::Loopback => Command::new(bin),
             Net::Ns(ns) => {
                 let name = if in_b { ns.names().1 } else { ns.names().0 };
@@ -166,30 +165,12 @@ impl Net {
                 c
             }
         };
-        let child = cmd
-            .args(["--log-level", &log_level(), "run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-        let d = Daemon { child, log };
         let admin = if in_b { B_ADMIN } else { A_ADMIN };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            let up = self.run_in(in_b, move || {
+        Daemon::start(cmd, config, &log_level(), || {
+            self.run_in(in_b, move || {
                 http_get(admin, "/ready").is_ok_and(|r| r.starts_with("HTTP/1.1 200"))
-            })?;
-            if up {
-                return Ok(d);
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(format!(
-            "daemon {} never became ready; log:\n{}",
-            config.display(),
-            std::fs::read_to_string(&d.log).unwrap_or_default()
-        ))
+            })
+        })
     }
 }
 
@@ -201,24 +182,9 @@ fn log_level() -> String {
     std::env::var("DWCP_E2E_LOG").unwrap_or_else(|_| "warn".into())
 }
 
-/// A daemon process, killed when dropped.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    /// CPU seconds (user + system) the process has used.
-    fn cpu(&self) -> f64 {
-        proc_cpu(self.child.id()).unwrap_or(0.0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// CPU seconds (user + system) daemon `d` has used.
+fn cpu(d: &Daemon) -> f64 {
+    proc_cpu(d.pid()).unwrap_or(0.0)
 }
 
 /// CPU seconds of process `pid` from `/proc/PID/stat` (clock ticks).
@@ -458,12 +424,16 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
                 |net: &Net| net.run_in(false, || http_get(A_ADMIN, "/metrics").unwrap_or_default());
             let (_, w) = dwcp_transfer(&net, off_port, warm.clone(), &sunk)?;
             if w.bytes != warm.len() as u64 {
-                return Err(format!("warm-up: the sink got {} of {} bytes", w.bytes, warm.len()));
+                return Err(format!(
+                    "warm-up: the sink got {} of {} bytes",
+                    w.bytes,
+                    warm.len()
+                ));
             }
             let before = codec_counters(&metrics(&net)?);
-            let (ca, cb, line) = (node_a.cpu(), node_b.cpu(), net.line_bytes());
+            let (ca, cb, line) = (cpu(&node_a), cpu(&node_b), net.line_bytes());
             let (start, got) = dwcp_transfer(&net, TUNNEL0 + i as u16, data.clone(), &sunk)?;
-            let (cpu_send, cpu_recv) = (node_a.cpu() - ca, node_b.cpu() - cb);
+            let (cpu_send, cpu_recv) = (cpu(&node_a) - ca, cpu(&node_b) - cb);
             let line_mb = net
                 .line_bytes()
                 .zip(line)

@@ -167,6 +167,12 @@ fn compress_permits() -> &'static tokio::sync::Semaphore {
     })
 }
 
+/// Chunks of one stream compressed at once: the cores compression may use
+/// (cgroup quota or parallelism, [`crate::selector::cpu_budget`]), 1 to 4.
+fn compress_parallelism() -> usize {
+    (crate::selector::cpu_budget().floor() as usize).clamp(1, 4)
+}
+
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
         StreamError::Reset(_) | StreamError::Stopped(_) | StreamError::Refused => {
@@ -493,24 +499,43 @@ impl SendStream {
             let limit = self.conn.shared.lock().core.max_encoded_chunk();
             COMPRESS_CHUNK.min(limit).max(MIN_COMPRESS)
         };
-        while !data.is_empty() {
-            let chunk = data.split_to(data.len().min(max_chunk));
-            let enc = self.encoder();
-            let rate = self.conn.shared.rate_hint();
-            let fb = self.feedback;
-            let permit = compress_permits().acquire().await.map_err(|e| {
-                StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
-                    "compressor unavailable: {e}"
-                )))
-            })?;
-            let out = tokio::task::spawn_blocking(move || {
-                let _permit = permit;
-                enc.lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .encode_with(chunk, rate, fb)
-            })
-            .await
-            .map_err(|e| {
+        // Up to `parallel` chunks are compressed at once on the blocking
+        // pool (each thread with its own zstd context); they are queued in
+        // order as they come back.
+        let parallel = compress_parallelism();
+        let mut inflight = std::collections::VecDeque::new();
+        loop {
+            while inflight.len() < parallel && !data.is_empty() {
+                let chunk = data.split_to(data.len().min(max_chunk));
+                let enc = self.encoder();
+                let rate = self.conn.shared.rate_hint();
+                let fb = self.feedback;
+                let permit = compress_permits().acquire().await.map_err(|e| {
+                    StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
+                        "compressor unavailable: {e}"
+                    )))
+                })?;
+                inflight.push_back(tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    // The encoder is locked to choose the level and to
+                    // learn from the result, not while compressing. A panic
+                    // elsewhere leaves the selector usable.
+                    let planned = enc
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .plan(chunk, rate, fb);
+                    let out = planned.compress();
+                    enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
+                    out
+                }));
+            }
+            // Chunks compressed side by side: each one's share of the time
+            // between hand-overs is its CPU time over the number at work.
+            let sharing = inflight.len().max(1) as u32;
+            let Some(next) = inflight.pop_front() else {
+                break;
+            };
+            let out = next.await.map_err(|e| {
                 StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
                     "compressor task failed: {e}"
                 )))
@@ -533,8 +558,12 @@ impl SendStream {
             let interval = self
                 .handed_over
                 .map(|(t, _)| now.saturating_duration_since(t));
-            let wait =
-                Feedback::judge(out.cpu, interval, self.waited_for_room, queued.unwrap_or(0));
+            let wait = Feedback::judge(
+                out.cpu / sharing,
+                interval,
+                self.waited_for_room,
+                queued.unwrap_or(0),
+            );
             tracing::trace!(
                 stream = self.id,
                 level = %out.level.label(),
