@@ -113,11 +113,16 @@ pub struct SendStream {
     encoder: Option<Arc<std::sync::Mutex<Encoder>>>,
     /// A write had to wait for room or credit since the last look.
     waited_for_room: bool,
-    /// What the sender observed around the previous compressed chunk, and
-    /// when and how large (on the wire) it was handed over.
+    /// What the sender observed around the previous compressed chunk.
     feedback: Feedback,
-    handed_over: Option<(std::time::Instant, usize)>,
+    /// The last hand-overs to the core (when, wire size), oldest first, at
+    /// most [`HANDOVER_WINDOW`]: rates and intervals are taken over them,
+    /// since chunks compressed side by side come out back to back.
+    handed_over: std::collections::VecDeque<(std::time::Instant, usize)>,
 }
+
+/// Hand-overs over which a stream's wire rate is measured.
+const HANDOVER_WINDOW: usize = 8;
 
 /// The receiving half of a [`Stream`] (see [`Stream::split`]).
 ///
@@ -207,7 +212,7 @@ impl Stream {
                 encoder: None,
                 waited_for_room: false,
                 feedback: Feedback::default(),
-                handed_over: None,
+                handed_over: std::collections::VecDeque::new(),
             },
             recv: RecvStream {
                 id,
@@ -383,7 +388,12 @@ impl SendStream {
                 }
             })
         };
-        let e = Arc::new(std::sync::Mutex::new(Encoder::new(self.policy(), bits)));
+        let mut enc = Encoder::new(self.policy(), bits);
+        // Chunks are compressed side by side (`send`): the compressor's
+        // speed is that many threads', within the CPU budget.
+        enc.selector_mut()
+            .set_cpu_share(crate::selector::cpu_budget().min(compress_parallelism() as f64));
+        let e = Arc::new(std::sync::Mutex::new(enc));
         self.encoder = Some(e.clone());
         e
     }
@@ -545,19 +555,26 @@ impl SendStream {
             // stream was left queued while it was compressed.
             let queued = self.conn.shared.lock().core.stream_send_queued(self.id);
             let now = std::time::Instant::now();
-            let wire_rate = self.handed_over.and_then(|(t, wire)| {
-                let dt = now.saturating_duration_since(t).as_secs_f64();
-                (dt > 0.0).then(|| wire as f64 / dt)
-            });
+            // Over the window: the wire bytes of the chunks handed over
+            // since the oldest entry's hand-over, over the time since then
+            // (with one entry, the original rule: the previous chunk over
+            // the time to this one).
+            let (wire_rate, interval) = match self.handed_over.front() {
+                Some(&(t0, _)) => {
+                    let dt = now.saturating_duration_since(t0);
+                    let wire: usize = self.handed_over.iter().map(|h| h.1).sum();
+                    let secs = dt.as_secs_f64();
+                    let rate = (secs > 0.0).then(|| wire as f64 / secs);
+                    (rate, Some(dt / self.handed_over.len() as u32))
+                }
+                None => (None, None),
+            };
             self.waited_for_room = false;
             let wire = out.payload.len();
             match out.encoding {
                 None => self.send_raw(out.payload).await?,
                 Some(e) => self.send_encoded(e, out.payload).await?,
             }
-            let interval = self
-                .handed_over
-                .map(|(t, _)| now.saturating_duration_since(t));
             let wait = Feedback::judge(
                 out.cpu / sharing,
                 interval,
@@ -577,7 +594,10 @@ impl SendStream {
                 "chunk encoded"
             );
             self.feedback = Feedback { wait, wire_rate };
-            self.handed_over = Some((now, wire));
+            if self.handed_over.len() == HANDOVER_WINDOW {
+                self.handed_over.pop_front();
+            }
+            self.handed_over.push_back((now, wire));
         }
         Ok(())
     }
