@@ -225,28 +225,24 @@ impl Encoder {
         level == Level::None || self.codec_bits & level.codec().bit() != 0
     }
 
-    fn compress(&mut self, level: Level, data: &[u8]) -> Option<Vec<u8>> {
-        compress_at(level, data)
-    }
-
     /// Compresses one sample with LZ4, `probe` and `current` and records the
     /// paired figures.
     fn explore(&mut self, probe: Level, current: Level, chunk: &[u8]) {
         let n = chunk.len().min(EXPLORE_SAMPLE);
         let start = (chunk.len() - n) / 2;
         let sample = &chunk[start..start + n];
-        let timed = |e: &mut Self, l: Level| {
+        let timed = |l: Level| {
             let t = Instant::now();
-            let w = e.compress(l, sample).map_or(n, |c| c.len());
+            let w = compress_at(l, sample).map_or(n, |c| c.len());
             (w, t.elapsed())
         };
-        let (lz4, lt) = timed(self, Level::Lz4);
+        let (lz4, lt) = timed(Level::Lz4);
         let (pw, pt) = if probe == Level::Lz4 {
             (lz4, lt)
         } else {
-            timed(self, probe)
+            timed(probe)
         };
-        let (cw, ct) = timed(self, current);
+        let (cw, ct) = timed(current);
         self.selector.observe_pair(probe, n, lz4, pw, pt, cw, ct);
     }
 
@@ -345,43 +341,30 @@ impl Planned {
         let compressed = compress_at(self.level, &self.chunk);
         let took = t.elapsed();
         let cpu = self.planning + took;
-        match compressed {
-            Some(c) if c.len() + 5 < raw_len => Encoded {
-                level: self.level,
-                encoding: Some(Encoding {
+        let trial = compressed.as_ref().map(|c| Trial {
+            level: self.level,
+            compressed_len: c.len(),
+            took,
+        });
+        let (level, encoding, payload) = match compressed {
+            Some(c) if c.len() + 5 < raw_len => (
+                self.level,
+                Some(Encoding {
                     codec: self.level.codec(),
                     raw_len: raw_len as u32,
                 }),
-                trial: Some(Trial {
-                    level: self.level,
-                    compressed_len: c.len(),
-                    took,
-                }),
-                payload: Bytes::from(c),
-                raw_len,
-                cpu,
-            },
-            // No gain: send as-is.
-            Some(c) => Encoded {
-                level: Level::None,
-                encoding: None,
-                trial: Some(Trial {
-                    level: self.level,
-                    compressed_len: c.len(),
-                    took,
-                }),
-                payload: self.chunk,
-                raw_len,
-                cpu,
-            },
-            None => Encoded {
-                level: Level::None,
-                encoding: None,
-                trial: None,
-                payload: self.chunk,
-                raw_len,
-                cpu,
-            },
+                Bytes::from(c),
+            ),
+            // No gain (or no compression): send as-is.
+            _ => (Level::None, None, self.chunk),
+        };
+        Encoded {
+            level,
+            encoding,
+            payload,
+            raw_len,
+            cpu,
+            trial,
         }
     }
 }
