@@ -401,11 +401,16 @@ fn main() {
                             "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), {mib} MiB each"
                         );
                         for f in &r {
+                            let opt = |v: Option<f64>, unit: &str| {
+                                v.map_or("—".to_string(), |v| format!("{v:.2}{unit}"))
+                            };
                             println!(
-                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link",
+                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link  retrans {:>7}  queue p50 {:>9}",
                                 f.subject,
                                 f.mbit_per_s,
-                                f.of_link * 100.0
+                                f.of_link * 100.0,
+                                opt(f.retrans_pct, " %"),
+                                opt(f.queue_ms_p50, " ms"),
                             );
                         }
                     }

@@ -25,6 +25,19 @@ pub struct TunFigure {
     pub mbit_per_s: f64,
     /// `mbit_per_s` over the link rate.
     pub of_link: f64,
+    /// Packets (QUIC) or segments (TCP) retransmitted over those sent, in %,
+    /// where the transport reports it.
+    pub retrans_pct: Option<f64>,
+    /// Median of smoothed RTT minus the link's RTT over the transfer, sampled
+    /// every 100 ms: the queue the sender keeps at the bottleneck.
+    pub queue_ms_p50: Option<f64>,
+}
+
+/// What a transfer measured besides its rate.
+#[derive(Debug, Default, Clone, Copy)]
+struct Extra {
+    retrans_pct: Option<f64>,
+    queue_ms_p50: Option<f64>,
 }
 
 /// Runs every transport over a `mbit` Mbit/s, `rtt_ms` ms, `loss_pct` %
@@ -59,12 +72,14 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut port = 7100u16;
-        let mut fig = |subject: &str, mb_per_s: f64| {
+        let mut fig = |subject: &str, (mb_per_s, extra): (f64, Extra)| {
             let mbit_per_s = mb_per_s * 8.0;
             out.push(TunFigure {
                 subject: subject.into(),
                 mbit_per_s,
                 of_link: mbit_per_s / mbit as f64,
+                retrans_pct: extra.retrans_pct,
+                queue_ms_p50: extra.queue_ms_p50,
             });
         };
         for cc in ["cubic", "bbr"] {
@@ -73,7 +88,10 @@ pub fn run(
             }
             port += 1;
             let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
-            fig(&format!("kernel TCP ({cc}), 1 connection"), v);
+            fig(
+                &format!("kernel TCP ({cc}), 1 connection"),
+                (v, Extra::default()),
+            );
         }
         let ca = DevCa::new().map_err(|e| e.to_string())?;
         for (name, transport, cc) in [
@@ -102,7 +120,8 @@ pub fn run(
                 continue;
             }
             port += 1;
-            let v = rt.block_on(dwcp(&ns, &ca, port, transport, cc, total))?;
+            let base = std::time::Duration::from_millis(rtt_ms);
+            let v = rt.block_on(dwcp(&ns, &ca, port, transport, cc, total, base))?;
             fig(name, v);
         }
         Ok(out)
@@ -158,7 +177,8 @@ async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f
     Ok(total as f64 / t0.elapsed().as_secs_f64() / 1e6)
 }
 
-/// DWCP on one stream: MB/s of `total` bytes.
+/// DWCP on one stream: MB/s of `total` bytes, with what the transport
+/// reported along the way. `DWCP_WAN_TRACE=1` prints every sample.
 async fn dwcp(
     ns: &NetnsPair,
     ca: &DevCa,
@@ -166,7 +186,8 @@ async fn dwcp(
     transport: Transport,
     cc: Congestion,
     total: u64,
-) -> Result<f64, String> {
+    base_rtt: std::time::Duration,
+) -> Result<(f64, Extra), String> {
     let err = |e: std::io::Error| e.to_string();
     let cfg = |name: &str| -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(ca.config_for(name).map_err(|e| e.to_string())?, transport);
@@ -188,6 +209,40 @@ async fn dwcp(
     let c = c.map_err(|e| e.to_string())?;
     let s = s.ok_or("the server endpoint closed before the connection came")?;
     let t0 = Instant::now();
-    let n = crate::scenarios::transfer(&c, s, 1, total).await;
-    Ok(n as f64 / t0.elapsed().as_secs_f64() / 1e6)
+    let trace = std::env::var_os("DWCP_WAN_TRACE").is_some();
+    let first = c.stats().transport;
+    let mut queue_ms = Vec::new();
+    let n = {
+        let moving = crate::scenarios::transfer(&c, s, 1, total);
+        tokio::pin!(moving);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                n = &mut moving => break n,
+                _ = tick.tick() => {
+                    let t = c.stats().transport;
+                    if let Some(srtt) = t.rtt {
+                        queue_ms.push(srtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
+                    }
+                    if trace {
+                        eprintln!(
+                            "{:>6.2} s  cwnd {:>8}  srtt {:?}  min {:?}  sent {}  lost {}",
+                            t0.elapsed().as_secs_f64(), t.cwnd, t.rtt, t.min_rtt,
+                            t.sent_packets, t.lost_packets
+                        );
+                    }
+                }
+            }
+        }
+    };
+    let secs = t0.elapsed().as_secs_f64();
+    let last = c.stats().transport;
+    let sent = last.sent_packets.saturating_sub(first.sent_packets);
+    let lost = last.lost_packets.saturating_sub(first.lost_packets);
+    queue_ms.sort_by(f64::total_cmp);
+    let extra = Extra {
+        retrans_pct: (sent > 0).then(|| lost as f64 * 100.0 / sent as f64),
+        queue_ms_p50: queue_ms.get(queue_ms.len() / 2).copied(),
+    };
+    Ok((n as f64 / secs / 1e6, extra))
 }

@@ -12,11 +12,13 @@
 //!   raise the estimate.
 //! - **minimum RTT** over the last ten seconds.
 //!
-//! Startup doubles the window each round until the rate stops growing by a
-//! quarter for three rounds. Then the window is one bandwidth-delay product
-//! times a gain that cycles 1.25 (probe for more) / 0.85 (drain the queue the
-//! probe made) / 1.0 × 6, plus room for delayed acknowledgements; queueing
-//! delay therefore stays near zero outside probes. Loss lowers the rate
+//! Startup doubles the window each round until eight RTT samples in a row
+//! exceed the minimum by an eighth (a queue is forming, the HyStart++ signal),
+//! or the rate stops growing by a quarter for three rounds. Then the window
+//! is one bandwidth-delay product times a gain that cycles 1.25 (probe for
+//! more) / 0.9 (drain the queue the probe made) / 1.1 × 6, plus room for
+//! delayed acknowledgements; the queue it keeps is about a tenth of the
+//! path's RTT outside probes. Loss lowers the rate
 //! estimate only when it is congestion: more than [`LOSS_THRESHOLD`] of a
 //! round's bytes lost, or persistent congestion. Random loss at a few percent
 //! costs retransmissions, not rate. An optional ceiling (the configured link
@@ -36,10 +38,21 @@ pub const LOSS_THRESHOLD: f64 = 0.15;
 const BW_ROUNDS: usize = 10;
 /// How long a minimum RTT sample stays valid.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
-/// Gain cycle of the cruise phase, one entry per round.
-const GAIN_CYCLE: [f64; 8] = [1.5, 1.0, 1.25, 1.25, 1.25, 1.25, 1.25, 1.25];
+/// Gain cycle of the cruise phase, one entry per round: probe for more rate,
+/// drain what the probe queued, then cruise a tenth above one BDP (enough to
+/// ride out acknowledgements that come in bunches, about 5 ms of queue at
+/// 50 ms).
+const GAIN_CYCLE: [f64; 8] = [1.25, 0.9, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1];
 /// Startup ends after this many rounds without 25 % rate growth.
 const STARTUP_FLAT_ROUNDS: u32 = 3;
+/// RTT samples in a row above the threshold that end startup.
+const STARTUP_RTT_SAMPLES: usize = 8;
+
+/// RTT growth over the minimum that ends startup: a queue is forming
+/// (HyStart++, RFC 9406: min RTT / 8, clamped to 4–16 ms).
+fn startup_rtt_threshold(min_rtt: Duration) -> Duration {
+    (min_rtt / 8).clamp(Duration::from_millis(4), Duration::from_millis(16))
+}
 
 /// Settings of [`DwcpCongestion`].
 #[derive(Debug, Clone, Default)]
@@ -78,6 +91,8 @@ pub struct DwcpCongestion {
     round_sample: f64,
     round_acked: u64,
     round_lost: u64,
+    /// The last [`STARTUP_RTT_SAMPLES`] RTT samples, newest last.
+    recent_rtt: VecDeque<Duration>,
     rounds: u64,
     min_rtt: Option<(Duration, Instant)>,
     startup_best: f64,
@@ -100,6 +115,7 @@ impl DwcpCongestion {
             round_sample: 0.0,
             round_acked: 0,
             round_lost: 0,
+            recent_rtt: VecDeque::new(),
             rounds: 0,
             min_rtt: None,
             startup_best: 0.0,
@@ -164,6 +180,21 @@ impl DwcpCongestion {
         self.update_window();
     }
 
+    /// Startup's exit signal: the lowest of the last few RTT samples is
+    /// above the minimum by more than [`startup_rtt_threshold`]. (HyStart++
+    /// takes the lowest of a round; the window doubles within a round, so
+    /// that signal comes up to a round late, at twice the window.)
+    fn queue_forming(&self) -> bool {
+        let Some((min, _)) = self.min_rtt else {
+            return false;
+        };
+        self.recent_rtt.len() >= STARTUP_RTT_SAMPLES
+            && self
+                .recent_rtt
+                .iter()
+                .all(|r| *r > min + startup_rtt_threshold(min))
+    }
+
     fn update_window(&mut self) {
         let (Some(bw), Some((rtt, _))) = (self.bottleneck(), self.min_rtt) else {
             return;
@@ -195,6 +226,17 @@ impl DwcpCongestion {
         });
         if fresh && !sample_rtt.is_zero() {
             self.min_rtt = Some((sample_rtt, now));
+        }
+        if !sample_rtt.is_zero() {
+            self.recent_rtt.push_back(sample_rtt);
+            if self.recent_rtt.len() > STARTUP_RTT_SAMPLES {
+                self.recent_rtt.pop_front();
+            }
+        }
+        if self.phase == Phase::Startup && self.queue_forming() {
+            // Leave at once, within the round: the window doubles per round.
+            self.phase = Phase::Cruise;
+            self.update_window();
         }
         if let Some((t0, d0)) = self.delivered_at(sent) {
             let dt = now.saturating_duration_since(t0).as_secs_f64();
@@ -322,6 +364,21 @@ mod tests {
         lose_every: u64,
         ceiling: Option<f64>,
     ) -> (DwcpCongestion, f64) {
+        let (cc, got, _) = drive_peak(rate, rtt, secs, lose_every, ceiling);
+        (cc, got)
+    }
+
+    /// [`drive`], also returning the largest window the controller allowed
+    /// and its mean over the last second.
+    fn drive_peak(
+        rate: f64,
+        rtt: Duration,
+        secs: f64,
+        lose_every: u64,
+        ceiling: Option<f64>,
+    ) -> (DwcpCongestion, f64, (u64, f64)) {
+        let mut peak = 0;
+        let (mut window_sum, mut window_n) = (0u64, 0u64);
         let t0 = Instant::now();
         let mut cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
         let tick = Duration::from_millis(1);
@@ -363,8 +420,51 @@ mod tests {
                 }
             }
             cc.end_acks(now);
+            peak = peak.max(cc.window());
+            if end.duration_since(now) < Duration::from_secs(1) {
+                window_sum += cc.window();
+                window_n += 1;
+            }
         }
-        (cc, delivered_last_sec as f64)
+        let mean = window_sum as f64 / window_n.max(1) as f64;
+        (cc, delivered_last_sec as f64, (peak, mean))
+    }
+
+    #[test]
+    fn startup_ends_when_the_queue_starts_to_grow() {
+        // A one-BDP queue overflows at a window of 2 BDP: startup must leave
+        // before that, on the RTT growth, not after three flat rounds.
+        let rate = 12_500_000.0;
+        let rtt = Duration::from_millis(50);
+        let (_, got, (peak, _)) = drive_peak(rate, rtt, 4.0, 0, None);
+        let bdp = rate * rtt.as_secs_f64();
+        assert!(
+            (peak as f64) < bdp * 2.0,
+            "startup took the window to {peak} bytes, {:.1} BDP",
+            peak as f64 / bdp
+        );
+        assert!(got > rate * 0.9, "delivered {got} B/s of {rate}");
+    }
+
+    #[test]
+    fn the_standing_queue_stays_small() {
+        // Outside probes the window is near one BDP: a 100 Mbit/s, 50 ms
+        // path keeps under 10 ms of queue on average.
+        // 10 packets a 1 ms tick: the model carries exactly this rate.
+        let rate = 12_000_000.0;
+        let rtt = Duration::from_millis(50);
+        let (cc, got, (_, mean)) = drive_peak(rate, rtt, 6.0, 0, None);
+        let bdp = rate * rtt.as_secs_f64();
+        let queue_ms = (mean - bdp).max(0.0) / rate * 1e3;
+        assert!(
+            queue_ms < 8.0,
+            "a mean window of {mean:.0} B leaves {queue_ms:.1} ms of queue"
+        );
+        assert!(
+            got > rate * 0.95,
+            "delivered {got} B/s of {rate}, mean window {mean:.0}, bdp {bdp:.0}, estimate {:?}",
+            cc.bottleneck()
+        );
     }
 
     #[test]
