@@ -73,8 +73,8 @@ enum Command {
         /// instead of QUIC through the UDP relay.
         #[arg(long)]
         tun: bool,
-        /// With `--tun`: only the subjects whose name contains this
-        /// (e.g. `quic`, `kernel`, `controller`).
+        /// With `--tun`: only the subjects whose name contains one of these
+        /// (comma-separated, e.g. `quic` or `kernel tcp (bbr),controller`).
         #[arg(long)]
         only: Option<String>,
     },

@@ -45,7 +45,8 @@ struct Extra {
 ///
 /// # Errors
 /// Namespaces cannot be built here (not root, no TUN), or a transfer fails.
-/// `only`, if given, keeps the subjects whose name contains it.
+/// `only`, if given, keeps the subjects whose name contains one of its
+/// comma-separated parts.
 pub fn run(
     mbit: u64,
     rtt_ms: u64,
@@ -54,8 +55,10 @@ pub fn run(
     only: Option<String>,
 ) -> Result<Vec<TunFigure>, String> {
     let wanted = move |name: &str| {
-        only.as_deref()
-            .is_none_or(|o| name.to_lowercase().contains(&o.to_lowercase()))
+        only.as_deref().is_none_or(|o| {
+            o.split(',')
+                .any(|o| name.to_lowercase().contains(&o.trim().to_lowercase()))
+        })
     };
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {

@@ -1,9 +1,11 @@
 //! Bulk throughput on loopback: DWCP over QUIC and TCP lanes against raw
 //! quinn, raw TCP + rustls and rust-yamux, one stream and 1,000.
 
-use dwcp_core::net::Transport;
+use dwcp_core::net::{Congestion, Transport};
 
-use super::{best_of, best_of_pair, compare, dwcp_throughput, fig, Comparison};
+use super::{
+    best_of, best_of_pair, compare, dwcp_throughput, dwcp_throughput_on, fig, Comparison, Path,
+};
 use crate::baselines::{raw_quinn_throughput, raw_tls_tcp_throughput, yamux_bulk};
 
 /// The two single-stream ratios the regression gate tracks: DWCP over QUIC
@@ -57,6 +59,23 @@ pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
         "single-stream bulk, TCP",
         fig("tcp-single", "DWCP over 4 TCP lanes + TLS, 1 stream", d),
         fig("tcp-single", "raw tokio TCP + rustls, 1 connection", b),
+    ));
+    // DWCP's congestion controller against quinn's CUBIC (the library's
+    // default) where the path is no limit: it must cost next to nothing.
+    let own = Path {
+        wan: None,
+        congestion: Congestion::Dwcp,
+    };
+    let (d, b) = best_of_pair(
+        rounds,
+        || dwcp_throughput_on(&own, Transport::Quic, 1, total),
+        || dwcp_throughput(Transport::Quic, 1, total),
+    )
+    .await;
+    out.push(compare(
+        "congestion control on loopback, QUIC",
+        fig("quic-dwcp-cc", "DWCP over QUIC, DWCP controller", d),
+        fig("quic-dwcp-cc", "DWCP over QUIC, quinn CUBIC", b),
     ));
     let d = best_of(rounds, || dwcp_throughput(Transport::Quic, 1000, total)).await;
     out.push(compare(

@@ -12,13 +12,16 @@
 //!   raise the estimate.
 //! - **minimum RTT** over the last ten seconds.
 //!
-//! Startup doubles the window each round until eight RTT samples in a row
-//! exceed the minimum by an eighth (a queue is forming, the HyStart++ signal),
+//! Startup doubles the window each round until the RTT stays above the
+//! minimum by an eighth for a quarter of it (a queue is forming, the
+//! HyStart++ signal),
 //! or the rate stops growing by a quarter for three rounds. Then the window
 //! is one bandwidth-delay product times a gain that cycles 1.25 (probe for
 //! more) / 0.9 (drain the queue the probe made) / 1.1 × 6, plus room for
 //! delayed acknowledgements; the queue it keeps is about a tenth of the
-//! path's RTT outside probes. Loss lowers the rate
+//! path's RTT outside probes. A round that finds 5 % more rate than known is
+//! followed by another at once, so an estimate far below the path (startup
+//! ended early by flow control or loss) catches up in a few rounds. Loss lowers the rate
 //! estimate only when it is congestion: more than [`LOSS_THRESHOLD`] of a
 //! round's bytes lost, or persistent congestion. Random loss at a few percent
 //! costs retransmissions, not rate. An optional ceiling (the configured link
@@ -43,6 +46,15 @@ const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// ride out acknowledgements that come in bunches, about 5 ms of queue at
 /// 50 ms).
 const GAIN_CYCLE: [f64; 8] = [1.25, 0.9, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1];
+/// A round whose rate sample raised the estimate by this factor (more than
+/// the noise of a full path) found
+/// headroom: the next round probes again instead of waiting out the cycle.
+const PROBE_AGAIN: f64 = 1.05;
+/// Time at the bottleneck rate the window adds for late acknowledgements
+/// and wake-ups (2 ms: 25 KB at 100 Mbit/s, 1.5 MB at 6 Gbit/s).
+const SCHEDULING_ALLOWANCE: Duration = Duration::from_millis(2);
+/// Rounds between a window change and the rate samples that show it.
+const PROBE_LAG_ROUNDS: u32 = 2;
 /// Startup ends after this many rounds without 25 % rate growth.
 const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// RTT samples in a row above the threshold that end startup.
@@ -91,9 +103,14 @@ pub struct DwcpCongestion {
     round_sample: f64,
     round_acked: u64,
     round_lost: u64,
-    /// The last [`STARTUP_RTT_SAMPLES`] RTT samples, newest last.
-    recent_rtt: VecDeque<Duration>,
+    /// RTT samples in a row above the startup threshold, and when the
+    /// first of them was taken.
+    above: (usize, Option<Instant>),
     rounds: u64,
+    /// Position in [`GAIN_CYCLE`].
+    cycle: usize,
+    /// Rounds left probing after a round that found more rate.
+    probing: u32,
     min_rtt: Option<(Duration, Instant)>,
     startup_best: f64,
     startup_flat: u32,
@@ -115,8 +132,10 @@ impl DwcpCongestion {
             round_sample: 0.0,
             round_acked: 0,
             round_lost: 0,
-            recent_rtt: VecDeque::new(),
+            above: (0, None),
             rounds: 0,
+            cycle: 0,
+            probing: 0,
             min_rtt: None,
             startup_best: 0.0,
             startup_flat: 0,
@@ -145,6 +164,8 @@ impl DwcpCongestion {
 
     fn end_round(&mut self, now: Instant) {
         self.rounds += 1;
+        // What was known before this round's sample.
+        let known = self.round_max.iter().copied().fold(0.0, f64::max);
         let lost_share = if self.round_acked + self.round_lost > 0 {
             self.round_lost as f64 / (self.round_acked + self.round_lost) as f64
         } else {
@@ -160,6 +181,21 @@ impl DwcpCongestion {
         self.round_max.push_back(sample);
         while self.round_max.len() > BW_ROUNDS {
             self.round_max.pop_front();
+        }
+        let found_more = self.phase == Phase::Cruise
+            && known > 0.0
+            && self.bottleneck().unwrap_or(0.0) > known * PROBE_AGAIN;
+        if found_more {
+            // The path gave more than we knew: keep probing until the rate
+            // samples (which lag the window by two rounds) stop growing.
+            self.probing = PROBE_LAG_ROUNDS;
+            self.cycle = 0;
+        } else if self.probing > 0 {
+            self.probing -= 1;
+            // The last probe round, then the drain.
+            self.cycle = if self.probing == 0 { 1 } else { 0 };
+        } else {
+            self.cycle = (self.cycle + 1) % GAIN_CYCLE.len();
         }
         if self.phase == Phase::Startup {
             let bw = self.bottleneck().unwrap_or(0.0);
@@ -180,19 +216,25 @@ impl DwcpCongestion {
         self.update_window();
     }
 
-    /// Startup's exit signal: the lowest of the last few RTT samples is
-    /// above the minimum by more than [`startup_rtt_threshold`]. (HyStart++
-    /// takes the lowest of a round; the window doubles within a round, so
-    /// that signal comes up to a round late, at twice the window.)
-    fn queue_forming(&self) -> bool {
+    /// Startup's exit signal: [`STARTUP_RTT_SAMPLES`] RTT samples in a row,
+    /// spanning at least a quarter of the minimum RTT, above the minimum by
+    /// more than [`startup_rtt_threshold`]. (HyStart++ takes the lowest of a
+    /// round; the window doubles within a round, so that comes up to a round
+    /// late, at twice the window. The time span keeps a bunch of late
+    /// acknowledgements, one scheduling hiccup, from ending startup at a
+    /// fraction of the path.)
+    fn queue_forming(&mut self, now: Instant, sample: Duration) -> bool {
         let Some((min, _)) = self.min_rtt else {
             return false;
         };
-        self.recent_rtt.len() >= STARTUP_RTT_SAMPLES
-            && self
-                .recent_rtt
-                .iter()
-                .all(|r| *r > min + startup_rtt_threshold(min))
+        if sample <= min + startup_rtt_threshold(min) {
+            self.above = (0, None);
+            return false;
+        }
+        let (n, since) = self.above;
+        let since = since.unwrap_or(now);
+        self.above = (n + 1, Some(since));
+        n + 1 >= STARTUP_RTT_SAMPLES && now.saturating_duration_since(since) >= min / 4
     }
 
     fn update_window(&mut self) {
@@ -206,10 +248,13 @@ impl DwcpCongestion {
             Some(c) => bw.min(c),
             None => bw,
         };
-        let gain = GAIN_CYCLE[(self.rounds % GAIN_CYCLE.len() as u64) as usize];
+        let gain = GAIN_CYCLE[self.cycle];
         let bdp = bw * rtt.as_secs_f64();
-        // Room for acknowledgements that arrive in bunches.
-        let extra = (4 * self.mtu) as f64;
+        // Room for acknowledgements that arrive in bunches, and for the
+        // sender's own scheduling: on a path of tens of microseconds (a
+        // loopback, a rack) one late wake-up is many round trips, and a
+        // window of one BDP would leave the path idle through it.
+        let extra = ((4 * self.mtu) as f64).max(bw * SCHEDULING_ALLOWANCE.as_secs_f64());
         self.window = ((bdp * gain + extra) as u64).max(self.min_window());
     }
 }
@@ -227,13 +272,10 @@ impl DwcpCongestion {
         if fresh && !sample_rtt.is_zero() {
             self.min_rtt = Some((sample_rtt, now));
         }
-        if !sample_rtt.is_zero() {
-            self.recent_rtt.push_back(sample_rtt);
-            if self.recent_rtt.len() > STARTUP_RTT_SAMPLES {
-                self.recent_rtt.pop_front();
-            }
-        }
-        if self.phase == Phase::Startup && self.queue_forming() {
+        if self.phase == Phase::Startup
+            && !sample_rtt.is_zero()
+            && self.queue_forming(now, sample_rtt)
+        {
             // Leave at once, within the round: the window doubles per round.
             self.phase = Phase::Cruise;
             self.update_window();
@@ -377,10 +419,22 @@ mod tests {
         lose_every: u64,
         ceiling: Option<f64>,
     ) -> (DwcpCongestion, f64, (u64, f64)) {
+        let t0 = Instant::now();
+        let cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
+        drive_from(cc, t0, rate, rtt, secs, lose_every)
+    }
+
+    /// [`drive_peak`] from a controller `cc` in any state, starting at `t0`.
+    fn drive_from(
+        mut cc: DwcpCongestion,
+        t0: Instant,
+        rate: f64,
+        rtt: Duration,
+        secs: f64,
+        lose_every: u64,
+    ) -> (DwcpCongestion, f64, (u64, f64)) {
         let mut peak = 0;
         let (mut window_sum, mut window_n) = (0u64, 0u64);
-        let t0 = Instant::now();
-        let mut cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
         let tick = Duration::from_millis(1);
         let per_tick = (rate * tick.as_secs_f64()) as u64;
         // Packets in flight: (sent, bytes), acknowledged one RTT later at
@@ -428,6 +482,27 @@ mod tests {
         }
         let mean = window_sum as f64 / window_n.max(1) as f64;
         (cc, delivered_last_sec as f64, (peak, mean))
+    }
+
+    #[test]
+    fn an_estimate_far_below_the_path_catches_up_within_a_second() {
+        // Startup left at a quarter of the path (a flow-control-limited
+        // start, or loss): probes that find more rate must follow each other,
+        // not wait out the cycle (25 % per 8 rounds is 3 s at 100 ms).
+        let rate = 12_000_000.0;
+        let rtt = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut cc = DwcpCongestion::new(None, t0, MTU as u16);
+        cc.phase = Phase::Cruise;
+        cc.round_max.push_back(rate / 4.0);
+        cc.min_rtt = Some((rtt, t0));
+        cc.update_window();
+        let (cc, got, _) = drive_from(cc, t0, rate, rtt, 2.0, 0);
+        assert!(
+            got > rate * 0.85,
+            "delivered {got} B/s of {rate} in the second second, estimate {:?}",
+            cc.bottleneck()
+        );
     }
 
     #[test]
