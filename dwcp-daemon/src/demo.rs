@@ -49,6 +49,10 @@ pub struct DemoArgs {
     /// Admin address of the sending daemon (an ephemeral port if taken).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin: String,
+    /// QUIC congestion control of both daemons (`link.congestion`; default:
+    /// the configuration's default).
+    #[arg(long, value_enum)]
+    pub congestion: Option<config::CongestionName>,
 }
 
 /// FNV-1a, 64-bit: enough to check that bytes arrived intact and in order.
@@ -272,6 +276,9 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
 
     // node-b: declares the services, accepts node-a.
     let mut cb = node_config("node-b", "127.0.0.1:0");
+    if let Some(cc) = a.congestion {
+        cb.link.congestion = cc;
+    }
     cb.peers.push(config::Peer {
         name: "node-a".into(),
         address: None,
@@ -316,6 +323,9 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     };
     let mut ca_cfg = node_config("node-a", &admin);
     ca_cfg.link.rate_mbps = Some(a.mbit as f64);
+    if let Some(cc) = a.congestion {
+        ca_cfg.link.congestion = cc;
+    }
     ca_cfg.peers.push(config::Peer {
         name: "node-b".into(),
         address: Some(relay.local_addr().to_string()),

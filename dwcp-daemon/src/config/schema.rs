@@ -226,22 +226,24 @@ pub struct Link {
     pub rate_mbps: Option<f64>,
     /// TCP lanes per connection for peers with `transport = "tcp"`.
     pub tcp_lanes: usize,
-    /// QUIC congestion control: `bbr` (default), `cubic` or `newreno`.
+    /// QUIC congestion control: `bbr` (default), `cubic`, `newreno` or `dwcp`.
     pub congestion: CongestionName,
 }
 
 /// QUIC congestion controller names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum CongestionName {
-    /// BBR: keeps throughput under random loss (WAN paths).
+    /// quinn's BBR: keeps throughput under random loss (WAN paths), with a
+    /// standing queue (experimental upstream).
     #[default]
     Bbr,
     /// CUBIC: fastest on clean, short paths.
     Cubic,
     /// NewReno.
     Newreno,
-    /// DWCP's own model-based controller (see `dwcp_core::net::congestion`).
+    /// DWCP's own model-based controller (see `dwcp_core::net::congestion`):
+    /// a few milliseconds of queue; not yet steady enough to be the default.
     Dwcp,
 }
 
