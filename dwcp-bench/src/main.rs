@@ -409,8 +409,8 @@ fn main() {
                                 f.subject,
                                 f.mbit_per_s,
                                 f.of_link * 100.0,
-                                opt(f.retrans_pct, " %"),
-                                opt(f.queue_ms_p50, " ms"),
+                                opt(f.sampled.retrans_pct, " %"),
+                                opt(f.sampled.queue_ms_p50, " ms"),
                             );
                         }
                     }

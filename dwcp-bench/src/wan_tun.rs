@@ -25,19 +25,19 @@ pub struct TunFigure {
     pub mbit_per_s: f64,
     /// `mbit_per_s` over the link rate.
     pub of_link: f64,
-    /// Packets (QUIC) or segments (TCP) retransmitted over those sent, in %,
-    /// where the transport reports it.
+    /// What the transport reported along the way (DWCP subjects only).
+    #[serde(flatten)]
+    pub sampled: Sampled,
+}
+
+/// What a transfer measured besides its rate.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Sampled {
+    /// Packets (QUIC) or segments (TCP) retransmitted over those sent, in %.
     pub retrans_pct: Option<f64>,
     /// Median of smoothed RTT minus the link's RTT over the transfer, sampled
     /// every 100 ms: the queue the sender keeps at the bottleneck.
     pub queue_ms_p50: Option<f64>,
-}
-
-/// What a transfer measured besides its rate.
-#[derive(Debug, Default, Clone, Copy)]
-struct Extra {
-    retrans_pct: Option<f64>,
-    queue_ms_p50: Option<f64>,
 }
 
 /// Runs every transport over a `mbit` Mbit/s, `rtt_ms` ms, `loss_pct` %
@@ -75,14 +75,13 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut port = 7100u16;
-        let mut fig = |subject: &str, (mb_per_s, extra): (f64, Extra)| {
+        let mut fig = |subject: &str, (mb_per_s, sampled): (f64, Sampled)| {
             let mbit_per_s = mb_per_s * 8.0;
             out.push(TunFigure {
                 subject: subject.into(),
                 mbit_per_s,
                 of_link: mbit_per_s / mbit as f64,
-                retrans_pct: extra.retrans_pct,
-                queue_ms_p50: extra.queue_ms_p50,
+                sampled,
             });
         };
         for cc in ["cubic", "bbr"] {
@@ -93,7 +92,7 @@ pub fn run(
             let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
             fig(
                 &format!("kernel TCP ({cc}), 1 connection"),
-                (v, Extra::default()),
+                (v, Sampled::default()),
             );
         }
         let ca = DevCa::new().map_err(|e| e.to_string())?;
@@ -190,7 +189,7 @@ async fn dwcp(
     cc: Congestion,
     total: u64,
     base_rtt: std::time::Duration,
-) -> Result<(f64, Extra), String> {
+) -> Result<(f64, Sampled), String> {
     let err = |e: std::io::Error| e.to_string();
     let cfg = |name: &str| -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(ca.config_for(name).map_err(|e| e.to_string())?, transport);
@@ -243,9 +242,9 @@ async fn dwcp(
     let sent = last.sent_packets.saturating_sub(first.sent_packets);
     let lost = last.lost_packets.saturating_sub(first.lost_packets);
     queue_ms.sort_by(f64::total_cmp);
-    let extra = Extra {
+    let sampled = Sampled {
         retrans_pct: (sent > 0).then(|| lost as f64 * 100.0 / sent as f64),
         queue_ms_p50: queue_ms.get(queue_ms.len() / 2).copied(),
     };
-    Ok((n as f64 / secs / 1e6, extra))
+    Ok((n as f64 / secs / 1e6, sampled))
 }

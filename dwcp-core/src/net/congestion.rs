@@ -105,7 +105,7 @@ pub struct DwcpCongestion {
     round_lost: u64,
     /// RTT samples in a row above the startup threshold, and when the
     /// first of them was taken.
-    above: (usize, Option<Instant>),
+    above: Option<(usize, Instant)>,
     rounds: u64,
     /// Position in [`GAIN_CYCLE`].
     cycle: usize,
@@ -132,7 +132,7 @@ impl DwcpCongestion {
             round_sample: 0.0,
             round_acked: 0,
             round_lost: 0,
-            above: (0, None),
+            above: None,
             rounds: 0,
             cycle: 0,
             probing: 0,
@@ -228,13 +228,12 @@ impl DwcpCongestion {
             return false;
         };
         if sample <= min + startup_rtt_threshold(min) {
-            self.above = (0, None);
+            self.above = None;
             return false;
         }
-        let (n, since) = self.above;
-        let since = since.unwrap_or(now);
-        self.above = (n + 1, Some(since));
-        n + 1 >= STARTUP_RTT_SAMPLES && now.saturating_duration_since(since) >= min / 4
+        let (n, since) = self.above.map_or((1, now), |(n, since)| (n + 1, since));
+        self.above = Some((n, since));
+        n >= STARTUP_RTT_SAMPLES && now.saturating_duration_since(since) >= min / 4
     }
 
     fn update_window(&mut self) {
@@ -398,33 +397,25 @@ mod tests {
 
     /// A path of `rate` bytes/s and `rtt`, driven for `secs` with the
     /// window the controller allows; `lose_every` drops one packet in N.
-    /// Returns the controller and the bytes delivered per second at the end.
-    fn drive(
-        rate: f64,
-        rtt: Duration,
-        secs: f64,
-        lose_every: u64,
-        ceiling: Option<f64>,
-    ) -> (DwcpCongestion, f64) {
-        let (cc, got, _) = drive_peak(rate, rtt, secs, lose_every, ceiling);
-        (cc, got)
-    }
-
-    /// [`drive`], also returning the largest window the controller allowed
-    /// and its mean over the last second.
-    fn drive_peak(
-        rate: f64,
-        rtt: Duration,
-        secs: f64,
-        lose_every: u64,
-        ceiling: Option<f64>,
-    ) -> (DwcpCongestion, f64, (u64, f64)) {
+    /// Returns what it saw ([`Run`]).
+    fn drive(rate: f64, rtt: Duration, secs: f64, lose_every: u64, ceiling: Option<f64>) -> Run {
         let t0 = Instant::now();
         let cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
         drive_from(cc, t0, rate, rtt, secs, lose_every)
     }
 
-    /// [`drive_peak`] from a controller `cc` in any state, starting at `t0`.
+    /// What [`drive`] saw.
+    struct Run {
+        cc: DwcpCongestion,
+        /// Bytes delivered in the last second.
+        delivered: f64,
+        /// Largest window the controller allowed.
+        peak_window: u64,
+        /// Mean window over the last second.
+        mean_window: f64,
+    }
+
+    /// [`drive`] from a controller `cc` in any state, starting at `t0`.
     fn drive_from(
         mut cc: DwcpCongestion,
         t0: Instant,
@@ -432,7 +423,7 @@ mod tests {
         rtt: Duration,
         secs: f64,
         lose_every: u64,
-    ) -> (DwcpCongestion, f64, (u64, f64)) {
+    ) -> Run {
         let mut peak = 0;
         let (mut window_sum, mut window_n) = (0u64, 0u64);
         let tick = Duration::from_millis(1);
@@ -480,8 +471,12 @@ mod tests {
                 window_n += 1;
             }
         }
-        let mean = window_sum as f64 / window_n.max(1) as f64;
-        (cc, delivered_last_sec as f64, (peak, mean))
+        Run {
+            cc,
+            delivered: delivered_last_sec as f64,
+            peak_window: peak,
+            mean_window: window_sum as f64 / window_n.max(1) as f64,
+        }
     }
 
     #[test]
@@ -497,7 +492,9 @@ mod tests {
         cc.round_max.push_back(rate / 4.0);
         cc.min_rtt = Some((rtt, t0));
         cc.update_window();
-        let (cc, got, _) = drive_from(cc, t0, rate, rtt, 2.0, 0);
+        let Run {
+            cc, delivered: got, ..
+        } = drive_from(cc, t0, rate, rtt, 2.0, 0);
         assert!(
             got > rate * 0.85,
             "delivered {got} B/s of {rate} in the second second, estimate {:?}",
@@ -511,7 +508,11 @@ mod tests {
         // before that, on the RTT growth, not after three flat rounds.
         let rate = 12_500_000.0;
         let rtt = Duration::from_millis(50);
-        let (_, got, (peak, _)) = drive_peak(rate, rtt, 4.0, 0, None);
+        let Run {
+            delivered: got,
+            peak_window: peak,
+            ..
+        } = drive(rate, rtt, 4.0, 0, None);
         let bdp = rate * rtt.as_secs_f64();
         assert!(
             (peak as f64) < bdp * 2.0,
@@ -528,7 +529,12 @@ mod tests {
         // 10 packets a 1 ms tick: the model carries exactly this rate.
         let rate = 12_000_000.0;
         let rtt = Duration::from_millis(50);
-        let (cc, got, (_, mean)) = drive_peak(rate, rtt, 6.0, 0, None);
+        let Run {
+            cc,
+            delivered: got,
+            mean_window: mean,
+            ..
+        } = drive(rate, rtt, 6.0, 0, None);
         let bdp = rate * rtt.as_secs_f64();
         let queue_ms = (mean - bdp).max(0.0) / rate * 1e3;
         assert!(
@@ -546,7 +552,9 @@ mod tests {
     fn fills_a_clean_path_without_a_standing_queue() {
         let rate = 12_500_000.0; // 100 Mbit/s
         let rtt = Duration::from_millis(50);
-        let (cc, got) = drive(rate, rtt, 6.0, 0, None);
+        let Run {
+            cc, delivered: got, ..
+        } = drive(rate, rtt, 6.0, 0, None);
         let bdp = rate * rtt.as_secs_f64();
         assert!(got > rate * 0.9, "delivered {got} B/s of {rate}");
         let bw = cc.bottleneck().expect("estimate");
@@ -562,7 +570,7 @@ mod tests {
     #[test]
     fn random_loss_below_the_threshold_keeps_the_rate() {
         let rate = 12_500_000.0;
-        let (_, got) = drive(rate, Duration::from_millis(50), 6.0, 50, None); // 2 %
+        let got = drive(rate, Duration::from_millis(50), 6.0, 50, None).delivered; // 2 %
         assert!(
             got > rate * 0.85,
             "delivered {got} B/s of {rate} at 2 % loss"
@@ -572,8 +580,8 @@ mod tests {
     #[test]
     fn heavy_loss_counts_as_congestion() {
         let rate = 12_500_000.0;
-        let (clean, _) = drive(rate, Duration::from_millis(50), 4.0, 0, None);
-        let (lossy, _) = drive(rate, Duration::from_millis(50), 4.0, 4, None); // 25 %
+        let clean = drive(rate, Duration::from_millis(50), 4.0, 0, None).cc;
+        let lossy = drive(rate, Duration::from_millis(50), 4.0, 4, None).cc; // 25 %
         let (a, b) = (
             clean.bottleneck().unwrap_or(0.0),
             lossy.bottleneck().unwrap_or(0.0),
@@ -589,7 +597,9 @@ mod tests {
         let rate = 12_500_000.0;
         let rtt = Duration::from_millis(50);
         let ceiling = rate / 4.0;
-        let (cc, got) = drive(rate, rtt, 4.0, 0, Some(ceiling));
+        let Run {
+            cc, delivered: got, ..
+        } = drive(rate, rtt, 4.0, 0, Some(ceiling));
         let cap = ceiling * rtt.as_secs_f64() * 1.5 + (4 * MTU) as f64;
         assert!(
             (cc.window() as f64) <= cap,
