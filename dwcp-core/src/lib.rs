@@ -52,6 +52,7 @@ pub mod codec;
 pub mod config;
 pub mod connection;
 pub mod corpus;
+pub mod cpu;
 pub mod encoder;
 pub mod error;
 pub mod estimator;

@@ -30,7 +30,7 @@
 //! transport waits for the compressor (the queue ran empty while a chunk was
 //! compressed), only the current level or a lighter one can, and the link is
 //! taken to be at least as fast as what the stream sends. Compressor speeds
-//! are scaled by the CPU share a stream can get ([`cpu_budget`]), so a
+//! are scaled by the CPU share a stream can get ([`crate::cpu`]), so a
 //! sidecar limited to half a core does not pick zstd-19 for a fast link.
 //! `docs/compression.md` gives the measurements behind the constants.
 
@@ -79,42 +79,6 @@ pub enum Wait {
     /// The transport waited for the compressor: the stream's queue had run
     /// empty by the time the chunk was ready.
     Compressor,
-}
-
-/// CPU cores compression may use in this process: the cgroup v2 quota
-/// (`/sys/fs/cgroup/cpu.max`) if there is one, else the machine's
-/// parallelism; [`set_cpu_budget`] overrides it.
-pub fn cpu_budget() -> f64 {
-    let set = f64::from_bits(CPU_BUDGET.load(std::sync::atomic::Ordering::Relaxed));
-    if set > 0.0 {
-        return set;
-    }
-    *DETECTED.get_or_init(|| {
-        std::fs::read_to_string("/sys/fs/cgroup/cpu.max")
-            .ok()
-            .and_then(|s| parse_cpu_max(&s))
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64))
-    })
-}
-
-/// Sets the CPU cores compression may use (0 or less: back to detection).
-pub fn set_cpu_budget(cores: f64) {
-    CPU_BUDGET.store(
-        cores.max(0.0).to_bits(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
-}
-
-static CPU_BUDGET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static DETECTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-
-/// Cores from a cgroup v2 `cpu.max` line (`"50000 100000"` is half a core;
-/// `"max 100000"` is no limit, `None`).
-fn parse_cpu_max(s: &str) -> Option<f64> {
-    let mut it = s.split_whitespace();
-    let quota: f64 = it.next()?.parse().ok()?;
-    let period: f64 = it.next()?.parse().ok()?;
-    (quota > 0.0 && period > 0.0).then_some(quota / period)
 }
 
 /// Candidates, fastest first.
@@ -220,7 +184,7 @@ impl Selector {
             current: 0,
             since_switch: MIN_DWELL,
             chunks: 0,
-            cpu_share: cpu_budget().min(1.0),
+            cpu_share: crate::cpu::cpu_budget().min(1.0),
             wire_rate: None,
             fed_rate: None,
         }
@@ -675,13 +639,6 @@ mod tests {
         // at 1 Gbit/s, and at 100 Mbit/s zstd19 (1.5 MB/s) never wins.
         assert_eq!(settle(&mut s, Some(125e6)), Level::Lz4);
         assert_ne!(settle(&mut s, Some(12.5e6)), Level::Zstd(19));
-    }
-
-    #[test]
-    fn cgroup_cpu_max_is_parsed() {
-        assert_eq!(parse_cpu_max("50000 100000\n"), Some(0.5));
-        assert_eq!(parse_cpu_max("max 100000\n"), None);
-        assert_eq!(parse_cpu_max("200000 100000"), Some(2.0));
     }
 
     #[test]

@@ -161,23 +161,6 @@ const COMPRESS_CHUNK: usize = 128 * 1024;
 /// Writes smaller than this are sent as-is: not worth a trip to the compressor.
 const MIN_COMPRESS: usize = 2048;
 
-/// Chunks compressed at once in the process (twice the cores): bounds the
-/// blocking threads and codec contexts busy with compression, whatever the
-/// number of streams.
-fn compress_permits() -> &'static tokio::sync::Semaphore {
-    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        tokio::sync::Semaphore::new(2 * cores)
-    })
-}
-
-/// Chunks of one stream compressed at once: the cores compression may use
-/// (cgroup quota or parallelism, [`crate::selector::cpu_budget`]), 1 to 4.
-fn compress_parallelism() -> usize {
-    (crate::selector::cpu_budget().floor() as usize).clamp(1, 4)
-}
-
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
         StreamError::Reset(_) | StreamError::Stopped(_) | StreamError::Refused => {
@@ -388,11 +371,8 @@ impl SendStream {
                 }
             })
         };
-        let mut enc = Encoder::new(self.policy(), bits);
-        // Chunks are compressed side by side (`send`): the compressor's
-        // speed is that many threads', within the CPU budget.
-        enc.selector_mut()
-            .set_cpu_share(crate::selector::cpu_budget().min(compress_parallelism() as f64));
+        // The compressor's CPU share is set per chunk (`send`).
+        let enc = Encoder::new(self.policy(), bits);
         let e = Arc::new(std::sync::Mutex::new(enc));
         self.encoder = Some(e.clone());
         e
@@ -512,7 +492,8 @@ impl SendStream {
         // Up to `parallel` chunks are compressed at once on the blocking
         // pool (each thread with its own zstd context); they are queued in
         // order as they come back.
-        let parallel = compress_parallelism();
+        let parallel = crate::cpu::stream_parallelism();
+        let compressing = crate::cpu::Compressing::start();
         let mut inflight = std::collections::VecDeque::new();
         loop {
             while inflight.len() < parallel && !data.is_empty() {
@@ -520,7 +501,8 @@ impl SendStream {
                 let enc = self.encoder();
                 let rate = self.conn.shared.rate_hint();
                 let fb = self.feedback;
-                let permit = compress_permits().acquire().await.map_err(|e| {
+                let share = compressing.share();
+                let permit = crate::cpu::permits().acquire().await.map_err(|e| {
                     StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
                         "compressor unavailable: {e}"
                     )))
@@ -529,11 +511,13 @@ impl SendStream {
                     let _permit = permit;
                     // The encoder is locked to choose the level and to
                     // learn from the result, not while compressing. A panic
-                    // elsewhere leaves the selector usable.
-                    let planned = enc
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .plan(chunk, rate, fb);
+                    // elsewhere leaves the selector usable. The compressor
+                    // is modelled with this stream's share of the threads.
+                    let planned = {
+                        let mut e = enc.lock().unwrap_or_else(|p| p.into_inner());
+                        e.selector_mut().set_cpu_share(share);
+                        e.plan(chunk, rate, fb)
+                    };
                     let out = planned.compress();
                     enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
                     out
