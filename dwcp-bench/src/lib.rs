@@ -11,6 +11,7 @@ pub mod latency;
 pub mod scenarios;
 pub mod sidecar;
 pub mod torture;
+pub mod wan_share;
 pub mod wan_tun;
 
 use std::net::SocketAddr;

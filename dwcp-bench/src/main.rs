@@ -77,6 +77,12 @@ enum Command {
         /// (comma-separated, e.g. `quic` or `kernel tcp (bbr),controller`).
         #[arg(long)]
         only: Option<String>,
+        /// With `--tun`: two flows on the link at once instead (two DWCP
+        /// controller connections, kernel CUBIC beside each QUIC
+        /// controller), each pair for this many seconds; the second flow
+        /// joins after 3 s and the shares are taken from 10 s on.
+        #[arg(long)]
+        share: Option<f64>,
     },
     /// Compares a run with a committed baseline; exits 1 on a regression.
     Gate {
@@ -392,7 +398,34 @@ fn main() {
             json,
             tun,
             only,
+            share,
         } => {
+            if let (true, Some(secs)) = (tun, share) {
+                match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs) {
+                    Ok(r) if json => print_json(&r),
+                    Ok(r) => {
+                        println!(
+                            "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), two flows, {secs} s each pair"
+                        );
+                        for f in &r {
+                            println!(
+                                "  {:<18} {:>6.1} Mbit/s  + {:<18} {:>6.1} Mbit/s (joined; share {:>4.1} %)  together {:>5.1} % of the link",
+                                f.first,
+                                f.first_mbit,
+                                f.second,
+                                f.second_mbit,
+                                f.second_share * 100.0,
+                                f.of_link * 100.0,
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("wan --tun --share: {e}");
+                        std::process::exit(2);
+                    }
+                }
+                return;
+            }
             if tun {
                 match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20, only) {
                     Ok(r) if json => print_json(&r),

@@ -179,17 +179,18 @@ async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f
     Ok(total as f64 / t0.elapsed().as_secs_f64() / 1e6)
 }
 
-/// DWCP on one stream: MB/s of `total` bytes, with what the transport
-/// reported along the way. `DWCP_WAN_TRACE=1` prints every sample.
-async fn dwcp(
+/// A DWCP connection from namespace A to a server on `port` in namespace B:
+/// (client side, server side).
+///
+/// # Errors
+/// An endpoint cannot bind or the handshake fails.
+pub(crate) async fn connect(
     ns: &NetnsPair,
     ca: &DevCa,
     port: u16,
     transport: Transport,
     cc: Congestion,
-    total: u64,
-    base_rtt: std::time::Duration,
-) -> Result<(f64, Sampled), String> {
+) -> Result<(dwcp_core::net::Connection, dwcp_core::net::Connection), String> {
     let err = |e: std::io::Error| e.to_string();
     let cfg = |name: &str| -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(ca.config_for(name).map_err(|e| e.to_string())?, transport);
@@ -210,6 +211,21 @@ async fn dwcp(
     );
     let c = c.map_err(|e| e.to_string())?;
     let s = s.ok_or("the server endpoint closed before the connection came")?;
+    Ok((c, s))
+}
+
+/// DWCP on one stream: MB/s of `total` bytes, with what the transport
+/// reported along the way. `DWCP_WAN_TRACE=1` prints every sample.
+async fn dwcp(
+    ns: &NetnsPair,
+    ca: &DevCa,
+    port: u16,
+    transport: Transport,
+    cc: Congestion,
+    total: u64,
+    base_rtt: std::time::Duration,
+) -> Result<(f64, Sampled), String> {
+    let (c, s) = connect(ns, ca, port, transport, cc).await?;
     let t0 = Instant::now();
     let trace = std::env::var_os("DWCP_WAN_TRACE").is_some();
     let first = c.stats().transport;

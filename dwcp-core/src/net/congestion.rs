@@ -10,7 +10,10 @@
 //!   the delivered count looked up in a short history of acknowledgements,
 //!   since quinn does not carry it per packet). App-limited samples only
 //!   raise the estimate.
-//! - **minimum RTT** over the last ten seconds.
+//! - **minimum RTT** over the last ten seconds. When it is that old, the
+//!   window drops to half a BDP for 200 ms (at least a round) and the lowest
+//!   RTT seen then becomes the minimum (BBR's ProbeRTT): flows that each keep
+//!   a little queue never let the path drain by themselves.
 //!
 //! Startup doubles the window each round until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
@@ -59,6 +62,10 @@ const PROBE_LAG_ROUNDS: u32 = 2;
 const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// RTT samples in a row above the threshold that end startup.
 const STARTUP_RTT_SAMPLES: usize = 8;
+/// How long the window stays at half a BDP when the minimum RTT is old
+/// (at least one round): long enough for every flow on the path to drain
+/// its share of the queue.
+const PROBE_RTT_TIME: Duration = Duration::from_millis(200);
 
 /// RTT growth over the minimum that ends startup: a queue is forming
 /// (HyStart++, RFC 9406: min RTT / 8, clamped to 4–16 ms).
@@ -83,6 +90,10 @@ impl ControllerFactory for DwcpCongestionConfig {
 enum Phase {
     Startup,
     Cruise,
+    /// The minimum RTT is old: the window is halved for [`PROBE_RTT_TIME`]
+    /// so the queue drains and the path's own RTT shows again, since started,
+    /// with the lowest RTT seen meanwhile.
+    ProbeRtt(Instant, Option<Duration>),
 }
 
 /// The controller (see the module docs).
@@ -236,11 +247,57 @@ impl DwcpCongestion {
         n >= STARTUP_RTT_SAMPLES && now.saturating_duration_since(since) >= min / 4
     }
 
+    /// Keeps the minimum RTT. An old minimum is not replaced by whatever
+    /// RTT comes next: with several flows each keeping a little queue, the
+    /// path never drains by itself and the minimum would creep up with the
+    /// queue, each flow's BDP with it (two flows on a 10 Mbit/s path ended
+    /// up at 90 of 50 ms and 97 % to one). Instead every flow halves its
+    /// window for [`PROBE_RTT_TIME`] and takes the lowest RTT seen then; a
+    /// flow that sees the queue drained by another one's probe refreshes its
+    /// own minimum there, so the flows fall into step (BBR's ProbeRTT, at
+    /// half a BDP as in BBRv2).
+    fn observe_rtt(&mut self, now: Instant, sample: Duration) {
+        if let Phase::ProbeRtt(since, low) = self.phase {
+            let low = low.map_or(sample, |l| l.min(sample));
+            let long = self
+                .min_rtt
+                .map_or(PROBE_RTT_TIME, |(m, _)| m.max(PROBE_RTT_TIME));
+            if now.saturating_duration_since(since) >= long {
+                self.min_rtt = Some((low, now));
+                self.phase = Phase::Cruise;
+                // Straight back to cruising: the queue is already drained.
+                self.cycle = 2;
+                self.update_window();
+            } else {
+                self.phase = Phase::ProbeRtt(since, Some(low));
+            }
+            return;
+        }
+        match self.min_rtt {
+            // A sample within jitter of the minimum shows the queue drained:
+            // the minimum is still good (kept, not raised).
+            Some((m, _)) if sample <= m + (m / 64).max(Duration::from_micros(250)) => {
+                self.min_rtt = Some((sample.min(m), now));
+            }
+            None => self.min_rtt = Some((sample, now)),
+            Some((m, at)) if now.saturating_duration_since(at) > MIN_RTT_WINDOW => {
+                if self.phase == Phase::Startup {
+                    self.min_rtt = Some((sample, now));
+                } else {
+                    self.phase = Phase::ProbeRtt(now, Some(sample));
+                    let bdp = self.bottleneck().unwrap_or(0.0) * m.as_secs_f64();
+                    self.window = ((bdp / 2.0) as u64).max(self.min_window());
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
     fn update_window(&mut self) {
         let (Some(bw), Some((rtt, _))) = (self.bottleneck(), self.min_rtt) else {
             return;
         };
-        if self.phase == Phase::Startup {
+        if matches!(self.phase, Phase::Startup | Phase::ProbeRtt(..)) {
             return;
         }
         let bw = match self.ceiling {
@@ -265,11 +322,8 @@ impl DwcpCongestion {
         self.round_acked += bytes;
         // This packet's own round trip (with the peer's ack delay).
         let sample_rtt = now.saturating_duration_since(sent);
-        let fresh = self.min_rtt.is_none_or(|(m, at)| {
-            sample_rtt <= m || now.saturating_duration_since(at) > MIN_RTT_WINDOW
-        });
-        if fresh && !sample_rtt.is_zero() {
-            self.min_rtt = Some((sample_rtt, now));
+        if !sample_rtt.is_zero() {
+            self.observe_rtt(now, sample_rtt);
         }
         if self.phase == Phase::Startup
             && !sample_rtt.is_zero()
@@ -476,6 +530,114 @@ mod tests {
             delivered: delivered_last_sec as f64,
             peak_window: peak,
             mean_window: window_sum as f64 / window_n.max(1) as f64,
+        }
+    }
+
+    /// Flows through one FIFO bottleneck of `rate` bytes/s and `rtt`, with a
+    /// drop-tail queue of `queue` bytes beyond the path's BDP; flow `i`
+    /// starts at `starts[i]` seconds. Returns each flow's delivery rate
+    /// (bytes/s) over the last `measure` seconds of `secs`, and the
+    /// controllers.
+    fn share(
+        starts: &[f64],
+        rate: f64,
+        rtt: Duration,
+        queue: u64,
+        secs: f64,
+        measure: f64,
+    ) -> (Vec<f64>, Vec<DwcpCongestion>) {
+        let t0 = Instant::now();
+        let mut ccs: Vec<DwcpCongestion> = starts
+            .iter()
+            .map(|s| DwcpCongestion::new(None, t0 + Duration::from_secs_f64(*s), MTU as u16))
+            .collect();
+        let tick = Duration::from_millis(1);
+        let per_tick = (rate * tick.as_secs_f64()) as u64;
+        let bdp = (rate * rtt.as_secs_f64()) as u64;
+        // The path in order: (flow, sent, bytes).
+        let mut path: VecDeque<(usize, Instant, u64)> = VecDeque::new();
+        let mut held = 0u64;
+        let mut in_flight = vec![0u64; ccs.len()];
+        let mut got = vec![0u64; ccs.len()];
+        let end = t0 + Duration::from_secs_f64(secs);
+        let from = end - Duration::from_secs_f64(measure);
+        let mut now = t0;
+        while now < end {
+            now += tick;
+            // Each started flow sends what its window allows, in turn a
+            // packet at a time (as pacing interleaves them).
+            let mut budget = vec![per_tick * 2; ccs.len()];
+            loop {
+                let mut sent_any = false;
+                for (i, cc) in ccs.iter_mut().enumerate() {
+                    let started = t0 + Duration::from_secs_f64(starts[i]);
+                    if now < started || in_flight[i] + MTU > cc.window() || budget[i] < MTU {
+                        continue;
+                    }
+                    budget[i] -= MTU;
+                    in_flight[i] += MTU;
+                    sent_any = true;
+                    if held > bdp + queue {
+                        // The queue is full: dropped at the bottleneck.
+                        in_flight[i] -= MTU;
+                        cc.lost(false, MTU);
+                        continue;
+                    }
+                    path.push_back((i, now, MTU));
+                    held += MTU;
+                }
+                if !sent_any {
+                    break;
+                }
+            }
+            let mut room = per_tick;
+            while let Some(&(i, sent, bytes)) = path.front() {
+                if now.duration_since(sent) < rtt || room < bytes {
+                    break;
+                }
+                path.pop_front();
+                held -= bytes;
+                in_flight[i] -= bytes;
+                room -= bytes;
+                ccs[i].ack(now, sent, bytes, false);
+                if now >= from {
+                    got[i] += bytes;
+                }
+            }
+            for cc in &mut ccs {
+                cc.end_acks(now);
+            }
+        }
+        (got.iter().map(|g| *g as f64 / measure).collect(), ccs)
+    }
+
+    #[test]
+    fn a_second_flow_gets_its_share_and_the_minimum_rtt_stays_the_paths() {
+        // Two flows on a 10 Mbit/s, 50 ms path with a one-BDP queue, the
+        // second starting after the first has the path. Each keeps a little
+        // queue, so the path never drained by itself: the minimum RTT crept
+        // up with the queue when it expired, the first flow's window with
+        // it, and the second got 0-28 % of the path (0 in 5 of 9 runs).
+        let rate = 1_250_000.0;
+        let rtt = Duration::from_millis(50);
+        let bdp = (rate * rtt.as_secs_f64()) as u64;
+        for start in [1.0, 3.0, 7.0] {
+            let (got, ccs) = share(&[0.0, start], rate, rtt, bdp, 30.0, 10.0);
+            let second = got[1] / (got[0] + got[1]);
+            assert!(
+                second > 0.4,
+                "starting at {start} s the second flow got {:.0} % ({:.2} and {:.2} Mbit/s)",
+                second * 100.0,
+                got[0] * 8e-6,
+                got[1] * 8e-6
+            );
+            for cc in &ccs {
+                let (min, _) = cc.min_rtt.expect("a minimum RTT");
+                assert!(
+                    min < rtt + rtt / 5,
+                    "starting at {start} s: minimum RTT {min:?} on a {rtt:?} path"
+                );
+            }
         }
     }
 
