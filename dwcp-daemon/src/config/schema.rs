@@ -235,15 +235,17 @@ pub struct Link {
 #[serde(rename_all = "lowercase")]
 pub enum CongestionName {
     /// quinn's BBR: keeps throughput under random loss (WAN paths), with a
-    /// standing queue (experimental upstream).
-    #[default]
+    /// standing queue of 30-50 ms, and starves a kernel CUBIC flow beside it
+    /// (experimental upstream).
     Bbr,
     /// CUBIC: fastest on clean, short paths.
     Cubic,
     /// NewReno.
     Newreno,
     /// DWCP's own model-based controller (see `dwcp_core::net::congestion`):
-    /// a few milliseconds of queue; not yet steady enough to be the default.
+    /// fills a clean WAN path with a few milliseconds of queue, keeps its
+    /// rate under random loss, and leaves room for TCP beside it.
+    #[default]
     Dwcp,
 }
 
