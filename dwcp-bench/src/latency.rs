@@ -1,7 +1,8 @@
 //! Interactive latency under bulk load: 1 KiB echoes on one stream while 8
-//! bulk streams saturate a loopback connection; DWCP (TCP lanes, interactive
-//! class weighted 16:1 over the bulk class) vs rust-yamux over one TCP
-//! connection. Both sides use the same mutual TLS 1.3 (rustls, ring).
+//! bulk streams saturate a loopback connection; DWCP (TCP lanes and QUIC,
+//! interactive class weighted 16:1 over the bulk class) vs rust-yamux over
+//! one TCP connection, with one raw TLS TCP connection's bulk rate beside
+//! them. Both sides use the same mutual TLS 1.3 (rustls, ring).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,8 +39,8 @@ fn pct(v: &mut [Duration], p: f64) -> f64 {
     v[i].as_secs_f64() * 1000.0
 }
 
-/// DWCP over TCP lanes.
-pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
+/// DWCP over `transport`.
+pub async fn dwcp(transport: Transport, messages: usize, bulk_cap: Option<u64>) -> Latency {
     let ca = DevCa::new().expect("ca");
     let proto = dwcp_core::Config {
         classes: vec![
@@ -58,9 +59,9 @@ pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
         ],
         ..Default::default()
     };
-    let mut scfg = EndpointConfig::new(ca.config_for("server").expect("cert"), Transport::Tcp);
+    let mut scfg = EndpointConfig::new(ca.config_for("server").expect("cert"), transport);
     scfg.protocol = proto.clone();
-    let mut ccfg = EndpointConfig::new(ca.config_for("client").expect("cert"), Transport::Tcp);
+    let mut ccfg = EndpointConfig::new(ca.config_for("client").expect("cert"), transport);
     ccfg.protocol = proto;
     let server = Endpoint::bind(loopback(), scfg).await.expect("bind");
     let client = Endpoint::bind(loopback(), ccfg).await.expect("bind");
@@ -142,12 +143,13 @@ pub async fn dwcp(messages: usize, bulk_cap: Option<u64>) -> Latency {
         b.abort();
     }
     c.close(dwcp_core::ErrorCode::NoError, "done");
+    let path = match transport {
+        Transport::Tcp => "4 TCP lanes + TLS",
+        Transport::Quic => "QUIC",
+    };
     let subject = match bulk_cap {
-        None => "DWCP, 4 TCP lanes + TLS, interactive class 16:1".into(),
-        Some(c) => format!(
-            "DWCP, as above, bulk class capped at {} MB/s",
-            c / 1_000_000
-        ),
+        None => format!("DWCP, {path}, interactive class 16:1"),
+        Some(c) => format!("DWCP, {path}, bulk class capped at {} MB/s", c / 1_000_000),
     };
     summarise(subject, rtts, start, &drained, d0)
 }

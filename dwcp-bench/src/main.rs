@@ -621,25 +621,45 @@ fn main() {
             bulk_cap_mbps,
             json,
         } => {
-            let d = rt.block_on(dwcp_bench::latency::dwcp(messages, None));
+            use dwcp_core::net::Transport;
+            let d = rt.block_on(dwcp_bench::latency::dwcp(Transport::Tcp, messages, None));
+            let q = rt.block_on(dwcp_bench::latency::dwcp(Transport::Quic, messages, None));
             let y = rt.block_on(dwcp_bench::baselines::yamux_latency(messages));
-            let capped = bulk_cap_mbps
-                .map(|c| rt.block_on(dwcp_bench::latency::dwcp(messages, Some(c * 1_000_000))));
+            let capped = bulk_cap_mbps.map(|c| {
+                rt.block_on(dwcp_bench::latency::dwcp(
+                    Transport::Tcp,
+                    messages,
+                    Some(c * 1_000_000),
+                ))
+            });
+            // One TLS TCP connection alone, for the bulk rate's scale.
+            let tls = rt.block_on(dwcp_bench::baselines::raw_tls_tcp_throughput(512 << 20));
             if json {
-                print_json(&[Some(&d), Some(&y), capped.as_ref()]);
+                print_json(&[Some(&d), Some(&q), Some(&y), capped.as_ref()]);
                 return;
             }
             println!(
                 "{:<50} {:>9} {:>9} {:>10}",
                 "system", "p50 ms", "p99 ms", "bulk MB/s"
             );
-            for l in [Some(&d), Some(&y), capped.as_ref()].into_iter().flatten() {
+            for l in [Some(&d), Some(&q), Some(&y), capped.as_ref()]
+                .into_iter()
+                .flatten()
+            {
                 println!(
                     "{:<50} {:>9.3} {:>9.3} {:>10.0}",
                     l.subject, l.p50_ms, l.p99_ms, l.bulk_mbps
                 );
             }
-            println!("p99 ratio DWCP / yamux: {:.3}", d.p99_ms / y.p99_ms);
+            println!(
+                "{:<50} {:>9} {:>9} {:>10.0}",
+                "raw TLS TCP, one connection, no echo", "", "", tls
+            );
+            println!(
+                "p99 ratio DWCP / yamux: TCP lanes {:.3}, QUIC {:.3}",
+                d.p99_ms / y.p99_ms,
+                q.p99_ms / y.p99_ms
+            );
         }
         Command::Compression { mib, json } => {
             let cells = dwcp_bench::compression::table(mib);
