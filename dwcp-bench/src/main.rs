@@ -78,9 +78,10 @@ enum Command {
         #[arg(long)]
         only: Option<String>,
         /// With `--tun`: two flows on the link at once instead (two DWCP
-        /// controller connections, kernel CUBIC beside each QUIC
-        /// controller), each pair for this many seconds; the second flow
-        /// joins after 3 s and the shares are taken from 10 s on.
+        /// controller connections, two kernel CUBIC flows, and kernel CUBIC
+        /// beside the DWCP controller and beside quinn BBR), each pair for
+        /// this many seconds (at least 15); the second flow joins after 3 s
+        /// and the shares are taken from 10 s on.
         #[arg(long)]
         share: Option<f64>,
     },
@@ -400,7 +401,12 @@ fn main() {
             only,
             share,
         } => {
+            if share.is_some() && !tun {
+                eprintln!("wan: --share needs --tun");
+                std::process::exit(2);
+            }
             if let (true, Some(secs)) = (tun, share) {
+                let secs = secs.max(dwcp_bench::wan_share::MIN_SECS);
                 match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs) {
                     Ok(r) if json => print_json(&r),
                     Ok(r) => {
@@ -408,6 +414,10 @@ fn main() {
                             "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), two flows, {secs} s each pair"
                         );
                         for f in &r {
+                            if let Some(e) = &f.error {
+                                println!("  {:<18} + {:<18} FAILED: {e}", f.first, f.second);
+                                continue;
+                            }
                             println!(
                                 "  {:<18} {:>6.1} Mbit/s  + {:<18} {:>6.1} Mbit/s (joined; share {:>4.1} %)  together {:>5.1} % of the link",
                                 f.first,

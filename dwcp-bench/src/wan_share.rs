@@ -5,8 +5,9 @@
 //! case: the first holds the whole path); both send until the end. Each
 //! receiver counts what it got, and the shares are taken over the last part
 //! of the run, after the second flow had time to settle. Pairs: two DWCP
-//! controller connections, and each QUIC controller against a kernel CUBIC
-//! flow (what DWCP does to the traffic beside it). Needs root.
+//! controller connections, two kernel CUBIC flows (the reference), and
+//! kernel CUBIC beside the DWCP controller and beside quinn BBR (what each
+//! does to the traffic beside it). Needs root.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ use crate::wan_tun::connect;
 const JOIN_AFTER: f64 = 3.0;
 /// Seconds after the join before the shares are measured.
 const SETTLE: f64 = 7.0;
+/// Shortest run of a pair, in seconds.
+pub const MIN_SECS: f64 = JOIN_AFTER + SETTLE + 5.0;
 
 /// One pair's result.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +45,8 @@ pub struct ShareFigure {
     pub second_share: f64,
     /// Both together over the link rate.
     pub of_link: f64,
+    /// Why the pair did not finish (a flow failed; the rates are then 0).
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -63,12 +68,12 @@ impl Flow {
 }
 
 /// Runs each pair over a `mbit` Mbit/s, `rtt_ms` ms, `loss_pct` % link for
-/// `secs` seconds each (at least [`JOIN_AFTER`] + [`SETTLE`] + 5).
+/// `secs` seconds each (at least [`MIN_SECS`]).
 ///
 /// # Errors
 /// Namespaces cannot be built here (not root, no TUN), or a flow fails.
 pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, secs: f64) -> Result<Vec<ShareFigure>, String> {
-    let secs = secs.max(JOIN_AFTER + SETTLE + 5.0);
+    let secs = secs.max(MIN_SECS);
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {
         seed: profile.seed.wrapping_add(1),
@@ -91,7 +96,12 @@ pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, secs: f64) -> Result<Vec<Share
         let mut port = 7300u16;
         for (a, b) in pairs {
             port += 2;
-            let got = rt.block_on(pair(&ns, &ca, port, a, b, secs))?;
+            // A flow that fails is reported in its row: quinn BBR's
+            // connection was lost beside CUBIC on a 200 ms path.
+            let (got, error) = match rt.block_on(pair(&ns, &ca, port, a, b, secs)) {
+                Ok(got) => (got, None),
+                Err(e) => ((0.0, 0.0), Some(e)),
+            };
             let total = got.0 + got.1;
             out.push(ShareFigure {
                 first: a.name(),
@@ -100,6 +110,7 @@ pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, secs: f64) -> Result<Vec<Share
                 second_mbit: got.1 * 8e-6,
                 second_share: if total > 0.0 { got.1 / total } else { 0.0 },
                 of_link: total * 8e-6 / mbit as f64,
+                error,
             });
         }
         Ok(out)

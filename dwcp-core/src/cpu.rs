@@ -58,12 +58,12 @@ pub(crate) fn parse_cpu_max(s: &str) -> Option<f64> {
 /// Chunks compressed at once with `budget` cores: one core is left to the
 /// transport, at least one thread compresses, at most [`MAX_THREADS`].
 pub fn compression_threads_for(budget: f64) -> usize {
-    let cores = if budget.is_finite() && budget > 0.0 {
-        budget.ceil() as usize
+    let spare = if budget.is_finite() && budget > 1.0 {
+        (budget - 1.0).floor() as usize
     } else {
-        1
+        0
     };
-    cores.saturating_sub(1).clamp(1, MAX_THREADS)
+    spare.clamp(1, MAX_THREADS)
 }
 
 /// Chunks compressed at once in this process ([`compression_threads_for`]
@@ -142,6 +142,9 @@ mod tests {
         assert_eq!(compression_threads_for(0.5), 1);
         assert_eq!(compression_threads_for(1.0), 1);
         assert_eq!(compression_threads_for(1.5), 1);
+        // 2.5 cores: two threads would leave the transport half a core.
+        assert_eq!(compression_threads_for(2.5), 1);
+        assert_eq!(compression_threads_for(3.0), 2);
         assert_eq!(compression_threads_for(64.0), MAX_THREADS);
         assert_eq!(compression_threads_for(f64::NAN), 1);
     }

@@ -11,9 +11,10 @@
 //!   since quinn does not carry it per packet). App-limited samples only
 //!   raise the estimate.
 //! - **minimum RTT** over the last ten seconds. When it is that old, the
-//!   window drops to half a BDP for 200 ms (at least a round) and the lowest
-//!   RTT seen then becomes the minimum (BBR's ProbeRTT): flows that each keep
-//!   a little queue never let the path drain by themselves.
+//!   window drops to half a BDP for 200 ms, and until a packet sent after
+//!   the drop is acknowledged, and the lowest RTT of those packets becomes
+//!   the minimum (BBR's ProbeRTT): flows that each keep a little queue never
+//!   let the path drain by themselves.
 //!
 //! Startup doubles the window each round until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
@@ -90,9 +91,10 @@ impl ControllerFactory for DwcpCongestionConfig {
 enum Phase {
     Startup,
     Cruise,
-    /// The minimum RTT is old: the window is halved for [`PROBE_RTT_TIME`]
-    /// so the queue drains and the path's own RTT shows again, since started,
-    /// with the lowest RTT seen meanwhile.
+    /// The minimum RTT is old: the window is half a BDP for at least
+    /// [`PROBE_RTT_TIME`] so the queue drains and the path's own RTT shows
+    /// again. Since when, and the lowest RTT of a packet sent since then
+    /// (one that saw the drained queue).
     ProbeRtt(Instant, Option<Duration>),
 }
 
@@ -175,6 +177,15 @@ impl DwcpCongestion {
 
     fn end_round(&mut self, now: Instant) {
         self.rounds += 1;
+        if matches!(self.phase, Phase::ProbeRtt(..)) {
+            // The probe's own low rate is not the path's: on a short path
+            // 200 ms is more than the rounds the estimate covers.
+            self.round_start = now;
+            self.round_sample = 0.0;
+            self.round_acked = 0;
+            self.round_lost = 0;
+            return;
+        }
         // What was known before this round's sample.
         let known = self.round_max.iter().copied().fold(0.0, f64::max);
         let lost_share = if self.round_acked + self.round_lost > 0 {
@@ -251,25 +262,30 @@ impl DwcpCongestion {
     /// RTT comes next: with several flows each keeping a little queue, the
     /// path never drains by itself and the minimum would creep up with the
     /// queue, each flow's BDP with it (two flows on a 10 Mbit/s path ended
-    /// up at 90 of 50 ms and 97 % to one). Instead every flow halves its
-    /// window for [`PROBE_RTT_TIME`] and takes the lowest RTT seen then; a
+    /// up at 90 of 50 ms and 97 % to one). Instead every flow sets its
+    /// window to half a BDP for [`PROBE_RTT_TIME`] and takes the lowest RTT
+    /// of a packet sent meanwhile: on a long path the packets acknowledged
+    /// first were sent before, into the queue, so the probe lasts until one
+    /// sent after its start comes back. A
     /// flow that sees the queue drained by another one's probe refreshes its
     /// own minimum there, so the flows fall into step (BBR's ProbeRTT, at
     /// half a BDP as in BBRv2).
-    fn observe_rtt(&mut self, now: Instant, sample: Duration) {
+    fn observe_rtt(&mut self, now: Instant, sent: Instant, sample: Duration) {
         if let Phase::ProbeRtt(since, low) = self.phase {
-            let low = low.map_or(sample, |l| l.min(sample));
-            let long = self
-                .min_rtt
-                .map_or(PROBE_RTT_TIME, |(m, _)| m.max(PROBE_RTT_TIME));
-            if now.saturating_duration_since(since) >= long {
-                self.min_rtt = Some((low, now));
-                self.phase = Phase::Cruise;
-                // Straight back to cruising: the queue is already drained.
-                self.cycle = 2;
-                self.update_window();
+            let low = if sent >= since {
+                Some(low.map_or(sample, |l| l.min(sample)))
             } else {
-                self.phase = Phase::ProbeRtt(since, Some(low));
+                low
+            };
+            match low {
+                Some(low) if now.saturating_duration_since(since) >= PROBE_RTT_TIME => {
+                    self.min_rtt = Some((low, now));
+                    self.phase = Phase::Cruise;
+                    // Straight back to cruising: the queue is already drained.
+                    self.cycle = 2;
+                    self.update_window();
+                }
+                _ => self.phase = Phase::ProbeRtt(since, low),
             }
             return;
         }
@@ -284,7 +300,7 @@ impl DwcpCongestion {
                 if self.phase == Phase::Startup {
                     self.min_rtt = Some((sample, now));
                 } else {
-                    self.phase = Phase::ProbeRtt(now, Some(sample));
+                    self.phase = Phase::ProbeRtt(now, None);
                     let bdp = self.bottleneck().unwrap_or(0.0) * m.as_secs_f64();
                     self.window = ((bdp / 2.0) as u64).max(self.min_window());
                 }
@@ -323,7 +339,7 @@ impl DwcpCongestion {
         // This packet's own round trip (with the peer's ack delay).
         let sample_rtt = now.saturating_duration_since(sent);
         if !sample_rtt.is_zero() {
-            self.observe_rtt(now, sample_rtt);
+            self.observe_rtt(now, sent, sample_rtt);
         }
         if self.phase == Phase::Startup
             && !sample_rtt.is_zero()
@@ -639,6 +655,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_minimum_rtt_stays_the_paths_on_a_long_path() {
+        // 200 ms: the first acknowledgements after the window drops are for
+        // packets sent into the queue before; the probe must wait for one
+        // sent after it.
+        let rate = 12_500_000.0;
+        let rtt = Duration::from_millis(200);
+        let bdp = (rate * rtt.as_secs_f64()) as u64;
+        let (got, ccs) = share(&[0.0, 3.0], rate, rtt, bdp, 45.0, 10.0);
+        for cc in &ccs {
+            let (min, _) = cc.min_rtt.expect("a minimum RTT");
+            assert!(
+                min < rtt + rtt / 10,
+                "minimum RTT {min:?} on a {rtt:?} path"
+            );
+        }
+        let total: f64 = got.iter().sum();
+        assert!(total > rate * 0.85, "together {:.1} Mbit/s", total * 8e-6);
     }
 
     #[test]

@@ -493,7 +493,9 @@ impl SendStream {
         // pool (each thread with its own zstd context); they are queued in
         // order as they come back.
         let parallel = crate::cpu::stream_parallelism();
-        let compressing = crate::cpu::Compressing::start();
+        // Counted among the streams compressing while a chunk of this one
+        // is at the compressor (not while it waits for the transport).
+        let mut compressing: Option<crate::cpu::Compressing> = None;
         let mut inflight = std::collections::VecDeque::new();
         loop {
             while inflight.len() < parallel && !data.is_empty() {
@@ -501,7 +503,9 @@ impl SendStream {
                 let enc = self.encoder();
                 let rate = self.conn.shared.rate_hint();
                 let fb = self.feedback;
-                let share = compressing.share();
+                let share = compressing
+                    .get_or_insert_with(crate::cpu::Compressing::start)
+                    .share();
                 let permit = crate::cpu::permits().acquire().await.map_err(|e| {
                     StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
                         "compressor unavailable: {e}"
@@ -535,6 +539,9 @@ impl SendStream {
                 )))
             })?;
             self.record(&out);
+            if inflight.is_empty() {
+                compressing = None;
+            }
             // Whether the transport waited for this chunk: nothing of the
             // stream was left queued while it was compressed.
             let queued = self.conn.shared.lock().core.stream_send_queued(self.id);

@@ -226,7 +226,7 @@ pub struct Link {
     pub rate_mbps: Option<f64>,
     /// TCP lanes per connection for peers with `transport = "tcp"`.
     pub tcp_lanes: usize,
-    /// QUIC congestion control: `bbr` (default), `cubic`, `newreno` or `dwcp`.
+    /// QUIC congestion control: `dwcp` (default), `bbr`, `cubic` or `newreno`.
     pub congestion: CongestionName,
 }
 
