@@ -231,6 +231,7 @@ async fn dwcp(
     let first = c.stats().transport;
     let mut queue_ms = Vec::new();
     let n = {
+        let receiver = s.clone();
         let moving = crate::scenarios::transfer(&c, s, 1, total);
         tokio::pin!(moving);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
@@ -243,10 +244,13 @@ async fn dwcp(
                         queue_ms.push(srtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
                     }
                     if trace {
+                        let (sc, rc) = (c.stats().core, receiver.stats().core);
                         eprintln!(
-                            "{:>6.2} s  cwnd {:>8}  srtt {:?}  min {:?}  sent {}  lost {}",
-                            t0.elapsed().as_secs_f64(), t.cwnd, t.rtt, t.min_rtt,
-                            t.sent_packets, t.lost_packets
+                            "{:>6.2} s  cwnd {:>8}  srtt {:?}  sent {}  lost {}  \
+                             DWCP: sent {} received {} rtt {:?} receiver's window {}",
+                            t0.elapsed().as_secs_f64(), t.cwnd, t.rtt,
+                            t.sent_packets, t.lost_packets, sc.data_raw_sent,
+                            rc.data_raw_received, rc.smoothed_rtt, rc.connection_window
                         );
                     }
                 }

@@ -32,7 +32,8 @@ pub struct Config {
     /// bytes per stream (default 256 KiB).
     pub initial_stream_window: u32,
     /// Ceiling the per-stream window may auto-tune to; the per-stream limit on
-    /// buffered-but-unread bytes (default 16 MiB).
+    /// buffered-but-unread bytes (default 64 MiB, the connection's: one
+    /// stream may fill a 1 Gbit/s, 200 ms path, whose BDP is 25 MB).
     pub max_stream_window: u32,
     /// Initial connection receive window (default 1 MiB).
     pub initial_connection_window: u32,
@@ -80,7 +81,7 @@ impl Default for Config {
             max_frame_payload: 256 * 1024,
             max_decoded_frame: 1024 * 1024,
             initial_stream_window: 256 * 1024,
-            max_stream_window: 16 * 1024 * 1024,
+            max_stream_window: 64 * 1024 * 1024,
             initial_connection_window: 1024 * 1024,
             max_connection_window: 64 * 1024 * 1024,
             max_streams: 10_000,

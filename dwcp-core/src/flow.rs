@@ -3,12 +3,25 @@
 //! A receiver allows the peer `window` bytes beyond what the application has
 //! consumed. When the unused allowance drops to half the window, it sends the
 //! difference as credit (a WINDOW frame). If two such updates happen less than
-//! two smoothed RTTs apart, the window limited the sender during that round
-//! trip, so the window doubles, up to its ceiling (the approach of Chromium's
-//! QUIC and quinn). All accounting is in decoded (raw) bytes, so the window is
-//! also the bound on memory held for the stream.
+//! [`GROWTH_RTTS`] smoothed RTTs apart, the window limited the sender, so the
+//! window doubles, up to its ceiling (the approach of Chromium's QUIC and
+//! quinn, which double within two RTTs). All accounting is in decoded (raw)
+//! bytes, so the window is also the bound on memory held for the stream.
+//!
+//! Why four RTTs and not two: on a lossy path every lost packet holds what
+//! follows it until the retransmission arrives, a round trip or more later,
+//! so the application reads in bursts and updates come a round trip plus a
+//! hole apart, however hard the window holds the sender back. With two RTTs
+//! the window of a stream on a 100 Mbit/s, 200 ms path with 5 % loss stopped
+//! growing at 1–2 MiB (a tenth of the path). A reader slower than the path
+//! grows its window to at most eight times what it reads per RTT, within the
+//! ceiling.
 
 use std::time::{Duration, Instant};
+
+/// Credit updates less than this many smoothed RTTs apart double the
+/// window (see the module docs).
+pub const GROWTH_RTTS: u32 = 4;
 
 /// Receive-side window of a stream or of the whole connection.
 #[derive(Debug, Clone)]
@@ -96,7 +109,7 @@ impl RecvWindow {
             return None;
         }
         if let (Some(epoch), Some(rtt)) = (self.epoch, srtt) {
-            if now.saturating_duration_since(epoch) < rtt * 2 && self.window < self.max {
+            if now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS && self.window < self.max {
                 self.window = (self.window * 2).min(self.max);
             }
         }
@@ -190,6 +203,30 @@ mod tests {
         w.take_update(t0 + Duration::from_secs(5), rtt);
         assert_eq!(w.window(), 2000);
         assert!(w.buffered() == 0);
+    }
+
+    /// A lost packet pauses the reader for a round trip or more, so on a
+    /// lossy path a sender held back by the window sees its credit come
+    /// three RTTs apart: the window must still grow. Five RTTs apart, the
+    /// reader is slower than the path and it must not.
+    #[test]
+    fn updates_spaced_by_a_hole_still_grow_the_window() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(200);
+        let mut w = RecvWindow::new(1000, 64_000);
+        let mut at = t0;
+        let mut step = |w: &mut RecvWindow, gap: Duration| {
+            at += gap;
+            let n = w.advertised - w.received;
+            w.on_receive(n).expect("in window");
+            w.on_consume(n);
+            w.take_update(at, Some(rtt));
+            w.window()
+        };
+        step(&mut w, Duration::ZERO);
+        assert_eq!(step(&mut w, rtt * 3), 2000);
+        assert_eq!(step(&mut w, rtt * 3), 4000);
+        assert_eq!(step(&mut w, rtt * 5), 4000);
     }
 
     #[test]

@@ -116,6 +116,9 @@ pub struct DwcpCongestion {
     round_sample: f64,
     round_acked: u64,
     round_lost: u64,
+    /// Some acknowledgement of the current round said the sender was
+    /// application-limited: its rate sample says nothing about the path.
+    round_app_limited: bool,
     /// RTT samples in a row above the startup threshold, and when the
     /// first of them was taken.
     above: Option<(usize, Instant)>,
@@ -152,6 +155,7 @@ impl DwcpCongestion {
             min_rtt: None,
             startup_best: 0.0,
             startup_flat: 0,
+            round_app_limited: false,
         }
     }
 
@@ -224,6 +228,10 @@ impl DwcpCongestion {
             if bw > self.startup_best * 1.25 {
                 self.startup_best = bw;
                 self.startup_flat = 0;
+            } else if self.round_app_limited && lost_share <= LOSS_THRESHOLD {
+                // Flow control or the application held the sender back: a
+                // flat rate here is theirs, not the path's (BBR's full-
+                // bandwidth check skips such rounds too).
             } else {
                 self.startup_flat += 1;
                 if self.startup_flat >= STARTUP_FLAT_ROUNDS || lost_share > LOSS_THRESHOLD {
@@ -235,6 +243,7 @@ impl DwcpCongestion {
         self.round_sample = 0.0;
         self.round_acked = 0;
         self.round_lost = 0;
+        self.round_app_limited = false;
         self.update_window();
     }
 
@@ -336,6 +345,7 @@ impl DwcpCongestion {
     pub fn ack(&mut self, now: Instant, sent: Instant, bytes: u64, app_limited: bool) {
         self.delivered += bytes;
         self.round_acked += bytes;
+        self.round_app_limited |= app_limited;
         // This packet's own round trip (with the peer's ack delay).
         let sample_rtt = now.saturating_duration_since(sent);
         if !sample_rtt.is_zero() {
@@ -471,7 +481,7 @@ mod tests {
     fn drive(rate: f64, rtt: Duration, secs: f64, lose_every: u64, ceiling: Option<f64>) -> Run {
         let t0 = Instant::now();
         let cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
-        drive_from(cc, t0, rate, rtt, secs, lose_every)
+        drive_from(cc, t0, rate, rtt, secs, lose_every, None)
     }
 
     /// What [`drive`] saw.
@@ -486,6 +496,9 @@ mod tests {
     }
 
     /// [`drive`] from a controller `cc` in any state, starting at `t0`.
+    /// With `app` = (bytes/s, seconds), the application supplies only that
+    /// rate for that long (held back by flow control, say), and the
+    /// acknowledgements meanwhile say the sender was application-limited.
     fn drive_from(
         mut cc: DwcpCongestion,
         t0: Instant,
@@ -493,6 +506,7 @@ mod tests {
         rtt: Duration,
         secs: f64,
         lose_every: u64,
+        app: Option<(f64, f64)>,
     ) -> Run {
         let mut peak = 0;
         let (mut window_sum, mut window_n) = (0u64, 0u64);
@@ -509,7 +523,14 @@ mod tests {
         while now < end {
             now += tick;
             // Send what the window allows (the link takes per_tick a tick).
-            let mut budget = per_tick * 2;
+            let app_limited =
+                app.is_some_and(|(_, until)| now < t0 + Duration::from_secs_f64(until));
+            let mut budget = match app {
+                Some((app_rate, _)) if app_limited => {
+                    ((app_rate * tick.as_secs_f64()) as u64).max(MTU)
+                }
+                _ => per_tick * 2,
+            };
             while in_flight + MTU <= cc.window() && budget >= MTU {
                 flight.push_back((now, MTU));
                 in_flight += MTU;
@@ -528,7 +549,7 @@ mod tests {
                 if lose_every > 0 && n.is_multiple_of(lose_every) {
                     cc.lost(false, bytes);
                 } else {
-                    cc.ack(now, sent, bytes, false);
+                    cc.ack(now, sent, bytes, app_limited);
                     if end.duration_since(now) < Duration::from_secs(1) {
                         delivered_last_sec += bytes;
                     }
@@ -692,11 +713,33 @@ mod tests {
         cc.update_window();
         let Run {
             cc, delivered: got, ..
-        } = drive_from(cc, t0, rate, rtt, 2.0, 0);
+        } = drive_from(cc, t0, rate, rtt, 2.0, 0, None);
         assert!(
             got > rate * 0.85,
             "delivered {got} B/s of {rate} in the second second, estimate {:?}",
             cc.bottleneck()
+        );
+    }
+
+    /// A sender held back by flow control in startup (the receive windows
+    /// grow a round trip behind the congestion window) sees flat rates that
+    /// say nothing about the path. Those rounds must not end startup: on a
+    /// 200 ms path, leaving startup at the application's rate left the
+    /// estimate there and took seconds of probing to recover.
+    #[test]
+    fn application_limited_rounds_do_not_end_startup() {
+        let rate = 12.5e6; // 100 Mbit/s
+        let rtt = Duration::from_millis(200);
+        let t0 = Instant::now();
+        let cc = DwcpCongestion::new(None, t0, MTU as u16);
+        // Two seconds at a fifth of the path, then all the application has.
+        let Run { cc, delivered, .. } =
+            drive_from(cc, t0, rate, rtt, 4.0, 0, Some((rate / 5.0, 2.0)));
+        assert!(
+            delivered > rate * 0.85,
+            "{:.1} Mbit/s of 100 in the last second (phase {:?})",
+            delivered * 8e-6,
+            cc.phase
         );
     }
 

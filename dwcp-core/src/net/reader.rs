@@ -145,7 +145,14 @@ pub(crate) async fn read_lane<R: AsyncRead + Unpin>(r: R, shared: Arc<Shared>, r
                 return;
             }
             Err(e) => {
-                shared.transport_failed(&format!("lane read failed: {e}"));
+                // quinn's "connection lost" says why only in its source.
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                shared.transport_failed(&format!("lane read failed: {why}"));
                 return;
             }
         }
