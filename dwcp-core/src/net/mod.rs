@@ -31,6 +31,7 @@ mod stream;
 mod tcp;
 mod tcp_info;
 mod transport;
+mod unordered;
 
 pub use admission::HandshakeLimits;
 pub use connection::{Connection, LinkSummary, Stats};

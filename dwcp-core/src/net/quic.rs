@@ -27,6 +27,7 @@ use crate::net::outage_probe::OutageProbeFactory;
 use crate::net::reader::{read_lane, LaneRole};
 use crate::net::refusals::RefusalReason;
 use crate::net::transport::{LaneTx, StatsFn, Transport, TransportStats};
+use crate::net::unordered::{HoleBudget, UnorderedRecv};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side, StreamId, Transmit};
 
@@ -196,6 +197,9 @@ fn start(
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     let writers = Writers::new();
+    // What this connection's QUIC streams may hold behind missing data
+    // (see unordered.rs): quinn's connection window, as before.
+    let holes = HoleBudget::new(transport_send_window(&cfg.protocol));
     let shared = Shared::new(
         core,
         Box::new(QuicRouter {
@@ -205,6 +209,7 @@ fn start(
             streams: HashMap::new(),
             closing: Vec::new(),
             writers: writers.clone(),
+            holes: holes.clone(),
         }),
         stats_of(conn.clone()),
         identity_of(&conn),
@@ -249,6 +254,7 @@ fn start(
                             recv,
                             shared.clone(),
                             writers.clone(),
+                            holes.clone(),
                         ));
                     }
                     Err(e) => {
@@ -291,13 +297,7 @@ async fn tune_send_window(conn: quinn::Connection, max: u64) {
             return;
         }
         let path = conn.stats().path;
-        let target = window.target(
-            Instant::now(),
-            path.cwnd,
-            path.sent_packets,
-            path.lost_packets,
-        );
-        conn.set_send_window(target);
+        conn.set_send_window(window.target(Instant::now(), path.cwnd, path.lost_packets));
     }
 }
 
@@ -316,34 +316,13 @@ const LOSS_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 /// about three quarters of the link. For [`LOSS_MEMORY`] after a loss the
 /// window is 3 × cwnd: one window in flight, one held behind the hole, and
 /// room to write.
-///
-/// The same span, from a stream's oldest unacknowledged byte to the newest
-/// one sent, is what the receiver holds with a gap at every lost packet, and
-/// quinn closes the connection ("too many gaps in stream buffer", an
-/// internal error) when a stream's receive buffer holds more than 1,024
-/// pieces. A sender overrunning the bottleneck queue (quinn's BBR lost a
-/// third of its packets on a 100 Mbit/s, 100 ms, 2 % loss path) got there
-/// within seconds. So the window is also held to [`GAP_BUDGET`] lost
-/// packets at the loss rate of the last [`LOSS_MEMORY`]: at 5 % loss about
-/// 10 MB, at 1 % about 50 MB.
 #[derive(Debug, Clone)]
 struct SendWindow {
     min: u64,
     max: u64,
     lost: u64,
     last_loss: Option<Instant>,
-    /// (time, packets sent, packets lost) over the last [`LOSS_MEMORY`].
-    history: std::collections::VecDeque<(Instant, u64, u64)>,
 }
-
-/// Lost packets the send window may span (the receiver's gaps): well below
-/// quinn's limit of 1,024 pieces per stream, for bursts.
-const GAP_BUDGET: u64 = 400;
-/// Stream bytes per packet assumed by the gap budget (the smallest QUIC MTU
-/// less headers).
-const GAP_PACKET_BYTES: u64 = 1_100;
-/// Packets sent over [`LOSS_MEMORY`] below which no loss rate is taken.
-const GAP_MIN_SAMPLE: u64 = 200;
 
 impl SendWindow {
     fn new(min: u64, max: u64) -> Self {
@@ -352,31 +331,16 @@ impl SendWindow {
             max: max.max(min),
             lost: 0,
             last_loss: None,
-            history: std::collections::VecDeque::new(),
         }
     }
 
-    /// The window for congestion window `cwnd`, given the connection's
-    /// counts of packets sent and lost so far.
-    fn target(&mut self, now: Instant, cwnd: u64, sent_packets: u64, lost_packets: u64) -> u64 {
+    /// The window for congestion window `cwnd`, given the connection's count
+    /// of lost packets so far.
+    fn target(&mut self, now: Instant, cwnd: u64, lost_packets: u64) -> u64 {
         if lost_packets > self.lost {
             self.lost = lost_packets;
             self.last_loss = Some(now);
         }
-        self.history.push_back((now, sent_packets, lost_packets));
-        while self
-            .history
-            .front()
-            .is_some_and(|(t, ..)| now.saturating_duration_since(*t) > LOSS_MEMORY)
-        {
-            self.history.pop_front();
-        }
-        let gap_cap = self.history.front().and_then(|&(_, sent0, lost0)| {
-            let sent = sent_packets.saturating_sub(sent0);
-            let lost = lost_packets.saturating_sub(lost0);
-            (sent >= GAP_MIN_SAMPLE && lost > 0)
-                .then(|| GAP_BUDGET * GAP_PACKET_BYTES * sent / lost)
-        });
         let lossy = self
             .last_loss
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_MEMORY);
@@ -385,7 +349,7 @@ impl SendWindow {
         } else {
             cwnd + cwnd / 2
         };
-        w.min(gap_cap.unwrap_or(u64::MAX)).clamp(self.min, self.max)
+        w.clamp(self.min, self.max)
     }
 }
 
@@ -497,6 +461,8 @@ pub(crate) struct QuicRouter {
     /// frames already produced for them are queued.
     closing: Vec<StreamId>,
     writers: Arc<Writers>,
+    /// Bytes the connection's QUIC streams may hold out of order.
+    holes: Arc<HoleBudget>,
 }
 
 impl Transport for QuicRouter {
@@ -518,7 +484,13 @@ impl Transport for QuicRouter {
             return None;
         }
         // A stream of ours with no QUIC stream yet: its OPEN is the first frame.
-        let tx = open_stream(self.conn.clone(), shared, &self.writers, interactive);
+        let tx = open_stream(
+            self.conn.clone(),
+            shared,
+            &self.writers,
+            self.holes.clone(),
+            interactive,
+        );
         self.streams.insert(stream, tx.clone());
         Some((stream as u64, tx))
     }
@@ -593,6 +565,7 @@ fn open_stream(
     conn: quinn::Connection,
     shared: &Arc<Shared>,
     writers: &Arc<Writers>,
+    holes: Arc<HoleBudget>,
     interactive: bool,
 ) -> LaneTx {
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
@@ -606,6 +579,7 @@ fn open_stream(
                     // stream has 2).
                     let _ = send.set_priority(1);
                 }
+                let recv = UnorderedRecv::new(recv, 0, holes);
                 tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
                 write_quic_lane(send, rx, shared, guard).await;
             }
@@ -622,6 +596,7 @@ async fn read_accepted_quic(
     mut recv: quinn::RecvStream,
     shared: Arc<Shared>,
     writers: Arc<Writers>,
+    holes: Arc<HoleBudget>,
 ) {
     let mut head = [0u8; crate::frame::HEADER_LEN];
     if let Err(e) = recv.read_exact(&mut head).await {
@@ -634,6 +609,8 @@ async fn read_accepted_quic(
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     shared.lock().transport.attach(h.stream, tx);
     tokio::spawn(write_quic_lane(send, rx, shared.clone(), writers.guard()));
+    // The header was read in order; the rest out of order, reassembled here.
+    let recv = UnorderedRecv::new(recv, head.len() as u64, holes);
     let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
     read_lane(prefixed, shared, LaneRole::QuicStream).await;
 }
@@ -807,34 +784,14 @@ mod tests {
         let t0 = Instant::now();
         let mut w = SendWindow::new(256 << 10, 64 << 20);
         let cwnd = 1 << 20;
-        assert_eq!(w.target(t0, cwnd, 0, 0), cwnd * 3 / 2, "clean path");
+        assert_eq!(w.target(t0, cwnd, 0), cwnd * 3 / 2, "clean path");
         let t1 = t0 + Duration::from_millis(50);
-        assert_eq!(w.target(t1, cwnd, 1000, 1), cwnd * 3, "a loss");
+        assert_eq!(w.target(t1, cwnd, 1), cwnd * 3, "a loss");
         let t2 = t1 + LOSS_MEMORY / 2;
-        assert_eq!(w.target(t2, cwnd, 2000, 1), cwnd * 3, "still recent");
+        assert_eq!(w.target(t2, cwnd, 1), cwnd * 3, "still recent");
         let t3 = t1 + LOSS_MEMORY + Duration::from_millis(1);
-        assert_eq!(w.target(t3, cwnd, 3000, 1), cwnd * 3 / 2, "losses over");
-        assert_eq!(w.target(t3, 1000, 3000, 1), 256 << 10, "floor");
-        assert_eq!(w.target(t3, 1 << 30, 1 << 30, 2), 64 << 20, "ceiling");
-    }
-
-    /// A third of the packets lost (a sender overrunning the queue) would
-    /// leave the receiver a gap every three packets: the window spans at
-    /// most [`GAP_BUDGET`] of them, whatever the congestion window says.
-    #[test]
-    fn the_send_window_spans_a_bounded_number_of_holes() {
-        let t0 = Instant::now();
-        let mut w = SendWindow::new(256 << 10, 64 << 20);
-        let cwnd = 8 << 20;
-        w.target(t0, cwnd, 0, 0);
-        let t1 = t0 + Duration::from_millis(500);
-        let third = w.target(t1, cwnd, 30_000, 10_000);
-        assert_eq!(third, GAP_BUDGET * GAP_PACKET_BYTES * 3);
-        assert!(third / GAP_PACKET_BYTES / 3 <= GAP_BUDGET);
-        // 1 % loss: the congestion window decides (3 x cwnd < the cap).
-        let t2 = t1 + LOSS_MEMORY + Duration::from_millis(100);
-        w.target(t2, cwnd, 30_000, 10_000);
-        let t3 = t2 + Duration::from_millis(500);
-        assert_eq!(w.target(t3, cwnd, 130_000, 11_000), cwnd * 3);
+        assert_eq!(w.target(t3, cwnd, 1), cwnd * 3 / 2, "losses over");
+        assert_eq!(w.target(t3, 1000, 1), 256 << 10, "floor");
+        assert_eq!(w.target(t3, 1 << 30, 2), 64 << 20, "ceiling");
     }
 }
