@@ -19,11 +19,12 @@
 //! Startup doubles the window each round until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
 //! HyStart++ signal),
-//! or the rate stops growing by a quarter for three rounds. Then the window
+//! or the rate stops growing by a quarter for three rounds (rounds held back
+//! by flow control or the application do not count). Then the window
 //! is one bandwidth-delay product times a gain that cycles 1.25 (probe for
-//! more) / 0.9 (drain the queue the probe made) / 1.1 × 6, plus room for
-//! delayed acknowledgements; the queue it keeps is about a tenth of the
-//! path's RTT outside probes. A round that finds 5 % more rate than known is
+//! more) / 0.9 (drain the queue the probe made) / cruise × 6, plus room for
+//! delayed acknowledgements and for packets lost at random and not yet
+//! declared; cruising keeps 5 ms of queue (at most a tenth of a BDP). A round that finds 5 % more rate than known is
 //! followed by another at once, so an estimate far below the path (startup
 //! ended early by flow control or loss) catches up in a few rounds. Loss lowers the rate
 //! estimate only when it is congestion: more than [`LOSS_THRESHOLD`] of a
@@ -45,11 +46,43 @@ pub const LOSS_THRESHOLD: f64 = 0.15;
 const BW_ROUNDS: usize = 10;
 /// How long a minimum RTT sample stays valid.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
-/// Gain cycle of the cruise phase, one entry per round: probe for more rate,
-/// drain what the probe queued, then cruise a tenth above one BDP (enough to
-/// ride out acknowledgements that come in bunches, about 5 ms of queue at
-/// 50 ms).
-const GAIN_CYCLE: [f64; 8] = [1.25, 0.9, 1.1, 1.1, 1.1, 1.1, 1.1, 1.1];
+/// One round of the cruise phase's gain cycle.
+#[derive(Debug, Clone, Copy)]
+enum Gain {
+    /// 1.25 × BDP: probe for more rate.
+    Probe,
+    /// 0.9 × BDP: drain what the probe queued.
+    Drain,
+    /// One BDP plus [`cruise_headroom`].
+    Cruise,
+}
+
+/// Gain cycle of the cruise phase, one entry per round.
+const GAIN_CYCLE: [Gain; 8] = [
+    Gain::Probe,
+    Gain::Drain,
+    Gain::Cruise,
+    Gain::Cruise,
+    Gain::Cruise,
+    Gain::Cruise,
+    Gain::Cruise,
+    Gain::Cruise,
+];
+/// Queue the cruise rounds keep, in time: enough to ride out
+/// acknowledgements that come in bunches. It was a tenth of the RTT, 5 ms at
+/// 50 ms but 20 ms at 200 ms for every flow sharing the path.
+const CRUISE_QUEUE: Duration = Duration::from_millis(5);
+/// Most cruise headroom as a share of the BDP (short paths).
+const CRUISE_MAX_SHARE: f64 = 0.1;
+
+/// Share of a BDP the cruise rounds add: [`CRUISE_QUEUE`] of time, at most
+/// [`CRUISE_MAX_SHARE`].
+fn cruise_headroom(min_rtt: Duration) -> f64 {
+    if min_rtt.is_zero() {
+        return CRUISE_MAX_SHARE;
+    }
+    (CRUISE_QUEUE.as_secs_f64() / min_rtt.as_secs_f64()).min(CRUISE_MAX_SHARE)
+}
 /// A round whose rate sample raised the estimate by this factor (more than
 /// the noise of a full path) found
 /// headroom: the next round probes again instead of waiting out the cycle.
@@ -119,6 +152,10 @@ pub struct DwcpCongestion {
     /// Some acknowledgement of the current round said the sender was
     /// application-limited: its rate sample says nothing about the path.
     round_app_limited: bool,
+    /// Share of bytes lost per round, smoothed over a few rounds (random
+    /// loss below [`LOSS_THRESHOLD`]): packets lost and not yet declared
+    /// hold window without occupying the path, so the window carries them.
+    loss_share: f64,
     /// RTT samples in a row above the startup threshold, and when the
     /// first of them was taken.
     above: Option<(usize, Instant)>,
@@ -156,6 +193,7 @@ impl DwcpCongestion {
             startup_best: 0.0,
             startup_flat: 0,
             round_app_limited: false,
+            loss_share: 0.0,
         }
     }
 
@@ -197,6 +235,9 @@ impl DwcpCongestion {
         } else {
             0.0
         };
+        // Random loss, smoothed; a congested round does not count (it lowers
+        // the estimate instead).
+        self.loss_share = 0.75 * self.loss_share + 0.25 * lost_share.min(LOSS_THRESHOLD);
         let mut sample = self.round_sample;
         if lost_share > LOSS_THRESHOLD {
             // Congestion: the path carries less than we thought.
@@ -329,7 +370,14 @@ impl DwcpCongestion {
             Some(c) => bw.min(c),
             None => bw,
         };
-        let gain = GAIN_CYCLE[self.cycle];
+        let gain = match GAIN_CYCLE[self.cycle] {
+            Gain::Probe => 1.25,
+            Gain::Drain => 0.9,
+            Gain::Cruise => 1.0 + cruise_headroom(rtt),
+        };
+        // Lost packets are declared about 9/8 of an RTT after they were
+        // sent; until then they count in flight.
+        let gain = gain + self.loss_share * 1.125;
         let bdp = bw * rtt.as_secs_f64();
         // Room for acknowledgements that arrive in bunches, and for the
         // sender's own scheduling: on a path of tens of microseconds (a
@@ -806,6 +854,40 @@ mod tests {
             "window {}",
             cc.window()
         );
+    }
+
+    /// The cruise headroom is time, not a share of the RTT: a tenth of a
+    /// 200 ms path is 20 ms of queue for every flow beside it. On a long
+    /// path the mean queue, probe rounds included, stays under 10 ms, clean or with 5 % random
+    /// loss (whose packets in flight are not in the queue), and the rate
+    /// holds.
+    #[test]
+    fn the_standing_queue_stays_small_on_a_long_path() {
+        let rate = 12_000_000.0;
+        let rtt = Duration::from_millis(200);
+        let bdp = rate * rtt.as_secs_f64();
+        for (lose_every, min_share) in [(0, 0.95), (20, 0.85)] {
+            let Run {
+                delivered,
+                mean_window,
+                ..
+            } = drive(rate, rtt, 12.0, lose_every, None);
+            let lost_share = if lose_every > 0 {
+                1.0 / lose_every as f64
+            } else {
+                0.0
+            };
+            // Lost packets leave the path: they hold window, not queue.
+            let queue_ms = (mean_window * (1.0 - lost_share) - bdp).max(0.0) / rate * 1e3;
+            assert!(
+                queue_ms < 10.0,
+                "1 in {lose_every} lost: a mean window of {mean_window:.0} B leaves {queue_ms:.1} ms of queue"
+            );
+            assert!(
+                delivered > rate * min_share,
+                "1 in {lose_every} lost: delivered {delivered:.0} B/s of {rate}"
+            );
+        }
     }
 
     #[test]
