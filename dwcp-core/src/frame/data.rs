@@ -43,6 +43,11 @@ impl Data {
         }
     }
 
+    // Inlined into `Frame::decode`, its one caller, on every DATA frame.
+    // Left to the compiler, the choice depended on how the crate fell into
+    // codegen units: unrelated code added elsewhere moved the gate's frame
+    // workload by 3.4 % (24.54 M instructions against 23.74 M).
+    #[inline]
     pub(crate) fn decode(stream: StreamId, flags: u8, mut p: Bytes) -> Result<Data, FrameError> {
         if flags & !(FLAG_FIN | FLAG_ENCODED) != 0 {
             return Err(FrameError::Invalid {
