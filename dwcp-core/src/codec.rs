@@ -124,13 +124,11 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
         let Ok(mut slot) = cell.try_borrow_mut() else {
             return zstd::bulk::decompress(payload, capacity);
         };
-        if slot.is_none() {
-            *slot = Some(zstd::bulk::Decompressor::new()?);
-        }
-        match slot.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
-            None => zstd::bulk::decompress(payload, capacity),
-        }
+        let d = match slot.as_mut() {
+            Some(d) => d,
+            None => slot.insert(zstd::bulk::Decompressor::new()?),
+        };
+        d.decompress(payload, capacity)
     })
 }
 

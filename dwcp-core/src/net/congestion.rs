@@ -72,6 +72,9 @@ const GAIN_CYCLE: [Gain; 8] = [
 /// acknowledgements that come in bunches. It was a tenth of the RTT, 5 ms at
 /// 50 ms but 20 ms at 200 ms for every flow sharing the path.
 const CRUISE_QUEUE: Duration = Duration::from_millis(5);
+/// Round trips a lost packet counts in flight before it is declared lost
+/// (QUIC's time threshold, 9/8 of an RTT).
+const LOSS_DECLARED_RTTS: f64 = 1.125;
 /// Most cruise headroom as a share of the BDP (short paths).
 const CRUISE_MAX_SHARE: f64 = 0.1;
 
@@ -375,9 +378,8 @@ impl DwcpCongestion {
             Gain::Drain => 0.9,
             Gain::Cruise => 1.0 + cruise_headroom(rtt),
         };
-        // Lost packets are declared about 9/8 of an RTT after they were
-        // sent; until then they count in flight.
-        let gain = gain + self.loss_share * 1.125;
+        // Lost packets count in flight until they are declared lost.
+        let gain = gain + self.loss_share * LOSS_DECLARED_RTTS;
         let bdp = bw * rtt.as_secs_f64();
         // Room for acknowledgements that arrive in bunches, and for the
         // sender's own scheduling: on a path of tens of microseconds (a

@@ -31,11 +31,21 @@ use crate::net::unordered::{HoleBudget, UnorderedRecv};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side, StreamId, Transmit};
 
+/// quinn's stream receive window: at least DWCP's stream ceiling.
+fn stream_receive_window(p: &crate::Config) -> u64 {
+    (p.max_stream_window as u64).max(1 << 20)
+}
+
+/// quinn's connection receive window: at least DWCP's connection ceiling.
+fn connection_receive_window(p: &crate::Config) -> u64 {
+    (p.max_connection_window as u64).max(stream_receive_window(p))
+}
+
 fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     let p = &cfg.protocol;
     let mut t = TransportConfig::default();
-    let stream_window = (p.max_stream_window as u64).max(1 << 20);
-    let conn_window = (p.max_connection_window as u64).max(stream_window);
+    let stream_window = stream_receive_window(p);
+    let conn_window = connection_receive_window(p);
     t.stream_receive_window(VarInt::from_u32(stream_window.min(u32::MAX as u64) as u32));
     t.receive_window(VarInt::from_u32(conn_window.min(u32::MAX as u64) as u32));
     // Starts small and follows the congestion window (see tune_send_window).
@@ -198,8 +208,8 @@ fn start(
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     let writers = Writers::new();
     // What this connection's QUIC streams may hold behind missing data
-    // (see unordered.rs): quinn's connection window, as before.
-    let holes = HoleBudget::new(transport_send_window(&cfg.protocol));
+    // (see unordered.rs): quinn's connection window, its bound before.
+    let holes = HoleBudget::new(connection_receive_window(&cfg.protocol));
     let shared = Shared::new(
         core,
         Box::new(QuicRouter {

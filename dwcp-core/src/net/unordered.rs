@@ -18,7 +18,7 @@
 //! most that large). A peer that goes beyond it is refused with an error,
 //! never buffered without bound.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -58,10 +58,9 @@ impl HoleBudget {
 pub(crate) struct Reassembly {
     /// Offset of the next byte to deliver.
     next: u64,
-    /// Chunks beyond `next`, by offset (never overlapping).
+    /// Chunks beyond `next`, by offset (never overlapping), each charged to
+    /// the budget.
     ahead: BTreeMap<u64, Bytes>,
-    /// Bytes in `ahead` (this stream's charge on the budget).
-    held: u64,
     budget: Arc<HoleBudget>,
 }
 
@@ -71,7 +70,6 @@ impl Reassembly {
         Reassembly {
             next: start,
             ahead: BTreeMap::new(),
-            held: 0,
             budget,
         }
     }
@@ -134,7 +132,6 @@ impl Reassembly {
                 ),
             ));
         }
-        self.held += n;
         self.ahead.insert(at, data);
         Ok(())
     }
@@ -142,9 +139,9 @@ impl Reassembly {
     /// Stops holding the chunk at `at`.
     fn release(&mut self, at: u64) -> Option<Bytes> {
         let data = self.ahead.remove(&at)?;
-        let n = data.len() as u64;
-        self.held -= n;
-        self.budget.held.fetch_sub(n, Ordering::Relaxed);
+        self.budget
+            .held
+            .fetch_sub(data.len() as u64, Ordering::Relaxed);
         Some(data)
     }
 
@@ -175,7 +172,8 @@ impl Reassembly {
 
 impl Drop for Reassembly {
     fn drop(&mut self) {
-        self.budget.held.fetch_sub(self.held, Ordering::Relaxed);
+        let held: u64 = self.ahead.values().map(|d| d.len() as u64).sum();
+        self.budget.held.fetch_sub(held, Ordering::Relaxed);
     }
 }
 
@@ -184,8 +182,8 @@ impl Drop for Reassembly {
 pub(crate) struct UnorderedRecv {
     recv: quinn::RecvStream,
     order: Reassembly,
-    /// In-order bytes not yet handed to the reader, oldest first.
-    ready: VecDeque<Bytes>,
+    /// In-order bytes not yet handed to the reader.
+    front: Bytes,
     /// quinn reported the end of the stream.
     finished: bool,
 }
@@ -205,7 +203,7 @@ impl UnorderedRecv {
         UnorderedRecv {
             recv,
             order: Reassembly::new(start, budget),
-            ready: VecDeque::new(),
+            front: Bytes::new(),
             finished: false,
         }
     }
@@ -219,23 +217,12 @@ impl AsyncRead for UnorderedRecv {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
-            if this.ready.is_empty() {
-                if let Some(next) = this.order.pop() {
-                    this.ready.push_back(next);
-                }
+            if this.front.is_empty() {
+                this.front = this.order.pop().unwrap_or_default();
             }
-            if !this.ready.is_empty() {
-                // As much as fits, across pieces.
-                while buf.remaining() > 0 {
-                    let Some(front) = this.ready.front_mut() else {
-                        break;
-                    };
-                    let n = front.len().min(buf.remaining());
-                    buf.put_slice(&front.split_to(n));
-                    if front.is_empty() {
-                        this.ready.pop_front();
-                    }
-                }
+            if !this.front.is_empty() {
+                let n = this.front.len().min(buf.remaining());
+                buf.put_slice(&this.front.split_to(n));
                 return Poll::Ready(Ok(()));
             }
             if this.finished {
@@ -256,7 +243,7 @@ impl AsyncRead for UnorderedRecv {
                     // What comes next is ready at once; what waited behind
                     // a hole follows from `pop`, in offset order.
                     if let Some(data) = this.order.insert(chunk.offset, chunk.bytes)? {
-                        this.ready.push_back(data);
+                        this.front = data;
                     }
                 }
                 Poll::Ready(Ok(None)) => this.finished = true,
