@@ -33,7 +33,9 @@ fn config(bulk_min: Option<u64>) -> Config {
         ],
         rate_limit: Some(92_000_000 / 8),
         // A connection window that stays small: credit, not the link, is
-        // what the streams compete for.
+        // what the streams compete for (each stream's window a quarter of
+        // it).
+        initial_stream_window: 256 << 10,
         initial_connection_window: 1 << 20,
         max_connection_window: 1 << 20,
         ..Config::default()

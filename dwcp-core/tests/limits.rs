@@ -204,7 +204,11 @@ fn compressed_data_round_trips() {
 
 #[test]
 fn stream_window_violation() {
-    let mut p = RawPeer::new(Config::default());
+    let cfg = Config {
+        initial_stream_window: 256 * 1024,
+        ..Config::default()
+    };
+    let mut p = RawPeer::new(cfg);
     p.open(1);
     // 256 KiB is the initial stream window; send one byte more.
     for _ in 0..8 {
