@@ -307,12 +307,22 @@ async fn tune_send_window(conn: quinn::Connection, max: u64) {
             return;
         }
         let path = conn.stats().path;
-        conn.set_send_window(window.target(Instant::now(), path.cwnd, path.lost_packets));
+        conn.set_send_window(window.target(
+            Instant::now(),
+            path.cwnd,
+            path.current_mtu,
+            path.sent_packets,
+            path.lost_packets,
+        ));
     }
 }
 
 /// How long after the last loss the send window keeps room for holes.
 const LOSS_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
+/// Weight of one 50 ms tick in the smoothed loss rate (about a second).
+const LOSS_SMOOTHING: f64 = 1.0 / 16.0;
+/// Most losses in a row of one packet the window makes room for.
+const MAX_HOLE_DEPTH: u32 = 4;
 
 /// The send-window rule.
 ///
@@ -324,14 +334,31 @@ const LOSS_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 /// 1.5 × cwnd the writers then stall behind acknowledged data, and a path
 /// with 0.5 % random loss, where a hole is open most of the time, ran at
 /// about three quarters of the link. For [`LOSS_MEMORY`] after a loss the
-/// window is 3 × cwnd: one window in flight, one held behind the hole, and
-/// room to write.
+/// window is one cwnd in flight, half a cwnd to write, and 1.5 cwnd for
+/// every time in a row one packet may be lost ([`hole_depth`]): at 5 %
+/// loss a window of 1,800 packets sees a retransmission lost again several
+/// times per round trip, and such a hole holds what follows it for four
+/// or more round trips.
 #[derive(Debug, Clone)]
 struct SendWindow {
     min: u64,
     max: u64,
+    sent: u64,
     lost: u64,
     last_loss: Option<Instant>,
+    /// Share of packets declared lost, smoothed over [`LOSS_SMOOTHING`].
+    loss_rate: f64,
+}
+
+/// How many times in a row one of `packets` packets is likely to be lost at
+/// loss rate `p`: the smallest `j` (1 to [`MAX_HOLE_DEPTH`]) for which
+/// fewer than one packet in ten windows is lost `j + 1` times.
+fn hole_depth(packets: f64, p: f64) -> u32 {
+    let mut j = 1;
+    while j < MAX_HOLE_DEPTH && packets * p.powi(j as i32 + 1) >= 0.1 {
+        j += 1;
+    }
+    j
 }
 
 impl SendWindow {
@@ -339,23 +366,34 @@ impl SendWindow {
         SendWindow {
             min,
             max: max.max(min),
+            sent: 0,
             lost: 0,
             last_loss: None,
+            loss_rate: 0.0,
         }
     }
 
-    /// The window for congestion window `cwnd`, given the connection's count
-    /// of lost packets so far.
-    fn target(&mut self, now: Instant, cwnd: u64, lost_packets: u64) -> u64 {
-        if lost_packets > self.lost {
-            self.lost = lost_packets;
+    /// The window for congestion window `cwnd` (packets of `mtu` bytes),
+    /// given the connection's counts of packets sent and lost so far.
+    fn target(&mut self, now: Instant, cwnd: u64, mtu: u16, sent: u64, lost: u64) -> u64 {
+        let new_sent = sent.saturating_sub(self.sent);
+        let new_lost = lost.saturating_sub(self.lost);
+        if new_lost > 0 {
             self.last_loss = Some(now);
         }
+        if new_sent > 0 {
+            let p = (new_lost as f64 / new_sent as f64).min(1.0);
+            self.loss_rate += (p - self.loss_rate) * LOSS_SMOOTHING;
+        }
+        self.sent = self.sent.max(sent);
+        self.lost = self.lost.max(lost);
         let lossy = self
             .last_loss
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_MEMORY);
         let w = if lossy {
-            cwnd.saturating_mul(3)
+            let packets = cwnd as f64 / f64::from(mtu.max(1200));
+            let depth = u64::from(hole_depth(packets, self.loss_rate));
+            cwnd.saturating_mul(1 + 3 * depth) / 2 + cwnd
         } else {
             cwnd + cwnd / 2
         };
@@ -794,14 +832,44 @@ mod tests {
         let t0 = Instant::now();
         let mut w = SendWindow::new(256 << 10, 64 << 20);
         let cwnd = 1 << 20;
-        assert_eq!(w.target(t0, cwnd, 0), cwnd * 3 / 2, "clean path");
+        let mtu = 1200;
+        assert_eq!(w.target(t0, cwnd, mtu, 1000, 0), cwnd * 3 / 2, "clean path");
         let t1 = t0 + Duration::from_millis(50);
-        assert_eq!(w.target(t1, cwnd, 1), cwnd * 3, "a loss");
+        // One loss in 1,000 packets: room for one hole at a time.
+        assert_eq!(w.target(t1, cwnd, mtu, 2000, 1), cwnd * 3, "a loss");
         let t2 = t1 + LOSS_MEMORY / 2;
-        assert_eq!(w.target(t2, cwnd, 1), cwnd * 3, "still recent");
+        assert_eq!(w.target(t2, cwnd, mtu, 3000, 1), cwnd * 3, "still recent");
         let t3 = t1 + LOSS_MEMORY + Duration::from_millis(1);
-        assert_eq!(w.target(t3, cwnd, 1), cwnd * 3 / 2, "losses over");
-        assert_eq!(w.target(t3, 1000, 1), 256 << 10, "floor");
-        assert_eq!(w.target(t3, 1 << 30, 2), 64 << 20, "ceiling");
+        assert_eq!(
+            w.target(t3, cwnd, mtu, 4000, 1),
+            cwnd * 3 / 2,
+            "losses over"
+        );
+        assert_eq!(w.target(t3, 1000, mtu, 4000, 1), 256 << 10, "floor");
+        assert_eq!(w.target(t3, 1 << 30, mtu, 4000, 2), 64 << 20, "ceiling");
+    }
+
+    #[test]
+    fn heavy_loss_makes_room_for_retransmissions_lost_again() {
+        // 1,800 packets a window (100 Mbit/s, 200 ms): at 5 % loss some
+        // retransmission is lost again several times a round trip, and one
+        // is lost three times every few round trips.
+        assert_eq!(hole_depth(1800.0, 0.0), 1);
+        assert_eq!(hole_depth(1800.0, 0.001), 1);
+        // 100 Mbit/s: 50 ms and 1 %, 100 ms and 2 %, 200 ms and 5 %.
+        assert_eq!(hole_depth(450.0, 0.01), 1);
+        assert_eq!(hole_depth(900.0, 0.02), 2);
+        assert_eq!(hole_depth(1800.0, 0.05), 3);
+        assert_eq!(hole_depth(1e9, 0.5), MAX_HOLE_DEPTH);
+        let t0 = Instant::now();
+        let mut w = SendWindow::new(256 << 10, 1 << 30);
+        let cwnd = 1800 * 1400;
+        let mut target = 0;
+        for i in 1..=40u64 {
+            // 5 % of the packets of each 50 ms tick lost, for two seconds.
+            let at = t0 + Duration::from_millis(50 * i);
+            target = w.target(at, cwnd, 1400, 1000 * i, 50 * i);
+        }
+        assert_eq!(target, cwnd * 6, "six windows");
     }
 }
