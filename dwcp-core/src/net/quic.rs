@@ -319,7 +319,8 @@ async fn tune_send_window(conn: quinn::Connection, max: u64) {
 
 /// How long after the last loss the send window keeps room for holes.
 const LOSS_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
-/// Weight of one 50 ms tick in the smoothed loss rate (about a second).
+/// Share of the decaying packet counts a 50 ms tick forgets (they cover
+/// about a second).
 const LOSS_SMOOTHING: f64 = 1.0 / 16.0;
 /// Most losses in a row of one packet the window makes room for.
 const MAX_HOLE_DEPTH: u32 = 4;
@@ -346,8 +347,11 @@ struct SendWindow {
     sent: u64,
     lost: u64,
     last_loss: Option<Instant>,
-    /// Share of packets declared lost, smoothed over [`LOSS_SMOOTHING`].
-    loss_rate: f64,
+    /// Packets sent and declared lost lately, decaying by
+    /// [`LOSS_SMOOTHING`] a tick: their ratio is the loss rate, weighted by
+    /// packets, so a tick that sent little counts little.
+    recent_sent: f64,
+    recent_lost: f64,
 }
 
 /// How many times in a row one of `packets` packets is likely to be lost at
@@ -369,31 +373,41 @@ impl SendWindow {
             sent: 0,
             lost: 0,
             last_loss: None,
-            loss_rate: 0.0,
+            recent_sent: 0.0,
+            recent_lost: 0.0,
         }
     }
 
     /// The window for congestion window `cwnd` (packets of `mtu` bytes),
     /// given the connection's counts of packets sent and lost so far.
     fn target(&mut self, now: Instant, cwnd: u64, mtu: u16, sent: u64, lost: u64) -> u64 {
-        let new_sent = sent.saturating_sub(self.sent);
-        let new_lost = lost.saturating_sub(self.lost);
+        // quinn's counters only grow; should they ever go back, start
+        // counting again from there rather than miss losses until they pass
+        // the old count.
+        if sent < self.sent || lost < self.lost {
+            self.sent = sent;
+            self.lost = lost;
+        }
+        let new_lost = lost - self.lost;
         if new_lost > 0 {
             self.last_loss = Some(now);
         }
-        if new_sent > 0 {
-            let p = (new_lost as f64 / new_sent as f64).min(1.0);
-            self.loss_rate += (p - self.loss_rate) * LOSS_SMOOTHING;
-        }
-        self.sent = self.sent.max(sent);
-        self.lost = self.lost.max(lost);
+        self.recent_sent = self.recent_sent * (1.0 - LOSS_SMOOTHING) + (sent - self.sent) as f64;
+        self.recent_lost = self.recent_lost * (1.0 - LOSS_SMOOTHING) + new_lost as f64;
+        self.sent = sent;
+        self.lost = lost;
+        let loss_rate = if self.recent_sent > 0.0 {
+            (self.recent_lost / self.recent_sent).min(1.0)
+        } else {
+            0.0
+        };
         let lossy = self
             .last_loss
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_MEMORY);
         let w = if lossy {
             let packets = cwnd as f64 / f64::from(mtu.max(1200));
-            let depth = u64::from(hole_depth(packets, self.loss_rate));
-            cwnd.saturating_mul(1 + 3 * depth) / 2 + cwnd
+            let depth = u64::from(hole_depth(packets, loss_rate));
+            (cwnd.saturating_mul(1 + 3 * depth) / 2).saturating_add(cwnd)
         } else {
             cwnd + cwnd / 2
         };
@@ -871,5 +885,42 @@ mod tests {
             target = w.target(at, cwnd, 1400, 1000 * i, 50 * i);
         }
         assert_eq!(target, cwnd * 6, "six windows");
+        // A quiet tick that declares a late loss weighs what it sent, not
+        // a twentieth of the rate.
+        let at = t0 + Duration::from_millis(50 * 41);
+        assert_eq!(w.target(at, cwnd, 1400, 40_001, 2_001), cwnd * 6);
+    }
+
+    #[test]
+    fn a_quiet_tick_with_a_late_loss_does_not_widen_the_window() {
+        let t0 = Instant::now();
+        let mut w = SendWindow::new(256 << 10, 1 << 30);
+        let cwnd = 450 * 1400;
+        // 0.5 % loss (the demo's link): room for one hole at a time.
+        for i in 1..=40u64 {
+            let at = t0 + Duration::from_millis(50 * i);
+            assert_eq!(w.target(at, cwnd, 1400, 1000 * i, 5 * i), cwnd * 3);
+        }
+        // A tick that sent one packet and saw one loss declared.
+        let at = t0 + Duration::from_millis(50 * 41);
+        assert_eq!(w.target(at, cwnd, 1400, 40_001, 201), cwnd * 3);
+    }
+
+    #[test]
+    fn counters_that_go_back_start_the_count_again() {
+        let t0 = Instant::now();
+        let mut w = SendWindow::new(256 << 10, 1 << 30);
+        let cwnd = 1 << 20;
+        assert_eq!(w.target(t0, cwnd, 1200, 10_000, 50), cwnd * 3, "losses");
+        // Counts lower than before, long after those losses.
+        let t1 = t0 + LOSS_MEMORY * 2;
+        assert_eq!(w.target(t1, cwnd, 1200, 100, 0), cwnd * 3 / 2);
+        // One loss on the new count is a loss, though 1 < 50.
+        let t2 = t1 + Duration::from_millis(50);
+        assert_eq!(
+            w.target(t2, cwnd, 1200, 1100, 1),
+            cwnd * 3,
+            "the loss counts"
+        );
     }
 }
