@@ -404,13 +404,14 @@ impl SendWindow {
         let lossy = self
             .last_loss
             .is_some_and(|t| now.saturating_duration_since(t) < LOSS_MEMORY);
-        let w = if lossy {
+        // No recent loss: no hole to make room for (1.5 × cwnd).
+        let depth = if lossy {
             let packets = cwnd as f64 / f64::from(mtu.max(1200));
-            let depth = u64::from(hole_depth(packets, loss_rate));
-            (cwnd.saturating_mul(1 + 3 * depth) / 2).saturating_add(cwnd)
+            u64::from(hole_depth(packets, loss_rate))
         } else {
-            cwnd + cwnd / 2
+            0
         };
+        let w = (cwnd.saturating_mul(1 + 3 * depth) / 2).saturating_add(cwnd);
         w.clamp(self.min, self.max)
     }
 }
@@ -841,6 +842,23 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    /// `ticks` ticks of 50 ms from `t0`, each sending 1,000 packets and
+    /// losing `lost_per_tick`; the window after each.
+    fn steady_loss(
+        w: &mut SendWindow,
+        t0: Instant,
+        cwnd: u64,
+        ticks: u64,
+        lost_per_tick: u64,
+    ) -> Vec<u64> {
+        (1..=ticks)
+            .map(|i| {
+                let at = t0 + Duration::from_millis(50 * i);
+                w.target(at, cwnd, 1400, 1000 * i, lost_per_tick * i)
+            })
+            .collect()
+    }
+
     #[test]
     fn the_send_window_makes_room_for_holes_while_losses_last() {
         let t0 = Instant::now();
@@ -878,13 +896,9 @@ mod tests {
         let t0 = Instant::now();
         let mut w = SendWindow::new(256 << 10, 1 << 30);
         let cwnd = 1800 * 1400;
-        let mut target = 0;
-        for i in 1..=40u64 {
-            // 5 % of the packets of each 50 ms tick lost, for two seconds.
-            let at = t0 + Duration::from_millis(50 * i);
-            target = w.target(at, cwnd, 1400, 1000 * i, 50 * i);
-        }
-        assert_eq!(target, cwnd * 6, "six windows");
+        // 5 % of the packets of each 50 ms tick lost, for two seconds.
+        let targets = steady_loss(&mut w, t0, cwnd, 40, 50);
+        assert_eq!(targets.last(), Some(&(cwnd * 6)), "six windows");
         // A quiet tick that declares a late loss weighs what it sent, not
         // a twentieth of the rate.
         let at = t0 + Duration::from_millis(50 * 41);
@@ -897,9 +911,8 @@ mod tests {
         let mut w = SendWindow::new(256 << 10, 1 << 30);
         let cwnd = 450 * 1400;
         // 0.5 % loss (the demo's link): room for one hole at a time.
-        for i in 1..=40u64 {
-            let at = t0 + Duration::from_millis(50 * i);
-            assert_eq!(w.target(at, cwnd, 1400, 1000 * i, 5 * i), cwnd * 3);
+        for target in steady_loss(&mut w, t0, cwnd, 40, 5) {
+            assert_eq!(target, cwnd * 3);
         }
         // A tick that sent one packet and saw one loss declared.
         let at = t0 + Duration::from_millis(50 * 41);
