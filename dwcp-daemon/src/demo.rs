@@ -528,6 +528,10 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
             s.transport.lost_packets,
             s.transport.sent_packets,
         );
+        println!(
+            "          interactive copies (QUIC datagrams): node-a sent {}; {} of node-b's arrived before their stream data",
+            s.transport.copies_sent, s.transport.copies_used,
+        );
         for (class, c) in &s.compression {
             println!(
                 "          class {:<12} ratio {:.2} (raw {:.1} MiB → wire {:.1} MiB), codec now {}, CPU s by codec {}",

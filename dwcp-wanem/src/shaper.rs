@@ -108,6 +108,9 @@ pub struct Shaper {
     busy_until: Duration,
     /// Latest delivery time handed out to an in-order packet.
     last_delivery: Duration,
+    /// Packets still to drop on demand ([`Shaper::drop_next`]), and the
+    /// smallest size they apply to.
+    drop_next: (u32, usize),
     stats: ShaperStats,
 }
 
@@ -120,8 +123,16 @@ impl Shaper {
             rng,
             busy_until: Duration::ZERO,
             last_delivery: Duration::ZERO,
+            drop_next: (0, 0),
             stats: ShaperStats::default(),
         }
+    }
+
+    /// Drops the next `n` packets of at least `min_len` bytes, whatever the
+    /// profile (for tests of one chosen loss: `min_len` tells a data packet
+    /// from an acknowledgement). Counted as lost.
+    pub fn drop_next(&mut self, n: u32, min_len: usize) {
+        self.drop_next = (n, min_len);
     }
 
     /// The profile.
@@ -171,7 +182,11 @@ impl Shaper {
             }
             None => now,
         };
-        if loss_draw < self.profile.loss {
+        let chosen = self.drop_next.0 > 0 && len >= self.drop_next.1;
+        if chosen {
+            self.drop_next.0 -= 1;
+        }
+        if chosen || loss_draw < self.profile.loss {
             self.stats.lost += 1;
             return Decision::Lost;
         }
@@ -224,6 +239,18 @@ mod tests {
         assert!(matches!(fates[2], Decision::Deliver(_)));
         assert_eq!(fates[3], Decision::QueueFull);
         assert_eq!(s.stats().queue_drops, 2);
+    }
+
+    #[test]
+    fn packets_dropped_on_demand_are_the_next_large_enough_ones() {
+        let mut s = Shaper::new(LinkProfile::default());
+        s.drop_next(2, 500);
+        assert!(matches!(s.offer(ms(0), 60), Decision::Deliver(_)));
+        assert_eq!(s.offer(ms(0), 1200), Decision::Lost);
+        assert!(matches!(s.offer(ms(0), 40), Decision::Deliver(_)));
+        assert_eq!(s.offer(ms(0), 500), Decision::Lost);
+        assert!(matches!(s.offer(ms(0), 1200), Decision::Deliver(_)));
+        assert_eq!(s.stats().lost, 2);
     }
 
     #[test]

@@ -252,6 +252,17 @@ impl Relay {
         lock(&self.backward).set_rate(rate_bps);
     }
 
+    /// Drops the next `n` datagrams of at least `min_len` bytes in the
+    /// forward (client→upstream) direction, or the backward one.
+    pub fn drop_next(&self, forward: bool, n: u32, min_len: usize) {
+        let shaper = if forward {
+            &self.forward
+        } else {
+            &self.backward
+        };
+        lock(shaper).drop_next(n, min_len);
+    }
+
     /// The profiles of the forward and backward directions.
     pub fn profiles(&self) -> (LinkProfile, LinkProfile) {
         (

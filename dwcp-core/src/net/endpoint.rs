@@ -126,6 +126,11 @@ pub struct EndpointConfig {
     pub link_rate_bps: Option<u64>,
     /// QUIC congestion control (default CUBIC; BBR for lossy WAN paths).
     pub congestion: Congestion,
+    /// QUIC: send small interactive writes a second time as a datagram, so
+    /// a lost packet does not cost them a round trip of loss recovery
+    /// (default true; only on paths of 10 ms or more, or with recent loss;
+    /// see `net/copies.rs`).
+    pub interactive_copies: bool,
 }
 
 impl EndpointConfig {
@@ -142,6 +147,7 @@ impl EndpointConfig {
             accept_backlog: 128,
             link_rate_bps: None,
             congestion: Congestion::default(),
+            interactive_copies: true,
         }
     }
 

@@ -11,6 +11,7 @@
 //! | `transport.rs` | `Transport`, the interface the driver routes frames through; transport stats |
 //! | `reader.rs` | reading lanes and QUIC streams into the core |
 //! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS; `QuicRouter` |
+//! | `copies.rs` | QUIC: small interactive writes sent again as datagrams, used by the stream readers |
 //! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
 //! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes` and `LaneRouter`, shared by TCP and in-memory |
@@ -19,6 +20,7 @@
 mod admission;
 pub mod congestion;
 mod connection;
+mod copies;
 pub(crate) mod driver;
 mod endpoint;
 pub(crate) mod lanes;

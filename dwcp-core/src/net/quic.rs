@@ -21,6 +21,7 @@ use tracing::debug;
 
 use crate::net::admission::{Admission, Over};
 use crate::net::connection::Connection;
+use crate::net::copies::{self, Copies};
 use crate::net::driver::{self, Shared, WRITE_BATCH};
 use crate::net::endpoint::{establish, Congestion, Counters, EndpointConfig, Error, Tls};
 use crate::net::outage_probe::OutageProbeFactory;
@@ -52,6 +53,10 @@ fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     t.send_window(MIN_SEND_WINDOW * 4);
     t.max_concurrent_bidi_streams(VarInt::from_u32(p.max_streams.saturating_add(16)));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
+    // Datagrams carry only copies of small interactive writes (copies.rs);
+    // what does not fit is dropped, and the stream brings it anyway.
+    t.datagram_receive_buffer_size(Some(64 * 1024));
+    t.datagram_send_buffer_size(64 * 1024);
     t.keep_alive_interval(Some(p.ping_interval.max(std::time::Duration::from_secs(1))));
     let idle = p.idle_timeout + std::time::Duration::from_secs(5);
     t.max_idle_timeout(quinn::IdleTimeout::try_from(idle).ok());
@@ -167,7 +172,7 @@ pub(crate) fn bind_client(
     endpoint(socket(addr, cfg)?, None, quinn::EndpointConfig::default())
 }
 
-fn stats_of(conn: quinn::Connection) -> StatsFn {
+fn stats_of(conn: quinn::Connection, copies: Arc<Copies>) -> StatsFn {
     Box::new(move || {
         let s = conn.stats();
         TransportStats {
@@ -184,6 +189,8 @@ fn stats_of(conn: quinn::Connection) -> StatsFn {
             cwnd: s.path.cwnd,
             lanes: 0,
             delivered_bytes: Some(s.udp_tx.bytes.saturating_sub(s.path.lost_bytes)),
+            copies_sent: copies.sent(),
+            copies_used: copies.used(),
         }
     })
 }
@@ -206,7 +213,8 @@ fn start(
     let core =
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-    let writers = Writers::new();
+    let copies = Copies::start(conn.clone());
+    let writers = Writers::new(copies.clone());
     // What this connection's QUIC streams may hold behind missing data
     // (see unordered.rs): quinn's connection window, its bound before.
     let holes = HoleBudget::new(connection_receive_window(&cfg.protocol));
@@ -221,7 +229,7 @@ fn start(
             writers: writers.clone(),
             holes: holes.clone(),
         }),
-        stats_of(conn.clone()),
+        stats_of(conn.clone(), copies.clone()),
         identity_of(&conn),
         Some(conn.remote_address()),
         cfg.link_rate_bps.map(|b| b as f64 / 8.0),
@@ -278,6 +286,8 @@ fn start(
     tokio::spawn(tune_send_window(
         conn.clone(),
         transport_send_window(&cfg.protocol),
+        copies,
+        cfg.interactive_copies,
     ));
     tokio::spawn(driver::drive(shared.clone()));
     Ok(Connection::new(shared))
@@ -298,15 +308,25 @@ const MIN_SEND_WINDOW: u64 = 256 * 1024;
 /// queue below DWCP's scheduler: bulk streams fill it and the scheduler's
 /// weights stop deciding the order. So the window follows the congestion
 /// window (see [`SendWindow`]).
-async fn tune_send_window(conn: quinn::Connection, max: u64) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(50));
+///
+/// The same tick turns interactive copies on or off ([`Copies::tick`]).
+async fn tune_send_window(conn: quinn::Connection, max: u64, copies: Arc<Copies>, copy: bool) {
+    let mut tick = tokio::time::interval(copies::TICK);
     let mut window = SendWindow::new(MIN_SEND_WINDOW, max);
+    let (mut lost, mut last_loss) = (0, None);
     loop {
         tick.tick().await;
         if conn.close_reason().is_some() {
             return;
         }
         let path = conn.stats().path;
+        let now = Instant::now();
+        if path.lost_packets > lost {
+            last_loss = Some(now);
+        }
+        lost = path.lost_packets;
+        let since_loss = last_loss.map_or(std::time::Duration::MAX, |t| now - t);
+        copies.tick(copy, path.rtt, path.cwnd, since_loss);
         conn.set_send_window(window.target(
             Instant::now(),
             path.cwnd,
@@ -583,6 +603,8 @@ impl Transport for QuicRouter {
 /// What the QUIC stream writers of one connection share.
 #[derive(Debug)]
 pub(crate) struct Writers {
+    /// The connection's interactive copies (see copies.rs).
+    copies: Arc<Copies>,
     /// Writers still running (see [`Writers::idle`]).
     running: watch::Sender<usize>,
     /// Urgent writers waiting for send-window room; bulk writers stand
@@ -591,8 +613,9 @@ pub(crate) struct Writers {
 }
 
 impl Writers {
-    fn new() -> Arc<Writers> {
+    fn new(copies: Arc<Copies>) -> Arc<Writers> {
         Arc::new(Writers {
+            copies,
             running: watch::channel(0).0,
             urgent: watch::channel(0).0,
         })
@@ -634,6 +657,7 @@ fn open_stream(
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     let guard = writers.guard();
     let shared = shared.clone();
+    let writers = writers.clone();
     tokio::spawn(async move {
         match conn.open_bi().await {
             Ok((send, recv)) => {
@@ -642,7 +666,8 @@ fn open_stream(
                     // stream has 2).
                     let _ = send.set_priority(1);
                 }
-                let recv = UnorderedRecv::new(recv, 0, holes);
+                let inbox = writers.copies.inbox(recv.id().into());
+                let recv = UnorderedRecv::new(recv, 0, holes, inbox);
                 tokio::spawn(read_lane(recv, shared.clone(), LaneRole::QuicStream));
                 write_quic_lane(send, rx, shared, guard).await;
             }
@@ -673,7 +698,8 @@ async fn read_accepted_quic(
     shared.lock().transport.attach(h.stream, tx);
     tokio::spawn(write_quic_lane(send, rx, shared.clone(), writers.guard()));
     // The header was read in order; the rest out of order, reassembled here.
-    let recv = UnorderedRecv::new(recv, head.len() as u64, holes);
+    let inbox = writers.copies.inbox(recv.id().into());
+    let recv = UnorderedRecv::new(recv, head.len() as u64, holes, inbox);
     let prefixed = tokio::io::AsyncReadExt::chain(&head[..], recv);
     read_lane(prefixed, shared, LaneRole::QuicStream).await;
 }
@@ -714,6 +740,9 @@ async fn write_quic_frames(
     // Grows to the batches actually written: thousands of QUIC streams each
     // have a writer, most of them writing a frame or two at a time.
     let mut batch: Vec<Bytes> = Vec::new();
+    // Offset of the next byte written: where a copy's bytes go.
+    let mut written = 0u64;
+    let quic_stream = u64::from(send.id());
     while let Some(t) = rx.recv().await {
         let stream = t.stream;
         if t.interactive && !urgent {
@@ -737,6 +766,11 @@ async fn write_quic_frames(
                 Err(_) => break,
             }
         }
+        let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+        if urgent && !control {
+            writers.copies.copy(quic_stream, written, &batch);
+        }
+        written += len;
         let res = if urgent {
             write_urgent(send, &mut batch, writers).await
         } else {

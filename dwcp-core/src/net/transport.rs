@@ -87,6 +87,11 @@ pub struct TransportStats {
     pub lanes: usize,
     /// Bytes the peer acknowledged (TCP) or sent minus lost (QUIC), if known.
     pub delivered_bytes: Option<u64>,
+    /// QUIC: copies of small interactive writes sent as datagrams.
+    pub copies_sent: u64,
+    /// QUIC: copies from the peer whose bytes arrived before the stream's own
+    /// (each one a message that did not wait for loss recovery).
+    pub copies_used: u64,
 }
 
 /// Reads transport statistics. Kept apart from [`Transport`], outside the

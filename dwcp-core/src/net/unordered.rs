@@ -29,6 +29,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use crate::net::copies::Inbox;
+
 /// Bytes held out of order by every stream of one connection, and their limit.
 #[derive(Debug)]
 pub(crate) struct HoleBudget {
@@ -186,6 +188,9 @@ pub(crate) struct UnorderedRecv {
     front: Bytes,
     /// quinn reported the end of the stream.
     finished: bool,
+    /// Copies of the stream's bytes sent as datagrams (copies.rs), until
+    /// the peer's side is gone.
+    copies: Option<Inbox>,
 }
 
 impl std::fmt::Debug for UnorderedRecv {
@@ -198,13 +203,20 @@ impl std::fmt::Debug for UnorderedRecv {
 }
 
 impl UnorderedRecv {
-    /// Reads `recv` from stream offset `start` (what was read in order before).
-    pub(crate) fn new(recv: quinn::RecvStream, start: u64, budget: Arc<HoleBudget>) -> Self {
+    /// Reads `recv` from stream offset `start` (what was read in order
+    /// before), and the copies of its bytes that arrive in `copies`.
+    pub(crate) fn new(
+        recv: quinn::RecvStream,
+        start: u64,
+        budget: Arc<HoleBudget>,
+        copies: Inbox,
+    ) -> Self {
         UnorderedRecv {
             recv,
             order: Reassembly::new(start, budget),
             front: Bytes::new(),
             finished: false,
+            copies: Some(copies),
         }
     }
 }
@@ -233,6 +245,22 @@ impl AsyncRead for UnorderedRecv {
                     )));
                 }
                 return Poll::Ready(Ok(()));
+            }
+            // A copy that arrived before the stream's own bytes. One beyond
+            // the budget is dropped (the stream brings the same bytes), not
+            // an error: a copy must never end a stream that would have lived.
+            if let Some(inbox) = &mut this.copies {
+                match inbox.poll_recv(cx) {
+                    Poll::Ready(Some((offset, data))) => {
+                        if let Ok(Some(data)) = this.order.insert(offset, data) {
+                            inbox.used();
+                            this.front = data;
+                        }
+                        continue;
+                    }
+                    Poll::Ready(None) => this.copies = None,
+                    Poll::Pending => {}
+                }
             }
             // quinn's read is cancel-safe: polled once and dropped, it
             // leaves the waker registered when nothing has arrived.
