@@ -3,6 +3,7 @@
 
     dwcp-bench streams > docs/benchmarks/streams.json
     dwcp-bench compression --json > docs/benchmarks/compression.json
+    sudo python3 scripts/wan_matrix.py > docs/benchmarks/wan-matrix.json
     python3 docs/benchmarks/plot.py
 
 Plain SVG, no plotting library needed.
@@ -64,6 +65,36 @@ def streams():
                "concurrent streams (log scale)", "MB/s (aggregate)", log_x=True)
 
 
+def bar_chart(path, title, groups, series, ylabel):
+    """Grouped bars: one group per entry of `groups`, one bar per series."""
+    W, H, L, R, T, B = 640, 400, 70, 230, 40, 50
+    pw, ph = W - L - R, H - T - B
+    ymax = max(v for _, vals in series for v in vals if v is not None) * 1.1
+    body = [f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">{title}</text>',
+            f'<line x1="{L}" y1="{T+ph}" x2="{L+pw}" y2="{T+ph}" stroke="black"/>',
+            f'<text x="18" y="{T+ph/2}" text-anchor="middle" transform="rotate(-90 18 {T+ph/2})">{ylabel}</text>']
+    gw = pw / len(groups)
+    bw = gw * 0.8 / len(series)
+    for i in range(6):
+        y = ymax * i / 5
+        yy = T + ph - y / ymax * ph
+        body.append(f'<line x1="{L}" y1="{yy:.1f}" x2="{L+pw}" y2="{yy:.1f}" stroke="#ddd"/>')
+        body.append(f'<text x="{L-8}" y="{yy+4:.1f}" text-anchor="end">{y:.0f}</text>')
+    for g, group in enumerate(groups):
+        body.append(f'<text x="{L+g*gw+gw/2:.1f}" y="{T+ph+18}" text-anchor="middle">{group}</text>')
+        for k, (name, vals) in enumerate(series):
+            v = vals[g]
+            if v is None:
+                continue
+            h = v / ymax * ph
+            x = L + g * gw + gw * 0.1 + k * bw
+            body.append(f'<rect x="{x:.1f}" y="{T+ph-h:.1f}" width="{bw*0.9:.1f}" height="{h:.1f}" fill="{COLORS[k % len(COLORS)]}"/>')
+    for k, (name, _) in enumerate(series):
+        body.append(f'<rect x="{L+pw+15}" y="{T+10+k*20}" width="12" height="12" fill="{COLORS[k % len(COLORS)]}"/>')
+        body.append(f'<text x="{L+pw+32}" y="{T+20+k*20}">{name}</text>')
+    path.write_text(svg(W, H, body))
+
+
 def compression():
     rows = json.loads((HERE / "compression.json").read_text())
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
@@ -74,33 +105,31 @@ def compression():
         # rates, whose absolute figures differ by orders of magnitude, compare.
         best = [max(v for n, v in r["mbps"] if n != "adaptive") for r in sel]
         series = [(n, [dict(r["mbps"])[n] / b * 100 for r, b in zip(sel, best)]) for n in names]
-        W, H, L, R, T, B = 640, 400, 70, 170, 40, 50
-        pw, ph = W - L - R, H - T - B
-        ymax = max(v for _, vals in series for v in vals) * 1.1
-        body = [f'<text x="{W/2}" y="22" text-anchor="middle" font-size="14">Application rate vs best fixed codec (=100%): {corpus}</text>',
-                f'<line x1="{L}" y1="{T+ph}" x2="{L+pw}" y2="{T+ph}" stroke="black"/>',
-                f'<text x="18" y="{T+ph/2}" text-anchor="middle" transform="rotate(-90 18 {T+ph/2})">% of the best fixed codec</text>']
-        gw = pw / len(rates)
-        bw = gw * 0.8 / len(series)
-        for i in range(6):
-            y = ymax * i / 5
-            yy = T + ph - y / ymax * ph
-            body.append(f'<line x1="{L}" y1="{yy:.1f}" x2="{L+pw}" y2="{yy:.1f}" stroke="#ddd"/>')
-            body.append(f'<text x="{L-8}" y="{yy+4:.1f}" text-anchor="end">{y:.0f}</text>')
-        for g, rate in enumerate(rates):
-            body.append(f'<text x="{L+g*gw+gw/2:.1f}" y="{T+ph+18}" text-anchor="middle">{rate}</text>')
-            for k, (name, vals) in enumerate(series):
-                v = vals[g]
-                h = v / ymax * ph
-                x = L + g * gw + gw * 0.1 + k * bw
-                body.append(f'<rect x="{x:.1f}" y="{T+ph-h:.1f}" width="{bw*0.9:.1f}" height="{h:.1f}" fill="{COLORS[k % len(COLORS)]}"/>')
-        for k, (name, _) in enumerate(series):
-            body.append(f'<rect x="{L+pw+15}" y="{T+10+k*20}" width="12" height="12" fill="{COLORS[k % len(COLORS)]}"/>')
-            body.append(f'<text x="{L+pw+32}" y="{T+20+k*20}">{name}</text>')
         slug = corpus.split()[0].replace("/", "-")
-        (HERE / f"compression-{slug}.svg").write_text(svg(W, H, body))
+        bar_chart(HERE / f"compression-{slug}.svg",
+                  f"Application rate vs best fixed codec (=100%): {corpus}",
+                  rates, series, "% of the best fixed codec")
+
+
+def wan():
+    """One chart per RTT at 100 Mbit/s: goodput as % of the link by loss."""
+    path = HERE / "wan-matrix.json"
+    if not path.exists():
+        return
+    rows = json.loads(path.read_text())
+    for rtt in sorted({r["rtt_ms"] for r in rows if r["mbit"] == 100}):
+        sel = [r for r in rows if r["mbit"] == 100 and r["rtt_ms"] == rtt]
+        losses = sorted({r["loss_pct"] for r in sel})
+        names = list(dict.fromkeys(r["subject"] for r in sel))
+        at = {(r["subject"], r["loss_pct"]): r["of_link"] * 100 for r in sel}
+        series = [(n.replace(", 1 connection", "").replace("DWCP over ", "DWCP "),
+                   [at.get((n, l)) for l in losses]) for n in names]
+        bar_chart(HERE / f"wan-100mbit-{rtt}ms.svg",
+                  f"Goodput, 100 Mbit/s, {rtt} ms RTT, by loss % (TUN delay line)",
+                  [f"{l:g} %" for l in losses], series, "% of the link")
 
 
 if __name__ == "__main__":
     streams()
     compression()
+    wan()

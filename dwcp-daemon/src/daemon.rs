@@ -183,6 +183,7 @@ fn endpoint_config(config: &Config, tls: &TlsConfig, transport: Transport) -> En
         .map(|m| mbit(m * WIRE_SHARE_OF_LINK_RATE));
     ec.link_rate_bps = config.link.rate_mbps.map(|m| (m * 1e6) as u64);
     ec.tcp.lanes = config.link.tcp_lanes;
+    ec.interactive_copies = config.link.interactive_copies;
     ec.handshake_timeout = Duration::from_secs(config.limits.handshake_timeout_secs);
     ec.handshake_limits = HandshakeLimits {
         max_pending: config.limits.max_handshakes,

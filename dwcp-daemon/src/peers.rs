@@ -68,6 +68,8 @@ pub struct Peer {
     conn: watch::Sender<Option<Connection>>,
     /// Totals of the connections that have ended (for monotonic counters).
     retired: Mutex<ConnectionStats>,
+    /// Interactive copies sent and used by the connections that have ended.
+    retired_copies: Mutex<(u64, u64)>,
     established: Mutex<u64>,
 }
 
@@ -94,6 +96,7 @@ impl Peer {
             config,
             conn: watch::channel(None).0,
             retired: Mutex::default(),
+            retired_copies: Mutex::default(),
             established: Mutex::new(0),
         }
     }
@@ -162,8 +165,13 @@ impl Peer {
     /// Records the end of `conn`: folds its counters into the totals and
     /// clears it if it is still the current one.
     fn retire(&self, conn: &Connection, reason: String, draining: bool) {
-        let last = conn.stats().core;
-        *lock(&self.retired) += &last;
+        let last = conn.stats();
+        *lock(&self.retired) += &last.core;
+        {
+            let mut c = lock(&self.retired_copies);
+            c.0 += last.transport.copies_sent;
+            c.1 += last.transport.copies_used;
+        }
         let current = self.conn.borrow().as_ref().is_some_and(|c| c == conn);
         if current {
             self.conn.send_replace(None);
@@ -185,6 +193,18 @@ impl Peer {
             t += &c.stats().core;
         }
         t
+    }
+
+    /// Interactive copies (QUIC datagrams) over every connection to this
+    /// peer: sent, and the peer's that arrived before their stream data.
+    pub fn copies(&self) -> (u64, u64) {
+        let (mut sent, mut used) = *lock(&self.retired_copies);
+        if let Some(c) = self.connection() {
+            let t = c.stats().transport;
+            sent += t.copies_sent;
+            used += t.copies_used;
+        }
+        (sent, used)
     }
 }
 

@@ -50,6 +50,7 @@ pub const NAMES: &[&str] = &[
     "dwcp_handshake_retries_total",
     "dwcp_handshakes_in_progress",
     "dwcp_tls_cert_expiry_timestamp_seconds",
+    "dwcp_interactive_copies_total",
 ];
 
 /// DATA bytes a connection must have carried before its bandwidth estimate
@@ -190,6 +191,11 @@ fn sample(state: &State, loss: &mut BTreeMap<String, LossWindow>) {
         counter!("dwcp_data_wire_bytes_total", "peer" => p.clone(), "direction" => "received")
             .absolute(t.data_wire_received);
         counter!("dwcp_frames_sent_total", "peer" => p.clone()).absolute(t.frames_sent);
+        let (sent, used) = peer.copies();
+        counter!("dwcp_interactive_copies_total", "peer" => p.clone(), "outcome" => "sent")
+            .absolute(sent);
+        counter!("dwcp_interactive_copies_total", "peer" => p.clone(), "outcome" => "used")
+            .absolute(used);
         counter!("dwcp_frames_received_total", "peer" => p.clone()).absolute(t.frames_received);
         counter!("dwcp_stream_opens_total", "peer" => p.clone(), "direction" => "local")
             .absolute(t.streams_opened_local);

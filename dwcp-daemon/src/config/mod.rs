@@ -185,6 +185,7 @@ compression = "zstd:3"
             ("link.rate_mbps", Kind::Float),
             ("link.tcp_lanes", Kind::Int),
             ("link.congestion", Kind::Str),
+            ("link.interactive_copies", Kind::Bool),
             ("reconnect.initial_ms", Kind::Int),
             ("reconnect.max_ms", Kind::Int),
         ];
@@ -203,6 +204,7 @@ compression = "zstd:3"
                 "limits.max_streams=1_000".into(),
                 "link.rate_mbps=100".into(),
                 "node.name=123".into(),
+                "link.interactive_copies=false".into(),
             ],
         )
         .expect("valid");
@@ -210,6 +212,10 @@ compression = "zstd:3"
         assert_eq!(c.limits.max_streams, 1000);
         assert_eq!(c.link.rate_mbps, Some(100.0));
         assert_eq!(c.node.name, "123");
+        assert!(!c.link.interactive_copies);
+        let o = overrides(|_| None, &["link.interactive_copies=yes".into()]).expect("key ok");
+        let e = parse(GOOD, "t.toml", &o).expect_err("not a boolean");
+        assert!(format!("{e:?}").contains("true or false"), "{e:?}");
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum Kind {
     Int,
     /// A number.
     Float,
+    /// `true` or `false`.
+    Bool,
 }
 
 /// Keys that `DWCP_*` variables and `--set` may override, with their types,
@@ -138,6 +140,10 @@ fn override_value(key: &str, raw: &str, kind: Kind) -> Result<toml::Value, Issue
             Some(toml::Value::Integer(i)) => Ok(toml::Value::Float(i as f64)),
             _ => Err(bad("a number")),
         },
+        Kind::Bool => match literal() {
+            Some(v @ toml::Value::Boolean(_)) => Ok(v),
+            _ => Err(bad("true or false")),
+        },
     }
 }
 
@@ -194,6 +200,11 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         v.visit_f64(0.0)
     }
 
+    fn deserialize_bool<V: Visitor<'de>>(mut self, v: V) -> Result<V::Value, ProbeError> {
+        self.record(Kind::Bool);
+        v.visit_bool(false)
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, ProbeError> {
         v.visit_some(self)
     }
@@ -229,7 +240,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
     }
 
     serde::forward_to_deserialize_any! {
-        bool i8 i16 i32 i64 i128 u8 u128 f32 char bytes byte_buf unit
+        i8 i16 i32 i64 i128 u8 u128 f32 char bytes byte_buf unit
         unit_struct newtype_struct tuple tuple_struct map identifier ignored_any
     }
 }

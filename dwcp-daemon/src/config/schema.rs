@@ -228,6 +228,9 @@ pub struct Link {
     pub tcp_lanes: usize,
     /// QUIC congestion control: `dwcp` (default), `bbr`, `cubic` or `newreno`.
     pub congestion: CongestionName,
+    /// QUIC: send small interactive writes again as a datagram, so a lost
+    /// packet does not cost them a round trip (far or lossy paths only).
+    pub interactive_copies: bool,
 }
 
 /// QUIC congestion controller names.
@@ -255,6 +258,7 @@ impl Default for Link {
             rate_mbps: None,
             tcp_lanes: 4,
             congestion: CongestionName::default(),
+            interactive_copies: true,
         }
     }
 }
