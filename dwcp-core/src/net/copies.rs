@@ -24,13 +24,14 @@
 //! [`INBOX`] per stream waiting for its reader, quinn's datagram buffers
 //! set in `quic.rs`). A copy that finds no room is dropped: it was a copy.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
@@ -57,7 +58,22 @@ const SHARE: u64 = 16;
 /// How often [`Copies::tick`] is called (the send-window tuner's period).
 pub(crate) const TICK: Duration = Duration::from_millis(50);
 
-type Inboxes = HashMap<u64, mpsc::Sender<(u64, Bytes)>>;
+/// Copies waiting for one stream's reader. Every QUIC stream a connection
+/// receives has one (bulk streams too: their class is not known when they
+/// are accepted), so it is small: nothing is allocated until a copy comes.
+#[derive(Debug, Default)]
+struct Slot {
+    copies: Mutex<VecDeque<(u64, Bytes)>>,
+    reader: AtomicWaker,
+}
+
+impl Slot {
+    fn copies(&self) -> MutexGuard<'_, VecDeque<(u64, Bytes)>> {
+        self.copies.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+type Inboxes = HashMap<u64, Arc<Slot>>;
 
 /// One QUIC connection's copies: sent for its interactive writers, received
 /// for its stream readers.
@@ -185,18 +201,26 @@ impl Copies {
             u64::from_be_bytes(head[..8].try_into().unwrap_or_default()),
             u64::from_be_bytes(head[8..].try_into().unwrap_or_default()),
         );
-        if let Some(inbox) = self.inboxes().get(&stream) {
-            // Full or closed: the stream brings the same bytes.
-            let _ = inbox.try_send((offset, d));
+        let Some(slot) = self.inboxes().get(&stream).cloned() else {
+            return;
+        };
+        {
+            let mut q = slot.copies();
+            if q.len() >= INBOX {
+                // Full: the stream brings the same bytes.
+                return;
+            }
+            q.push_back((offset, d));
         }
+        slot.reader.wake();
     }
 
     /// The inbox of receiving QUIC stream `stream`, until it is dropped.
     pub(crate) fn inbox(self: &Arc<Self>, stream: u64) -> Inbox {
-        let (tx, rx) = mpsc::channel(INBOX);
-        self.inboxes().insert(stream, tx);
+        let slot = Arc::new(Slot::default());
+        self.inboxes().insert(stream, slot.clone());
         Inbox {
-            rx,
+            slot,
             stream,
             copies: self.clone(),
         }
@@ -216,15 +240,23 @@ impl Copies {
 /// Copies for one receiving QUIC stream; unregistered when dropped.
 #[derive(Debug)]
 pub(crate) struct Inbox {
-    rx: mpsc::Receiver<(u64, Bytes)>,
+    slot: Arc<Slot>,
     stream: u64,
     copies: Arc<Copies>,
 }
 
 impl Inbox {
     /// The next copy: its stream offset and bytes.
-    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<(u64, Bytes)>> {
-        self.rx.poll_recv(cx)
+    pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<(u64, Bytes)> {
+        if let Some(c) = self.slot.copies().pop_front() {
+            return Poll::Ready(c);
+        }
+        self.slot.reader.register(cx.waker());
+        // A copy queued between the check and the registration.
+        match self.slot.copies().pop_front() {
+            Some(c) => Poll::Ready(c),
+            None => Poll::Pending,
+        }
     }
 
     /// A copy's bytes were delivered before the stream's own.
@@ -329,7 +361,7 @@ mod tests {
         other[7] = 5;
         c.deliver(other.freeze());
         match inbox.poll_recv(&mut cx) {
-            Poll::Ready(Some((77, b))) => assert_eq!(&b[..], b"hello"),
+            Poll::Ready((77, b)) => assert_eq!(&b[..], b"hello"),
             p => panic!("expected the copy at 77, got {p:?}"),
         }
         assert!(inbox.poll_recv(&mut cx).is_pending());
@@ -337,7 +369,7 @@ mod tests {
             c.deliver(d.clone().freeze());
         }
         let mut n = 0;
-        while let Poll::Ready(Some(_)) = inbox.poll_recv(&mut cx) {
+        while inbox.poll_recv(&mut cx).is_ready() {
             n += 1;
         }
         assert_eq!(n, INBOX, "the inbox is bounded");

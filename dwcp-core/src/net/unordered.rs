@@ -188,9 +188,8 @@ pub(crate) struct UnorderedRecv {
     front: Bytes,
     /// quinn reported the end of the stream.
     finished: bool,
-    /// Copies of the stream's bytes sent as datagrams (copies.rs), until
-    /// the peer's side is gone.
-    copies: Option<Inbox>,
+    /// Copies of the stream's bytes sent as datagrams (copies.rs).
+    copies: Inbox,
 }
 
 impl std::fmt::Debug for UnorderedRecv {
@@ -216,7 +215,7 @@ impl UnorderedRecv {
             order: Reassembly::new(start, budget),
             front: Bytes::new(),
             finished: false,
-            copies: Some(copies),
+            copies,
         }
     }
 }
@@ -249,18 +248,12 @@ impl AsyncRead for UnorderedRecv {
             // A copy that arrived before the stream's own bytes. One beyond
             // the budget is dropped (the stream brings the same bytes), not
             // an error: a copy must never end a stream that would have lived.
-            if let Some(inbox) = &mut this.copies {
-                match inbox.poll_recv(cx) {
-                    Poll::Ready(Some((offset, data))) => {
-                        if let Ok(Some(data)) = this.order.insert(offset, data) {
-                            inbox.used();
-                            this.front = data;
-                        }
-                        continue;
-                    }
-                    Poll::Ready(None) => this.copies = None,
-                    Poll::Pending => {}
+            if let Poll::Ready((offset, data)) = this.copies.poll_recv(cx) {
+                if let Ok(Some(data)) = this.order.insert(offset, data) {
+                    this.copies.used();
+                    this.front = data;
                 }
+                continue;
             }
             // quinn's read is cancel-safe: polled once and dropped, it
             // leaves the waker registered when nothing has arrived.
