@@ -15,7 +15,19 @@ use bytes::Bytes;
 use dwcp_core::net::{Compression, Endpoint, EndpointConfig, StreamOptions, Transport};
 use dwcp_core::tls::DevCa;
 
-use common::{loopback, opts, CLIENT, SERVER};
+use common::{echo_through_relay, opts, CLIENT};
+
+async fn server_endpoint(ca: &DevCa) -> Endpoint {
+    bind(EndpointConfig::new(
+        ca.config_for(common::SERVER).expect("cert"),
+        Transport::Quic,
+    ))
+    .await
+}
+
+async fn bind(cfg: EndpointConfig) -> Endpoint {
+    Endpoint::bind(common::loopback(), cfg).await.expect("bind")
+}
 
 /// One echo of 1 KiB every 50 ms for 6 s beside four streams that keep a
 /// 20 Mbit/s, 60 ms link full.
@@ -23,53 +35,20 @@ use common::{loopback, opts, CLIENT, SERVER};
 async fn quic_echoes_beside_saturating_bulk_all_arrive_promptly() {
     let rtt = Duration::from_millis(60);
     let ca = DevCa::new().expect("ca");
-    let server_ep = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for(SERVER).expect("cert"), Transport::Quic),
-    )
-    .await
-    .expect("bind server");
     // As the daemon configures a known link rate: frames get 92 % of it, so
     // the bottleneck's queue stays short and what is measured is DWCP's own
     // queueing.
     let mut cfg = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), Transport::Quic);
     cfg.protocol.rate_limit = Some(20_000_000 / 8 * 92 / 100);
     cfg.link_rate_bps = Some(20_000_000);
-    let client_ep = Endpoint::bind(loopback(), cfg).await.expect("bind client");
     let mut profile = dwcp_wanem::LinkProfile::wan(20, rtt.as_millis() as u64, 0.0);
     profile.seed = 7;
     let back = dwcp_wanem::LinkProfile {
         seed: 8,
         ..profile.clone()
     };
-    let wan = dwcp_wanem::udp::Relay::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        server_ep.local_addr(),
-        profile,
-        back,
-    )
-    .await
-    .expect("relay");
-    let (c, s) = tokio::join!(
-        client_ep.connect(wan.local_addr(), SERVER),
-        server_ep.accept()
-    );
-    let (c, s) = (c.expect("connect"), s.expect("accept"));
-    tokio::spawn(async move {
-        while let Some(mut st) = s.accept_stream().await {
-            tokio::spawn(async move {
-                if &st.route()[..] == b"echo" {
-                    while let Ok(Some(m)) = st.recv().await {
-                        if st.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                } else {
-                    while let Ok(Some(_)) = st.recv().await {}
-                }
-            });
-        }
-    });
+    let path = echo_through_relay(server_endpoint(&ca).await, bind(cfg).await, profile, back).await;
+    let c = path.client.clone();
     let until = Instant::now() + Duration::from_secs(7);
     let mut bulk = Vec::new();
     for i in 0..4 {
@@ -147,44 +126,16 @@ async fn quic_echoes_beside_saturating_bulk_all_arrive_promptly() {
 async fn quic_interactive_message_survives_a_lost_packet_without_waiting_for_recovery() {
     let rtt = Duration::from_millis(200);
     let ca = DevCa::new().expect("ca");
-    let server_ep = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for(SERVER).expect("cert"), Transport::Quic),
-    )
-    .await
-    .expect("bind server");
-    let client_ep = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), Transport::Quic),
-    )
-    .await
-    .expect("bind client");
+    let cfg = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), Transport::Quic);
     let profile = dwcp_wanem::LinkProfile::wan(1000, rtt.as_millis() as u64, 0.0);
-    let wan = dwcp_wanem::udp::Relay::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        server_ep.local_addr(),
+    let path = echo_through_relay(
+        server_endpoint(&ca).await,
+        bind(cfg).await,
         profile.clone(),
         profile,
     )
-    .await
-    .expect("relay");
-    let (c, s) = tokio::join!(
-        client_ep.connect(wan.local_addr(), SERVER),
-        server_ep.accept()
-    );
-    let (c, s) = (c.expect("connect"), s.expect("accept"));
-    let server = s.clone();
-    tokio::spawn(async move {
-        while let Some(mut st) = s.accept_stream().await {
-            tokio::spawn(async move {
-                while let Ok(Some(m)) = st.recv().await {
-                    if st.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    .await;
+    let (wan, c, server) = (&path.wan, path.client.clone(), path.server.clone());
     let mut echo = c
         .open_stream(StreamOptions {
             interactive: true,

@@ -409,33 +409,9 @@ async fn quic_no_head_of_line_blocking_across_streams() {
         seed: 4,
         ..profile.clone()
     };
-    let wan = dwcp_wanem::udp::Relay::start(
-        "127.0.0.1:0".parse().expect("addr"),
-        server_ep.local_addr(),
-        profile,
-        back,
-    )
-    .await
-    .expect("relay");
-    let relay = wan.local_addr();
-    let (c, s) = tokio::join!(client_ep.connect(relay, SERVER), server_ep.accept());
-    let (c, s) = (c.expect("connect"), s.expect("accept"));
     // Server: drain bulk, echo small messages.
-    tokio::spawn(async move {
-        while let Some(mut st) = s.accept_stream().await {
-            tokio::spawn(async move {
-                if &st.route()[..] == b"echo" {
-                    while let Ok(Some(m)) = st.recv().await {
-                        if st.send(m).await.is_err() {
-                            break;
-                        }
-                    }
-                } else {
-                    while let Ok(Some(_)) = st.recv().await {}
-                }
-            });
-        }
-    });
+    let path = common::echo_through_relay(server_ep, client_ep, profile, back).await;
+    let c = path.client.clone();
     let mut bulk = c.open_stream(opts("bulk")).expect("open");
     let bulk_task = tokio::spawn(async move {
         let chunk = Bytes::from(vec![0xAB; 64 * 1024]);

@@ -71,3 +71,57 @@ pub(crate) fn opts(route: &str) -> StreamOptions {
         ..StreamOptions::default()
     }
 }
+
+/// A connection through the emulated link to a server that echoes streams
+/// routed `echo` and drains the others.
+pub(crate) struct EchoPath {
+    pub(crate) wan: dwcp_wanem::udp::Relay,
+    pub(crate) client: Connection,
+    pub(crate) server: Connection,
+    _endpoints: (Endpoint, Endpoint),
+}
+
+/// `client_ep` connected through a UDP relay (`forward` and `back`) to
+/// `server_ep`, whose streams routed `echo` are echoed and others drained.
+pub(crate) async fn echo_through_relay(
+    server_ep: Endpoint,
+    client_ep: Endpoint,
+    forward: dwcp_wanem::LinkProfile,
+    back: dwcp_wanem::LinkProfile,
+) -> EchoPath {
+    let wan = dwcp_wanem::udp::Relay::start(
+        "127.0.0.1:0".parse().expect("addr"),
+        server_ep.local_addr(),
+        forward,
+        back,
+    )
+    .await
+    .expect("relay");
+    let (c, s) = tokio::join!(
+        client_ep.connect(wan.local_addr(), SERVER),
+        server_ep.accept()
+    );
+    let (c, s) = (c.expect("connect"), s.expect("accept"));
+    let server = s.clone();
+    tokio::spawn(async move {
+        while let Some(mut st) = s.accept_stream().await {
+            tokio::spawn(async move {
+                if &st.route()[..] == b"echo" {
+                    while let Ok(Some(m)) = st.recv().await {
+                        if st.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                } else {
+                    while let Ok(Some(_)) = st.recv().await {}
+                }
+            });
+        }
+    });
+    EchoPath {
+        wan,
+        client: c,
+        server,
+        _endpoints: (client_ep, server_ep),
+    }
+}
