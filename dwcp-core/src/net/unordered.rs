@@ -120,6 +120,18 @@ impl Reassembly {
         Ok(None)
     }
 
+    /// Takes a copy of bytes at `offset` (`copies.rs`): only what continues
+    /// the bytes delivered is used. A copy beyond a hole is dropped, never
+    /// held, so copies take none of the budget and cannot leave a hole at
+    /// the end of the stream.
+    pub(crate) fn insert_copy(&mut self, offset: u64, data: Bytes) -> Option<Bytes> {
+        if offset > self.next {
+            return None;
+        }
+        // At or before `next`, `insert` delivers at once and holds nothing.
+        self.insert(offset, data).ok().flatten()
+    }
+
     /// Keeps `data` at `at`, charged to the budget.
     fn hold(&mut self, at: u64, data: Bytes) -> io::Result<()> {
         let n = data.len() as u64;
@@ -245,11 +257,9 @@ impl AsyncRead for UnorderedRecv {
                 }
                 return Poll::Ready(Ok(()));
             }
-            // A copy that arrived before the stream's own bytes. One beyond
-            // the budget is dropped (the stream brings the same bytes), not
-            // an error: a copy must never end a stream that would have lived.
+            // A copy that arrived before the stream's own bytes.
             if let Poll::Ready((offset, data)) = this.copies.poll_recv(cx) {
-                if let Ok(Some(data)) = this.order.insert(offset, data) {
+                if let Some(data) = this.order.insert_copy(offset, data) {
                     this.copies.used();
                     this.front = data;
                 }
@@ -315,6 +325,29 @@ mod tests {
             assert!(!r.has_holes());
             assert_eq!(budget.held(), 0);
         }
+    }
+
+    /// A copy is used only where it continues the delivered bytes: one
+    /// beyond a hole is dropped and takes none of the budget; one that
+    /// overlaps what was delivered gives only the new bytes.
+    #[test]
+    fn copies_continue_the_delivered_bytes_or_are_dropped() {
+        let budget = HoleBudget::new(10_000);
+        let mut r = Reassembly::new(0, budget.clone());
+        assert!(r.insert_copy(100, Bytes::from(vec![1u8; 50])).is_none());
+        assert_eq!(budget.held(), 0);
+        assert!(!r.has_holes());
+        let head = r.insert(0, Bytes::from(vec![2u8; 80])).expect("in order");
+        assert_eq!(head.map(|h| h.len()), Some(80));
+        let tail = r.insert_copy(40, Bytes::from(vec![3u8; 60]));
+        assert_eq!(
+            tail.map(|t| t.len()),
+            Some(20),
+            "only bytes 80..100 are new"
+        );
+        // The stream's own bytes, later, are cut to what is still new.
+        let own = r.insert(0, Bytes::from(vec![2u8; 120])).expect("in order");
+        assert_eq!(own.map(|o| o.len()), Some(20));
     }
 
     /// A peer that keeps a hole open and sends on beyond it is refused at
