@@ -179,13 +179,7 @@ async fn echo_once(echo: &mut dwcp_core::net::Stream, i: u8) -> Duration {
     let msg = Bytes::from((0..1024u32).map(|b| (b as u8) ^ i).collect::<Vec<u8>>());
     let t0 = Instant::now();
     echo.send(msg.clone()).await.expect("send");
-    let mut got = Vec::new();
-    while got.len() < msg.len() {
-        let r = tokio::time::timeout(Duration::from_secs(10), echo.recv())
-            .await
-            .expect("an echo waited 10 s");
-        got.extend_from_slice(&r.expect("recv").expect("echo stream ended"));
-    }
+    let got = read_exactly(echo, msg.len()).await;
     assert!(got == msg[..], "echo {i} differs from its request");
     t0.elapsed()
 }
@@ -229,13 +223,7 @@ async fn quic_interactive_echoes_stay_exact_with_copies_under_loss_and_reorderin
                     sent.extend_from_slice(&msg);
                     st.send(Bytes::from(msg)).await.expect("send");
                 }
-                let mut got = Vec::new();
-                while got.len() < sent.len() {
-                    let r = tokio::time::timeout(Duration::from_secs(10), st.recv())
-                        .await
-                        .expect("an echo waited 10 s");
-                    got.extend_from_slice(&r.expect("recv").expect("echo stream ended"));
-                }
+                let got = read_exactly(&mut st, sent.len()).await;
                 assert!(got == sent, "stream {k}, round {round}: the echo differs");
                 bytes += sent.len();
             }
@@ -259,4 +247,16 @@ async fn quic_interactive_echoes_stay_exact_with_copies_under_loss_and_reorderin
         used > 0,
         "no copy arrived before its stream data: copies were not exercised"
     );
+}
+
+/// Reads `n` bytes of echo (each read within 10 s).
+async fn read_exactly(st: &mut dwcp_core::net::Stream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = tokio::time::timeout(Duration::from_secs(10), st.recv())
+            .await
+            .expect("an echo waited 10 s");
+        got.extend_from_slice(&r.expect("recv").expect("echo stream ended"));
+    }
+    got
 }

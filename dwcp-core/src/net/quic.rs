@@ -313,7 +313,6 @@ const MIN_SEND_WINDOW: u64 = 256 * 1024;
 async fn tune_send_window(conn: quinn::Connection, max: u64, copies: Arc<Copies>, copy: bool) {
     let mut tick = tokio::time::interval(copies::TICK);
     let mut window = SendWindow::new(MIN_SEND_WINDOW, max);
-    let (mut lost, mut last_loss) = (0, None);
     loop {
         tick.tick().await;
         if conn.close_reason().is_some() {
@@ -321,19 +320,14 @@ async fn tune_send_window(conn: quinn::Connection, max: u64, copies: Arc<Copies>
         }
         let path = conn.stats().path;
         let now = Instant::now();
-        if path.lost_packets > lost {
-            last_loss = Some(now);
-        }
-        lost = path.lost_packets;
-        let since_loss = last_loss.map_or(std::time::Duration::MAX, |t| now - t);
-        copies.tick(copy, path.rtt, path.cwnd, since_loss);
         conn.set_send_window(window.target(
-            Instant::now(),
+            now,
             path.cwnd,
             path.current_mtu,
             path.sent_packets,
             path.lost_packets,
         ));
+        copies.tick(copy, path.rtt, path.cwnd, window.since_loss(now));
     }
 }
 
@@ -396,6 +390,14 @@ impl SendWindow {
             recent_sent: 0.0,
             recent_lost: 0.0,
         }
+    }
+
+    /// Time since the last tick that saw a packet declared lost (`MAX` if
+    /// none has).
+    fn since_loss(&self, now: Instant) -> std::time::Duration {
+        self.last_loss.map_or(std::time::Duration::MAX, |t| {
+            now.saturating_duration_since(t)
+        })
     }
 
     /// The window for congestion window `cwnd` (packets of `mtu` bytes),
