@@ -19,11 +19,20 @@ pub enum CodecId {
     Lz4 = 1,
     /// Zstandard frame (any level; the level is the sender's choice).
     Zstd = 2,
+    /// The next flushed part of a zstd frame that runs across the stream's
+    /// DATA frames, decoded with the stream's own context (window at most
+    /// 2 MiB): see [`crate::zstd_stream`].
+    ZstdStream = 3,
 }
 
 impl CodecId {
     /// All codecs this implementation can decode.
-    pub const ALL: [CodecId; 3] = [CodecId::None, CodecId::Lz4, CodecId::Zstd];
+    pub const ALL: [CodecId; 4] = [
+        CodecId::None,
+        CodecId::Lz4,
+        CodecId::Zstd,
+        CodecId::ZstdStream,
+    ];
 
     /// Parses a wire codec id.
     pub fn from_u8(v: u8) -> Option<CodecId> {
@@ -31,6 +40,7 @@ impl CodecId {
             0 => Some(CodecId::None),
             1 => Some(CodecId::Lz4),
             2 => Some(CodecId::Zstd),
+            3 => Some(CodecId::ZstdStream),
             _ => None,
         }
     }
@@ -51,6 +61,7 @@ impl CodecId {
             CodecId::None => "none",
             CodecId::Lz4 => "lz4",
             CodecId::Zstd => "zstd",
+            CodecId::ZstdStream => "zstd-stream",
         }
     }
 }
@@ -91,11 +102,15 @@ impl CodecError {
 }
 
 /// Compresses `raw` with `codec` (zstd at `level`). Returns the encoded bytes.
+/// For [`CodecId::ZstdStream`] the result is the first chunk of a new
+/// stream context (a context that goes on is a
+/// [`crate::zstd_stream::StreamCompressor`]).
 ///
 /// # Errors
 /// zstd reports an internal error (for example an invalid level).
 pub fn compress(codec: CodecId, level: i32, raw: &[u8]) -> Result<Bytes, CodecError> {
     match codec {
+        CodecId::ZstdStream => crate::zstd_stream::first_chunk(level, raw).map(Bytes::from),
         CodecId::None => Ok(Bytes::copy_from_slice(raw)),
         CodecId::Lz4 => Ok(Bytes::from(lz4_flex::block::compress(raw))),
         CodecId::Zstd => zstd::bulk::compress(raw, level)
@@ -132,7 +147,10 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
     })
 }
 
-/// Decodes `payload` according to `enc`, refusing to produce more than `max_decoded` bytes.
+/// Decodes `payload` according to `enc`, refusing to produce more than
+/// `max_decoded` bytes. A [`CodecId::ZstdStream`] payload is decoded as the
+/// first of its stream (later ones need the stream's
+/// [`crate::zstd_stream::StreamDecoder`]).
 ///
 /// # Errors
 /// [`CodecError::TooLarge`] before any allocation if the declared size is above the
@@ -186,6 +204,9 @@ pub fn decompress(enc: Encoding, payload: &[u8], max_decoded: u32) -> Result<Byt
             }
             Ok(Bytes::from(out))
         }
+        CodecId::ZstdStream => crate::zstd_stream::StreamDecoder::new()?
+            .decode(payload, raw_len)
+            .map(Bytes::from),
     }
 }
 

@@ -4,12 +4,15 @@
 //! An [`Encoder`] does CPU work; run it off the I/O path (the async layer uses
 //! tokio's blocking pool). Uncompressed chunks keep their `Bytes` (zero copy).
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::frame::Encoding;
 use crate::selector::{Level, Selector, Wait};
+use crate::zstd_stream::{self, StreamCompressor};
+use crate::CodecId;
 
 /// Bytes of a chunk tried with LZ4 to judge compressibility.
 pub const SAMPLE: usize = 4096;
@@ -124,6 +127,14 @@ pub struct Encoder {
     policy: Policy,
     codec_bits: u16,
     selector: Selector,
+    /// The stream's zstd context across chunks, from the first chunk
+    /// compressed with it until the stream finishes (see
+    /// [`crate::zstd_stream`]). Locked only by the one chunk at the
+    /// compressor: context chunks are compressed one at a time.
+    context: Option<Arc<Mutex<StreamCompressor>>>,
+    /// A context failed once: the peer's copy can no longer be trusted to
+    /// match a new one, so the stream never uses one again.
+    context_failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Most idle zstd contexts kept for reuse, over all streams and levels.
@@ -208,7 +219,34 @@ impl Encoder {
             policy,
             codec_bits,
             selector: Selector::new(codec_bits),
+            context: None,
+            context_failed: Default::default(),
         }
+    }
+
+    /// Whether the next chunk should go to the compressor alone, so that it
+    /// may use the stream's zstd context ([`Encoder::plan_alone`]): the peer
+    /// takes zstd-stream chunks, the policy may choose zstd at a level
+    /// with a context, and the sender was not waiting for the compressor
+    /// (then chunks compressed side by side deliver more than a better
+    /// ratio does).
+    pub fn wants_context(&self, wait: Wait) -> bool {
+        let level_ok = match self.policy {
+            Policy::Adaptive => true,
+            Policy::Force(Level::Zstd(l)) => l <= zstd_stream::MAX_LEVEL,
+            _ => false,
+        };
+        level_ok
+            && wait != Wait::Compressor
+            && self.codec_bits & CodecId::ZstdStream.bit() != 0
+            && !self
+                .context_failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Gives the stream's zstd context back (the stream finished sending).
+    pub fn release_context(&mut self) {
+        self.context = None;
     }
 
     /// The selector, to adjust (CPU share) or to teach in tests.
@@ -267,6 +305,26 @@ impl Encoder {
     /// can be compressed at once on different threads; each result goes
     /// back through [`Encoder::observe`].
     pub fn plan(&mut self, chunk: Bytes, link_rate: Option<f64>, fb: Feedback) -> Planned {
+        self.plan_inner(chunk, link_rate, fb, false)
+    }
+
+    /// As [`Encoder::plan`], for a chunk that is compressed with no other
+    /// chunk of the stream at the compressor and that the stream may send as
+    /// [`CodecId::ZstdStream`] (the caller reserved a context at the peer):
+    /// at a zstd level up to [`zstd_stream::MAX_LEVEL`], a chunk of at least
+    /// [`zstd_stream::MIN_CHUNK`] is compressed with the stream's context if
+    /// it has one or one of the process's is free.
+    pub fn plan_alone(&mut self, chunk: Bytes, link_rate: Option<f64>, fb: Feedback) -> Planned {
+        self.plan_inner(chunk, link_rate, fb, true)
+    }
+
+    fn plan_inner(
+        &mut self,
+        chunk: Bytes,
+        link_rate: Option<f64>,
+        fb: Feedback,
+        alone: bool,
+    ) -> Planned {
         let started = Instant::now();
         let wait = fb.wait;
         if let Some(r) = fb.wire_rate {
@@ -295,10 +353,25 @@ impl Encoder {
                 level
             }
         };
+        let context = match level {
+            Level::Zstd(l)
+                if alone
+                    && chunk.len() >= zstd_stream::MIN_CHUNK
+                    && l <= zstd_stream::MAX_LEVEL
+                    && self.wants_context(Wait::Unknown) =>
+            {
+                if self.context.is_none() {
+                    self.context = StreamCompressor::try_new(l).map(|c| Arc::new(Mutex::new(c)));
+                }
+                self.context.clone()
+            }
+            _ => None,
+        };
         Planned {
             level,
             chunk,
             planning: started.elapsed(),
+            context: context.map(|c| (c, self.context_failed.clone())),
         }
     }
 
@@ -318,6 +391,20 @@ pub struct Planned {
     pub level: Level,
     chunk: Bytes,
     planning: Duration,
+    /// The stream's context to compress with, and the flag to raise if it
+    /// fails.
+    context: Option<(
+        Arc<Mutex<StreamCompressor>>,
+        Arc<std::sync::atomic::AtomicBool>,
+    )>,
+}
+
+impl Planned {
+    /// Whether the chunk is compressed with the stream's context (then it
+    /// is sent as [`CodecId::ZstdStream`], whatever its size).
+    pub fn uses_context(&self) -> bool {
+        self.context.is_some()
+    }
 }
 
 /// What compressing a chunk measured, for the selector.
@@ -338,6 +425,38 @@ impl Planned {
     pub fn compress(self) -> Encoded {
         let t = Instant::now();
         let raw_len = self.chunk.len();
+        if let (Some((ctx, failed)), Level::Zstd(l)) = (&self.context, self.level) {
+            let mut c = ctx.lock().unwrap_or_else(|p| p.into_inner());
+            if !failed.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.compress(l, &self.chunk) {
+                    Ok(out) => {
+                        let took = t.elapsed();
+                        return Encoded {
+                            level: self.level,
+                            encoding: Some(Encoding {
+                                codec: CodecId::ZstdStream,
+                                raw_len: raw_len as u32,
+                            }),
+                            trial: Some(Trial {
+                                level: self.level,
+                                compressed_len: out.len(),
+                                took,
+                            }),
+                            payload: Bytes::from(out),
+                            raw_len,
+                            cpu: self.planning + took,
+                        };
+                    }
+                    Err(e) => {
+                        // The chunk did not reach the peer: its context
+                        // still matches what was sent, but no new one
+                        // could follow it. Per-chunk codecs from now on.
+                        tracing::warn!(error = %e, "zstd stream context failed");
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }
         let compressed = compress_at(self.level, &self.chunk);
         let took = t.elapsed();
         let cpu = self.planning + took;

@@ -68,6 +68,7 @@ pub mod selector;
 pub mod sim;
 pub mod stream;
 pub mod tls;
+pub mod zstd_stream;
 
 pub use codec::CodecId;
 pub use config::{Config, ConfigError, PROTOCOL_VERSION};

@@ -124,6 +124,9 @@ pub(crate) struct Stream {
     pub(crate) sched: SchedState,
     /// The transport below cannot take more of this stream's frames now.
     pub(crate) paused: bool,
+    /// The receiving direction's zstd-stream context, from the first
+    /// zstd-stream chunk until the direction ends or the reader goes.
+    pub(crate) zstd: Option<Box<crate::zstd_stream::StreamDecoder>>,
 }
 
 impl Stream {
@@ -153,6 +156,7 @@ impl Stream {
             stop_sent: false,
             sched: SchedState::default(),
             paused: false,
+            zstd: None,
         }
     }
 

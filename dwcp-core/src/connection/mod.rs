@@ -170,6 +170,11 @@ pub struct Connection {
     conn_blocked: VecDeque<StreamId>,
     /// Open interactive streams (few), served from the reserved credit.
     interactive: std::collections::BTreeSet<StreamId>,
+    /// This side's streams that may send zstd-stream chunks, holding one of
+    /// the peer's [`crate::zstd_stream::RECEIVER_CONTEXTS`] decoders each
+    /// until the peer's STOP says it let go (see
+    /// [`Connection::reserve_zstd_context`]).
+    zstd_contexts: std::collections::HashSet<StreamId>,
     /// Frames answering the peer (PONG, refusals) with their lane flag
     /// ([`Transmit::interactive`]): bounded by `max_control_queue`.
     replies: VecDeque<(Frame, bool)>,
@@ -233,6 +238,7 @@ impl Connection {
             tx_ran_dry: false,
             conn_blocked: VecDeque::new(),
             interactive: Default::default(),
+            zstd_contexts: Default::default(),
             replies: VecDeque::new(),
             control: VecDeque::new(),
             window_queue: VecDeque::new(),

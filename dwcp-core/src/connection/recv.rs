@@ -6,11 +6,12 @@ use std::collections::VecDeque;
 use bytes::Bytes;
 
 use super::{Connection, Event, State, Violation};
-use crate::codec;
+use crate::codec::{self, CodecError, CodecId};
 use crate::error::{ErrorCode, StreamError};
+use crate::frame::Encoding;
 use crate::frame::Frame;
 use crate::frame::{Data, Reset, Stop};
-use crate::stream::RecvState;
+use crate::stream::{RecvState, Stream};
 use crate::StreamId;
 
 /// Payloads shorter than this are copied out of the receive buffer when queued,
@@ -91,6 +92,9 @@ impl Connection {
             return Err(StreamError::UnknownStream);
         };
         s.reader_gone = true;
+        // Data from now on is discarded undecoded: the context goes before
+        // the STOP that tells the peer so.
+        s.zstd = None;
         let unread: u64 = s.recv_queue.iter().map(|b| b.len() as u64).sum();
         s.recv_queue = VecDeque::new();
         let mut stop = false;
@@ -161,6 +165,16 @@ impl Connection {
         }
         let codecs = self.config.codecs;
         let max_decoded = self.config.max_decoded_frame;
+        // Decoders in use, counted only when this DATA would add one.
+        let contexts = match d.encoding {
+            Some(e)
+                if e.codec == CodecId::ZstdStream
+                    && self.streams.get(&id).is_some_and(|s| s.zstd.is_none()) =>
+            {
+                self.streams.values().filter(|s| s.zstd.is_some()).count()
+            }
+            _ => 0,
+        };
         let Some(s) = self.streams.get_mut(&id) else {
             return Ok(());
         };
@@ -182,6 +196,8 @@ impl Connection {
         let bytes = match d.encoding {
             None if d.payload.len() < COPY_THRESHOLD => Bytes::copy_from_slice(&d.payload),
             None => d.payload,
+            // A stopped stream's data is discarded below, undecoded.
+            Some(_) if s.reader_gone => Bytes::new(),
             Some(enc) => {
                 if codecs & enc.codec.bit() == 0 {
                     return Err(Violation::new(
@@ -193,7 +209,11 @@ impl Connection {
                     ));
                 }
                 let t0 = std::time::Instant::now();
-                let r = codec::decompress(enc, &d.payload, max_decoded);
+                let r = if enc.codec == CodecId::ZstdStream {
+                    decode_zstd_stream(contexts, s, enc, &d.payload, max_decoded)
+                } else {
+                    codec::decompress(enc, &d.payload, max_decoded)
+                };
                 self.stats.decompress_nanos += t0.elapsed().as_nanos() as u64;
                 match r {
                     Ok(b) => b,
@@ -208,6 +228,8 @@ impl Connection {
             tracing::trace!(id, raw, fin = d.fin, "dwcp: DATA on an interactive stream");
         }
         if d.fin {
+            // The direction ends: its context goes before the STOP below.
+            s.zstd = None;
             s.recv_state = if s.reader_gone {
                 RecvState::Done
             } else {
@@ -246,6 +268,19 @@ impl Connection {
     pub(super) fn handle_reset(&mut self, r: Reset) -> Result<(), Violation> {
         let id = r.stream;
         self.stats.resets_received += 1;
+        // The peer holds its zstd-stream context for this stream until a
+        // STOP says this side let go of its own.
+        if let Some(s) = self.streams.get_mut(&id) {
+            if s.recv_state == RecvState::Open && s.zstd.take().is_some() && !s.stop_sent {
+                s.stop_sent = true;
+                let stop = Stop {
+                    stream: id,
+                    code: ErrorCode::Cancel,
+                };
+                let interactive = s.interactive();
+                self.control.push_back((Frame::Stop(stop), interactive));
+            }
+        }
         match self.streams.get(&id) {
             Some(s) if s.recv_state == RecvState::Open => {
                 if r.code == ErrorCode::RefusedStream {
@@ -319,4 +354,41 @@ impl Connection {
             self.conn_window_pending = true;
         }
     }
+}
+
+/// Decodes one zstd-stream payload with the stream's context, creating it
+/// for the stream's first; `contexts` is the number of the connection's
+/// streams holding one (counted when this one has none).
+fn decode_zstd_stream(
+    contexts: usize,
+    s: &mut Stream,
+    enc: Encoding,
+    payload: &[u8],
+    max_decoded: u32,
+) -> Result<Bytes, CodecError> {
+    if enc.raw_len > max_decoded {
+        return Err(CodecError::TooLarge {
+            declared: enc.raw_len as u64,
+            max: max_decoded as u64,
+        });
+    }
+    let decoder = match &mut s.zstd {
+        Some(d) => d,
+        None => {
+            if contexts >= crate::zstd_stream::RECEIVER_CONTEXTS {
+                return Err(CodecError::Corrupt {
+                    codec: "zstd-stream",
+                    what: format!(
+                        "a stream context beyond the {} this side keeps per connection",
+                        crate::zstd_stream::RECEIVER_CONTEXTS
+                    ),
+                });
+            }
+            s.zstd
+                .insert(Box::new(crate::zstd_stream::StreamDecoder::new()?))
+        }
+    };
+    decoder
+        .decode(payload, enc.raw_len as usize)
+        .map(Bytes::from)
 }

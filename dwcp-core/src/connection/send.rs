@@ -134,6 +134,11 @@ impl Connection {
         {
             return Err(StreamError::CodecNotNegotiated);
         }
+        if enc.codec == CodecId::ZstdStream && !self.zstd_contexts.contains(&id) {
+            // The peer keeps a bounded number of contexts: only a stream
+            // that reserved one may use it.
+            return Err(StreamError::CodecNotNegotiated);
+        }
         let raw = enc.raw_len;
         if raw > peer.max_decoded_frame
             || raw > peer.initial_stream_window
@@ -317,8 +322,39 @@ impl Connection {
         Ok(())
     }
 
+    /// Reserves one of the peer's zstd-stream decoders for stream `id`, so
+    /// that its chunks may be sent as [`CodecId::ZstdStream`]. True if the
+    /// stream holds one (already or now); false if the peer did not offer
+    /// the codec, the stream cannot send, or all
+    /// [`crate::zstd_stream::RECEIVER_CONTEXTS`] are taken.
+    ///
+    /// The reservation ends when the peer's STOP for the stream arrives: the
+    /// peer lets go of its decoder before it sends STOP (on the FIN, on a
+    /// RESET, or when its reader goes), so this side never has more
+    /// contexts in use at the peer than the peer keeps.
+    pub fn reserve_zstd_context(&mut self, id: StreamId) -> bool {
+        if self.zstd_contexts.contains(&id) {
+            return true;
+        }
+        let offered = self.peer.as_ref().is_some_and(|p| {
+            p.codecs & CodecId::ZstdStream.bit() != 0
+                && p.capabilities.contains(Capabilities::COMPRESSION)
+        });
+        let open = self
+            .streams
+            .get(&id)
+            .is_some_and(|s| s.send_state == SendState::Open);
+        if !offered || !open || self.zstd_contexts.len() >= crate::zstd_stream::RECEIVER_CONTEXTS {
+            return false;
+        }
+        self.zstd_contexts.insert(id);
+        true
+    }
+
     pub(super) fn handle_stop(&mut self, st: Stop) -> Result<(), Violation> {
         let id = st.stream;
+        // The peer let go of its decoder for the stream, if it had one.
+        self.zstd_contexts.remove(&id);
         match self.streams.get(&id).map(|s| s.send_state) {
             Some(SendState::Open | SendState::FinPending) => {
                 // Answer with RESET so the peer's direction ends too.

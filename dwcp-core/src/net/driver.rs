@@ -96,6 +96,9 @@ pub struct ClassCompression {
     /// CPU time spent per level label (`none` counts sampling and
     /// exploration of chunks sent as-is).
     pub cpu_by_codec: std::collections::BTreeMap<String, std::time::Duration>,
+    /// Raw bytes compressed with their stream's zstd context
+    /// ([`crate::CodecId::ZstdStream`]), a part of `raw`.
+    pub context_raw: u64,
 }
 
 impl std::fmt::Debug for Shared {

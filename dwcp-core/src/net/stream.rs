@@ -23,7 +23,9 @@ pub enum Compression {
     Adaptive,
     /// Never compress.
     Off,
-    /// Always this codec (zstd at the given level for [`CodecId::Zstd`]).
+    /// Always this codec (zstd at the given level for [`CodecId::Zstd`];
+    /// [`CodecId::ZstdStream`] is the same policy: zstd chunks use the
+    /// stream's context where one is free, whichever is named).
     Force(CodecId, i32),
 }
 
@@ -33,7 +35,9 @@ impl From<Compression> for Policy {
             Compression::Adaptive => Policy::Adaptive,
             Compression::Off | Compression::Force(CodecId::None, _) => Policy::Off,
             Compression::Force(CodecId::Lz4, _) => Policy::Force(Level::Lz4),
-            Compression::Force(CodecId::Zstd, l) => Policy::Force(Level::Zstd(l)),
+            Compression::Force(CodecId::Zstd | CodecId::ZstdStream, l) => {
+                Policy::Force(Level::Zstd(l))
+            }
         }
     }
 }
@@ -392,6 +396,9 @@ impl SendStream {
         let c = map.entry(self.class).or_default();
         c.raw += out.raw_len as u64;
         c.wire += out.payload.len() as u64;
+        if out.encoding.is_some_and(|e| e.codec == CodecId::ZstdStream) {
+            c.context_raw += out.raw_len as u64;
+        }
         c.cpu += out.cpu;
         *c.cpu_by_codec.entry(label.clone()).or_default() += out.cpu;
         c.current = label;
@@ -498,7 +505,21 @@ impl SendStream {
         let mut compressing: Option<crate::cpu::Compressing> = None;
         let mut inflight = std::collections::VecDeque::new();
         loop {
-            while inflight.len() < parallel && !data.is_empty() {
+            // A chunk that may use the stream's zstd context goes to the
+            // compressor alone: the context's chunks must reach the peer in
+            // the order they were compressed. The peer's decoder for the
+            // stream is reserved first.
+            let alone = !data.is_empty() && {
+                let enc = self.encoder();
+                let wants = enc
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .wants_context(self.feedback.wait);
+                let id = self.id;
+                wants && self.conn.shared.lock().core.reserve_zstd_context(id)
+            };
+            let limit = if alone { 1 } else { parallel };
+            while inflight.len() < limit && !data.is_empty() {
                 let chunk = data.split_to(data.len().min(max_chunk));
                 let enc = self.encoder();
                 let rate = self.conn.shared.rate_hint();
@@ -520,7 +541,11 @@ impl SendStream {
                     let planned = {
                         let mut e = enc.lock().unwrap_or_else(|p| p.into_inner());
                         e.selector_mut().set_cpu_share(share);
-                        e.plan(chunk, rate, fb)
+                        if alone {
+                            e.plan_alone(chunk, rate, fb)
+                        } else {
+                            e.plan(chunk, rate, fb)
+                        }
                     };
                     let out = planned.compress();
                     enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
@@ -667,6 +692,13 @@ impl SendStream {
         match r {
             Ok(()) => {
                 self.finished = true;
+                // Nothing more to compress: the process's zstd context goes
+                // back for other streams.
+                if let Some(enc) = &self.encoder {
+                    enc.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .release_context();
+                }
                 Ok(())
             }
             Err(e) => Err(self.fail(e)),
