@@ -135,7 +135,7 @@ pub fn compressed_data(data: &[u8]) {
     let [c, l0, l1, l2, l3, payload @ ..] = data else {
         return;
     };
-    let Some(codec_id) = CodecId::from_u8(c % 3) else {
+    let Some(codec_id) = CodecId::from_u8(c % 4) else {
         return;
     };
     let raw_len = u32::from_be_bytes([*l0, *l1, *l2, *l3]) % (MAX_DECODED * 2);
@@ -149,7 +149,7 @@ pub fn compressed_data(data: &[u8]) {
         assert!(raw_len <= MAX_DECODED);
     }
     // The payload as raw data, through each codec and back.
-    for id in [CodecId::None, CodecId::Lz4, CodecId::Zstd] {
+    for id in CodecId::ALL {
         if let Ok(packed) = codec::compress(id, 1, payload) {
             let e = Encoding {
                 codec: id,

@@ -509,7 +509,7 @@ impl SendStream {
             // compressor alone: the context's chunks must reach the peer in
             // the order they were compressed. The peer's decoder for the
             // stream is reserved first.
-            let alone = !data.is_empty() && {
+            let alone = data.len().min(max_chunk) >= crate::zstd_stream::MIN_CHUNK && {
                 let enc = self.encoder();
                 let wants = enc
                     .lock()
