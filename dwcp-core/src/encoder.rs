@@ -330,6 +330,15 @@ impl Encoder {
         if let Some(r) = fb.wire_rate {
             self.selector.observe_wire_rate(r, wait);
         }
+        // Whether this chunk could go into the stream's zstd context: the
+        // stream has one, or one of the process's is free.
+        let may_context = alone
+            && chunk.len() >= zstd_stream::MIN_CHUNK
+            && self.wants_context(Wait::Unknown)
+            && (self.context.is_some()
+                || zstd_stream::senders_alive() < zstd_stream::SENDER_CONTEXTS);
+        self.selector.set_context(may_context);
+        let mut sample = None;
         let level = match self.policy {
             Policy::Off => Level::None,
             Policy::Force(l) if self.allowed(l) => l,
@@ -346,20 +355,21 @@ impl Encoder {
             }
             Policy::Adaptive => {
                 let ratio = sample_ratio(&chunk);
+                sample = Some(ratio);
                 let level = self.selector.choose_with(link_rate, ratio, wait);
                 if let Some(probe) = self.selector.explore_at(link_rate) {
                     self.explore(probe, level, &chunk);
                 }
-                level
+                if self.selector.context_probe_due(level) {
+                    // What the context would gain is only seen by using it.
+                    Level::Zstd(1)
+                } else {
+                    level
+                }
             }
         };
         let context = match level {
-            Level::Zstd(l)
-                if alone
-                    && chunk.len() >= zstd_stream::MIN_CHUNK
-                    && l <= zstd_stream::MAX_LEVEL
-                    && self.wants_context(Wait::Unknown) =>
-            {
+            Level::Zstd(l) if may_context && l <= zstd_stream::MAX_LEVEL => {
                 if self.context.is_none() {
                     self.context = StreamCompressor::try_new(l).map(|c| Arc::new(Mutex::new(c)));
                 }
@@ -371,6 +381,7 @@ impl Encoder {
             level,
             chunk,
             planning: started.elapsed(),
+            sample,
             context: context.map(|c| (c, self.context_failed.clone())),
         }
     }
@@ -378,8 +389,18 @@ impl Encoder {
     /// Feeds the selector what compressing a planned chunk measured.
     pub fn observe(&mut self, out: &Encoded) {
         if let Some(t) = out.trial {
-            self.selector
-                .observe(t.level, out.raw_len, t.compressed_len, t.took);
+            match t.context_sample {
+                Some(sample) => self.selector.observe_context(
+                    t.level,
+                    out.raw_len,
+                    t.compressed_len,
+                    t.took,
+                    sample,
+                ),
+                None => self
+                    .selector
+                    .observe(t.level, out.raw_len, t.compressed_len, t.took),
+            }
         }
     }
 }
@@ -391,6 +412,8 @@ pub struct Planned {
     pub level: Level,
     chunk: Bytes,
     planning: Duration,
+    /// The chunk's LZ4 sample ratio, if it was sampled.
+    sample: Option<f64>,
     /// The stream's context to compress with, and the flag to raise if it
     /// fails.
     context: Option<(
@@ -412,6 +435,9 @@ impl Planned {
 pub struct Trial {
     /// Level tried.
     pub level: Level,
+    /// The LZ4 sample ratio of the chunk, when the chunk was compressed in
+    /// the stream's zstd context (`None` for a chunk compressed alone).
+    pub context_sample: Option<f64>,
     /// Compressed size.
     pub compressed_len: usize,
     /// Time the compression took.
@@ -439,6 +465,7 @@ impl Planned {
                             }),
                             trial: Some(Trial {
                                 level: self.level,
+                                context_sample: Some(self.sample.unwrap_or(1.0)),
                                 compressed_len: out.len(),
                                 took,
                             }),
@@ -462,6 +489,7 @@ impl Planned {
         let cpu = self.planning + took;
         let trial = compressed.as_ref().map(|c| Trial {
             level: self.level,
+            context_sample: None,
             compressed_len: c.len(),
             took,
         });

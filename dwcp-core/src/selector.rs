@@ -121,6 +121,10 @@ pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
 const ALPHA: f64 = 0.2;
 /// Weight of a new chunk in the data-compressibility estimate.
 const DATA_ALPHA: f64 = 0.3;
+/// Chunks into each [`EXPLORE_EVERY`] period at which a stream that could
+/// use a zstd context but sends as-is or with LZ4 compresses one chunk with
+/// zstd-1 in its context, to measure what the context gains.
+pub const CONTEXT_PROBE_AT: u64 = EXPLORE_EVERY / 2;
 
 /// Moving averages of CPU seconds per raw byte (averaging costs, not rates,
 /// weights each byte equally, so a run of easy chunks does not inflate the
@@ -161,6 +165,16 @@ pub struct Selector {
     /// The stream's wire rate while the transport waited for the compressor:
     /// the link is faster than that.
     fed_rate: Option<f64>,
+    /// The next chunk may be compressed with the stream's zstd context.
+    context: bool,
+    /// What the context gains: the ratio of chunks compressed in it over
+    /// the ratio the per-chunk model predicts for them (moving average).
+    /// Long-range repeats (the same file twice in an image, pages that
+    /// recur) are invisible to a sample of one chunk.
+    context_gain: f64,
+    /// The ratio of chunks compressed in the context (moving average;
+    /// `None` until one was).
+    context_ratio: Option<f64>,
 }
 
 impl Selector {
@@ -187,7 +201,47 @@ impl Selector {
             cpu_share: crate::cpu::cpu_budget().min(1.0),
             wire_rate: None,
             fed_rate: None,
+            context: false,
+            context_gain: 1.0,
+            context_ratio: None,
         }
+    }
+
+    /// Whether the next chunk may use the stream's zstd context (levels
+    /// up to [`crate::zstd_stream::MAX_LEVEL`] then predict the context's
+    /// gain).
+    pub fn set_context(&mut self, available: bool) {
+        self.context = available;
+    }
+
+    /// What the context gains over compressing chunks alone (1 until
+    /// measured).
+    pub fn context_gain(&self) -> f64 {
+        self.context_gain
+    }
+
+    /// Whether chunks compressed in the context were measured to compress
+    /// (their recent ratio reaches [`INCOMPRESSIBLE_RATIO`]).
+    fn context_compresses(&self) -> bool {
+        self.context
+            && self.allowed[2]
+            && self
+                .context_ratio
+                .is_some_and(|r| r >= INCOMPRESSIBLE_RATIO)
+    }
+
+    fn in_context(&self, i: usize) -> bool {
+        self.context && matches!(LADDER[i], Level::Zstd(l) if l <= crate::zstd_stream::MAX_LEVEL)
+    }
+
+    /// Whether this chunk, which the rule sends as-is or with LZ4, should
+    /// rather go to zstd-1 in the stream's context to measure the context's
+    /// gain ([`CONTEXT_PROBE_AT`]): once per [`EXPLORE_EVERY`] chunks.
+    pub fn context_probe_due(&self, chosen: Level) -> bool {
+        self.context
+            && matches!(chosen, Level::None | Level::Lz4)
+            && self.allowed[2]
+            && self.chunks % EXPLORE_EVERY == CONTEXT_PROBE_AT
     }
 
     /// Sets the cores this stream's compressor gets (clamped to 0.01..=4):
@@ -225,6 +279,8 @@ impl Selector {
     pub fn predicted_ratio(&self, i: usize) -> f64 {
         if i == 0 {
             1.0
+        } else if self.in_context(i) {
+            (self.est[i].rel_ratio * self.data.max(1.0) * self.context_gain).max(1.0)
         } else {
             (self.est[i].rel_ratio * self.data).max(1.0)
         }
@@ -276,8 +332,15 @@ impl Selector {
     /// compressor only the current or lighter ones.
     pub fn choose_with(&mut self, link_rate: Option<f64>, sample_ratio: f64, wait: Wait) -> Level {
         self.chunks += 1;
-        if sample_ratio < INCOMPRESSIBLE_RATIO {
-            // Incompressible data: send as-is, whatever the link.
+        if sample_ratio < INCOMPRESSIBLE_RATIO
+            && !self.context_compresses()
+            && !self.in_context(self.current)
+        {
+            // Incompressible data: send as-is, whatever the link, unless
+            // the stream's context finds what one chunk does not show. A
+            // stream compressing in its context stays there (the rule below
+            // decides): what a chunk sent as-is leaves out of the context,
+            // a later one cannot refer to.
             return Level::None;
         }
         let link = self.model_link(link_rate, wait);
@@ -389,6 +452,47 @@ impl Selector {
         let ratio = raw as f64 / wire.max(1) as f64;
         let data = ratio / self.est[i].rel_ratio.max(1e-3);
         self.data += DATA_ALPHA * (data - self.data);
+        let cost = cpu.as_secs_f64() / raw as f64;
+        let e = &mut self.est[i];
+        if e.samples == 0 {
+            e.cost = cost;
+        } else {
+            e.cost += ALPHA * (cost - e.cost);
+        }
+        e.samples = e.samples.saturating_add(1);
+    }
+
+    /// Records a chunk compressed with `level` in the stream's zstd context:
+    /// `raw` bytes became `wire` in `cpu`; an LZ4 sample of the chunk gave
+    /// `sample_ratio`. The level's speed is updated as by
+    /// [`Selector::observe`]; the data estimate comes from the sample (the
+    /// chunk's own ratio owes part to the context, which LZ4 and chunks
+    /// compressed alone do not have), and the rest goes to the context's
+    /// gain.
+    pub fn observe_context(
+        &mut self,
+        level: Level,
+        raw: usize,
+        wire: usize,
+        cpu: Duration,
+        sample_ratio: f64,
+    ) {
+        let Some(i) = LADDER.iter().position(|l| *l == level) else {
+            return;
+        };
+        if i == 0 || raw == 0 {
+            return;
+        }
+        let sample = sample_ratio.max(1.0);
+        self.data += DATA_ALPHA * (sample - self.data);
+        let ratio = raw as f64 / wire.max(1) as f64;
+        let alone = (self.est[i].rel_ratio * sample).max(1.0);
+        let gain = (ratio / alone).clamp(0.5, 64.0);
+        self.context_gain += DATA_ALPHA * (gain - self.context_gain);
+        self.context_ratio = Some(match self.context_ratio {
+            None => ratio,
+            Some(r) => r + DATA_ALPHA * (ratio - r),
+        });
         let cost = cpu.as_secs_f64() / raw as f64;
         let e = &mut self.est[i];
         if e.samples == 0 {
@@ -654,5 +758,92 @@ mod tests {
             }
         }
         assert_eq!(probes, 4);
+    }
+
+    /// Data whose chunks look incompressible alone (an LZ4 sample gives
+    /// 1.0) but repeat further back, as the already-compressed files of a
+    /// filesystem image do: the stream's context is probed with zstd-1
+    /// and, once its gain is measured, zstd is chosen on a slow link.
+    /// Without a context the same data stays as-is.
+    #[test]
+    fn a_context_gain_brings_zstd_to_data_that_looks_incompressible() {
+        let link = Some(12.5e6);
+        let run = |context: bool| {
+            let mut s = taught();
+            let mut last = Level::None;
+            let mut probes = 0;
+            for _ in 0..(EXPLORE_EVERY * 6) {
+                s.set_context(context);
+                let mut l = s.choose_with(link, 1.0, Wait::Transport);
+                if s.context_probe_due(l) {
+                    probes += 1;
+                    l = Level::Zstd(1);
+                }
+                if let Level::Zstd(_) = l {
+                    // In the context the chunks compress 1.4x.
+                    s.observe_context(l, 131_072, 93_600, Duration::from_micros(300), 1.0);
+                }
+                last = l;
+            }
+            s.set_context(true);
+            let predicted = s.estimate(last).map_or(0.0, |e| e.1);
+            (last, probes, predicted)
+        };
+        let (with, probes, predicted) = run(true);
+        assert!(probes >= 1);
+        assert!(
+            (1.25..1.6).contains(&predicted),
+            "{with:?} in the context predicted {predicted} (measured 1.4)"
+        );
+        assert!(matches!(with, Level::Zstd(_)), "with a context: {with:?}");
+        let (without, probes, _) = run(false);
+        assert_eq!((without, probes), (Level::None, 0));
+    }
+
+    /// What a context gains is credited to the zstd levels that use it,
+    /// not to LZ4: a stream whose chunks compress 6x in the context and
+    /// 3x alone does not drop to LZ4 for a ratio LZ4 cannot reach.
+    #[test]
+    fn the_context_gain_is_not_lz4s() {
+        let mut s = taught();
+        s.set_context(true);
+        for _ in 0..50 {
+            s.observe_context(
+                Level::Zstd(3),
+                131_072,
+                21_845,
+                Duration::from_micros(250),
+                2.6,
+            );
+        }
+        let lz4 = s.estimate(Level::Lz4).map(|e| e.1).unwrap_or(0.0);
+        let z3 = s.estimate(Level::Zstd(3)).map(|e| e.1).unwrap_or(0.0);
+        assert!(lz4 < 3.0, "lz4 predicted {lz4}");
+        assert!(z3 > 5.0, "zstd3 predicted {z3}");
+        s.set_context(false);
+        let alone = s.estimate(Level::Zstd(3)).map(|e| e.1).unwrap_or(0.0);
+        assert!(alone < 4.0, "zstd3 alone predicted {alone}");
+    }
+
+    /// Random data with a context free: the probes find nothing, and the
+    /// chunks stay as-is (a fresh selector's prior guess of the data's
+    /// compressibility must not make up for what the probes measured).
+    #[test]
+    fn random_data_with_a_context_stays_as_is() {
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        let mut compressed = 0;
+        for _ in 0..(EXPLORE_EVERY * 8) {
+            s.set_context(true);
+            let mut l = s.choose_with(Some(12.5e6), 1.0, Wait::Transport);
+            if s.context_probe_due(l) {
+                l = Level::Zstd(1);
+            } else if l != Level::None {
+                compressed += 1;
+            }
+            if let Level::Zstd(_) = l {
+                s.observe_context(l, 131_072, 131_080, Duration::from_micros(60), 1.0);
+            }
+        }
+        assert_eq!(compressed, 0);
     }
 }
