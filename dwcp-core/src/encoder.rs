@@ -99,6 +99,8 @@ pub struct Encoded {
     pub cpu: Duration,
     /// What the compression measured (`None` when the level was none).
     pub trial: Option<Trial>,
+    /// What an exploration sample measured, if one was due.
+    pub paired: Option<Paired>,
 }
 
 impl Encoded {
@@ -175,6 +177,55 @@ fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
     }
     pool.push((level, ctx));
     out
+}
+
+/// What compressing one sample with LZ4, a probed level and the current
+/// level measured (for [`Selector::observe_pair`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Paired {
+    /// The level probed.
+    pub probe: Level,
+    /// Sample length.
+    pub raw: usize,
+    /// LZ4's output length.
+    pub lz4_wire: usize,
+    /// The probe's output length and time.
+    pub probe_wire: usize,
+    /// Time the probe took.
+    pub probe_cpu: Duration,
+    /// The current level's output length.
+    pub cur_wire: usize,
+    /// Time the current level took.
+    pub cur_cpu: Duration,
+}
+
+/// Compresses [`EXPLORE_SAMPLE`] bytes from the middle of `chunk` with LZ4,
+/// `probe` and `current`.
+fn explore_sample(probe: Level, current: Level, chunk: &[u8]) -> Paired {
+    let n = chunk.len().min(EXPLORE_SAMPLE);
+    let start = (chunk.len() - n) / 2;
+    let sample = &chunk[start..start + n];
+    let timed = |l: Level| {
+        let t = Instant::now();
+        let w = compress_at(l, sample).map_or(n, |c| c.len());
+        (w, t.elapsed())
+    };
+    let (lz4_wire, lt) = timed(Level::Lz4);
+    let (probe_wire, probe_cpu) = if probe == Level::Lz4 {
+        (lz4_wire, lt)
+    } else {
+        timed(probe)
+    };
+    let (cur_wire, cur_cpu) = timed(current);
+    Paired {
+        probe,
+        raw: n,
+        lz4_wire,
+        probe_wire,
+        probe_cpu,
+        cur_wire,
+        cur_cpu,
+    }
 }
 
 /// `data` compressed at `level` (`None` for [`Level::None`] or a zstd error).
@@ -263,27 +314,6 @@ impl Encoder {
         level == Level::None || self.codec_bits & level.codec().bit() != 0
     }
 
-    /// Compresses one sample with LZ4, `probe` and `current` and records the
-    /// paired figures.
-    fn explore(&mut self, probe: Level, current: Level, chunk: &[u8]) {
-        let n = chunk.len().min(EXPLORE_SAMPLE);
-        let start = (chunk.len() - n) / 2;
-        let sample = &chunk[start..start + n];
-        let timed = |l: Level| {
-            let t = Instant::now();
-            let w = compress_at(l, sample).map_or(n, |c| c.len());
-            (w, t.elapsed())
-        };
-        let (lz4, lt) = timed(Level::Lz4);
-        let (pw, pt) = if probe == Level::Lz4 {
-            (lz4, lt)
-        } else {
-            timed(probe)
-        };
-        let (cw, ct) = timed(current);
-        self.selector.observe_pair(probe, n, lz4, pw, pt, cw, ct);
-    }
-
     /// Encodes one chunk. `link_rate` is the wire rate available to the stream
     /// in bytes/s, if known.
     pub fn encode(&mut self, chunk: Bytes, link_rate: Option<f64>) -> Encoded {
@@ -339,6 +369,7 @@ impl Encoder {
                 || zstd_stream::senders_alive() < zstd_stream::SENDER_CONTEXTS);
         self.selector.set_context(may_context);
         let mut sample = None;
+        let mut explore = None;
         let level = match self.policy {
             Policy::Off => Level::None,
             Policy::Force(l) if self.allowed(l) => l,
@@ -349,7 +380,7 @@ impl Encoder {
                 // revised and compression would never come back.
                 self.selector.skip();
                 if let Some(probe) = self.selector.explore_at(link_rate) {
-                    self.explore(probe, Level::None, &chunk);
+                    explore = Some((probe, Level::None));
                 }
                 Level::None
             }
@@ -358,7 +389,7 @@ impl Encoder {
                 sample = Some(ratio);
                 let level = self.selector.choose_with(link_rate, ratio, wait);
                 if let Some(probe) = self.selector.explore_at(link_rate) {
-                    self.explore(probe, level, &chunk);
+                    explore = Some((probe, level));
                 }
                 if self.selector.context_probe_due(level) {
                     // What the context would gain is only seen by using it.
@@ -382,12 +413,24 @@ impl Encoder {
             chunk,
             planning: started.elapsed(),
             sample,
+            explore,
             context: context.map(|c| (c, self.context_failed.clone())),
         }
     }
 
     /// Feeds the selector what compressing a planned chunk measured.
     pub fn observe(&mut self, out: &Encoded) {
+        if let Some(p) = out.paired {
+            self.selector.observe_pair(
+                p.probe,
+                p.raw,
+                p.lz4_wire,
+                p.probe_wire,
+                p.probe_cpu,
+                p.cur_wire,
+                p.cur_cpu,
+            );
+        }
         if let Some(t) = out.trial {
             match t.context_sample {
                 Some(sample) => self.selector.observe_context(
@@ -414,6 +457,8 @@ pub struct Planned {
     planning: Duration,
     /// The chunk's LZ4 sample ratio, if it was sampled.
     sample: Option<f64>,
+    /// Exploration due with this chunk: (probe, current level).
+    explore: Option<(Level, Level)>,
     /// The stream's context to compress with, and the flag to raise if it
     /// fails.
     context: Option<(
@@ -427,6 +472,13 @@ impl Planned {
     /// is sent as [`CodecId::ZstdStream`], whatever its size).
     pub fn uses_context(&self) -> bool {
         self.context.is_some()
+    }
+
+    /// Whether [`Planned::compress`] has nothing to compute (the chunk goes
+    /// as-is and no exploration is due): it can run where it is, without
+    /// a trip to a compression thread.
+    pub fn is_trivial(&self) -> bool {
+        self.level == Level::None && self.explore.is_none()
     }
 }
 
@@ -449,6 +501,11 @@ impl Planned {
     /// contexts come from the process-wide pool). A result no smaller than
     /// the chunk is dropped and the chunk sent as-is, without a copy.
     pub fn compress(self) -> Encoded {
+        let t0 = Instant::now();
+        let paired = self
+            .explore
+            .map(|(probe, current)| explore_sample(probe, current, &self.chunk));
+        let planning = self.planning + t0.elapsed();
         let t = Instant::now();
         let raw_len = self.chunk.len();
         if let (Some((ctx, failed)), Level::Zstd(l)) = (&self.context, self.level) {
@@ -471,7 +528,8 @@ impl Planned {
                             }),
                             payload: Bytes::from(out),
                             raw_len,
-                            cpu: self.planning + took,
+                            cpu: planning + took,
+                            paired,
                         };
                     }
                     Err(e) => {
@@ -486,7 +544,7 @@ impl Planned {
         }
         let compressed = compress_at(self.level, &self.chunk);
         let took = t.elapsed();
-        let cpu = self.planning + took;
+        let cpu = planning + took;
         let trial = compressed.as_ref().map(|c| Trial {
             level: self.level,
             context_sample: None,
@@ -512,6 +570,7 @@ impl Planned {
             raw_len,
             cpu,
             trial,
+            paired,
         }
     }
 }
