@@ -286,3 +286,62 @@ fn a_peer_asking_for_more_contexts_than_kept_is_refused() {
         Some(ErrorCode::CompressionError)
     );
 }
+
+/// Frames the connection wants to send, decoded.
+fn output(c: &mut dwcp_core::Connection, now: std::time::Instant) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while let Some(t) = c.poll_transmit(now) {
+        buf.extend_from_slice(&t.header);
+        buf.extend_from_slice(&t.payload);
+    }
+    let decoder = dwcp_core::frame::FrameDecoder::new(16 << 20);
+    let mut out = Vec::new();
+    while let Some(f) = decoder.decode(&mut buf).expect("our own frames decode") {
+        out.push(f);
+    }
+    out
+}
+
+/// The sender counts a context until the STOP that says the receiver let
+/// go of it. A RESET may overtake the stream's first context chunk, so the
+/// receiver answers every RESET of a direction it had not stopped, with or
+/// without a context, and the sender's count comes back (else a stream
+/// reset that way would hold one of the four for the connection's life).
+#[test]
+fn every_reset_is_answered_with_a_stop() {
+    let (mut c, now) = established();
+    let _ = output(&mut c, now);
+    open_with_context_chunk(&mut c, now, 1);
+    feed(
+        &mut c,
+        now,
+        Frame::Open(Open {
+            stream: 3,
+            class: 0,
+            priority: 0,
+            weight: 1,
+            options: Default::default(),
+            route: Bytes::new(),
+        }),
+    );
+    let _ = output(&mut c, now);
+    for id in [1, 3] {
+        feed(
+            &mut c,
+            now,
+            Frame::Reset(Reset {
+                stream: id,
+                code: ErrorCode::Cancel,
+            }),
+        );
+    }
+    let stops: Vec<u32> = output(&mut c, now)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Stop(s) if s.code == ErrorCode::Cancel => Some(s.stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, vec![1, 3]);
+    assert!(c.error().is_none(), "{:?}", c.error());
+}

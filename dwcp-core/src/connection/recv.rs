@@ -268,10 +268,17 @@ impl Connection {
     pub(super) fn handle_reset(&mut self, r: Reset) -> Result<(), Violation> {
         let id = r.stream;
         self.stats.resets_received += 1;
-        // The peer holds its zstd-stream context for this stream until a
-        // STOP says this side let go of its own.
+        // The peer may hold one of this side's zstd-stream contexts for the
+        // stream until a STOP says this side let go of it. Whether a context
+        // was created here does not tell: the RESET may have overtaken the
+        // stream's first context chunk (which is then discarded). So every
+        // RESET of an open direction is answered with a STOP.
         if let Some(s) = self.streams.get_mut(&id) {
-            if s.recv_state == RecvState::Open && s.zstd.take().is_some() && !s.stop_sent {
+            s.zstd = None;
+            // A refused stream was never processed by the peer: nothing to
+            // answer.
+            if s.recv_state == RecvState::Open && !s.stop_sent && r.code != ErrorCode::RefusedStream
+            {
                 s.stop_sent = true;
                 let stop = Stop {
                     stream: id,
