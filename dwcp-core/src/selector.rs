@@ -144,6 +144,16 @@ struct Estimate {
 }
 
 impl Estimate {
+    /// Folds in the cost per byte of a full chunk.
+    fn record_full_chunk(&mut self, cost: f64) {
+        if self.samples == 0 {
+            self.cost = cost;
+        } else {
+            self.cost += ALPHA * (cost - self.cost);
+        }
+        self.samples = self.samples.saturating_add(1);
+    }
+
     fn speed(&self) -> f64 {
         if self.cost <= 0.0 {
             f64::INFINITY
@@ -459,14 +469,7 @@ impl Selector {
         let ratio = raw as f64 / wire.max(1) as f64;
         let data = ratio / self.est[i].rel_ratio.max(1e-3);
         self.data += DATA_ALPHA * (data - self.data);
-        let cost = cpu.as_secs_f64() / raw as f64;
-        let e = &mut self.est[i];
-        if e.samples == 0 {
-            e.cost = cost;
-        } else {
-            e.cost += ALPHA * (cost - e.cost);
-        }
-        e.samples = e.samples.saturating_add(1);
+        self.est[i].record_full_chunk(cpu.as_secs_f64() / raw as f64);
     }
 
     /// Records a chunk compressed with `level` in the stream's zstd context:
@@ -500,14 +503,7 @@ impl Selector {
             None => ratio,
             Some(r) => r + DATA_ALPHA * (ratio - r),
         });
-        let cost = cpu.as_secs_f64() / raw as f64;
-        let e = &mut self.est[i];
-        if e.samples == 0 {
-            e.cost = cost;
-        } else {
-            e.cost += ALPHA * (cost - e.cost);
-        }
-        e.samples = e.samples.saturating_add(1);
+        self.est[i].record_full_chunk(cpu.as_secs_f64() / raw as f64);
     }
 
     /// Records a paired measurement on one sample of `raw` bytes: LZ4 gave

@@ -3,8 +3,9 @@
 use bytes::{Bytes, BytesMut};
 use dwcp_core::codec::decompress;
 use dwcp_core::encoder::{sample_ratio, Encoder, Policy};
-use dwcp_core::frame::{Data, Frame};
+use dwcp_core::frame::{Data, Encoding, Frame, Open, Reset};
 use dwcp_core::selector::{Level, LADDER};
+use dwcp_core::zstd_stream::RECEIVER_CONTEXTS;
 use dwcp_core::{corpus, CodecId, Config, Connection, ErrorCode, Side};
 
 #[test]
@@ -219,4 +220,135 @@ fn a_compressible_stream_gains_application_rate_on_a_bottleneck() {
         gain >= 0.8 * ratio,
         "a {ratio:.2}× compressible stream delivers only {gain:.2}× the application rate"
     );
+}
+
+// zstd-stream contexts (codec 3): the receiver's limit and its STOPs.
+
+fn open_frame(stream: u32) -> Frame {
+    Frame::Open(Open {
+        stream,
+        class: 0,
+        priority: 0,
+        weight: 1,
+        options: Default::default(),
+        route: Bytes::new(),
+    })
+}
+
+fn feed(c: &mut Connection, now: std::time::Instant, f: Frame) {
+    c.handle_input(now, &mut BytesMut::from(&f.to_bytes()[..]));
+}
+
+fn open_with_context_chunk(c: &mut Connection, now: std::time::Instant, id: u32) {
+    feed(c, now, open_frame(id));
+    let raw = corpus::text(64 * 1024, id as u64);
+    let payload = dwcp_core::codec::compress(CodecId::ZstdStream, 3, &raw).expect("compress");
+    feed(
+        c,
+        now,
+        Frame::Data(Data {
+            stream: id,
+            encoding: Some(Encoding {
+                codec: CodecId::ZstdStream,
+                raw_len: raw.len() as u32,
+            }),
+            payload,
+            fin: false,
+        }),
+    );
+    let got = c.recv(id, usize::MAX).expect("recv").expect("data");
+    assert_eq!(&got[..], &raw[..got.len()]);
+}
+
+/// A peer may hold [`RECEIVER_CONTEXTS`] decoders; one more is a
+/// compression error. A RESET gives one back (and the next stream may use
+/// it), so a well-behaved peer that waits for the STOP never hits the limit.
+#[test]
+fn a_peer_asking_for_more_contexts_than_kept_is_refused() {
+    let (mut c, now) = established();
+    let ids: Vec<u32> = (0..RECEIVER_CONTEXTS as u32).map(|i| 1 + 2 * i).collect();
+    for &id in &ids {
+        open_with_context_chunk(&mut c, now, id);
+    }
+    assert!(c.error().is_none(), "{:?}", c.error());
+    feed(
+        &mut c,
+        now,
+        Frame::Reset(Reset {
+            stream: ids[0],
+            code: ErrorCode::Cancel,
+        }),
+    );
+    let next = 1 + 2 * RECEIVER_CONTEXTS as u32;
+    open_with_context_chunk(&mut c, now, next);
+    assert!(c.error().is_none(), "{:?}", c.error());
+    // One beyond the limit.
+    feed(&mut c, now, open_frame(next + 2));
+    let raw = corpus::text(64 * 1024, 1);
+    let payload = dwcp_core::codec::compress(CodecId::ZstdStream, 3, &raw).expect("compress");
+    feed(
+        &mut c,
+        now,
+        Frame::Data(Data {
+            stream: next + 2,
+            encoding: Some(Encoding {
+                codec: CodecId::ZstdStream,
+                raw_len: raw.len() as u32,
+            }),
+            payload,
+            fin: false,
+        }),
+    );
+    assert_eq!(
+        c.error().and_then(|e| e.code()),
+        Some(ErrorCode::CompressionError)
+    );
+}
+
+/// Frames the connection wants to send, decoded.
+fn output(c: &mut Connection, now: std::time::Instant) -> Vec<Frame> {
+    let mut buf = BytesMut::new();
+    while let Some(t) = c.poll_transmit(now) {
+        buf.extend_from_slice(&t.header);
+        buf.extend_from_slice(&t.payload);
+    }
+    let decoder = dwcp_core::frame::FrameDecoder::new(16 << 20);
+    let mut out = Vec::new();
+    while let Some(f) = decoder.decode(&mut buf).expect("our own frames decode") {
+        out.push(f);
+    }
+    out
+}
+
+/// The sender counts a context until the STOP that says the receiver let
+/// go of it. A RESET may overtake the stream's first context chunk, so the
+/// receiver answers every RESET of a direction it had not stopped, with or
+/// without a context, and the sender's count comes back (else a stream
+/// reset that way would hold one of the four for the connection's life).
+#[test]
+fn every_reset_is_answered_with_a_stop() {
+    let (mut c, now) = established();
+    let _ = output(&mut c, now);
+    open_with_context_chunk(&mut c, now, 1);
+    feed(&mut c, now, open_frame(3));
+    let _ = output(&mut c, now);
+    for id in [1, 3] {
+        feed(
+            &mut c,
+            now,
+            Frame::Reset(Reset {
+                stream: id,
+                code: ErrorCode::Cancel,
+            }),
+        );
+    }
+    let stops: Vec<u32> = output(&mut c, now)
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Stop(s) if s.code == ErrorCode::Cancel => Some(s.stream),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stops, vec![1, 3]);
+    assert!(c.error().is_none(), "{:?}", c.error());
 }

@@ -1,19 +1,17 @@
 //! zstd-stream contexts (`CodecId::ZstdStream`) end to end: data stays
 //! exact while streams that hold contexts finish, are reset or are stopped
-//! mid-flight, the contexts come back for new streams, and a peer that asks
-//! for more contexts than this side keeps is refused.
+//! mid-flight, and the contexts come back for new streams. (The receiver's
+//! limit, tested on the protocol core, is in `compression.rs`.)
 
 mod common;
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{connected, opts};
-use dwcp_core::frame::{Data, Encoding, Frame, Open, Reset};
 use dwcp_core::net::{Compression, Connection, Transport};
-use dwcp_core::zstd_stream::RECEIVER_CONTEXTS;
-use dwcp_core::{corpus, CodecId, Config, ErrorCode, Side};
+use dwcp_core::{corpus, CodecId, ErrorCode};
 
 const STREAM_LEN: usize = 3 << 20;
 
@@ -170,178 +168,4 @@ async fn contexts_survive_resets_and_stops_and_come_back_over_quic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn contexts_survive_resets_and_stops_and_come_back_over_tcp_lanes() {
     waves(Transport::Tcp).await;
-}
-
-fn established() -> (dwcp_core::Connection, std::time::Instant) {
-    let now = std::time::Instant::now();
-    let mut c = dwcp_core::Connection::new(Config::default(), Side::Server, now).expect("config");
-    let hello = dwcp_core::frame::Hello {
-        min_version: dwcp_core::PROTOCOL_VERSION,
-        max_version: dwcp_core::PROTOCOL_VERSION,
-        capabilities: dwcp_core::Capabilities::ALL,
-        required: dwcp_core::Capabilities::NONE,
-        codecs: CodecId::all_bits(),
-        max_frame_payload: 256 * 1024,
-        max_decoded_frame: 1 << 20,
-        initial_stream_window: 1 << 20,
-        initial_connection_window: 16 << 20,
-        max_streams: 100,
-        class_names: Vec::new(),
-    };
-    c.handle_input(
-        now,
-        &mut BytesMut::from(&Frame::Hello(Box::new(hello)).to_bytes()[..]),
-    );
-    (c, now)
-}
-
-fn feed(c: &mut dwcp_core::Connection, now: std::time::Instant, f: Frame) {
-    c.handle_input(now, &mut BytesMut::from(&f.to_bytes()[..]));
-}
-
-fn open_with_context_chunk(c: &mut dwcp_core::Connection, now: std::time::Instant, id: u32) {
-    feed(
-        c,
-        now,
-        Frame::Open(Open {
-            stream: id,
-            class: 0,
-            priority: 0,
-            weight: 1,
-            options: Default::default(),
-            route: Bytes::new(),
-        }),
-    );
-    let raw = corpus::text(64 * 1024, id as u64);
-    let payload = dwcp_core::codec::compress(CodecId::ZstdStream, 3, &raw).expect("compress");
-    feed(
-        c,
-        now,
-        Frame::Data(Data {
-            stream: id,
-            encoding: Some(Encoding {
-                codec: CodecId::ZstdStream,
-                raw_len: raw.len() as u32,
-            }),
-            payload,
-            fin: false,
-        }),
-    );
-    let got = c.recv(id, usize::MAX).expect("recv").expect("data");
-    assert_eq!(&got[..], &raw[..got.len()]);
-}
-
-/// A peer may hold [`RECEIVER_CONTEXTS`] decoders; one more is a
-/// compression error. A RESET gives one back (and the next stream may use
-/// it), so a well-behaved peer that waits for the STOP never hits the limit.
-#[test]
-fn a_peer_asking_for_more_contexts_than_kept_is_refused() {
-    let (mut c, now) = established();
-    let ids: Vec<u32> = (0..RECEIVER_CONTEXTS as u32).map(|i| 1 + 2 * i).collect();
-    for &id in &ids {
-        open_with_context_chunk(&mut c, now, id);
-    }
-    assert!(c.error().is_none(), "{:?}", c.error());
-    feed(
-        &mut c,
-        now,
-        Frame::Reset(Reset {
-            stream: ids[0],
-            code: ErrorCode::Cancel,
-        }),
-    );
-    let next = 1 + 2 * RECEIVER_CONTEXTS as u32;
-    open_with_context_chunk(&mut c, now, next);
-    assert!(c.error().is_none(), "{:?}", c.error());
-    // One beyond the limit.
-    feed(
-        &mut c,
-        now,
-        Frame::Open(Open {
-            stream: next + 2,
-            class: 0,
-            priority: 0,
-            weight: 1,
-            options: Default::default(),
-            route: Bytes::new(),
-        }),
-    );
-    let raw = corpus::text(64 * 1024, 1);
-    let payload = dwcp_core::codec::compress(CodecId::ZstdStream, 3, &raw).expect("compress");
-    feed(
-        &mut c,
-        now,
-        Frame::Data(Data {
-            stream: next + 2,
-            encoding: Some(Encoding {
-                codec: CodecId::ZstdStream,
-                raw_len: raw.len() as u32,
-            }),
-            payload,
-            fin: false,
-        }),
-    );
-    assert_eq!(
-        c.error().and_then(|e| e.code()),
-        Some(ErrorCode::CompressionError)
-    );
-}
-
-/// Frames the connection wants to send, decoded.
-fn output(c: &mut dwcp_core::Connection, now: std::time::Instant) -> Vec<Frame> {
-    let mut buf = BytesMut::new();
-    while let Some(t) = c.poll_transmit(now) {
-        buf.extend_from_slice(&t.header);
-        buf.extend_from_slice(&t.payload);
-    }
-    let decoder = dwcp_core::frame::FrameDecoder::new(16 << 20);
-    let mut out = Vec::new();
-    while let Some(f) = decoder.decode(&mut buf).expect("our own frames decode") {
-        out.push(f);
-    }
-    out
-}
-
-/// The sender counts a context until the STOP that says the receiver let
-/// go of it. A RESET may overtake the stream's first context chunk, so the
-/// receiver answers every RESET of a direction it had not stopped, with or
-/// without a context, and the sender's count comes back (else a stream
-/// reset that way would hold one of the four for the connection's life).
-#[test]
-fn every_reset_is_answered_with_a_stop() {
-    let (mut c, now) = established();
-    let _ = output(&mut c, now);
-    open_with_context_chunk(&mut c, now, 1);
-    feed(
-        &mut c,
-        now,
-        Frame::Open(Open {
-            stream: 3,
-            class: 0,
-            priority: 0,
-            weight: 1,
-            options: Default::default(),
-            route: Bytes::new(),
-        }),
-    );
-    let _ = output(&mut c, now);
-    for id in [1, 3] {
-        feed(
-            &mut c,
-            now,
-            Frame::Reset(Reset {
-                stream: id,
-                code: ErrorCode::Cancel,
-            }),
-        );
-    }
-    let stops: Vec<u32> = output(&mut c, now)
-        .into_iter()
-        .filter_map(|f| match f {
-            Frame::Stop(s) if s.code == ErrorCode::Cancel => Some(s.stream),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(stops, vec![1, 3]);
-    assert!(c.error().is_none(), "{:?}", c.error());
 }
