@@ -474,6 +474,13 @@ impl Planned {
         self.context.is_some()
     }
 
+    /// The flag that stops the stream from using its zstd context, if this
+    /// chunk is compressed in it: raised if the chunk will not reach the
+    /// peer after all (its `send` was cancelled).
+    pub fn context_failed_flag(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        self.context.as_ref().map(|(_, failed)| failed.clone())
+    }
+
     /// Whether [`Planned::compress`] has nothing to compute (the chunk goes
     /// as-is and no exploration is due): it can run where it is, without
     /// a trip to a compression thread.

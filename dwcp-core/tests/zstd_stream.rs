@@ -169,3 +169,60 @@ async fn contexts_survive_resets_and_stops_and_come_back_over_quic() {
 async fn contexts_survive_resets_and_stops_and_come_back_over_tcp_lanes() {
     waves(Transport::Tcp).await;
 }
+
+/// `send` is not cancel safe (a prefix of the data may have been queued),
+/// but a cancelled `send` must not break the stream: a chunk that entered
+/// the stream's zstd context and was never queued would leave the peer's
+/// context behind, and the next chunk would decode wrong or fail the
+/// connection. The receiver must get a prefix of the cancelled data and
+/// then everything sent after, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_send_leaves_the_stream_exact() {
+    let (_server_ep, _client_ep, client, server) = connected(Transport::Quic).await;
+    let mut results = {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(mut s) = server.accept_stream().await {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    let r = loop {
+                        match s.recv().await {
+                            Ok(Some(b)) => got.extend_from_slice(&b),
+                            Ok(None) => break Ok(got),
+                            Err(e) => break Err(e.to_string()),
+                        }
+                    };
+                    let _ = tx.send(r);
+                });
+            }
+        });
+        rx
+    };
+    for (i, micros) in [100u64, 300, 700, 1500, 3000, 6000].into_iter().enumerate() {
+        let mut o = opts("read");
+        o.compression = Compression::Force(CodecId::ZstdStream, 3);
+        let mut s = client.open_stream(o).expect("open");
+        let first = Bytes::from(content(1000 + i as u64));
+        let then = Bytes::from(content(2000 + i as u64));
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_micros(micros),
+            s.send(first.clone()),
+        )
+        .await;
+        s.send(then.clone())
+            .await
+            .expect("send after the cancelled one");
+        s.finish().expect("finish");
+        let got = results
+            .recv()
+            .await
+            .expect("a result")
+            .expect("stream read whole");
+        assert!(got.len() >= then.len(), "{micros} µs: {} bytes", got.len());
+        let k = got.len() - then.len();
+        assert!(k <= first.len(), "{micros} µs: {k} bytes before");
+        assert_eq!(&got[..k], &first[..k], "{micros} µs: the prefix");
+        assert_eq!(&got[k..], &then[..], "{micros} µs: what followed");
+    }
+}

@@ -439,6 +439,12 @@ impl Connection {
         err: Option<StreamError>,
         reset: Option<ErrorCode>,
     ) {
+        if err == Some(StreamError::Refused) {
+            // The peer never processed the stream (RESET(REFUSED_STREAM),
+            // or beyond its GOAWAY): it holds no decoder for it, and sends
+            // no STOP that would end the reservation.
+            self.zstd_contexts.remove(&id);
+        }
         let closing = matches!(self.state, State::Closing | State::Closed);
         let Some(s) = self.streams.get_mut(&id) else {
             return;

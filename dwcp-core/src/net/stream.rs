@@ -164,8 +164,24 @@ pub fn stream_error(e: &io::Error) -> Option<&StreamError> {
 enum Pending {
     /// Sent as-is, decided without a compression thread.
     Ready(Encoded),
-    /// At a compression thread.
-    Task(tokio::task::JoinHandle<Encoded>),
+    /// At a compression thread; `true` if it compresses in the stream's
+    /// zstd context.
+    Task(tokio::task::JoinHandle<Encoded>, bool),
+}
+
+/// Armed while a chunk compressed in the stream's zstd context is not yet
+/// queued. If `send` is dropped (cancelled) meanwhile, the chunk entered
+/// the context but will never reach the peer, whose copy of the context
+/// would then no longer match: the stream stops using its context (the
+/// flag is the encoder's, see `Planned::context_failed_flag`).
+struct UnsentContextChunk(Option<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Drop for UnsentContextChunk {
+    fn drop(&mut self) {
+        if let Some(failed) = self.0.take() {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Largest chunk compressed at once (also the largest compressed DATA frame).
@@ -512,6 +528,7 @@ impl SendStream {
         // is at the compressor (not while it waits for the transport).
         let mut compressing: Option<crate::cpu::Compressing> = None;
         let mut inflight = std::collections::VecDeque::new();
+        let mut unsent = UnsentContextChunk(None);
         loop {
             // A chunk that may use the stream's zstd context goes to the
             // compressor alone: the context's chunks must reach the peer in
@@ -557,17 +574,24 @@ impl SendStream {
                     inflight.push_back(Pending::Ready(out));
                     continue;
                 }
+                let in_context = planned.context_failed_flag();
+                if in_context.is_some() {
+                    unsent.0 = in_context.clone();
+                }
                 let permit = crate::cpu::permits().acquire().await.map_err(|e| {
                     StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
                         "compressor unavailable: {e}"
                     )))
                 })?;
-                inflight.push_back(Pending::Task(tokio::task::spawn_blocking(move || {
-                    let _permit = permit;
-                    let out = planned.compress();
-                    enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
-                    out
-                })));
+                inflight.push_back(Pending::Task(
+                    tokio::task::spawn_blocking(move || {
+                        let _permit = permit;
+                        let out = planned.compress();
+                        enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
+                        out
+                    }),
+                    in_context.is_some(),
+                ));
             }
             // Chunks compressed side by side: each one's share of the time
             // between hand-overs is its CPU time over the number at work.
@@ -575,13 +599,16 @@ impl SendStream {
             let Some(next) = inflight.pop_front() else {
                 break;
             };
-            let out = match next {
-                Pending::Ready(out) => out,
-                Pending::Task(task) => task.await.map_err(|e| {
-                    StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
-                        "compressor task failed: {e}"
-                    )))
-                })?,
+            let (out, in_context) = match next {
+                Pending::Ready(out) => (out, false),
+                Pending::Task(task, in_context) => (
+                    task.await.map_err(|e| {
+                        StreamError::ConnectionLost(crate::ConnectionError::Transport(format!(
+                            "compressor task failed: {e}"
+                        )))
+                    })?,
+                    in_context,
+                ),
             };
             self.record(&out);
             if inflight.is_empty() {
@@ -610,6 +637,10 @@ impl SendStream {
             match out.encoding {
                 None => self.send_raw(out.payload).await?,
                 Some(e) => self.send_encoded(e, out.payload).await?,
+            }
+            if in_context {
+                // Queued: the peer will see what entered the context.
+                unsent.0 = None;
             }
             let wait = Feedback::judge(
                 out.cpu / sharing,
