@@ -147,6 +147,21 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
     })
 }
 
+/// Refuses a declared decoded size above `max_decoded`, before anything is
+/// allocated or decoded.
+///
+/// # Errors
+/// [`CodecError::TooLarge`].
+pub fn check_declared(enc: Encoding, max_decoded: u32) -> Result<(), CodecError> {
+    if enc.raw_len > max_decoded {
+        return Err(CodecError::TooLarge {
+            declared: enc.raw_len as u64,
+            max: max_decoded as u64,
+        });
+    }
+    Ok(())
+}
+
 /// Decodes `payload` according to `enc`, refusing to produce more than
 /// `max_decoded` bytes. A [`CodecId::ZstdStream`] payload is decoded as the
 /// first of its stream (later ones need the stream's
@@ -156,12 +171,7 @@ fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> 
 /// [`CodecError::TooLarge`] before any allocation if the declared size is above the
 /// limit; [`CodecError::Corrupt`] if decoding fails or yields another length.
 pub fn decompress(enc: Encoding, payload: &[u8], max_decoded: u32) -> Result<Bytes, CodecError> {
-    if enc.raw_len > max_decoded {
-        return Err(CodecError::TooLarge {
-            declared: enc.raw_len as u64,
-            max: max_decoded as u64,
-        });
-    }
+    check_declared(enc, max_decoded)?;
     let raw_len = enc.raw_len as usize;
     match enc.codec {
         CodecId::None => {

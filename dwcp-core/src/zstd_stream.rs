@@ -85,19 +85,15 @@ impl StreamCompressor {
                 (n < SENDER_CONTEXTS).then_some(n + 1)
             })
             .ok()?;
-        // From here the slot is ours: `Drop` gives it back, also if the
-        // context cannot be set up.
-        let mut c = StreamCompressor {
-            cctx: CCtx::create(),
-            level,
-        };
-        c.cctx
-            .set_parameter(CParameter::CompressionLevel(level))
-            .ok()?;
-        c.cctx
-            .set_parameter(CParameter::WindowLog(WINDOW_LOG))
-            .ok()?;
-        Some(c)
+        // From here the slot is ours: give it back if the context cannot
+        // be set up (afterwards `Drop` does).
+        match new_cctx(level) {
+            Ok(cctx) => Some(StreamCompressor { cctx, level }),
+            Err(_) => {
+                SENDERS.fetch_sub(1, Ordering::AcqRel);
+                None
+            }
+        }
     }
 
     /// Compresses `chunk` at `level` (levels may change between chunks) and
@@ -117,7 +113,12 @@ impl StreamCompressor {
             // payload and start a new one at the new level. The receiver's
             // context reads on into the next frame; the history before the
             // change is lost, so the selector's dwell keeps changes rare.
-            end_frame_into(&mut self.cctx, &mut out)?;
+            drive(
+                &mut self.cctx,
+                &[],
+                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
+                &mut out,
+            )?;
             self.cctx
                 .reset(zstd_safe::ResetDirective::SessionOnly)
                 .map_err(zstd_error)?;
@@ -148,34 +149,42 @@ impl Drop for StreamCompressor {
 /// # Errors
 /// zstd failed.
 pub fn first_chunk(level: i32, chunk: &[u8]) -> Result<Vec<u8>, CodecError> {
-    let mut cctx = CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(level))
-        .map_err(zstd_error)?;
-    cctx.set_parameter(CParameter::WindowLog(WINDOW_LOG))
-        .map_err(zstd_error)?;
     flush_into(
-        &mut cctx,
+        &mut new_cctx(level)?,
         chunk,
         Vec::with_capacity(zstd_safe::compress_bound(chunk.len()) + 32),
     )
 }
 
-/// Ends the open frame, appending its last bytes to `out`.
-fn end_frame_into(cctx: &mut CCtx<'static>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+/// A compression context at `level` with the window of [`WINDOW_LOG`].
+fn new_cctx(level: i32) -> Result<CCtx<'static>, CodecError> {
+    let mut cctx = CCtx::create();
+    cctx.set_parameter(CParameter::CompressionLevel(level))
+        .map_err(zstd_error)?;
+    cctx.set_parameter(CParameter::WindowLog(WINDOW_LOG))
+        .map_err(zstd_error)?;
+    Ok(cctx)
+}
+
+/// Runs `input` through the frame with `directive` (flush, or end the
+/// frame) until zstd has nothing left to write, appending to `out`.
+fn drive(
+    cctx: &mut CCtx<'static>,
+    input: &[u8],
+    directive: zstd_safe::zstd_sys::ZSTD_EndDirective,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let mut input = InBuffer::around(input);
     loop {
-        if out.capacity() - out.len() < 64 {
-            out.reserve(1024);
+        if out.capacity() - out.len() < 1024 {
+            out.reserve(64 * 1024);
         }
         let pos = out.len();
         let mut ob = OutBuffer::around_pos(out, pos);
         let left = cctx
-            .compress_stream2(
-                &mut ob,
-                &mut InBuffer::around(&[]),
-                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_end,
-            )
+            .compress_stream2(&mut ob, &mut input, directive)
             .map_err(zstd_error)?;
-        if left == 0 {
+        if left == 0 && input.pos == input.src.len() {
             return Ok(());
         }
     }
@@ -187,24 +196,12 @@ fn flush_into(
     chunk: &[u8],
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>, CodecError> {
-    let mut input = InBuffer::around(chunk);
-    loop {
-        if out.capacity() - out.len() < 1024 {
-            out.reserve(64 * 1024);
-        }
-        let pos = out.len();
-        let mut ob = OutBuffer::around_pos(&mut out, pos);
-        let left = cctx
-            .compress_stream2(
-                &mut ob,
-                &mut input,
-                zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush,
-            )
-            .map_err(zstd_error)?;
-        if left == 0 && input.pos == chunk.len() {
-            break;
-        }
-    }
+    drive(
+        cctx,
+        chunk,
+        zstd_safe::zstd_sys::ZSTD_EndDirective::ZSTD_e_flush,
+        &mut out,
+    )?;
     if out.capacity() - out.len() > out.len() / 8 {
         out.shrink_to_fit();
     }

@@ -373,12 +373,7 @@ fn decode_zstd_stream(
     payload: &[u8],
     max_decoded: u32,
 ) -> Result<Bytes, CodecError> {
-    if enc.raw_len > max_decoded {
-        return Err(CodecError::TooLarge {
-            declared: enc.raw_len as u64,
-            max: max_decoded as u64,
-        });
-    }
+    codec::check_declared(enc, max_decoded)?;
     let decoder = match &mut s.zstd {
         Some(d) => d,
         None => {
