@@ -225,6 +225,11 @@ enum Command {
         /// Where corpora are built and cached.
         #[arg(long, default_value = "/var/tmp/dwcp-corpora")]
         cache: std::path::PathBuf,
+        /// Runs of each DWCP policy per corpus, taking turns; a cell is the
+        /// median run (default: 3 on loopback, where one transfer takes a
+        /// fraction of a second, else 1).
+        #[arg(long)]
+        runs: Option<usize>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -578,6 +583,7 @@ fn main() {
             corpora,
             only,
             cache,
+            runs,
             json,
         } => {
             let daemon = dwcp_bench::daemon::binary(daemon);
@@ -602,6 +608,7 @@ fn main() {
                 corpora,
                 only,
                 cache,
+                runs: runs.unwrap_or(if mbit == 0 { 3 } else { 1 }),
             };
             match dwcp_bench::compression_e2e::run(&cfg) {
                 Ok(r) if json => print_json(&r),

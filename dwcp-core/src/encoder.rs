@@ -508,6 +508,16 @@ impl Planned {
     /// contexts come from the process-wide pool). A result no smaller than
     /// the chunk is dropped and the chunk sent as-is, without a copy.
     pub fn compress(self) -> Encoded {
+        let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
+        let out = self.compress_here();
+        crate::cpu_load::count_compression(
+            crate::cpu_load::thread_cpu().saturating_sub(cpu0),
+            wall0.elapsed(),
+        );
+        out
+    }
+
+    fn compress_here(self) -> Encoded {
         let t0 = Instant::now();
         let paired = self
             .explore

@@ -53,6 +53,7 @@ pub mod config;
 pub mod connection;
 pub mod corpus;
 pub mod cpu;
+pub mod cpu_load;
 pub mod encoder;
 pub mod error;
 pub mod estimator;

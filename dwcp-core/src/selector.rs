@@ -32,7 +32,22 @@
 //! taken to be at least as fast as what the stream sends. Compressor speeds
 //! are scaled by the CPU share a stream can get ([`crate::cpu`]), so a
 //! sidecar limited to half a core does not pick zstd-19 for a fast link.
-//! `docs/compression.md` gives the measurements behind the constants.
+//!
+//! The CPU is a bound of its own ([`Selector::set_load`],
+//! [`crate::cpu_load`]): a raw byte costs the process its compression plus
+//! the transport's cost for what is left of it, so with `cores` cores
+//!
+//! ```text
+//! rate(c) ≤ cores / (compress_cost(c) + raw_cost + wire_cost / ratio(c))
+//! ```
+//!
+//! Where that bound binds (the CPU is saturated, or the transport sends far
+//! below the link estimate, and the process queues near what its cores
+//! allow), the stream's own wire rate is not taken for the link, every level
+//! is a candidate, and compressing must beat sending as-is by
+//! [`CPU_MARGIN`]. On loopback that sends as-is what the link model
+//! compressed. `docs/compression.md` gives the measurements behind the
+//! constants.
 
 use std::time::Duration;
 
@@ -107,6 +122,16 @@ const PRIORS: [(f64, f64); 6] = [
 /// While the transport waits for the compressor, the link is taken to be at
 /// least this much faster than the rate the stream fed it.
 pub const PROBE_GAIN: f64 = 1.25;
+/// Data waiting for the transport while the link estimate offers the
+/// stream more than this multiple of its wire rate: the link is not what
+/// binds (see `Selector::cpu_bound`).
+pub const LINK_SLACK: f64 = 2.0;
+/// The process counts as CPU-bound only while it queues raw bytes at
+/// least at this fraction's inverse of what its cores allow.
+pub const CPU_NEAR: f64 = 2.0;
+/// Predicted gain compressing needs over sending as-is where the CPU binds
+/// (see `Selector::choose_with`).
+pub const CPU_MARGIN: f64 = 1.15;
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
 /// Chunks to stay on a codec before switching again.
@@ -192,6 +217,9 @@ pub struct Selector {
     /// The ratio of chunks compressed in the context (moving average;
     /// `None` until one was).
     context_ratio: Option<f64>,
+    /// The CPU this process has and what its transport spends per wire
+    /// byte ([`crate::cpu_load`]; `None`: not known, no CPU bound).
+    load: Option<crate::cpu_load::Load>,
 }
 
 impl Selector {
@@ -221,6 +249,67 @@ impl Selector {
             context: false,
             context_gain: CONTEXT_GAIN_PRIOR,
             context_ratio: None,
+            load: None,
+        }
+    }
+
+    /// Sets what the CPU allows ([`crate::cpu_load::current`]): each
+    /// level's raw rate is then bounded by the cores the process has over
+    /// the CPU a raw byte costs (compressing it, and the transport's cost
+    /// for what is left of it on the wire), and while the CPU is saturated
+    /// the stream's wire rate is not taken for the link.
+    pub fn set_load(&mut self, load: Option<crate::cpu_load::Load>) {
+        self.load = load;
+    }
+
+    /// Whether the CPU, not a link, bounds the transport now (the CPU's
+    /// cost per byte is known):
+    /// - the CPU is saturated, or data waits for a transport that sends far
+    ///   below what the link estimate offers the stream ([`LINK_SLACK`]).
+    ///   On loopback the second held while the machine still had a third of
+    ///   a core idle (the processes wait on each other too): taking the
+    ///   stream's own wire rate for the link there kept streams
+    ///   compressing, since their wire rate was their compressed rate;
+    /// - and the process queues at least 1/[`CPU_NEAR`] of the raw bytes
+    ///   its cores allow at the current level's cost: on a 100 Mbit/s link
+    ///   a busy machine is busy with something else, and taking it for
+    ///   the bound moved streams from zstd-3 to zstd-1.
+    fn cpu_bound(&self, link_rate: Option<f64>, wait: Wait) -> bool {
+        let Some(load) = self.load.filter(|l| l.costs().is_some()) else {
+            return false;
+        };
+        let slack = match (wait, link_rate, self.wire_rate) {
+            (Wait::Transport, Some(est), Some(w)) => est > LINK_SLACK * w,
+            (Wait::Transport, None, Some(_)) => true,
+            _ => false,
+        };
+        let near = self.cpu_rate(self.current) <= CPU_NEAR * load.raw_rate;
+        (load.saturated || slack) && near
+    }
+
+    /// The CPU seconds one raw byte costs with ladder entry `i` at
+    /// `ratio`, and the cores to spend (`None` without a load).
+    fn cpu_cost(&self, i: usize, ratio: f64) -> Option<(f64, f64)> {
+        let load = self.load?;
+        let (raw, wire) = load.costs()?;
+        let compress = if i == 0 {
+            0.0
+        } else {
+            self.est[i].cost * load.cpu_per_wall
+        };
+        Some((compress + raw + wire / ratio.max(1.0), load.cores))
+    }
+
+    /// The raw rate the CPU allows ladder entry `i`: the cores the process
+    /// has over the CPU a raw byte costs. On loopback (two daemons and the
+    /// applications on two cores) a byte sent as-is cost the sender 1.7 ns,
+    /// two thirds of it following the raw bytes, and an LZ4 pass 1.2 ns: at
+    /// ratio 4 LZ4 saves less than it costs, which the link model cannot
+    /// see.
+    fn cpu_rate(&self, i: usize) -> f64 {
+        match self.cpu_cost(i, self.predicted_ratio(i)) {
+            Some((per_byte, cores)) if per_byte > 0.0 => cores / per_byte,
+            _ => f64::INFINITY,
         }
     }
 
@@ -305,7 +394,9 @@ impl Selector {
 
     /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
     pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
-        self.speed(i).min(link_rate * self.predicted_ratio(i))
+        self.speed(i)
+            .min(link_rate * self.predicted_ratio(i))
+            .min(self.cpu_rate(i))
     }
 
     /// The current choice.
@@ -323,6 +414,17 @@ impl Selector {
     /// waited on.
     fn model_link(&self, link_rate: Option<f64>, wait: Wait) -> f64 {
         let est = link_rate.unwrap_or(f64::INFINITY);
+        if self.cpu_bound(link_rate, wait) {
+            // The transport waits for CPU: what the stream sent measures
+            // the CPU it got, not the link. The link is the estimate, or
+            // without one a little more than was sent (the CPU bound in
+            // `predicted_rate` decides).
+            let sent = self
+                .wire_rate
+                .unwrap_or(0.0)
+                .max(self.fed_rate.unwrap_or(0.0));
+            return link_rate.unwrap_or(sent * PROBE_GAIN);
+        }
         match wait {
             // The link binds: it gives this stream at most what the stream
             // measured sending and at most its share of the link estimate.
@@ -362,18 +464,34 @@ impl Selector {
         }
         let link = self.model_link(link_rate, wait);
         let candidates = match wait {
+            // Data waiting for a CPU-bound transport says nothing of which
+            // way to go: the CPU bound decides.
+            _ if self.cpu_bound(link_rate, wait) => 0..LADDER.len(),
             Wait::Transport => self.current..LADDER.len(),
             Wait::Compressor => 0..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
         };
-        let current_rate = self.predicted_rate(self.current, link);
+        // Where the CPU binds, compressing must pay for its CPU clearly:
+        // its prediction rests on a fitted cost per byte, and on loopback
+        // LZ4 and the transport cost about the same per byte, so a close
+        // call flipped streams onto LZ4 for 40-60 % of a transfer.
+        let cpu_bound = self.cpu_bound(link_rate, wait);
+        let rate = |i: usize| {
+            let r = self.predicted_rate(i, link);
+            if cpu_bound && i > 0 {
+                r / CPU_MARGIN
+            } else {
+                r
+            }
+        };
+        let current_rate = rate(self.current);
         let mut best = self.current;
         let mut best_rate = current_rate;
         for i in candidates {
             if !self.allowed[i] {
                 continue;
             }
-            let r = self.predicted_rate(i, link);
+            let r = rate(i);
             if r > best_rate {
                 best = i;
                 best_rate = r;
@@ -398,7 +516,9 @@ impl Selector {
 
     /// True when sending as-is is best whatever the data: no allowed codec can
     /// compress as fast as the link sends (`speed(c) <= link_rate` for all c),
-    /// so the compressibility sample can be skipped.
+    /// nor, with the CPU's costs known, deliver more for the CPU it takes
+    /// however well the data compressed, so the compressibility sample can
+    /// be skipped.
     pub fn none_dominates(&self, link_rate: Option<f64>) -> bool {
         self.none_dominates_with(link_rate, Wait::Unknown)
     }
@@ -412,12 +532,19 @@ impl Selector {
             return false;
         }
         let link = self.model_link(link_rate, wait);
-        if !link.is_finite() {
+        let none = self.predicted_rate(0, link);
+        if !none.is_finite() {
             return true;
         }
-        (1..LADDER.len())
-            .filter(|i| self.allowed[*i])
-            .all(|i| self.speed(i) <= link)
+        // However well the data compressed, a codec delivers at most its
+        // speed, and what the CPU allows its compression alone.
+        (1..LADDER.len()).filter(|i| self.allowed[*i]).all(|i| {
+            let cpu = match self.cpu_cost(i, f64::INFINITY) {
+                Some((per_byte, cores)) if per_byte > 0.0 => cores / per_byte,
+                _ => f64::INFINITY,
+            };
+            self.speed(i).min(cpu) <= none
+        })
     }
 
     /// A neighbouring level to use for the current chunk, if exploration is
@@ -595,6 +722,87 @@ mod tests {
             l = s.choose(link, 2.0);
         }
         l
+    }
+
+    /// A process on two cores that spent 1.7 ns per byte sent as-is and
+    /// 1.27 ns per raw byte (compression aside) sending at wire/raw 0.23:
+    /// 0.56 ns follow the wire, 1.14 the raw bytes (loopback figures).
+    /// `idle` is the machine's idle cores; the bytes take `wall` seconds
+    /// (1 s: 300-500 MB/s of raw bytes, loopback).
+    fn measured_load(idle: f64, wall: f64) -> crate::cpu_load::Load {
+        use crate::cpu_load::{Interval, Load};
+        let at = |own, compress, raw, wire| Interval {
+            wall,
+            own_cpu: own,
+            idle_cpu: idle * wall,
+            compress_cpu: compress,
+            compress_wall: compress,
+            pressure: None,
+            raw,
+            wire,
+        };
+        let l = Load::update(None, at(0.85, 0.0, 500_000_000, 500_000_000), 2.0);
+        Load::update(l, at(0.781, 0.4, 300_000_000, 69_000_000), 2.0).expect("a load")
+    }
+
+    /// Chooses 40 chunks while the stream's data waits for the transport,
+    /// which sends `wire` bytes/s, the link estimate being `est`.
+    fn waiting_for_transport(s: &mut Selector, est: f64, wire: f64) -> Level {
+        for _ in 0..40 {
+            s.observe_wire_rate(wire, Wait::Transport);
+            s.choose_with(Some(est), 2.1, Wait::Transport);
+        }
+        s.current()
+    }
+
+    #[test]
+    fn a_cpu_bound_transport_sends_as_is_where_compressing_costs_more_than_it_saves() {
+        // Loopback: the link estimate is far above what the transport
+        // sends, the machine has a fifth of a core idle. Taking the
+        // stream's wire rate for the link, the old model compresses.
+        let mut alone = taught();
+        assert_eq!(waiting_for_transport(&mut alone, 5e9, 500e6), Level::Lz4);
+        // With the CPU's costs, LZ4 (1.4 ns per byte here) saves less
+        // than it costs: 0.56 ns per wire byte at most.
+        let mut s = taught();
+        let load = measured_load(0.2, 1.0);
+        assert!(load.saturated, "{load:?}");
+        s.set_load(Some(load));
+        assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::None);
+        // And a stream that started on LZ4 comes back.
+        alone.set_load(Some(load));
+        assert_eq!(waiting_for_transport(&mut alone, 5e9, 500e6), Level::None);
+        // A third of a core idle does not change that where the
+        // transport sends far below the link estimate.
+        let mut idle = taught();
+        idle.set_load(Some(measured_load(0.35, 1.0)));
+        assert_eq!(waiting_for_transport(&mut idle, 5e9, 500e6), Level::None);
+    }
+
+    #[test]
+    fn a_link_bound_stream_compresses_as_before_with_the_cpu_known() {
+        // 100 Mbit/s, cores to spare: the CPU bound is far above the link.
+        let mut without = taught();
+        let before = waiting_for_transport(&mut without, 12.5e6, 12e6);
+        assert!(matches!(before, Level::Zstd(l) if l >= 3), "{before:?}");
+        let mut with = taught();
+        with.set_load(Some(measured_load(1.2, 10.0)));
+        assert_eq!(waiting_for_transport(&mut with, 12.5e6, 12e6), before);
+        // The same with the machine busy (other work on it): this process
+        // still gets a core, and stays on a strong level (zstd-9 at
+        // 40 MB/s and zstd-3 tie on this link; not zstd-1 or as-is).
+        let mut busy = taught();
+        let load = measured_load(0.1, 10.0);
+        assert!(load.saturated);
+        busy.set_load(Some(load));
+        let l = waiting_for_transport(&mut busy, 12.5e6, 12e6);
+        assert!(matches!(l, Level::Zstd(l) if l >= 3), "{l:?}");
+        // 1 Gbit/s with the CPU saturated: the link still binds what is
+        // sent as-is, and compressing delivers more.
+        let mut gig = taught();
+        gig.set_load(Some(measured_load(0.2, 1.0)));
+        let l = waiting_for_transport(&mut gig, 125e6, 120e6);
+        assert_ne!(l, Level::None);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct E2eConfig {
     pub only: Option<String>,
     /// Where corpora are cached.
     pub cache: PathBuf,
+    /// Runs of each DWCP policy per corpus, taking turns (the median counts).
+    pub runs: usize,
 }
 
 /// One transfer.
@@ -88,6 +90,9 @@ pub struct Cell {
     pub line_mb: Option<f64>,
     /// For adaptive: share of original bytes by codec, e.g. `zstd-3 80%`.
     pub codecs: String,
+    /// Seconds of every run of this cell, fastest first (the cell is the
+    /// median run; one entry unless `--runs` asked for more).
+    pub runs: Vec<f64>,
 }
 
 /// Everything measured.
@@ -415,80 +420,26 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
         let path = corpora::get(&cfg.cache, corpus, cfg.bytes)?;
         let data = Arc::new(std::fs::read(&path).map_err(|e| e.to_string())?);
         let crc = crc32fast::hash(&data);
-        for (i, policy) in POLICIES.iter().enumerate() {
-            let subject = format!("dwcp: {policy}");
-            if !wanted(&subject) {
-                continue;
+        // Each policy runs `runs` times, the policies taking turns, and
+        // the cell keeps the median run: on a shared two-core machine one
+        // loopback transfer of the same policy varied by 10 %.
+        let mut runs: Vec<Vec<Cell>> = vec![Vec::new(); POLICIES.len()];
+        for _ in 0..cfg.runs.max(1) {
+            for (i, policy) in POLICIES.iter().enumerate() {
+                if wanted(&format!("dwcp: {policy}")) {
+                    let ctx = Transfer {
+                        net: &net,
+                        node_a: &node_a,
+                        node_b: &node_b,
+                        sunk: &sunk,
+                        warm: &warm,
+                        off_port,
+                    };
+                    runs[i].push(dwcp_cell(&ctx, corpus, i, &data, crc)?);
+                }
             }
-            let metrics =
-                |net: &Net| net.run_in(false, || http_get(A_ADMIN, "/metrics").unwrap_or_default());
-            let (_, w) = dwcp_transfer(&net, off_port, warm.clone(), &sunk)?;
-            if w.bytes != warm.len() as u64 {
-                return Err(format!(
-                    "warm-up: the sink got {} of {} bytes",
-                    w.bytes,
-                    warm.len()
-                ));
-            }
-            let before = codec_counters(&metrics(&net)?);
-            let (ca, cb, line) = (cpu(&node_a), cpu(&node_b), net.line_bytes());
-            let (start, got) = dwcp_transfer(&net, TUNNEL0 + i as u16, data.clone(), &sunk)?;
-            let (cpu_send, cpu_recv) = (cpu(&node_a) - ca, cpu(&node_b) - cb);
-            let line_mb = net
-                .line_bytes()
-                .zip(line)
-                .map(|(n, b)| (n - b) as f64 / 1e6);
-            if got.bytes != data.len() as u64 || got.crc != crc {
-                return Err(format!(
-                    "{corpus} via {subject}: the sink got {} bytes (crc {:08x}), {} sent (crc {crc:08x})",
-                    got.bytes,
-                    got.crc,
-                    data.len()
-                ));
-            }
-            let after = codec_counters(&metrics(&net)?);
-            let delta: Vec<(String, f64, f64)> = after
-                .iter()
-                .map(|(c, r, w)| {
-                    let (r0, w0) = before
-                        .iter()
-                        .find(|(b, _, _)| b == c)
-                        .map_or((0.0, 0.0), |(_, r, w)| (*r, *w));
-                    (c.clone(), r - r0, w - w0)
-                })
-                .filter(|(_, r, _)| *r > 0.0)
-                .collect();
-            let (raw, wire) = delta
-                .iter()
-                .fold((0.0, 0.0), |(r, w), (_, dr, dw)| (r + dr, w + dw));
-            let ratio = if raw > 0.0 && wire > 0.0 {
-                // Bytes sent through the codec path plus any sent as-is.
-                data.len() as f64 / (wire + (data.len() as f64 - raw).max(0.0))
-            } else {
-                1.0
-            };
-            let codecs = if *policy == "adaptive" {
-                delta
-                    .iter()
-                    .map(|(c, r, _)| format!("{c} {:.0}%", 100.0 * r / raw.max(1.0)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            } else {
-                String::new()
-            };
-            let secs = got.done.duration_since(start).as_secs_f64();
-            cells.push(Cell {
-                corpus: corpus.clone(),
-                subject,
-                secs,
-                mb_per_s: data.len() as f64 / secs / 1e6,
-                ratio,
-                cpu_send,
-                cpu_recv,
-                line_mb,
-                codecs,
-            });
         }
+        cells.extend(runs.into_iter().filter_map(median_run));
         if !pipes_ok {
             continue;
         }
@@ -544,6 +495,7 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
                     .zip(line)
                     .map(|(n, b)| (n - b) as f64 / 1e6),
                 codecs: String::new(),
+                runs: vec![secs],
             });
         }
     }
@@ -560,6 +512,108 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
         cells,
         notes,
     })
+}
+
+/// What one DWCP transfer needs of the run.
+struct Transfer<'a> {
+    net: &'a Net,
+    node_a: &'a Daemon,
+    node_b: &'a Daemon,
+    sunk: &'a mpsc::Receiver<Sunk>,
+    warm: &'a Arc<Vec<u8>>,
+    off_port: u16,
+}
+
+/// One transfer of `data` through the tunnel of policy `POLICIES[i]`,
+/// after a warm-up through the `off` tunnel, checked at the sink.
+fn dwcp_cell(
+    ctx: &Transfer<'_>,
+    corpus: &str,
+    i: usize,
+    data: &Arc<Vec<u8>>,
+    crc: u32,
+) -> Result<Cell, String> {
+    let policy = POLICIES[i];
+    let subject = format!("dwcp: {policy}");
+    let metrics =
+        |net: &Net| net.run_in(false, || http_get(A_ADMIN, "/metrics").unwrap_or_default());
+    let (_, w) = dwcp_transfer(ctx.net, ctx.off_port, ctx.warm.clone(), ctx.sunk)?;
+    if w.bytes != ctx.warm.len() as u64 {
+        return Err(format!(
+            "warm-up: the sink got {} of {} bytes",
+            w.bytes,
+            ctx.warm.len()
+        ));
+    }
+    let before = codec_counters(&metrics(ctx.net)?);
+    let (ca, cb, line) = (cpu(ctx.node_a), cpu(ctx.node_b), ctx.net.line_bytes());
+    let (start, got) = dwcp_transfer(ctx.net, TUNNEL0 + i as u16, data.clone(), ctx.sunk)?;
+    let (cpu_send, cpu_recv) = (cpu(ctx.node_a) - ca, cpu(ctx.node_b) - cb);
+    let line_mb = ctx
+        .net
+        .line_bytes()
+        .zip(line)
+        .map(|(n, b)| (n - b) as f64 / 1e6);
+    if got.bytes != data.len() as u64 || got.crc != crc {
+        return Err(format!(
+            "{corpus} via {subject}: the sink got {} bytes (crc {:08x}), {} sent (crc {crc:08x})",
+            got.bytes,
+            got.crc,
+            data.len()
+        ));
+    }
+    let after = codec_counters(&metrics(ctx.net)?);
+    let delta: Vec<(String, f64, f64)> = after
+        .iter()
+        .map(|(c, r, w)| {
+            let (r0, w0) = before
+                .iter()
+                .find(|(b, _, _)| b == c)
+                .map_or((0.0, 0.0), |(_, r, w)| (*r, *w));
+            (c.clone(), r - r0, w - w0)
+        })
+        .filter(|(_, r, _)| *r > 0.0)
+        .collect();
+    let (raw, wire) = delta
+        .iter()
+        .fold((0.0, 0.0), |(r, w), (_, dr, dw)| (r + dr, w + dw));
+    let ratio = if raw > 0.0 && wire > 0.0 {
+        // Bytes sent through the codec path plus any sent as-is.
+        data.len() as f64 / (wire + (data.len() as f64 - raw).max(0.0))
+    } else {
+        1.0
+    };
+    let codecs = if policy == "adaptive" {
+        delta
+            .iter()
+            .map(|(c, r, _)| format!("{c} {:.0}%", 100.0 * r / raw.max(1.0)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    } else {
+        String::new()
+    };
+    let secs = got.done.duration_since(start).as_secs_f64();
+    Ok(Cell {
+        corpus: corpus.to_string(),
+        subject,
+        secs,
+        mb_per_s: data.len() as f64 / secs / 1e6,
+        ratio,
+        cpu_send,
+        cpu_recv,
+        line_mb,
+        codecs,
+        runs: vec![secs],
+    })
+}
+
+/// The median of one policy's runs (by time), with every run's time.
+fn median_run(mut runs: Vec<Cell>) -> Option<Cell> {
+    runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    let times: Vec<f64> = runs.iter().map(|c| c.secs).collect();
+    let mut cell = runs.get(runs.len().checked_sub(1)? / 2)?.clone();
+    cell.runs = times;
+    Some(cell)
 }
 
 impl E2eReport {
@@ -604,6 +658,10 @@ impl E2eReport {
                     c.line_mb.map_or("-".into(), |m| format!("{m:.1}")),
                     c.codecs
                 ));
+                if c.runs.len() > 1 {
+                    let all: Vec<String> = c.runs.iter().map(|t| format!("{t:.2}")).collect();
+                    out.push_str(&format!("{:<20} runs: {}\n", "", all.join(" ")));
+                }
             }
             out.push_str(&self.verdict(corpus));
         }

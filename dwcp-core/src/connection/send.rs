@@ -93,6 +93,7 @@ impl Connection {
             data.slice(..n)
         };
         s.send_queue.push_back(Chunk::Raw(chunk));
+        crate::cpu_load::count_queued(n, n);
         s.send_queued += n as u64;
         self.send_buffered += n as u64;
         if s.interactive() {
@@ -160,6 +161,7 @@ impl Connection {
             Self::mark_blocked(s, id, &mut self.conn_blocked);
             return Err(StreamError::Blocked);
         }
+        crate::cpu_load::count_queued(enc.raw_len as usize, payload.len());
         s.send_queue.push_back(Chunk::Encoded { enc, payload });
         s.send_queued += raw as u64;
         self.send_buffered += raw as u64;

@@ -109,6 +109,24 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// What [`Shared::rate_from`] needs read under the connection's lock, so a
+/// caller holding it for other reasons reads it in the same turn.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RateSeen {
+    estimate: Option<f64>,
+    waiting: usize,
+}
+
+impl RateSeen {
+    /// Reads the link estimate and the streams waiting to send.
+    pub(crate) fn of(inner: &Inner) -> RateSeen {
+        RateSeen {
+            estimate: inner.core.link_estimate().bottleneck_bw(),
+            waiting: inner.core.backlogged_streams().max(1),
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn new(
         core: Core,
@@ -140,12 +158,12 @@ impl Shared {
         })
     }
 
-    /// Wire rate (bytes/s) one backlogged stream can expect now: the
-    /// transport's congestion window over its RTT, capped by the configured
-    /// link rate, shared among the streams waiting to send. `None` if unknown.
-    pub(crate) fn rate_hint(&self) -> Option<f64> {
-        let estimate = self.lock().core.link_estimate().bottleneck_bw();
-        let transport = match estimate {
+    /// Wire rate (bytes/s) one backlogged stream can expect now, from what
+    /// was read under the lock: the transport's congestion window over its
+    /// RTT, capped by the configured link rate, shared among the streams
+    /// waiting to send. `None` if unknown.
+    pub(crate) fn rate_from(&self, seen: RateSeen) -> Option<f64> {
+        let transport = match seen.estimate {
             Some(bw) => Some(bw),
             None => {
                 let t = (self.stats)();
@@ -161,8 +179,7 @@ impl Shared {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }?;
-        let waiting = self.lock().core.backlogged_streams().max(1);
-        Some(rate / waiting as f64)
+        Some(rate / seen.waiting as f64)
     }
 
     /// Locks the state. A poisoned lock (a panic elsewhere) is still usable:

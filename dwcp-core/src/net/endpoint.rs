@@ -378,6 +378,9 @@ impl Endpoint {
     }
 
     async fn open(addr: Option<SocketAddr>, config: EndpointConfig) -> Result<Endpoint, Error> {
+        // The CPU load is measured between two samples: take the first now,
+        // so the first stream to compress already has a figure.
+        let _ = crate::cpu_load::current();
         config.validate()?;
         let tls = Arc::new(LiveTls(RwLock::new(Arc::new(Tls::build(
             config.tls.clone(),
