@@ -94,7 +94,7 @@ pub struct Load {
 /// Decaying sums of CPU seconds, raw and wire bytes of intervals of one
 /// kind: each interval weighs by its bytes (a short one at the end of a
 /// transfer, where fixed costs dominate, counts little), and each of
-/// [`MIN_RAW`] bytes or more leaves older ones [`DECAY`] of their weight.
+/// [`MIN_RAW`] bytes or more leaves older ones 0.7 of their weight (`DECAY`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Sums {
     cpu: f64,
