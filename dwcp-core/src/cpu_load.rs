@@ -39,11 +39,14 @@ use std::time::{Duration, Instant};
 
 /// Shortest interval between two samples.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(50);
-/// Raw bytes an interval needs before it ages the older ones, and that
-/// must count before a cost is known.
+/// Longest interval folded into the figures. Samples are taken while
+/// streams send; a longer one spans a pause, whose CPU (receiving, the
+/// application's own work) is not the cost of the bytes sent around it.
+pub const LONGEST_INTERVAL: Duration = Duration::from_millis(200);
+/// Raw bytes an interval needs for its CPU to count as the cost of
+/// sending them: in one with fewer, the process did mostly something else.
 pub const MIN_RAW: u64 = 1 << 20;
-/// What an interval of [`MIN_RAW`] bytes or more leaves of the older
-/// ones' weight in [`Sums`].
+/// What a new interval leaves of the older ones' weight in [`Sums`].
 const DECAY: f64 = 0.7;
 /// Share of the CPU per byte sent as-is that follows the raw bytes, until
 /// both kinds of interval were measured: 0.6–0.9 on loopback over QUIC
@@ -69,6 +72,8 @@ static WIRE_BYTES: AtomicU64 = AtomicU64::new(0);
 /// The CPU this process has and what its transport costs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Load {
+    /// Cores this process uses now.
+    pub own: f64,
     /// Cores this process uses now plus the spare ones it could get, at
     /// least one (or its budget, if smaller): a process using little of a
     /// busy machine still gets a core's share when it asks for it.
@@ -92,9 +97,8 @@ pub struct Load {
 }
 
 /// Decaying sums of CPU seconds, raw and wire bytes of intervals of one
-/// kind: each interval weighs by its bytes (a short one at the end of a
-/// transfer, where fixed costs dominate, counts little), and each of
-/// [`MIN_RAW`] bytes or more leaves older ones 0.7 of their weight (`DECAY`).
+/// kind (each of [`MIN_RAW`] bytes or more): each weighs by its bytes, and
+/// leaves older ones 0.7 of their weight (`DECAY`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Sums {
     cpu: f64,
@@ -104,11 +108,10 @@ pub struct Sums {
 
 impl Sums {
     fn add(self, cpu: f64, raw: u64, wire: u64) -> Sums {
-        let keep = if raw >= MIN_RAW { DECAY } else { 1.0 };
         Sums {
-            cpu: self.cpu * keep + cpu,
-            raw: self.raw * keep + raw as f64,
-            wire: self.wire * keep + wire as f64,
+            cpu: self.cpu * DECAY + cpu,
+            raw: self.raw * DECAY + raw as f64,
+            wire: self.wire * DECAY + wire as f64,
         }
     }
 
@@ -150,9 +153,10 @@ pub struct Interval {
 
 impl Load {
     /// Folds one interval into `prev` (the smoothed load so far) for a
-    /// process with `budget` cores.
+    /// process with `budget` cores. An interval longer than
+    /// [`LONGEST_INTERVAL`] (a pause in sending) leaves `prev` as it is.
     pub fn update(prev: Option<Load>, i: Interval, budget: f64) -> Option<Load> {
-        if i.wall.is_nan() || i.wall <= 0.0 {
+        if i.wall.is_nan() || i.wall <= 0.0 || i.wall > LONGEST_INTERVAL.as_secs_f64() {
             return prev;
         }
         let own = (i.own_cpu / i.wall).max(0.0);
@@ -162,7 +166,7 @@ impl Load {
         // The CPU apart from compression goes to the kind of interval
         // its wire/raw makes it (neither in between).
         let cpu = (i.own_cpu - i.compress_cpu).max(0.0);
-        let x = if i.raw > 0 {
+        let x = if i.raw >= MIN_RAW {
             i.wire as f64 / i.raw as f64
         } else {
             f64::NAN
@@ -180,6 +184,7 @@ impl Load {
         let smooth = |old: f64, new: f64| old + ALPHA * (new - old);
         let next = match prev {
             None => Load {
+                own,
                 cores,
                 spare,
                 raw_rate: i.raw as f64 / i.wall,
@@ -189,6 +194,7 @@ impl Load {
                 saturated: false,
             },
             Some(p) => Load {
+                own: smooth(p.own, own),
                 cores: smooth(p.cores, cores),
                 spare: smooth(p.spare, spare),
                 raw_rate: smooth(p.raw_rate, i.raw as f64 / i.wall),
@@ -334,15 +340,29 @@ impl Sampler {
     }
 }
 
-static SAMPLER: Mutex<Option<Sampler>> = Mutex::new(None);
+/// The sampler's state.
+enum State {
+    /// No sample yet.
+    Unstarted,
+    /// `/proc` could not be read: no figures, and no more tries.
+    Unavailable,
+    Sampling(Sampler),
+}
+
+static SAMPLER: Mutex<State> = Mutex::new(State::Unstarted);
 
 /// The process's load, sampled at most every [`SAMPLE_EVERY`] (`None`
-/// where `/proc` is not readable, or before the second sample).
+/// where `/proc` is not readable, or before the second sample). Cheap
+/// between samples: one uncontended lock.
 pub fn current() -> Option<Load> {
     let mut guard = SAMPLER.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(prev) = guard.as_mut() else {
-        *guard = Sampler::now();
-        return None;
+    let prev = match &mut *guard {
+        State::Unavailable => return None,
+        State::Unstarted => {
+            *guard = Sampler::now().map_or(State::Unavailable, State::Sampling);
+            return None;
+        }
+        State::Sampling(prev) => prev,
     };
     if prev.at.elapsed() < SAMPLE_EVERY {
         return prev.load;
@@ -375,16 +395,18 @@ pub fn current() -> Option<Load> {
 mod tests {
     use super::*;
 
+    /// A tenth of a second at these rates (CPU seconds and bytes per
+    /// second).
     fn interval(own: f64, idle: f64, compress: f64, raw: u64, wire: u64) -> Interval {
         Interval {
-            wall: 1.0,
-            own_cpu: own,
-            idle_cpu: idle,
-            compress_cpu: compress,
-            compress_wall: compress,
+            wall: 0.1,
+            own_cpu: own / 10.0,
+            idle_cpu: idle / 10.0,
+            compress_cpu: compress / 10.0,
+            compress_wall: compress / 10.0,
             pressure: None,
-            raw,
-            wire,
+            raw: raw / 10,
+            wire: wire / 10,
         }
     }
 
@@ -440,11 +462,16 @@ mod tests {
         let (raw, wire) = l2.unwrap().costs().unwrap();
         assert!(close(wire, 0.558e-9), "{wire}");
         assert!(close(raw + wire, 1.7e-9), "{raw}");
-        // A short interval (fixed costs over few bytes) hardly moves it.
-        let l3 = Load::update(l2, interval(0.01, 1.8, 0.0, 2 << 20, 2 << 20), 2.0).unwrap();
-        let (raw3, wire3) = l3.costs().unwrap();
-        assert!((raw3 + wire3 - 1.7e-9).abs() < 0.3e-9, "{raw3} {wire3}");
+        // An interval that sent little (the process busy with something
+        // else) does not move it, nor does a pause.
+        let l3 = Load::update(l2, interval(0.5, 1.8, 0.0, 2 << 20, 2 << 20), 2.0).unwrap();
+        assert_eq!(l3.costs(), l2.unwrap().costs());
         assert!(!l3.saturated, "{l3:?}");
+        let pause = Interval {
+            wall: 30.0,
+            ..interval(0.5, 1.0, 0.0, 500_000_000, 500_000_000)
+        };
+        assert_eq!(Load::update(Some(l3), pause, 2.0), Some(l3));
         // Older intervals fade: after many at 2.5 ns as-is, that is the figure.
         let mut l4 = Some(l3);
         for _ in 0..30 {
@@ -474,7 +501,7 @@ mod tests {
         }
         std::hint::black_box(x);
         let l = current().expect("a load on Linux");
-        assert!(l.cores > 0.3, "{l:?}");
+        assert!(l.own > 0.3, "{l:?}");
         assert!(thread_cpu() > Duration::ZERO);
     }
 }

@@ -220,6 +220,9 @@ pub struct Selector {
     /// The CPU this process has and what its transport spends per wire
     /// byte ([`crate::cpu_load`]; `None`: not known, no CPU bound).
     load: Option<crate::cpu_load::Load>,
+    /// At the last decision, the CPU bound and the rate sending as-is was
+    /// predicted to deliver (`None`: the CPU did not bind).
+    cpu_bound_as_is: Option<f64>,
 }
 
 impl Selector {
@@ -250,6 +253,7 @@ impl Selector {
             context_gain: CONTEXT_GAIN_PRIOR,
             context_ratio: None,
             load: None,
+            cpu_bound_as_is: None,
         }
     }
 
@@ -307,7 +311,12 @@ impl Selector {
     /// ratio 4 LZ4 saves less than it costs, which the link model cannot
     /// see.
     fn cpu_rate(&self, i: usize) -> f64 {
-        match self.cpu_cost(i, self.predicted_ratio(i)) {
+        self.cpu_rate_at(i, self.predicted_ratio(i))
+    }
+
+    /// [`Selector::cpu_rate`] at a given ratio (unbounded without a load).
+    fn cpu_rate_at(&self, i: usize, ratio: f64) -> f64 {
+        match self.cpu_cost(i, ratio) {
             Some((per_byte, cores)) if per_byte > 0.0 => cores / per_byte,
             _ => f64::INFINITY,
         }
@@ -343,11 +352,18 @@ impl Selector {
     /// Whether this chunk, which the rule sends as-is or with LZ4, should
     /// rather go to zstd-1 in the stream's context to measure the context's
     /// gain ([`CONTEXT_PROBE_AT`]): once per [`EXPLORE_EVERY`] chunks.
+    ///
+    /// Where the CPU binds and zstd-1 could not beat sending as-is however
+    /// well the data compressed, the probe would only cost: on loopback
+    /// the probes' full zstd-1 chunks were 4 % of the sender's CPU.
     pub fn context_probe_due(&self, chosen: Level) -> bool {
         self.context
             && matches!(chosen, Level::None | Level::Lz4)
             && self.allowed[2]
             && self.chunks % EXPLORE_EVERY == CONTEXT_PROBE_AT
+            && self
+                .cpu_bound_as_is
+                .is_none_or(|as_is| self.ceiling(2) > as_is)
     }
 
     /// Sets the cores this stream's compressor gets (clamped to 0.01..=4):
@@ -410,11 +426,11 @@ impl Selector {
         self.choose_with(link_rate, sample_ratio, Wait::Unknown)
     }
 
-    /// The link rate the model uses, given the estimate and what the sender
-    /// waited on.
-    fn model_link(&self, link_rate: Option<f64>, wait: Wait) -> f64 {
+    /// The link rate the model uses, given the estimate, what the sender
+    /// waited on and whether the CPU binds ([`Selector::cpu_bound`]).
+    fn model_link(&self, link_rate: Option<f64>, wait: Wait, cpu_bound: bool) -> f64 {
         let est = link_rate.unwrap_or(f64::INFINITY);
-        if self.cpu_bound(link_rate, wait) {
+        if cpu_bound {
             // The transport waits for CPU: what the stream sent measures
             // the CPU it got, not the link. The link is the estimate, or
             // without one a little more than was sent (the CPU bound in
@@ -462,11 +478,12 @@ impl Selector {
             // a later one cannot refer to.
             return Level::None;
         }
-        let link = self.model_link(link_rate, wait);
+        let cpu_bound = self.cpu_bound(link_rate, wait);
+        let link = self.model_link(link_rate, wait, cpu_bound);
         let candidates = match wait {
             // Data waiting for a CPU-bound transport says nothing of which
             // way to go: the CPU bound decides.
-            _ if self.cpu_bound(link_rate, wait) => 0..LADDER.len(),
+            _ if cpu_bound => 0..LADDER.len(),
             Wait::Transport => self.current..LADDER.len(),
             Wait::Compressor => 0..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
@@ -475,7 +492,7 @@ impl Selector {
         // its prediction rests on a fitted cost per byte, and on loopback
         // LZ4 and the transport cost about the same per byte, so a close
         // call flipped streams onto LZ4 for 40-60 % of a transfer.
-        let cpu_bound = self.cpu_bound(link_rate, wait);
+        self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
         let rate = |i: usize| {
             let r = self.predicted_rate(i, link);
             if cpu_bound && i > 0 {
@@ -531,20 +548,20 @@ impl Selector {
             // A level in use is left only through a decision (hysteresis).
             return false;
         }
-        let link = self.model_link(link_rate, wait);
+        let link = self.model_link(link_rate, wait, self.cpu_bound(link_rate, wait));
         let none = self.predicted_rate(0, link);
         if !none.is_finite() {
             return true;
         }
-        // However well the data compressed, a codec delivers at most its
-        // speed, and what the CPU allows its compression alone.
-        (1..LADDER.len()).filter(|i| self.allowed[*i]).all(|i| {
-            let cpu = match self.cpu_cost(i, f64::INFINITY) {
-                Some((per_byte, cores)) if per_byte > 0.0 => cores / per_byte,
-                _ => f64::INFINITY,
-            };
-            self.speed(i).min(cpu) <= none
-        })
+        (1..LADDER.len())
+            .filter(|i| self.allowed[*i])
+            .all(|i| self.ceiling(i) <= none)
+    }
+
+    /// However well the data compressed, what ladder entry `i` delivers at
+    /// most: its speed, and what the CPU allows its compression alone.
+    fn ceiling(&self, i: usize) -> f64 {
+        self.speed(i).min(self.cpu_rate_at(i, f64::INFINITY))
     }
 
     /// A neighbouring level to use for the current chunk, if exploration is
@@ -727,22 +744,26 @@ mod tests {
     /// A process on two cores that spent 1.7 ns per byte sent as-is and
     /// 1.27 ns per raw byte (compression aside) sending at wire/raw 0.23:
     /// 0.56 ns follow the wire, 1.14 the raw bytes (loopback figures).
-    /// `idle` is the machine's idle cores; the bytes take `wall` seconds
-    /// (1 s: 300-500 MB/s of raw bytes, loopback).
-    fn measured_load(idle: f64, wall: f64) -> crate::cpu_load::Load {
+    /// `idle` is the machine's idle cores; `scale` scales the bytes sent
+    /// (1: 300-500 MB/s of raw bytes, loopback) and the CPU with them.
+    fn measured_load(idle: f64, scale: f64) -> crate::cpu_load::Load {
         use crate::cpu_load::{Interval, Load};
-        let at = |own, compress, raw, wire| Interval {
-            wall,
-            own_cpu: own,
-            idle_cpu: idle * wall,
-            compress_cpu: compress,
-            compress_wall: compress,
-            pressure: None,
-            raw,
-            wire,
+        // A tenth of a second sending `raw` bytes per second.
+        let at = |raw: f64, wire_share: f64, compress_per_byte: f64, other_per_byte: f64| {
+            let raw = raw * scale / 10.0;
+            Interval {
+                wall: 0.1,
+                own_cpu: raw * (compress_per_byte + other_per_byte),
+                idle_cpu: idle / 10.0,
+                compress_cpu: raw * compress_per_byte,
+                compress_wall: raw * compress_per_byte,
+                pressure: None,
+                raw: raw as u64,
+                wire: (raw * wire_share) as u64,
+            }
         };
-        let l = Load::update(None, at(0.85, 0.0, 500_000_000, 500_000_000), 2.0);
-        Load::update(l, at(0.781, 0.4, 300_000_000, 69_000_000), 2.0).expect("a load")
+        let l = Load::update(None, at(500e6, 1.0, 0.0, 1.7e-9), 2.0);
+        Load::update(l, at(300e6, 0.23, 1.333e-9, 1.27e-9), 2.0).expect("a load")
     }
 
     /// Chooses 40 chunks while the stream's data waits for the transport,
@@ -769,6 +790,19 @@ mod tests {
         assert!(load.saturated, "{load:?}");
         s.set_load(Some(load));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::None);
+        // Nor is a zstd-1 chunk in the stream's context worth probing,
+        // which it is once per 32 chunks without the CPU known.
+        let probes = |s: &mut Selector| {
+            s.set_context(true);
+            (0..64)
+                .filter(|_| {
+                    let l = s.choose_with(Some(5e9), 2.1, Wait::Transport);
+                    s.context_probe_due(l)
+                })
+                .count()
+        };
+        assert_eq!(probes(&mut s), 0);
+        assert_eq!(probes(&mut taught()), 2);
         // And a stream that started on LZ4 comes back.
         alone.set_load(Some(load));
         assert_eq!(waiting_for_transport(&mut alone, 5e9, 500e6), Level::None);
@@ -786,13 +820,13 @@ mod tests {
         let before = waiting_for_transport(&mut without, 12.5e6, 12e6);
         assert!(matches!(before, Level::Zstd(l) if l >= 3), "{before:?}");
         let mut with = taught();
-        with.set_load(Some(measured_load(1.2, 10.0)));
+        with.set_load(Some(measured_load(1.2, 0.1)));
         assert_eq!(waiting_for_transport(&mut with, 12.5e6, 12e6), before);
         // The same with the machine busy (other work on it): this process
         // still gets a core, and stays on a strong level (zstd-9 at
         // 40 MB/s and zstd-3 tie on this link; not zstd-1 or as-is).
         let mut busy = taught();
-        let load = measured_load(0.1, 10.0);
+        let load = measured_load(0.1, 0.1);
         assert!(load.saturated);
         busy.set_load(Some(load));
         let l = waiting_for_transport(&mut busy, 12.5e6, 12e6);

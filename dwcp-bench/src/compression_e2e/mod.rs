@@ -607,7 +607,8 @@ fn dwcp_cell(
     })
 }
 
-/// The median of one policy's runs (by time), with every run's time.
+/// The median of one policy's runs (by time; of an even number, the
+/// faster of the two middle ones), with every run's time.
 fn median_run(mut runs: Vec<Cell>) -> Option<Cell> {
     runs.sort_by(|a, b| a.secs.total_cmp(&b.secs));
     let times: Vec<f64> = runs.iter().map(|c| c.secs).collect();

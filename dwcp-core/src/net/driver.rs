@@ -109,17 +109,16 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// What [`Shared::rate_from`] needs read under the connection's lock, so a
-/// caller holding it for other reasons reads it in the same turn.
+/// What [`Shared::rate_from`] needs read under the connection's lock.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct RateSeen {
+struct RateSeen {
     estimate: Option<f64>,
     waiting: usize,
 }
 
 impl RateSeen {
     /// Reads the link estimate and the streams waiting to send.
-    pub(crate) fn of(inner: &Inner) -> RateSeen {
+    fn of(inner: &Inner) -> RateSeen {
         RateSeen {
             estimate: inner.core.link_estimate().bottleneck_bw(),
             waiting: inner.core.backlogged_streams().max(1),
@@ -158,11 +157,22 @@ impl Shared {
         })
     }
 
-    /// Wire rate (bytes/s) one backlogged stream can expect now, from what
-    /// was read under the lock: the transport's congestion window over its
-    /// RTT, capped by the configured link rate, shared among the streams
-    /// waiting to send. `None` if unknown.
-    pub(crate) fn rate_from(&self, seen: RateSeen) -> Option<f64> {
+    /// Runs `f` under the connection's lock and, in the same turn, reads
+    /// the wire rate (bytes/s) one backlogged stream can expect now: the
+    /// transport's congestion window over its RTT, capped by the configured
+    /// link rate, shared among the streams waiting to send (`None` if
+    /// unknown). One turn instead of two: the driver holds the lock too.
+    pub(crate) fn with_rate<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> (R, Option<f64>) {
+        let (r, seen) = {
+            let mut inner = self.lock();
+            let r = f(&mut inner);
+            (r, RateSeen::of(&inner))
+        };
+        (r, self.rate_from(seen))
+    }
+
+    /// The rate [`Shared::with_rate`] gives, from what it read.
+    fn rate_from(&self, seen: RateSeen) -> Option<f64> {
         let transport = match seen.estimate {
             Some(bw) => Some(bw),
             None => {

@@ -12,7 +12,6 @@ use crate::encoder::{Encoded, Encoder, Feedback, Policy};
 use crate::error::{ErrorCode, StreamError};
 use crate::frame::StreamOptions as OptionBits;
 use crate::net::connection::ConnRef;
-use crate::net::driver::RateSeen;
 use crate::selector::Level;
 use crate::{CodecId, OpenParams, StreamId};
 
@@ -162,7 +161,9 @@ pub fn stream_error(e: &io::Error) -> Option<&StreamError> {
 }
 
 /// Chunks at the front of the data to send that go as-is with nothing to
-/// measure, queued as one piece.
+/// measure, queued as one piece. A piece counts as one hand-over (in the
+/// wire rate's window and in what the sender waited on) and as one sample
+/// of `dwcp_compression_seconds`; the byte counters see all of it.
 #[derive(Default)]
 struct TrivialRun {
     len: usize,
@@ -554,21 +555,13 @@ impl SendStream {
             return self.send_raw(data).await;
         }
         // Never more than the peer accepts as one compressed frame. The
-        // rate the selector is told is read again with each chunk's queue
-        // (one turn of the connection's lock per chunk: the driver holds it
-        // too, and each extra turn cost chunks sent as-is 5-10 % against
-        // `off` on loopback).
+        // rate the selector is told is read again at each hand-over, with
+        // the stream's queue (one turn of the connection's lock per
+        // hand-over: the driver holds it too, and each extra turn per chunk
+        // cost chunks sent as-is 5-10 % against `off` on loopback).
         let mut reserved = false;
-        let (max_chunk, mut rate) = {
-            let (limit, seen) = {
-                let inner = self.conn.shared.lock();
-                (inner.core.max_encoded_chunk(), RateSeen::of(&inner))
-            };
-            (
-                COMPRESS_CHUNK.min(limit).max(MIN_COMPRESS),
-                self.conn.shared.rate_from(seen),
-            )
-        };
+        let (limit, mut rate) = self.conn.shared.with_rate(|i| i.core.max_encoded_chunk());
+        let max_chunk = COMPRESS_CHUNK.min(limit).max(MIN_COMPRESS);
         // Up to `parallel` chunks are compressed at once on the blocking
         // pool (each thread with its own zstd context); they are queued in
         // order as they come back.
@@ -606,23 +599,16 @@ impl SendStream {
             // connection's lock per piece, as `off` takes (per 128 KiB chunk,
             // adaptive ran 5-10 % behind `off` on loopback).
             let mut run = TrivialRun::default();
+            // What happened around the previous hand-over is told once.
+            let mut fb = self.feedback;
+            let load = crate::cpu_load::current();
             while inflight.len() < limit && data.len() > run.len {
                 let n = (data.len() - run.len).min(max_chunk);
                 let chunk = data.slice(run.len..run.len + n);
                 let enc = self.encoder();
-                // What happened around the previous hand-over is told once.
-                let fb = if run.chunks == 0 {
-                    self.feedback
-                } else {
-                    Feedback {
-                        wire_rate: None,
-                        ..self.feedback
-                    }
-                };
                 let share = compressing
                     .get_or_insert_with(crate::cpu::Compressing::start)
                     .share();
-                let load = crate::cpu_load::current();
                 // The encoder is locked to choose the level and to learn
                 // from the result, not while compressing. A panic elsewhere
                 // leaves the selector usable. The compressor is modelled
@@ -637,6 +623,7 @@ impl SendStream {
                         e.plan(chunk, rate, fb)
                     }
                 };
+                fb.wire_rate = None;
                 if planned.is_trivial() {
                     let out = planned.compress();
                     enc.lock().unwrap_or_else(|p| p.into_inner()).observe(&out);
@@ -695,11 +682,12 @@ impl SendStream {
             }
             // Whether the transport waited for this chunk: nothing of the
             // stream was left queued while it was compressed.
-            let (queued, seen) = {
-                let inner = self.conn.shared.lock();
-                (inner.core.stream_send_queued(self.id), RateSeen::of(&inner))
-            };
-            rate = self.conn.shared.rate_from(seen);
+            let id = self.id;
+            let (queued, r) = self
+                .conn
+                .shared
+                .with_rate(|i| i.core.stream_send_queued(id));
+            rate = r;
             let now = std::time::Instant::now();
             // Over the window: the wire bytes of the chunks handed over
             // since the oldest entry's hand-over, over the time since then

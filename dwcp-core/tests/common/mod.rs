@@ -19,6 +19,14 @@ pub(crate) fn loopback() -> SocketAddr {
 
 /// A server and a client endpoint trusting the same development CA.
 pub(crate) async fn endpoints(transport: Transport) -> (DevCa, Endpoint, Endpoint) {
+    endpoints_with(transport, None).await
+}
+
+/// As [`endpoints`], the client told its link runs at `link_rate_bps`.
+async fn endpoints_with(
+    transport: Transport,
+    link_rate_bps: Option<u64>,
+) -> (DevCa, Endpoint, Endpoint) {
     let ca = DevCa::new().expect("ca");
     let server = Endpoint::bind(
         loopback(),
@@ -26,19 +34,27 @@ pub(crate) async fn endpoints(transport: Transport) -> (DevCa, Endpoint, Endpoin
     )
     .await
     .expect("bind server");
-    let client = Endpoint::bind(
-        loopback(),
-        EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), transport),
-    )
-    .await
-    .expect("bind client");
+    let mut client_config = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), transport);
+    client_config.link_rate_bps = link_rate_bps;
+    let client = Endpoint::bind(loopback(), client_config)
+        .await
+        .expect("bind client");
     (ca, server, client)
 }
 
 pub(crate) async fn connected(
     transport: Transport,
 ) -> (Endpoint, Endpoint, Connection, Connection) {
-    let (_ca, server, client) = endpoints(transport).await;
+    connected_at_rate(transport, None).await
+}
+
+/// As [`connected`], the client told its link runs at `link_rate_bps`
+/// (adaptive compression then compresses what pays on such a link).
+pub(crate) async fn connected_at_rate(
+    transport: Transport,
+    link_rate_bps: Option<u64>,
+) -> (Endpoint, Endpoint, Connection, Connection) {
+    let (_ca, server, client) = endpoints_with(transport, link_rate_bps).await;
     let addr = server.local_addr();
     let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
     (server, client, c.expect("connect"), s.expect("accept"))
