@@ -174,9 +174,16 @@ impl Load {
         let (mut as_is, mut compressed) = prev.map_or((Sums::default(), Sums::default()), |p| {
             (p.as_is, p.compressed)
         });
-        if x >= AS_IS {
+        // Only intervals where the CPU was short count: the costs matter
+        // only there, and per byte they differ with the load (a transfer
+        // held to 80 MB/s by zstd-9 spent far less per raw byte than one
+        // at 500 MB/s, and once fitted in, made LZ4 look worth its CPU on
+        // loopback).
+        let pressed = i.pressure.is_some_and(|p| p >= SATURATED_PRESSURE);
+        let short = pressed || spare < saturation_floor(budget);
+        if short && x >= AS_IS {
             as_is = as_is.add(cpu, i.raw, i.wire);
-        } else if x <= COMPRESSED {
+        } else if short && x <= COMPRESSED {
             compressed = compressed.add(cpu, i.raw, i.wire);
         }
         let cpu_per_wall =
@@ -204,7 +211,6 @@ impl Load {
                 saturated: false,
             },
         };
-        let pressed = i.pressure.is_some_and(|p| p >= SATURATED_PRESSURE);
         Some(Load {
             saturated: next.spare < saturation_floor(budget) || pressed,
             ..next
@@ -462,6 +468,13 @@ mod tests {
         let (raw, wire) = l2.unwrap().costs().unwrap();
         assert!(close(wire, 0.558e-9), "{wire}");
         assert!(close(raw + wire, 1.7e-9), "{raw}");
+        // An interval with cores to spare says nothing of the costs where
+        // the CPU is short (zstd-9 holding a transfer to 80 MB/s).
+        let calm = interval(0.3, 1.5, 0.25, 80_000_000, 11_000_000);
+        assert_eq!(
+            Load::update(l2, calm, 2.0).unwrap().costs(),
+            l2.unwrap().costs()
+        );
         // An interval that sent little (the process busy with something
         // else) does not move it, nor does a pause.
         let l3 = Load::update(l2, interval(0.5, 1.8, 0.0, 2 << 20, 2 << 20), 2.0).unwrap();

@@ -467,6 +467,9 @@ impl Selector {
     /// compressor only the current or lighter ones.
     pub fn choose_with(&mut self, link_rate: Option<f64>, sample_ratio: f64, wait: Wait) -> Level {
         self.chunks += 1;
+        let cpu_bound = self.cpu_bound(link_rate, wait);
+        let link = self.model_link(link_rate, wait, cpu_bound);
+        self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
         if sample_ratio < INCOMPRESSIBLE_RATIO
             && !self.context_compresses()
             && !self.in_context(self.current)
@@ -478,8 +481,6 @@ impl Selector {
             // a later one cannot refer to.
             return Level::None;
         }
-        let cpu_bound = self.cpu_bound(link_rate, wait);
-        let link = self.model_link(link_rate, wait, cpu_bound);
         let candidates = match wait {
             // Data waiting for a CPU-bound transport says nothing of which
             // way to go: the CPU bound decides.
@@ -492,7 +493,6 @@ impl Selector {
         // its prediction rests on a fitted cost per byte, and on loopback
         // LZ4 and the transport cost about the same per byte, so a close
         // call flipped streams onto LZ4 for 40-60 % of a transfer.
-        self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
         let rate = |i: usize| {
             let r = self.predicted_rate(i, link);
             if cpu_bound && i > 0 {
