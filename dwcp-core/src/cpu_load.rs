@@ -180,40 +180,32 @@ impl Load {
         // at 500 MB/s, and once fitted in, made LZ4 look worth its CPU on
         // loopback).
         let pressed = i.pressure.is_some_and(|p| p >= SATURATED_PRESSURE);
-        let short = pressed || spare < saturation_floor(budget);
+        let floor = saturation_floor(budget);
+        let short = pressed || spare < floor;
         if short && x >= AS_IS {
             as_is = as_is.add(cpu, i.raw, i.wire);
         } else if short && x <= COMPRESSED {
             compressed = compressed.add(cpu, i.raw, i.wire);
         }
-        let cpu_per_wall =
-            (i.compress_wall > 0.0).then(|| (i.compress_cpu / i.compress_wall).clamp(0.05, 1.0));
-        let smooth = |old: f64, new: f64| old + ALPHA * (new - old);
-        let next = match prev {
-            None => Load {
-                own,
-                cores,
-                spare,
-                raw_rate: i.raw as f64 / i.wall,
-                as_is,
-                compressed,
-                cpu_per_wall: cpu_per_wall.unwrap_or(1.0),
-                saturated: false,
-            },
-            Some(p) => Load {
-                own: smooth(p.own, own),
-                cores: smooth(p.cores, cores),
-                spare: smooth(p.spare, spare),
-                raw_rate: smooth(p.raw_rate, i.raw as f64 / i.wall),
-                as_is,
-                compressed,
-                cpu_per_wall: cpu_per_wall.map_or(p.cpu_per_wall, |c| smooth(p.cpu_per_wall, c)),
-                saturated: false,
-            },
+        // Each figure moves towards this interval's, from where it was
+        // (the first interval sets it).
+        let smooth = |old: Option<f64>, new: f64| old.map_or(new, |o| o + ALPHA * (new - o));
+        let spare = smooth(prev.map(|p| p.spare), spare);
+        let cpu_per_wall = match (i.compress_wall > 0.0)
+            .then(|| (i.compress_cpu / i.compress_wall).clamp(0.05, 1.0))
+        {
+            Some(c) => smooth(prev.map(|p| p.cpu_per_wall), c),
+            None => prev.map_or(1.0, |p| p.cpu_per_wall),
         };
         Some(Load {
-            saturated: next.spare < saturation_floor(budget) || pressed,
-            ..next
+            own: smooth(prev.map(|p| p.own), own),
+            cores: smooth(prev.map(|p| p.cores), cores),
+            spare,
+            raw_rate: smooth(prev.map(|p| p.raw_rate), i.raw as f64 / i.wall),
+            as_is,
+            compressed,
+            cpu_per_wall,
+            saturated: spare < floor || pressed,
         })
     }
 

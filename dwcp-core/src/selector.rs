@@ -188,6 +188,24 @@ impl Estimate {
     }
 }
 
+/// What the selector keeps of a [`crate::cpu_load::Load`] whose costs per
+/// byte are known.
+#[derive(Debug, Clone, Copy)]
+struct CpuModel {
+    /// Cores the process has (used and spare).
+    cores: f64,
+    /// Compression's CPU time over its wall time.
+    cpu_per_wall: f64,
+    /// Raw bytes per second the process queues.
+    raw_rate: f64,
+    /// The CPU is saturated.
+    saturated: bool,
+    /// CPU per raw byte, compression aside, that follows the raw bytes.
+    raw_cost: f64,
+    /// The same that follows the wire bytes.
+    wire_cost: f64,
+}
+
 /// Per-stream selector state.
 #[derive(Debug, Clone)]
 pub struct Selector {
@@ -217,9 +235,9 @@ pub struct Selector {
     /// The ratio of chunks compressed in the context (moving average;
     /// `None` until one was).
     context_ratio: Option<f64>,
-    /// The CPU this process has and what its transport spends per wire
-    /// byte ([`crate::cpu_load`]; `None`: not known, no CPU bound).
-    load: Option<crate::cpu_load::Load>,
+    /// What the CPU allows, once its costs per byte are known
+    /// ([`Selector::set_load`]; `None`: no CPU bound).
+    cpu: Option<CpuModel>,
     /// At the last decision, the CPU bound and the rate sending as-is was
     /// predicted to deliver (`None`: the CPU did not bind).
     cpu_bound_as_is: Option<f64>,
@@ -252,7 +270,7 @@ impl Selector {
             context: false,
             context_gain: CONTEXT_GAIN_PRIOR,
             context_ratio: None,
-            load: None,
+            cpu: None,
             cpu_bound_as_is: None,
         }
     }
@@ -263,7 +281,17 @@ impl Selector {
     /// for what is left of it on the wire), and while the CPU is saturated
     /// the stream's wire rate is not taken for the link.
     pub fn set_load(&mut self, load: Option<crate::cpu_load::Load>) {
-        self.load = load;
+        self.cpu = load.and_then(|l| {
+            let (raw_cost, wire_cost) = l.costs()?;
+            Some(CpuModel {
+                cores: l.cores,
+                cpu_per_wall: l.cpu_per_wall,
+                raw_rate: l.raw_rate,
+                saturated: l.saturated,
+                raw_cost,
+                wire_cost,
+            })
+        });
     }
 
     /// Whether the CPU, not a link, bounds the transport now (the CPU's
@@ -279,7 +307,7 @@ impl Selector {
     ///   a busy machine is busy with something else, and taking it for
     ///   the bound moved streams from zstd-3 to zstd-1.
     fn cpu_bound(&self, link_rate: Option<f64>, wait: Wait) -> bool {
-        let Some(load) = self.load.filter(|l| l.costs().is_some()) else {
+        let Some(cpu) = self.cpu else {
             return false;
         };
         let slack = match (wait, link_rate, self.wire_rate) {
@@ -287,21 +315,23 @@ impl Selector {
             (Wait::Transport, None, Some(_)) => true,
             _ => false,
         };
-        let near = self.cpu_rate(self.current) <= CPU_NEAR * load.raw_rate;
-        (load.saturated || slack) && near
+        let near = self.cpu_rate(self.current) <= CPU_NEAR * cpu.raw_rate;
+        (cpu.saturated || slack) && near
     }
 
     /// The CPU seconds one raw byte costs with ladder entry `i` at
     /// `ratio`, and the cores to spend (`None` without a load).
     fn cpu_cost(&self, i: usize, ratio: f64) -> Option<(f64, f64)> {
-        let load = self.load?;
-        let (raw, wire) = load.costs()?;
+        let cpu = self.cpu?;
         let compress = if i == 0 {
             0.0
         } else {
-            self.est[i].cost * load.cpu_per_wall
+            self.est[i].cost * cpu.cpu_per_wall
         };
-        Some((compress + raw + wire / ratio.max(1.0), load.cores))
+        Some((
+            compress + cpu.raw_cost + cpu.wire_cost / ratio.max(1.0),
+            cpu.cores,
+        ))
     }
 
     /// The raw rate the CPU allows ladder entry `i`: the cores the process

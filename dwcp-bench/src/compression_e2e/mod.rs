@@ -415,6 +415,14 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
             .iter()
             .position(|p| *p == "off")
             .map_or(0, |i| i as u16);
+    let ctx = Transfer {
+        net: &net,
+        node_a: &node_a,
+        node_b: &node_b,
+        sunk: &sunk,
+        warm: &warm,
+        off_port,
+    };
     let mut cells = Vec::new();
     for corpus in &cfg.corpora {
         let path = corpora::get(&cfg.cache, corpus, cfg.bytes)?;
@@ -427,14 +435,6 @@ pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
         for _ in 0..cfg.runs.max(1) {
             for (i, policy) in POLICIES.iter().enumerate() {
                 if wanted(&format!("dwcp: {policy}")) {
-                    let ctx = Transfer {
-                        net: &net,
-                        node_a: &node_a,
-                        node_b: &node_b,
-                        sunk: &sunk,
-                        warm: &warm,
-                        off_port,
-                    };
                     runs[i].push(dwcp_cell(&ctx, corpus, i, &data, crc)?);
                 }
             }

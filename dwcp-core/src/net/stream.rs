@@ -575,10 +575,9 @@ impl SendStream {
             // A chunk that may use the stream's zstd context goes to the
             // compressor alone: the context's chunks must reach the peer in
             // the order they were compressed. The peer's decoder for the
-            // stream is reserved first.
-            // A reservation lasts until the peer stops the stream or
-            // refuses it, after which nothing more can be sent on it: once
-            // made, it is not asked for again in this call.
+            // stream is reserved first; a reservation lasts until the peer
+            // stops or refuses the stream, after which nothing more can be
+            // sent on it, so it is asked for once per call.
             let alone = data.len().min(max_chunk) >= crate::zstd_stream::MIN_CHUNK && {
                 let wants = self
                     .encoder()
@@ -595,9 +594,7 @@ impl SendStream {
             // Chunks sent as-is with nothing to measure are planned where
             // they are (no trip to a compression thread: on a fast link that
             // trip, per 128 KiB, cost adaptive 15 % against `off`), and
-            // neighbours are queued as one piece: one turn of the
-            // connection's lock per piece, as `off` takes (per 128 KiB chunk,
-            // adaptive ran 5-10 % behind `off` on loopback).
+            // neighbours are queued as one piece ([`TrivialRun`]).
             let mut run = TrivialRun::default();
             // What happened around the previous hand-over is told once.
             let mut fb = self.feedback;
