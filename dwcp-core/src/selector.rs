@@ -129,8 +129,8 @@ pub const LINK_SLACK: f64 = 2.0;
 /// The process counts as CPU-bound only while it queues raw bytes at
 /// least at this fraction's inverse of what its cores allow.
 pub const CPU_NEAR: f64 = 2.0;
-/// Predicted gain compressing needs over sending as-is where the CPU binds
-/// (see `Selector::choose_with`).
+/// Predicted gain compressing needs over sending as-is where the CPU binds,
+/// or where its CPU cost limits its prediction (see `Selector::choose_with`).
 pub const CPU_MARGIN: f64 = 1.15;
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
@@ -519,16 +519,23 @@ impl Selector {
             Wait::Compressor => 0..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
         };
-        // Where the CPU binds, compressing must pay for its CPU clearly:
-        // its prediction rests on a fitted cost per byte, and on loopback
-        // LZ4 and the transport cost about the same per byte, so a close
-        // call flipped streams onto LZ4 for 40-60 % of a transfer.
+        // Compressing must pay for its CPU clearly wherever the CPU's
+        // cost is what limits its prediction: that rests on a fitted cost
+        // per byte, and on loopback LZ4 and the transport cost about the
+        // same per byte, so a close call flipped streams onto LZ4 for
+        // 40-60 % of a transfer. Where the CPU binds, the whole prediction
+        // carries the margin; elsewhere only its CPU bound does (the
+        // first chunks of a stream, before the load shows the CPU short,
+        // went to LZ4 and zstd-3 on loopback for 3-10 % of a transfer).
         let rate = |i: usize| {
-            let r = self.predicted_rate(i, link);
-            if cpu_bound && i > 0 {
-                r / CPU_MARGIN
+            if i == 0 {
+                self.predicted_rate(0, link)
+            } else if cpu_bound {
+                self.predicted_rate(i, link) / CPU_MARGIN
             } else {
-                r
+                self.speed(i)
+                    .min(link * self.predicted_ratio(i))
+                    .min(self.cpu_rate(i) / CPU_MARGIN)
             }
         };
         let current_rate = rate(self.current);

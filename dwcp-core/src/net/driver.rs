@@ -111,14 +111,14 @@ impl std::fmt::Debug for Shared {
 
 /// What [`Shared::rate_from`] needs read under the connection's lock.
 #[derive(Debug, Clone, Copy)]
-struct RateSeen {
+pub(crate) struct RateSeen {
     estimate: Option<f64>,
     waiting: usize,
 }
 
 impl RateSeen {
     /// Reads the link estimate and the streams waiting to send.
-    fn of(inner: &Inner) -> RateSeen {
+    pub(crate) fn of(inner: &Inner) -> RateSeen {
         RateSeen {
             estimate: inner.core.link_estimate().bottleneck_bw(),
             waiting: inner.core.backlogged_streams().max(1),
@@ -172,7 +172,7 @@ impl Shared {
     }
 
     /// The rate [`Shared::with_rate`] gives, from what it read.
-    fn rate_from(&self, seen: RateSeen) -> Option<f64> {
+    pub(crate) fn rate_from(&self, seen: RateSeen) -> Option<f64> {
         let transport = match seen.estimate {
             Some(bw) => Some(bw),
             None => {
@@ -195,6 +195,8 @@ impl Shared {
     /// Locks the state. A poisoned lock (a panic elsewhere) is still usable:
     /// the core is never left half-updated by the short calls made under it.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        #[cfg(test)]
+        let _ = tests::LOCK_TURNS.try_with(|n| n.set(n.get() + 1));
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -522,4 +524,13 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
     drop(inner);
     drop(transport);
     debug!("dwcp: driver finished");
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    tokio::task_local! {
+        /// Turns of a connection's lock taken by the task running in
+        /// its scope (the driver and the readers run in tasks of their own).
+        pub(crate) static LOCK_TURNS: std::cell::Cell<u64>;
+    }
 }
