@@ -57,10 +57,14 @@ pub const RAW_SHARE_PRIOR: f64 = 0.6;
 /// loopback with both daemons and the clients on two cores, 20–46 % on a
 /// 100 Mbit/s link with zstd at work.
 pub const SATURATED_PRESSURE: f64 = 0.6;
-/// Wire bytes over raw bytes at or above which an interval counts as sent
-/// as-is, and at or below which as compressed, for [`Load::costs`].
-const AS_IS: f64 = 0.9;
-const COMPRESSED: f64 = 0.7;
+/// Wire bytes over raw bytes at or above which an interval counts among
+/// those sent as-is, below which among those sent compressed, for
+/// [`Load::costs`]. Each kind is a byte-weighted mean, and the fit a line
+/// through the two: an interval of mixed chunks is a point on the same
+/// line. Leaving those out (they had to be at least 0.9 or at most 0.7)
+/// left a fresh daemon on loopback without costs for its first two
+/// transfers, while its streams flipped between LZ4 and as-is.
+const SPLIT: f64 = 0.8;
 /// Weight of a new interval in the smoothed figures.
 const ALPHA: f64 = 0.5;
 
@@ -164,7 +168,7 @@ impl Load {
         let spare = (budget - own).max(0.0).min(idle);
         let cores = (own + spare).max(budget.min(1.0));
         // The CPU apart from compression goes to the kind of interval
-        // its wire/raw makes it (neither in between).
+        // its wire/raw makes it.
         let cpu = (i.own_cpu - i.compress_cpu).max(0.0);
         let x = if i.raw >= MIN_RAW {
             i.wire as f64 / i.raw as f64
@@ -182,9 +186,9 @@ impl Load {
         let pressed = i.pressure.is_some_and(|p| p >= SATURATED_PRESSURE);
         let floor = saturation_floor(budget);
         let short = pressed || spare < floor;
-        if short && x >= AS_IS {
+        if short && x >= SPLIT {
             as_is = as_is.add(cpu, i.raw, i.wire);
-        } else if short && x <= COMPRESSED {
+        } else if short && x < SPLIT {
             compressed = compressed.add(cpu, i.raw, i.wire);
         }
         // Each figure moves towards this interval's, from where it was
@@ -492,6 +496,25 @@ mod tests {
             close(raw, 1.101e-9) && close(wire, 0.734e-9),
             "{raw} {wire}"
         );
+    }
+
+    /// A stream flipping between LZ4 and as-is sends intervals of mixed
+    /// chunks: they are points on the same line, and give the costs.
+    #[test]
+    fn intervals_of_mixed_chunks_give_the_costs() {
+        let close = |a: f64, b: f64| (a - b).abs() < 0.005e-9;
+        // raw_cost 1.1 ns, wire_cost 0.6 ns; at wire/raw 0.85 and 0.6.
+        let at = |x: f64| {
+            let per_raw = 1.1e-9 + 0.6e-9 * x;
+            interval(per_raw * 1e8, 0.0, 0.0, 100_000_000, (x * 1e8) as u64)
+        };
+        let l = Load::update(None, at(0.85), 2.0).unwrap();
+        assert!(l.costs().is_some(), "one mixed interval: the prior splits");
+        let (raw, wire) = Load::update(Some(l), at(0.6), 2.0)
+            .unwrap()
+            .costs()
+            .unwrap();
+        assert!(close(raw, 1.1e-9) && close(wire, 0.6e-9), "{raw} {wire}");
     }
 
     #[test]

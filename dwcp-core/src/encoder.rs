@@ -269,7 +269,7 @@ impl Encoder {
         Encoder {
             policy,
             codec_bits,
-            selector: Selector::new(codec_bits),
+            selector: Selector::with_machine_costs(codec_bits),
             context: None,
             context_failed: Default::default(),
         }

@@ -127,8 +127,12 @@ pub const PROBE_GAIN: f64 = 1.25;
 /// binds (see `Selector::cpu_bound`).
 pub const LINK_SLACK: f64 = 2.0;
 /// The process counts as CPU-bound only while it queues raw bytes at
-/// least at this fraction's inverse of what its cores allow.
-pub const CPU_NEAR: f64 = 2.0;
+/// least at this fraction's inverse of what its cores allow. Its cores are
+/// not all it waits for: on loopback, with the peer daemon and the
+/// applications on the same two cores, a saturated sender queued 44 % of
+/// what its own cores allowed, and at 1/2 a stream went to zstd-3 there.
+/// On a 100 Mbit/s link a busy machine's stream queues 5-20 %.
+pub const CPU_NEAR: f64 = 3.0;
 /// Predicted gain compressing needs over sending as-is where the CPU binds,
 /// or where its CPU cost limits its prediction (see `Selector::choose_with`).
 pub const CPU_MARGIN: f64 = 1.15;
@@ -157,6 +161,35 @@ pub const CONTEXT_PROBE_AT: u64 = EXPLORE_EVERY / 2;
 /// prior, zstd-19 alone (no context: its tables are 80 MiB) looked better
 /// than zstd-9 in the context on a 10 Mbit/s link, and was 1.3x slower.
 pub const CONTEXT_GAIN_PRIOR: f64 = 1.15;
+
+/// What a full chunk of each ladder entry cost per raw byte on this
+/// machine, over every stream so far (`f64` bits; 0: not measured).
+/// The priors were measured on an idle machine: on loopback, with both
+/// daemons and the applications on two cores, zstd-1 took 3.7 ns per byte
+/// where its prior says 1.6, and a new stream's first chunks went to zstd-1
+/// or LZ4 for 3-10 % of a 128 MiB transfer, 5-10 % slower than `off`.
+static MACHINE_COSTS: [std::sync::atomic::AtomicU64; 6] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 6];
+
+/// Folds a full chunk's cost per raw byte for ladder entry `i` into
+/// [`MACHINE_COSTS`] (a moving average; concurrent updates may lose one,
+/// which an average can afford).
+fn learn_machine_cost(i: usize, cost: f64) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(slot) = MACHINE_COSTS.get(i) else {
+        return;
+    };
+    if !(cost.is_finite() && cost > 0.0) {
+        return;
+    }
+    let old = f64::from_bits(slot.load(Relaxed));
+    let new = if old > 0.0 {
+        old + ALPHA * (cost - old)
+    } else {
+        cost
+    };
+    slot.store(new.to_bits(), Relaxed);
+}
 
 /// Moving averages of CPU seconds per raw byte (averaging costs, not rates,
 /// weights each byte equally, so a run of easy chunks does not inflate the
@@ -275,6 +308,21 @@ impl Selector {
         }
     }
 
+    /// As [`Selector::new`], each level's cost starting from what full
+    /// chunks cost on this machine so far (any stream's), where measured,
+    /// instead of the idle machine's priors. The ratios stay the priors:
+    /// they belong to the stream's data.
+    pub fn with_machine_costs(codec_bits: u16) -> Self {
+        let mut s = Selector::new(codec_bits);
+        for (e, slot) in s.est.iter_mut().zip(&MACHINE_COSTS).skip(1) {
+            let cost = f64::from_bits(slot.load(std::sync::atomic::Ordering::Relaxed));
+            if cost > 0.0 {
+                e.cost = cost;
+            }
+        }
+        s
+    }
+
     /// Sets what the CPU allows ([`crate::cpu_load::current`]): each
     /// level's raw rate is then bounded by the cores the process has over
     /// the CPU a raw byte costs (compressing it, and the transport's cost
@@ -315,7 +363,15 @@ impl Selector {
             (Wait::Transport, None, Some(_)) => true,
             _ => false,
         };
-        let near = self.cpu_rate(self.current) <= CPU_NEAR * cpu.raw_rate;
+        // The process's rate is the last sample's, which at a stream's
+        // start may cover the idle time before it (on loopback the first
+        // 50 ms of a transfer then went to LZ4); the stream's own raw rate
+        // counts too.
+        let own = self
+            .wire_rate
+            .or(self.fed_rate)
+            .map_or(0.0, |w| w * self.predicted_ratio(self.current));
+        let near = self.cpu_rate(self.current) <= CPU_NEAR * cpu.raw_rate.max(own);
         (cpu.saturated || slack) && near
     }
 
@@ -556,6 +612,17 @@ impl Selector {
             && self.since_switch >= MIN_DWELL
             && (best_rate > current_rate * SWITCH_MARGIN || !self.allowed[self.current])
         {
+            tracing::trace!(
+                from = %LADDER[self.current].label(),
+                to = %LADDER[best].label(),
+                ?wait,
+                cpu_bound,
+                link,
+                from_rate = current_rate,
+                to_rate = best_rate,
+                cpu = ?self.cpu,
+                "codec switch"
+            );
             self.current = best;
             self.since_switch = 0;
         }
@@ -650,7 +717,14 @@ impl Selector {
         let ratio = raw as f64 / wire.max(1) as f64;
         let data = ratio / self.est[i].rel_ratio.max(1e-3);
         self.data += DATA_ALPHA * (data - self.data);
-        self.est[i].record_full_chunk(cpu.as_secs_f64() / raw as f64);
+        self.record_cost(i, cpu.as_secs_f64() / raw as f64);
+    }
+
+    /// Folds a full chunk's cost per byte into ladder entry `i`'s estimate
+    /// and into what this machine's chunks cost ([`MACHINE_COSTS`]).
+    fn record_cost(&mut self, i: usize, cost: f64) {
+        self.est[i].record_full_chunk(cost);
+        learn_machine_cost(i, cost);
     }
 
     /// Records a chunk compressed with `level` in the stream's zstd context:
@@ -684,7 +758,7 @@ impl Selector {
             None => ratio,
             Some(r) => r + DATA_ALPHA * (ratio - r),
         });
-        self.est[i].record_full_chunk(cpu.as_secs_f64() / raw as f64);
+        self.record_cost(i, cpu.as_secs_f64() / raw as f64);
     }
 
     /// Records a paired measurement on one sample of `raw` bytes: LZ4 gave
