@@ -59,6 +59,11 @@ pub(crate) struct Inner {
     /// One entry per live handle, removed when it is dropped.
     acks: HashMap<StreamId, Option<ErrorCode>>,
     phase: watch::Sender<Phase>,
+    /// The transport's congestion window over its RTT (bytes/s), as the
+    /// driver last read it (ten times a second): the rate a sender falls
+    /// back on without a link estimate, read without the transport's own
+    /// lock (quinn's, which its driver holds while it encrypts).
+    cwnd_rate: Option<f64>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -113,6 +118,7 @@ impl std::fmt::Debug for Shared {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RateSeen {
     estimate: Option<f64>,
+    cwnd_rate: Option<f64>,
     waiting: usize,
 }
 
@@ -121,6 +127,7 @@ impl RateSeen {
     pub(crate) fn of(inner: &Inner) -> RateSeen {
         RateSeen {
             estimate: inner.core.link_estimate().bottleneck_bw(),
+            cwnd_rate: inner.cwnd_rate,
             waiting: inner.core.backlogged_streams().max(1),
         }
     }
@@ -146,6 +153,7 @@ impl Shared {
                 transport,
                 acks: HashMap::new(),
                 phase: tx,
+                cwnd_rate: None,
             }),
             wake_driver: Notify::new(),
             phase: rx,
@@ -173,18 +181,7 @@ impl Shared {
 
     /// The rate [`Shared::with_rate`] gives, from what it read.
     pub(crate) fn rate_from(&self, seen: RateSeen) -> Option<f64> {
-        let transport = match seen.estimate {
-            Some(bw) => Some(bw),
-            None => {
-                let t = (self.stats)();
-                match t.rtt {
-                    Some(rtt) if t.cwnd > 0 && !rtt.is_zero() => {
-                        Some(t.cwnd as f64 / rtt.as_secs_f64())
-                    }
-                    _ => None,
-                }
-            }
-        };
+        let transport = seen.estimate.or(seen.cwnd_rate);
         let rate = match (transport, self.link_rate) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -447,8 +444,15 @@ pub(crate) async fn drive(shared: Arc<Shared>) {
             // Transport figures for the link estimator, ten times a second.
             next_feed = Instant::now() + std::time::Duration::from_millis(100);
             let t = (shared.stats)();
+            let cwnd_rate = match t.rtt {
+                Some(rtt) if t.cwnd > 0 && !rtt.is_zero() => {
+                    Some(t.cwnd as f64 / rtt.as_secs_f64())
+                }
+                _ => None,
+            };
+            let mut inner = shared.lock();
+            inner.cwnd_rate = cwnd_rate;
             if let Some(d) = t.delivered_bytes {
-                let mut inner = shared.lock();
                 let loss = (t.sent_packets > 0).then_some(t.loss_rate);
                 inner.core.on_transport_delivered(Instant::now(), d, loss);
             }
