@@ -536,5 +536,7 @@ pub(crate) mod tests {
         /// Turns of a connection's lock taken by the task running in
         /// its scope (the driver and the readers run in tasks of their own).
         pub(crate) static LOCK_TURNS: std::cell::Cell<u64>;
+        /// Reads of the transport's statistics by the task in its scope.
+        pub(crate) static STATS_READS: std::cell::Cell<u64>;
     }
 }
