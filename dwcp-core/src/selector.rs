@@ -496,9 +496,15 @@ impl Selector {
 
     /// Predicted raw delivery rate of ladder entry `i` at `link_rate` wire bytes/s.
     pub fn predicted_rate(&self, i: usize, link_rate: f64) -> f64 {
+        self.predicted_rate_with(i, link_rate, 1.0)
+    }
+
+    /// [`Selector::predicted_rate`] with the CPU's bound divided by
+    /// `cpu_margin`.
+    fn predicted_rate_with(&self, i: usize, link_rate: f64, cpu_margin: f64) -> f64 {
         self.speed(i)
             .min(link_rate * self.predicted_ratio(i))
-            .min(self.cpu_rate(i))
+            .min(self.cpu_rate(i) / cpu_margin)
     }
 
     /// The current choice.
@@ -589,9 +595,7 @@ impl Selector {
             } else if cpu_bound {
                 self.predicted_rate(i, link) / CPU_MARGIN
             } else {
-                self.speed(i)
-                    .min(link * self.predicted_ratio(i))
-                    .min(self.cpu_rate(i) / CPU_MARGIN)
+                self.predicted_rate_with(i, link, CPU_MARGIN)
             }
         };
         let current_rate = rate(self.current);

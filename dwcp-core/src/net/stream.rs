@@ -1173,19 +1173,8 @@ mod tests {
             ..StreamOptions::default()
         };
         let (mut send, _recv) = client.open_stream(opts).expect("open").split();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let data: Vec<Bytes> = (0..pieces)
-            .map(|_| {
-                let piece: Vec<u8> = (0..256 * 1024)
-                    .map(|_| {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        seed as u8
-                    })
-                    .collect();
-                Bytes::from(piece)
-            })
+            .map(|i| Bytes::from(crate::corpus::random(256 * 1024, i as u64)))
             .collect();
         let sending = async move {
             for piece in data {
@@ -1207,31 +1196,26 @@ mod tests {
 
     /// Each turn of the connection's lock a `send` takes competes with the
     /// driver, which holds the lock while it hands frames to the
-    /// transport: three turns per write where `off` takes one cost
+    /// transport: four turns per write where `off` takes one cost
     /// adaptive 10 % against `off` on loopback with every byte sent
     /// as-is. An adaptive stream of incompressible data takes the lock
     /// about as often as an `off` stream.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn adaptive_sends_as_is_with_the_lock_turns_of_off() {
         let ca = crate::tls::DevCa::new().expect("ca");
-        let server = Endpoint::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            EndpointConfig::new(
-                ca.config_for("server.dwcp.test").expect("cert"),
-                Transport::Quic,
-            ),
-        )
-        .await
-        .expect("bind");
-        let client_ep = Endpoint::bind(
-            "127.0.0.1:0".parse().expect("addr"),
-            EndpointConfig::new(
-                ca.config_for("client.dwcp.test").expect("cert"),
-                Transport::Quic,
-            ),
-        )
-        .await
-        .expect("bind");
+        let bind = |name: &'static str| {
+            let tls = ca.config_for(name).expect("cert");
+            async move {
+                Endpoint::bind(
+                    "127.0.0.1:0".parse().expect("addr"),
+                    EndpointConfig::new(tls, Transport::Quic),
+                )
+                .await
+                .expect("bind")
+            }
+        };
+        let server = bind("server.dwcp.test").await;
+        let client_ep = bind("client.dwcp.test").await;
         let (client, server_conn) = tokio::join!(
             client_ep.connect(server.local_addr(), "server.dwcp.test"),
             server.accept()
