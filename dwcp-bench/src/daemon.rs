@@ -55,6 +55,11 @@ impl Daemon {
         self.child.id()
     }
 
+    /// CPU seconds (user + system) the process has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        proc_cpu_of(Some(self.pid()))
+    }
+
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -77,4 +82,18 @@ pub fn binary(given: Option<PathBuf>) -> PathBuf {
             .and_then(|p| p.parent().map(|d| d.join("dwcp-daemon")))
             .unwrap_or_else(|| "dwcp-daemon".into())
     })
+}
+
+/// CPU seconds (user + system) of process `pid` from `/proc/PID/stat`
+/// (`/proc/self/stat` for this process with `None`).
+#[allow(unsafe_code)]
+pub fn proc_cpu_of(pid: Option<u32>) -> Option<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(ticks / hz)
 }

@@ -6,13 +6,16 @@
 //! run: request/response over one connection and over 50 concurrent
 //! connections (1 KiB and 16 KiB requests, echoed whole), and one bulk
 //! connection into a sink. Reported: requests/s, p50/p99 latency, the added
-//! latency and the rate ratio against direct, and bulk MB/s.
+//! latency and the rate ratio against direct, bulk MB/s against direct and
+//! against one raw TLS TCP connection, and where the CPU went: this
+//! process's (clients and services) and the two daemons', per request and
+//! per GB, from `/proc`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::daemon::Daemon;
+use crate::daemon::{proc_cpu_of, Daemon};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -48,6 +51,10 @@ pub struct RrResult {
     pub p50_us: f64,
     /// 99th percentile latency in microseconds.
     pub p99_us: f64,
+    /// CPU microseconds per request of this process (clients and services).
+    pub bench_cpu_us: f64,
+    /// CPU microseconds per request of both daemons together (none direct).
+    pub daemons_cpu_us: Option<f64>,
 }
 
 /// One bulk measurement.
@@ -57,6 +64,9 @@ pub struct BulkResult {
     pub path: String,
     /// MB/s (10^6 bytes) of application data the sink counted.
     pub mb_per_s: f64,
+    /// CPU seconds per GB (10^9 bytes) of both daemons together (none
+    /// for the paths without daemons).
+    pub daemons_cpu_s_per_gb: Option<f64>,
 }
 
 /// Everything measured.
@@ -72,10 +82,11 @@ impl SidecarReport {
     /// The table printed by `dwcp-bench sidecar`.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        out.push_str("request/response (answer = request size)\n");
+        out.push_str("request/response (answer = request size; CPU µs per request)\n");
         out.push_str(&format!(
-            "{:<7} {:>6} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>7}\n",
-            "path", "size", "conns", "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "rate"
+            "{:<7} {:>6} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>7} {:>8} {:>8}\n",
+            "path", "size", "conns", "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "rate",
+            "bench", "daemons"
         ));
         for r in &self.rr {
             let direct = self
@@ -86,22 +97,37 @@ impl SidecarReport {
                 (r.p50_us - d.p50_us, r.p99_us - d.p99_us, r.rps / d.rps)
             });
             out.push_str(&format!(
-                "{:<7} {:>6} {:>5} {:>10.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>6.2}x\n",
-                r.path, r.size, r.connections, r.rps, r.p50_us, r.p99_us, dp50, dp99, ratio
+                "{:<7} {:>6} {:>5} {:>10.0} {:>9.0} {:>9.0} {:>10.0} {:>10.0} {:>6.2}x {:>8.1} {:>8}\n",
+                r.path,
+                r.size,
+                r.connections,
+                r.rps,
+                r.p50_us,
+                r.p99_us,
+                dp50,
+                dp99,
+                ratio,
+                r.bench_cpu_us,
+                r.daemons_cpu_us.map_or("-".to_string(), |c| format!("{c:.1}")),
             ));
         }
-        out.push_str("bulk (one connection into a sink)\n");
-        let direct = self
-            .bulk
-            .iter()
-            .find(|b| b.path == "direct")
-            .map_or(f64::NAN, |b| b.mb_per_s);
+        out.push_str("bulk (one connection into a sink; daemons' CPU s per GB)\n");
+        let rate = |path: &str| {
+            self.bulk
+                .iter()
+                .find(|b| b.path == path)
+                .map_or(f64::NAN, |b| b.mb_per_s)
+        };
+        let (direct, tls) = (rate("direct"), rate("raw-tls"));
         for b in &self.bulk {
             out.push_str(&format!(
-                "{:<7} {:>9.1} MB/s {:>6.2}x direct\n",
+                "{:<7} {:>9.1} MB/s {:>6.2}x direct {:>6.2}x raw TLS {:>8}\n",
                 b.path,
                 b.mb_per_s,
-                b.mb_per_s / direct
+                b.mb_per_s / direct,
+                b.mb_per_s / tls,
+                b.daemons_cpu_s_per_gb
+                    .map_or("-".to_string(), |c| format!("{c:.2}")),
             ));
         }
         out
@@ -229,15 +255,30 @@ fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e6
 }
 
-/// [`request_response`] summarised as a result row for `path`.
+/// CPU seconds used so far by this process and by `daemons` together.
+fn cpu_now(daemons: &[&Daemon]) -> (f64, f64) {
+    let bench = proc_cpu_of(None).unwrap_or(f64::NAN);
+    let d = daemons
+        .iter()
+        .map(|d| d.cpu_seconds().unwrap_or(f64::NAN))
+        .sum();
+    (bench, d)
+}
+
+/// [`request_response`] summarised as a result row for `path`, with the
+/// CPU this process and `daemons` spent per request.
 async fn measure_rr(
     path: &str,
     addr: SocketAddr,
-    size: usize,
-    connections: usize,
+    shape: (usize, usize),
     secs: f64,
+    daemons: &[&Daemon],
 ) -> Result<RrResult, String> {
+    let (size, connections) = shape;
+    let (b0, d0) = cpu_now(daemons);
     let (rps, mut lat) = request_response(addr, size, connections, secs).await?;
+    let (b1, d1) = cpu_now(daemons);
+    let per_req = 1e6 / (lat.len().max(1) as f64);
     lat.sort();
     Ok(RrResult {
         path: path.into(),
@@ -246,6 +287,25 @@ async fn measure_rr(
         rps,
         p50_us: percentile_us(&lat, 0.5),
         p99_us: percentile_us(&lat, 0.99),
+        bench_cpu_us: (b1 - b0) * per_req,
+        daemons_cpu_us: (!daemons.is_empty()).then_some((d1 - d0) * per_req),
+    })
+}
+
+/// [`bulk`] as a result row for `path`, with the daemons' CPU per GB.
+async fn measure_bulk(
+    path: &str,
+    addr: SocketAddr,
+    bytes: u64,
+    daemons: &[&Daemon],
+) -> Result<BulkResult, String> {
+    let (_, d0) = cpu_now(daemons);
+    let mb_per_s = bulk(addr, bytes).await?;
+    let (_, d1) = cpu_now(daemons);
+    Ok(BulkResult {
+        path: path.into(),
+        mb_per_s,
+        daemons_cpu_s_per_gb: (!daemons.is_empty()).then_some((d1 - d0) / (bytes as f64 / 1e9)),
     })
 }
 
@@ -301,14 +361,20 @@ pub async fn run(cfg: &SidecarConfig) -> Result<SidecarReport, String> {
     let sink = sink_service().await.map_err(|e| e.to_string())?;
     let mut report = SidecarReport::default();
     let shapes = [(1024, 1), (16 * 1024, 1), (1024, cfg.connections)];
-    for &(size, conns) in &shapes {
+    for &shape in &shapes {
         report
             .rr
-            .push(measure_rr("direct", echo, size, conns, cfg.secs).await?);
+            .push(measure_rr("direct", echo, shape, cfg.secs, &[]).await?);
     }
+    report
+        .bulk
+        .push(measure_bulk("direct", sink, cfg.bulk_bytes, &[]).await?);
+    // What one TLS connection carries on this machine: the bar for a
+    // tunnel, which encrypts once too but adds two loopback hops.
     report.bulk.push(BulkResult {
-        path: "direct".into(),
-        mb_per_s: bulk(sink, cfg.bulk_bytes).await?,
+        path: "raw-tls".into(),
+        mb_per_s: crate::baselines::raw_tls_tcp_throughput(cfg.bulk_bytes).await,
+        daemons_cpu_s_per_gb: None,
     });
     for transport in ["quic", "tcp"] {
         let tls = |name: &str| {
@@ -345,8 +411,9 @@ pub async fn run(cfg: &SidecarConfig) -> Result<SidecarReport, String> {
         );
         std::fs::write(&bp, b).map_err(|e| e.to_string())?;
         std::fs::write(&ap, a).map_err(|e| e.to_string())?;
-        let _b = start_daemon(&cfg.daemon, &bp, b_admin)?;
-        let _a = start_daemon(&cfg.daemon, &ap, a_admin)?;
+        let b = start_daemon(&cfg.daemon, &bp, b_admin)?;
+        let a = start_daemon(&cfg.daemon, &ap, a_admin)?;
+        let daemons = [&a, &b];
         let t_echo: SocketAddr = ([127, 0, 0, 1], t_echo).into();
         let t_sink: SocketAddr = ([127, 0, 0, 1], t_sink).into();
         // The first connection waits for the peer connection: warm up.
@@ -360,15 +427,14 @@ pub async fn run(cfg: &SidecarConfig) -> Result<SidecarReport, String> {
                 _ => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
-        for &(size, conns) in &shapes {
+        for &shape in &shapes {
             report
                 .rr
-                .push(measure_rr(transport, t_echo, size, conns, cfg.secs).await?);
+                .push(measure_rr(transport, t_echo, shape, cfg.secs, &daemons).await?);
         }
-        report.bulk.push(BulkResult {
-            path: transport.into(),
-            mb_per_s: bulk(t_sink, cfg.bulk_bytes).await?,
-        });
+        report
+            .bulk
+            .push(measure_bulk(transport, t_sink, cfg.bulk_bytes, &daemons).await?);
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(report)

@@ -66,6 +66,22 @@ pub fn compression_threads_for(budget: f64) -> usize {
     spare.clamp(1, MAX_THREADS)
 }
 
+/// Threads that drive the transport (a runtime's workers) with `budget`
+/// cores: one below four cores, else half the budget (at most
+/// [`MAX_THREADS`]). A sidecar shares its cores with the application it
+/// serves and with compression ([`compression_threads_for`] leaves the
+/// transport one core); on two cores, two daemons' workers waking each other
+/// across threads cost a third more CPU per tunnelled request than one
+/// worker each, and bulk ran no faster (docs/benchmarks.md, "Through a pair
+/// of sidecars").
+pub fn transport_threads_for(budget: f64) -> usize {
+    if !budget.is_finite() || budget < 4.0 {
+        1
+    } else {
+        ((budget / 2.0).floor() as usize).clamp(1, MAX_THREADS)
+    }
+}
+
 /// Chunks compressed at once in this process ([`compression_threads_for`]
 /// the [`cpu_budget`]).
 pub fn compression_threads() -> usize {
@@ -147,6 +163,16 @@ mod tests {
         assert_eq!(compression_threads_for(3.0), 2);
         assert_eq!(compression_threads_for(64.0), MAX_THREADS);
         assert_eq!(compression_threads_for(f64::NAN), 1);
+    }
+
+    #[test]
+    fn the_transport_gets_one_worker_below_four_cores_then_half() {
+        for budget in [0.5, 1.0, 2.0, 2.5, 3.9, f64::NAN, f64::INFINITY] {
+            assert_eq!(transport_threads_for(budget), 1, "{budget}");
+        }
+        assert_eq!(transport_threads_for(4.0), 2);
+        assert_eq!(transport_threads_for(7.0), 3);
+        assert_eq!(transport_threads_for(64.0), MAX_THREADS);
     }
 
     #[test]

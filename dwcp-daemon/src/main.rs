@@ -190,7 +190,9 @@ fn main() -> ExitCode {
             );
             // Before the runtime's threads start (see dwcp_core::malloc).
             dwcp_core::malloc::configure();
+            let workers = config.runtime.workers_for(dwcp_core::cpu::cpu_budget());
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
                 .enable_all()
                 .build()
             {
@@ -200,6 +202,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            tracing::info!(workers, "runtime started (runtime.worker_threads)");
             rt.block_on(run(config))
         }
     }

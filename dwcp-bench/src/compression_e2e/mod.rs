@@ -189,19 +189,7 @@ fn log_level() -> String {
 
 /// CPU seconds (user + system) daemon `d` has used.
 fn cpu(d: &Daemon) -> f64 {
-    proc_cpu(d.pid()).unwrap_or(0.0)
-}
-
-/// CPU seconds of process `pid` from `/proc/PID/stat` (clock ticks).
-#[allow(unsafe_code)]
-fn proc_cpu(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some(ticks / hz)
+    d.cpu_seconds().unwrap_or(0.0)
 }
 
 /// `GET path` on the local admin port; the whole answer.

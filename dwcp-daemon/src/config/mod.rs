@@ -84,6 +84,20 @@ compression = "zstd:3"
     }
 
     #[test]
+    fn worker_threads_are_automatic_unless_set_and_bounded() {
+        let c = parse(GOOD, "t.toml", &[]).expect("valid");
+        assert_eq!(c.runtime.worker_threads, 0);
+        assert_eq!(c.runtime.workers_for(2.0), 1);
+        assert_eq!(c.runtime.workers_for(8.0), 4);
+        let c = parse(&format!("[runtime]\nworker_threads = 3\n{GOOD}"), "t.toml", &[])
+            .expect("valid");
+        assert_eq!(c.runtime.workers_for(2.0), 3);
+        let i = issues(&format!("[runtime]\nworker_threads = 100000\n{GOOD}"));
+        assert_eq!(i.len(), 1, "{i:?}");
+        assert!(i[0].message.contains("at most 256"), "{}", i[0].message);
+    }
+
+    #[test]
     fn wrong_type_is_reported_with_its_line() {
         let src = GOOD.replace("[node]", "[lifecycle]\ndrain_grace_secs = \"soon\"\n[node]");
         let i = issues(&src);
@@ -174,6 +188,7 @@ compression = "zstd:3"
             ("log.format", Kind::Str),
             ("log.level", Kind::Str),
             ("lifecycle.drain_grace_secs", Kind::Int),
+            ("runtime.worker_threads", Kind::Int),
             ("limits.max_streams", Kind::Int),
             ("limits.max_connections_per_tunnel", Kind::Int),
             ("limits.connect_timeout_secs", Kind::Int),

@@ -20,6 +20,8 @@ pub struct Config {
     pub log: Log,
     /// Shutdown behaviour.
     pub lifecycle: Lifecycle,
+    /// `[runtime]`.
+    pub runtime: Runtime,
     /// Protocol limits.
     pub limits: Limits,
     /// The WAN link, if known.
@@ -172,6 +174,27 @@ impl Default for Lifecycle {
     fn default() -> Self {
         Lifecycle {
             drain_grace_secs: 30,
+        }
+    }
+}
+
+/// `[runtime]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Runtime {
+    /// Threads that run the tunnels and the transport (tokio workers);
+    /// `0` picks [`dwcp_core::cpu::transport_threads_for`] the cores this
+    /// process may use. Compression has threads of its own.
+    pub worker_threads: usize,
+}
+
+impl Runtime {
+    /// The worker threads to start: the configured number, or the automatic
+    /// one for `budget` cores.
+    pub fn workers_for(&self, budget: f64) -> usize {
+        match self.worker_threads {
+            0 => dwcp_core::cpu::transport_threads_for(budget),
+            n => n,
         }
     }
 }

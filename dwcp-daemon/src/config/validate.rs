@@ -4,6 +4,9 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::load::Issue;
+
+/// Most tokio worker threads `runtime.worker_threads` may ask for.
+const MAX_WORKER_THREADS: usize = 256;
 use super::Config;
 
 /// Parses a `host:port` address (with a name resolved later) into a check.
@@ -122,6 +125,12 @@ impl Config {
         }
         if let Err(e) = log_filter(&self.log.level) {
             bad("log.level".into(), e);
+        }
+        if self.runtime.worker_threads > MAX_WORKER_THREADS {
+            bad(
+                "runtime.worker_threads".into(),
+                format!("at most {MAX_WORKER_THREADS} (0: automatic)"),
+            );
         }
         if self.lifecycle.drain_grace_secs > 3600 {
             bad("lifecycle.drain_grace_secs".into(), "at most 3600".into());
