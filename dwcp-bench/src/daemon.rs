@@ -88,7 +88,10 @@ pub fn binary(given: Option<PathBuf>) -> PathBuf {
 /// (`/proc/self/stat` for this process with `None`).
 #[allow(unsafe_code)]
 pub fn proc_cpu_of(pid: Option<u32>) -> Option<f64> {
-    let path = pid.map_or_else(|| "/proc/self/stat".to_string(), |p| format!("/proc/{p}/stat"));
+    let path = pid.map_or_else(
+        || "/proc/self/stat".to_string(),
+        |p| format!("/proc/{p}/stat"),
+    );
     let stat = std::fs::read_to_string(path).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();

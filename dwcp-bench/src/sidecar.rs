@@ -85,8 +85,17 @@ impl SidecarReport {
         out.push_str("request/response (answer = request size; CPU µs per request)\n");
         out.push_str(&format!(
             "{:<7} {:>6} {:>5} {:>10} {:>9} {:>9} {:>10} {:>10} {:>7} {:>8} {:>8}\n",
-            "path", "size", "conns", "req/s", "p50 µs", "p99 µs", "+p50 µs", "+p99 µs", "rate",
-            "bench", "daemons"
+            "path",
+            "size",
+            "conns",
+            "req/s",
+            "p50 µs",
+            "p99 µs",
+            "+p50 µs",
+            "+p99 µs",
+            "rate",
+            "bench",
+            "daemons"
         ));
         for r in &self.rr {
             let direct = self

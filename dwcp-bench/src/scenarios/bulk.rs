@@ -60,16 +60,20 @@ pub async fn bulk(total: u64, rounds: usize) -> Vec<Comparison> {
         fig("tcp-single", "DWCP over 4 TCP lanes + TLS, 1 stream", d),
         fig("tcp-single", "raw tokio TCP + rustls, 1 connection", b),
     ));
-    // DWCP's congestion controller against quinn's CUBIC (the library's
-    // default) where the path is no limit: it must cost next to nothing.
+    // DWCP's congestion controller (the library's default) against quinn's
+    // CUBIC where the path is no limit: it must cost next to nothing.
     let own = Path {
         wan: None,
         congestion: Congestion::Dwcp,
     };
+    let cubic = Path {
+        wan: None,
+        congestion: Congestion::Cubic,
+    };
     let (d, b) = best_of_pair(
         rounds,
         || dwcp_throughput_on(&own, Transport::Quic, 1, total),
-        || dwcp_throughput(Transport::Quic, 1, total),
+        || dwcp_throughput_on(&cubic, Transport::Quic, 1, total),
     )
     .await;
     out.push(compare(

@@ -44,20 +44,21 @@ impl Transport {
 /// Congestion control of QUIC connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Congestion {
-    /// CUBIC, quinn's default: the fastest on clean, short paths (on
-    /// loopback, about twice quinn's BBR).
-    #[default]
+    /// CUBIC, quinn's default. Loss-based: on a path that does not drop
+    /// (loopback, a deep buffer) it keeps as much in flight as flow control
+    /// allows, a standing queue in front of interactive messages.
     Cubic,
-    /// BBR (quinn's implementation): paces at the measured bottleneck rate and
-    /// does not treat random loss as congestion. On a 100 Mbit/s, 50 ms path
-    /// with 0.5 % loss it carries several times what CUBIC does; the sidecar
-    /// uses it by default.
+    /// BBR (quinn's implementation, marked experimental upstream). On a
+    /// one-BDP bottleneck queue it retransmits a third or more of what it
+    /// sends.
     Bbr,
     /// NewReno.
     NewReno,
-    /// DWCP's own model-based controller ([`crate::net::congestion`]):
-    /// bottleneck rate and minimum RTT, loss counted as congestion only above
-    /// a threshold, the configured link rate as a ceiling.
+    /// DWCP's own model-based controller ([`crate::net::congestion`]), the
+    /// default: bottleneck rate and minimum RTT, loss counted as congestion
+    /// only above a threshold, the configured link rate as a ceiling, and
+    /// one BDP plus a few milliseconds of its rate in flight.
+    #[default]
     Dwcp,
 }
 
@@ -124,7 +125,7 @@ pub struct EndpointConfig {
     /// The WAN rate in bits/s, if known (for example a contracted rate); used by
     /// adaptive compression together with the transport's own estimate.
     pub link_rate_bps: Option<u64>,
-    /// QUIC congestion control (default CUBIC; BBR for lossy WAN paths).
+    /// QUIC congestion control (default DWCP's own, [`Congestion::Dwcp`]).
     pub congestion: Congestion,
     /// QUIC: send small interactive writes a second time as a datagram, so
     /// a lost packet does not cost them a round trip of loss recovery

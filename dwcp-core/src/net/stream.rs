@@ -1229,6 +1229,7 @@ mod tests {
         const PIECES: usize = 32;
         let (off, _) = lock_turns(&client, Compression::Off, PIECES).await;
         let (adaptive, stats_reads) = lock_turns(&client, Compression::Adaptive, PIECES).await;
+        eprintln!("lock turns for {PIECES} writes: off {off}, adaptive {adaptive}");
         // Nor does it take the transport's lock (quinn's, held by its
         // driver while it encrypts) to learn the rate: each hand-over read
         // the transport's statistics without a link estimate, the last
@@ -1241,8 +1242,11 @@ mod tests {
             off >= PIECES as u64,
             "off took {off} turns for {PIECES} writes"
         );
+        // The old code took 143 turns to `off`'s 39. With two busy-looping
+        // processes beside the test, adaptive took 43–55 to `off`'s 37–45
+        // (25 runs; a write that waits for room takes another turn).
         assert!(
-            adaptive <= off + off / 4 + 4,
+            adaptive <= off + off / 2 + 4,
             "adaptive took {adaptive} turns of the lock for {PIECES} writes, off {off}"
         );
         drain.abort();

@@ -89,8 +89,12 @@ compression = "zstd:3"
         assert_eq!(c.runtime.worker_threads, 0);
         assert_eq!(c.runtime.workers_for(2.0), 1);
         assert_eq!(c.runtime.workers_for(8.0), 4);
-        let c = parse(&format!("[runtime]\nworker_threads = 3\n{GOOD}"), "t.toml", &[])
-            .expect("valid");
+        let c = parse(
+            &format!("[runtime]\nworker_threads = 3\n{GOOD}"),
+            "t.toml",
+            &[],
+        )
+        .expect("valid");
         assert_eq!(c.runtime.workers_for(2.0), 3);
         let i = issues(&format!("[runtime]\nworker_threads = 100000\n{GOOD}"));
         assert_eq!(i.len(), 1, "{i:?}");
