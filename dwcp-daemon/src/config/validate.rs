@@ -4,10 +4,10 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use super::load::Issue;
+use super::Config;
 
 /// Most tokio worker threads `runtime.worker_threads` may ask for.
 const MAX_WORKER_THREADS: usize = 256;
-use super::Config;
 
 /// Parses a `host:port` address (with a name resolved later) into a check.
 fn check_host_port(v: &str) -> Result<(), String> {
