@@ -22,29 +22,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use dwcp_core::net::{Compression, Connection, StreamOptions, Transport};
+use dwcp_core::net::{StreamOptions, Transport};
 
-use common::{connected, opts};
-
-/// Echoes streams routed `echo`, drains the others.
-fn serve(server: Connection) {
-    tokio::spawn(async move {
-        while let Some(mut st) = server.accept_stream().await {
-            tokio::spawn(async move {
-                if &st.route()[..] == b"echo" {
-                    while let Ok(Some(b)) = st.recv().await {
-                        if st.send(b).await.is_err() {
-                            return;
-                        }
-                    }
-                } else {
-                    while let Ok(Some(_)) = st.recv().await {}
-                }
-            });
-        }
-    });
-}
+use common::{connected, echo_once, opts, serve_echo, spawn_bulk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_echo_beside_uncapped_bulk_does_not_wait_behind_a_standing_queue() {
@@ -76,28 +56,9 @@ async fn tcp_lanes_echo_beside_uncapped_bulk_gets_the_cpu_between_bulk_batches()
 /// anywhere near 2 s.
 async fn echo_beside_bulk(transport: Transport) -> Duration {
     let (_s, _c, c, s) = connected(transport).await;
-    serve(s);
+    serve_echo(s);
     let until = Instant::now() + Duration::from_secs(4);
-    let mut bulk = Vec::new();
-    for i in 0..8 {
-        let mut st = c
-            .open_stream(StreamOptions {
-                compression: Compression::Off,
-                ..opts(&format!("bulk{i}"))
-            })
-            .expect("open");
-        bulk.push(tokio::spawn(async move {
-            let chunk = Bytes::from(vec![i as u8; 256 * 1024]);
-            let mut sent = 0u64;
-            while Instant::now() < until {
-                if st.send(chunk.clone()).await.is_err() {
-                    break;
-                }
-                sent += chunk.len() as u64;
-            }
-            sent
-        }));
-    }
+    let bulk = spawn_bulk(&c, 8, 256 * 1024, until);
     // Let bulk fill whatever the windows and the controller allow.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut echo = c
@@ -106,20 +67,10 @@ async fn echo_beside_bulk(transport: Transport) -> Duration {
             ..opts("echo")
         })
         .expect("open");
-    let msg = Bytes::from(vec![0x5A; 1024]);
     let mut rtts = Vec::new();
     let mut path_rtts = Vec::new();
-    for _ in 0..60 {
-        let t0 = Instant::now();
-        echo.send(msg.clone()).await.expect("send");
-        let mut got = 0;
-        while got < msg.len() {
-            let r = tokio::time::timeout(Duration::from_secs(10), echo.recv())
-                .await
-                .expect("an echo waited 10 s: interactive stream starved");
-            got += r.expect("recv").expect("echo stream ended").len();
-        }
-        rtts.push(t0.elapsed());
+    for i in 0..60u8 {
+        rtts.push(echo_once(&mut echo, i).await);
         path_rtts.extend(c.stats().transport.rtt);
         tokio::time::sleep(Duration::from_millis(2)).await;
     }

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use dwcp_core::net::{Compression, Endpoint, EndpointConfig, StreamOptions, Transport};
 use dwcp_core::tls::DevCa;
 
-use common::{echo_through_relay, opts, CLIENT};
+use common::{echo_once, echo_through_relay, opts, read_exactly, spawn_bulk, CLIENT};
 
 async fn server_endpoint(ca: &DevCa) -> Endpoint {
     bind(EndpointConfig::new(
@@ -50,26 +50,7 @@ async fn quic_echoes_beside_saturating_bulk_all_arrive_promptly() {
     let path = echo_through_relay(server_endpoint(&ca).await, bind(cfg).await, profile, back).await;
     let c = path.client.clone();
     let until = Instant::now() + Duration::from_secs(7);
-    let mut bulk = Vec::new();
-    for i in 0..4 {
-        let mut st = c
-            .open_stream(StreamOptions {
-                compression: Compression::Off,
-                ..opts(&format!("bulk{i}"))
-            })
-            .expect("open");
-        bulk.push(tokio::spawn(async move {
-            let chunk = Bytes::from(vec![i as u8; 64 * 1024]);
-            let mut sent = 0u64;
-            while Instant::now() < until {
-                if st.send(chunk.clone()).await.is_err() {
-                    break;
-                }
-                sent += chunk.len() as u64;
-            }
-            sent
-        }));
-    }
+    let bulk = spawn_bulk(&c, 4, 64 * 1024, until);
     // Let bulk fill the path and quinn's send window first.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut echo = c
@@ -79,18 +60,8 @@ async fn quic_echoes_beside_saturating_bulk_all_arrive_promptly() {
         })
         .expect("open");
     let mut rtts = Vec::new();
-    let msg = Bytes::from(vec![0x5A; 1024]);
-    for _ in 0..120 {
-        let t0 = Instant::now();
-        echo.send(msg.clone()).await.expect("send");
-        let mut got = 0;
-        while got < msg.len() {
-            let r = tokio::time::timeout(Duration::from_secs(10), echo.recv())
-                .await
-                .expect("an echo waited 10 s: interactive stream starved");
-            got += r.expect("recv").expect("echo stream ended").len();
-        }
-        rtts.push(t0.elapsed());
+    for i in 0..120u8 {
+        rtts.push(echo_once(&mut echo, i).await);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let mut carried = 0;
@@ -173,17 +144,6 @@ async fn quic_interactive_message_survives_a_lost_packet_without_waiting_for_rec
     );
 }
 
-/// Sends a 1 KiB message (its bytes depend on `i`, so an echo cannot be an
-/// earlier one's) and waits for it to come back whole.
-async fn echo_once(echo: &mut dwcp_core::net::Stream, i: u8) -> Duration {
-    let msg = Bytes::from((0..1024u32).map(|b| (b as u8) ^ i).collect::<Vec<u8>>());
-    let t0 = Instant::now();
-    echo.send(msg.clone()).await.expect("send");
-    let got = read_exactly(echo, msg.len()).await;
-    assert!(got == msg[..], "echo {i} differs from its request");
-    t0.elapsed()
-}
-
 /// Copies and the stream's own bytes arrive in any order, and either may be
 /// lost: every byte must still come out once, in order. Four interactive
 /// streams echo batches of writes of 1 to 3,000 bytes (some copied, some
@@ -247,16 +207,4 @@ async fn quic_interactive_echoes_stay_exact_with_copies_under_loss_and_reorderin
         used > 0,
         "no copy arrived before its stream data: copies were not exercised"
     );
-}
-
-/// Reads `n` bytes of echo (each read within 10 s).
-async fn read_exactly(st: &mut dwcp_core::net::Stream, n: usize) -> Vec<u8> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let r = tokio::time::timeout(Duration::from_secs(10), st.recv())
-            .await
-            .expect("an echo waited 10 s");
-        got.extend_from_slice(&r.expect("recv").expect("echo stream ended"));
-    }
-    got
 }

@@ -119,8 +119,20 @@ pub(crate) async fn echo_through_relay(
     );
     let (c, s) = (c.expect("connect"), s.expect("accept"));
     let server = s.clone();
+    serve_echo(s);
+    EchoPath {
+        wan,
+        client: c,
+        server,
+        _endpoints: (client_ep, server_ep),
+    }
+}
+
+/// Serves `server`'s streams: those routed `echo` are echoed, the others
+/// drained.
+pub(crate) fn serve_echo(server: Connection) {
     tokio::spawn(async move {
-        while let Some(mut st) = s.accept_stream().await {
+        while let Some(mut st) = server.accept_stream().await {
             tokio::spawn(async move {
                 if &st.route()[..] == b"echo" {
                     while let Ok(Some(m)) = st.recv().await {
@@ -134,10 +146,59 @@ pub(crate) async fn echo_through_relay(
             });
         }
     });
-    EchoPath {
-        wan,
-        client: c,
-        server,
-        _endpoints: (client_ep, server_ep),
+}
+
+/// `streams` uncompressed bulk streams (`bulk0`, `bulk1`...) on `c`, each
+/// sending chunks of `chunk` bytes as fast as it can until `until`; each
+/// task returns the bytes it sent.
+pub(crate) fn spawn_bulk(
+    c: &Connection,
+    streams: usize,
+    chunk: usize,
+    until: std::time::Instant,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..streams)
+        .map(|i| {
+            let mut st = c
+                .open_stream(StreamOptions {
+                    compression: dwcp_core::net::Compression::Off,
+                    ..opts(&format!("bulk{i}"))
+                })
+                .expect("open");
+            tokio::spawn(async move {
+                let chunk = Bytes::from(vec![i as u8; chunk]);
+                let mut sent = 0u64;
+                while std::time::Instant::now() < until {
+                    if st.send(chunk.clone()).await.is_err() {
+                        break;
+                    }
+                    sent += chunk.len() as u64;
+                }
+                sent
+            })
+        })
+        .collect()
+}
+
+/// Sends a 1 KiB message (its bytes depend on `i`, so an echo cannot be an
+/// earlier one's) and waits for it to come back whole.
+pub(crate) async fn echo_once(echo: &mut Stream, i: u8) -> std::time::Duration {
+    let msg = Bytes::from((0..1024u32).map(|b| (b as u8) ^ i).collect::<Vec<u8>>());
+    let t0 = std::time::Instant::now();
+    echo.send(msg.clone()).await.expect("send");
+    let got = read_exactly(echo, msg.len()).await;
+    assert!(got == msg[..], "echo {i} differs from its request");
+    t0.elapsed()
+}
+
+/// Reads `n` bytes of echo (each read within 10 s).
+pub(crate) async fn read_exactly(st: &mut Stream, n: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(10), st.recv())
+            .await
+            .expect("an echo waited 10 s");
+        got.extend_from_slice(&r.expect("recv").expect("echo stream ended"));
     }
+    got
 }
