@@ -56,7 +56,7 @@ pub struct Baseline {
 /// How much is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Profile {
-    /// Instruction counts, and the ratios on 128 MiB, best of 2 (about 2 minutes).
+    /// Instruction counts, and the ratios on 256 MiB, best of 3 (about 2 minutes).
     Quick,
     /// Instruction counts, and the ratios on 1 GiB, best of 3 (release CI).
     Full,
@@ -185,16 +185,66 @@ pub async fn measure(profile: Profile, only: Only) -> Result<BTreeMap<String, f6
         }
     }
     if only != Only::Instructions {
-        let (mib, rounds) = match profile {
-            Profile::Quick => (128u64, 2),
-            Profile::Full => (1024, 3),
-        };
-        for c in scenarios::bulk_pairs(mib << 20, rounds).await {
-            eprintln!("  ratio {}: {:.3}", c.0, c.1);
-            m.insert(format!("ratio.{}", c.0), c.1);
-        }
+        m.extend(measure_ratios(profile).await);
     }
     Ok(m)
+}
+
+/// Measures the throughput ratios once.
+async fn measure_ratios(profile: Profile) -> BTreeMap<String, f64> {
+    let (mib, rounds) = match profile {
+        Profile::Quick => (256u64, 3),
+        Profile::Full => (1024, 3),
+    };
+    let mut m = BTreeMap::new();
+    for c in scenarios::bulk_pairs(mib << 20, rounds).await {
+        eprintln!("  ratio {}: {:.3}", c.0, c.1);
+        m.insert(format!("ratio.{}", c.0), c.1);
+    }
+    m
+}
+
+/// How many times a ratio that fails is measured again before the gate
+/// believes it.
+pub const RATIO_ATTEMPTS: usize = 3;
+
+/// Measures the failing ratios again, up to [`RATIO_ATTEMPTS`] in all, and
+/// keeps each ratio's best reading. A burst of load on a shared machine slows
+/// one side of one pair; a regression in the code slows DWCP in every
+/// attempt. Instruction counts are deterministic and never re-measured.
+/// Returns how many extra attempts were made.
+pub async fn confirm_ratios(
+    baseline: &Baseline,
+    profile: Profile,
+    measured: &mut BTreeMap<String, f64>,
+) -> usize {
+    confirm_with(baseline, measured, || measure_ratios(profile)).await
+}
+
+/// [`confirm_ratios`] with the measurement passed in.
+async fn confirm_with<F, Fut>(
+    baseline: &Baseline,
+    measured: &mut BTreeMap<String, f64>,
+    mut again: F,
+) -> usize
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = BTreeMap<String, f64>>,
+{
+    let mut extra = 0;
+    while extra + 1 < RATIO_ATTEMPTS
+        && compare(baseline, measured)
+            .iter()
+            .any(|v| !v.pass && v.name.starts_with("ratio."))
+    {
+        extra += 1;
+        eprintln!("  a ratio is outside its tolerance: measuring the ratios again ({extra})");
+        for (k, v) in again().await {
+            let best = measured.get(&k).map_or(v, |old| old.max(v));
+            measured.insert(k, best);
+        }
+    }
+    extra
 }
 
 /// One line of the report.
@@ -339,6 +389,55 @@ mod tests {
         let v = compare(&baseline(), &m);
         assert_eq!(v.len(), 1);
         assert!(v[0].pass);
+    }
+
+    fn ratio(v: f64) -> BTreeMap<String, f64> {
+        [("ratio.quic".into(), v)].into()
+    }
+
+    #[test]
+    fn a_ratio_slowed_once_by_noise_is_measured_again_and_passes() {
+        let b = baseline();
+        let mut m = ratio(0.5);
+        let mut calls = 0;
+        let extra = block_on(confirm_with(&b, &mut m, || {
+            calls += 1;
+            async { ratio(0.88) }
+        }));
+        assert_eq!((extra, calls), (1, 1));
+        assert!(compare(&b, &m).iter().all(|v| v.pass));
+    }
+
+    #[test]
+    fn a_ratio_slow_in_every_attempt_is_a_regression() {
+        let b = baseline();
+        let mut m = ratio(0.5);
+        let extra = block_on(confirm_with(&b, &mut m, || async { ratio(0.6) }));
+        assert_eq!(extra, RATIO_ATTEMPTS - 1);
+        let v = compare(&b, &m);
+        assert!(v.iter().any(|v| !v.pass), "{}", report(&v));
+        assert_eq!(m["ratio.quic"], 0.6, "the best of the attempts is judged");
+    }
+
+    #[test]
+    fn passing_figures_and_instruction_counts_are_not_measured_again() {
+        let b = baseline();
+        let mut m: BTreeMap<String, f64> = [
+            ("instructions.frames".into(), 2000.0),
+            ("ratio.quic".into(), 0.9),
+        ]
+        .into();
+        let extra = block_on(confirm_with(&b, &mut m, || async {
+            panic!("measured again")
+        }));
+        assert_eq!(extra, 0);
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
     }
 
     #[test]

@@ -754,7 +754,7 @@ fn gate(
 ) -> i32 {
     use dwcp_bench::gate;
     eprintln!("dwcp-bench gate: measuring ({profile:?} profile)");
-    let measured = match rt.block_on(gate::measure(profile, only)) {
+    let mut measured = match rt.block_on(gate::measure(profile, only)) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("gate: {e}");
@@ -804,6 +804,13 @@ fn gate(
         eprintln!(
             "gate: note: baseline measured with {}, this build uses {rustc}; instruction counts may shift",
             base.rustc
+        );
+    }
+    let extra = rt.block_on(gate::confirm_ratios(&base, profile, &mut measured));
+    if extra > 0 {
+        eprintln!(
+            "  ratios measured {} times; each ratio's best is judged",
+            extra + 1
         );
     }
     let verdicts = gate::compare(&base, &measured);
