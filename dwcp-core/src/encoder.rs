@@ -695,4 +695,54 @@ mod tests {
         assert!(lz4_speed > 12.5e6, "LZ4 still believed at {lz4_speed} B/s");
         assert_ne!(last, Level::None);
     }
+
+    /// Data that compresses only across chunks: every 128 KiB block of
+    /// random bytes comes twice in a row (the already-compressed corpus
+    /// of `compression-e2e` holds identical files side by side). Alone each
+    /// chunk looks incompressible; in the stream's zstd context every
+    /// second one costs next to nothing. Chunks sent as-is are not in the
+    /// context, so a probe of one chunk after them has nothing to refer to:
+    /// the probe must take the chunk before it into the context too.
+    #[test]
+    fn data_that_compresses_only_across_chunks_is_found_after_sending_as_is() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut block = || -> Bytes {
+            (0..131_072 / 8)
+                .flat_map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x.to_le_bytes()
+                })
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let mut e = Encoder::new(Policy::Adaptive, crate::CodecId::all_bits());
+        // A 100 Mbit/s link that the data waits for.
+        let link = Some(12.5e6);
+        let fb = Feedback {
+            wait: Wait::Transport,
+            wire_rate: link,
+        };
+        let chunks = crate::selector::EXPLORE_EVERY as usize * 12;
+        let (mut raw, mut wire) = (0usize, 0usize);
+        let mut pair = Bytes::new();
+        for n in 0..chunks {
+            if n % 2 == 0 {
+                pair = block();
+            }
+            let chunk = pair.clone();
+            let out = e.plan_alone(chunk, link, fb).compress();
+            e.observe(&out);
+            if n >= chunks / 2 {
+                raw += out.raw_len;
+                wire += out.payload.len();
+            }
+        }
+        let ratio = raw as f64 / wire as f64;
+        assert!(
+            ratio > 1.5,
+            "the second half went out at {ratio:.2}x; in the context it is nearly 2x"
+        );
+    }
 }

@@ -150,10 +150,23 @@ pub const INCOMPRESSIBLE_RATIO: f64 = 1.05;
 const ALPHA: f64 = 0.2;
 /// Weight of a new chunk in the data-compressibility estimate.
 const DATA_ALPHA: f64 = 0.3;
-/// Chunks into each [`EXPLORE_EVERY`] period at which a stream that could
-/// use a zstd context but sends as-is or with LZ4 compresses one chunk with
-/// zstd-1 in its context, to measure what the context gains.
+/// Chunks into a stream at which one that could use a zstd context but
+/// sends as-is or with LZ4 first compresses a run of chunks with zstd-1 in
+/// its context, to measure what the context gains.
 pub const CONTEXT_PROBE_AT: u64 = EXPLORE_EVERY / 2;
+/// Chunks in one context probe. Chunks sent as-is stay out of the context,
+/// so a probe of one chunk had nothing before it to refer to: on the
+/// already-compressed corpus, whose repeats lie 256-512 KiB back (zstd-1
+/// over it: 1.08x with a 128 KiB window, 1.29x with 512 KiB), probes of one
+/// chunk measured 1.0 and the stream stayed as-is where zstd-1 was 1.28x
+/// faster. A run of four 128 KiB chunks gives its last one 384 KiB of
+/// history.
+pub const CONTEXT_PROBE_RUN: u32 = 4;
+/// Chunks between two context probes at most: after a probe that found
+/// nothing the gap doubles from [`EXPLORE_EVERY`] up to this, so that data
+/// that compresses nowhere (random bytes) pays for a run of
+/// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 256, not once in 32.
+pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
 /// What a zstd context is taken to gain until measured: zstd-3 over
 /// 128 KiB chunks in a 2 MiB context against the chunks alone gained
 /// 1.05 (database pages) to 1.41 (already-compressed files), 1.16 on a
@@ -274,6 +287,12 @@ pub struct Selector {
     /// At the last decision, the CPU bound and the rate sending as-is was
     /// predicted to deliver (`None`: the CPU did not bind).
     cpu_bound_as_is: Option<f64>,
+    /// Chunks left in the context probe under way.
+    probe_left: u32,
+    /// The chunk count at which the next context probe starts.
+    next_probe: u64,
+    /// Chunks from one context probe to the next.
+    probe_gap: u64,
 }
 
 impl Selector {
@@ -305,6 +324,9 @@ impl Selector {
             context_ratio: None,
             cpu: None,
             cpu_bound_as_is: None,
+            probe_left: 0,
+            next_probe: CONTEXT_PROBE_AT,
+            probe_gap: EXPLORE_EVERY,
         }
     }
 
@@ -437,19 +459,42 @@ impl Selector {
 
     /// Whether this chunk, which the rule sends as-is or with LZ4, should
     /// rather go to zstd-1 in the stream's context to measure the context's
-    /// gain ([`CONTEXT_PROBE_AT`]): once per [`EXPLORE_EVERY`] chunks.
+    /// gain: a run of [`CONTEXT_PROBE_RUN`] chunks, the first
+    /// [`CONTEXT_PROBE_AT`] chunks into the stream, then every
+    /// [`EXPLORE_EVERY`] chunks while the context is found to compress, and
+    /// less often (up to [`CONTEXT_PROBE_MAX_GAP`]) while it is not.
     ///
     /// Where the CPU binds and zstd-1 could not beat sending as-is however
     /// well the data compressed, the probe would only cost: on loopback
     /// the probes' full zstd-1 chunks were 4 % of the sender's CPU.
-    pub fn context_probe_due(&self, chosen: Level) -> bool {
-        self.context
+    pub fn context_probe_due(&mut self, chosen: Level) -> bool {
+        let may = self.context
             && matches!(chosen, Level::None | Level::Lz4)
             && self.allowed[2]
-            && self.chunks % EXPLORE_EVERY == CONTEXT_PROBE_AT
             && self
                 .cpu_bound_as_is
-                .is_none_or(|as_is| self.ceiling(2) > as_is)
+                .is_none_or(|as_is| self.ceiling(2) > as_is);
+        if !may {
+            self.probe_left = 0;
+            return false;
+        }
+        if self.probe_left > 0 {
+            self.probe_left -= 1;
+            return true;
+        }
+        if self.chunks < self.next_probe {
+            return false;
+        }
+        // The probes so far found nothing the context gains: wait longer
+        // for the next one.
+        if self.context_ratio.is_some() && !self.context_compresses() {
+            self.probe_gap = (self.probe_gap * 2).min(CONTEXT_PROBE_MAX_GAP);
+        } else {
+            self.probe_gap = EXPLORE_EVERY;
+        }
+        self.next_probe = self.chunks + self.probe_gap;
+        self.probe_left = CONTEXT_PROBE_RUN - 1;
+        true
     }
 
     /// Sets the cores this stream's compressor gets (clamped to 0.01..=4):
@@ -661,9 +706,20 @@ impl Selector {
         if !none.is_finite() {
             return true;
         }
-        (1..LADDER.len())
+        let dominates = (1..LADDER.len())
             .filter(|i| self.allowed[*i])
-            .all(|i| self.ceiling(i) <= none)
+            .all(|i| self.ceiling(i) <= none);
+        if dominates {
+            tracing::trace!(
+                ?link_rate,
+                link,
+                none,
+                lz4 = self.ceiling(1),
+                zstd1 = self.ceiling(2),
+                "as-is dominates"
+            );
+        }
+        dominates
     }
 
     /// However well the data compressed, what ladder entry `i` delivers at
@@ -905,8 +961,9 @@ mod tests {
         assert!(load.saturated, "{load:?}");
         s.set_load(Some(load));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::None);
-        // Nor is a zstd-1 chunk in the stream's context worth probing,
-        // which it is once per 32 chunks without the CPU known.
+        // Nor are zstd-1 chunks in the stream's context worth probing,
+        // which they are in runs of four every 32 chunks without the CPU
+        // known (no probe measured anything here, so the gap stays 32).
         let probes = |s: &mut Selector| {
             s.set_context(true);
             (0..64)
@@ -917,7 +974,7 @@ mod tests {
                 .count()
         };
         assert_eq!(probes(&mut s), 0);
-        assert_eq!(probes(&mut taught()), 2);
+        assert_eq!(probes(&mut taught()), 2 * CONTEXT_PROBE_RUN as usize);
         // And a stream that started on LZ4 comes back.
         alone.set_load(Some(load));
         assert_eq!(waiting_for_transport(&mut alone, 5e9, 500e6), Level::None);
@@ -1191,12 +1248,14 @@ mod tests {
     #[test]
     fn random_data_with_a_context_stays_as_is() {
         let mut s = Selector::new(crate::CodecId::all_bits());
-        let mut compressed = 0;
-        for _ in 0..(EXPLORE_EVERY * 8) {
+        let (mut compressed, mut probes) = (0, 0);
+        let chunks = EXPLORE_EVERY * 40;
+        for _ in 0..chunks {
             s.set_context(true);
             let mut l = s.choose_with(Some(12.5e6), 1.0, Wait::Transport);
             if s.context_probe_due(l) {
                 l = Level::Zstd(1);
+                probes += 1;
             } else if l != Level::None {
                 compressed += 1;
             }
@@ -1205,5 +1264,13 @@ mod tests {
             }
         }
         assert_eq!(compressed, 0);
+        // Probes that find nothing come less and less often: runs at
+        // 16, 48, 112, 240, 496, then every 256 chunks.
+        let runs = 5 + (chunks - 496) / CONTEXT_PROBE_MAX_GAP;
+        assert_eq!(probes, runs * u64::from(CONTEXT_PROBE_RUN));
+        assert!(
+            probes * 100 / chunks < 3,
+            "{probes} of {chunks} chunks were probes"
+        );
     }
 }
