@@ -293,6 +293,9 @@ pub struct Selector {
     next_probe: u64,
     /// Chunks from one context probe to the next.
     probe_gap: u64,
+    /// The current chunk's bytes are skewed enough for zstd's literal
+    /// coding to gain though LZ4 finds nothing.
+    entropy_pays: bool,
 }
 
 impl Selector {
@@ -327,6 +330,7 @@ impl Selector {
             probe_left: 0,
             next_probe: CONTEXT_PROBE_AT,
             probe_gap: EXPLORE_EVERY,
+            entropy_pays: false,
         }
     }
 
@@ -497,6 +501,15 @@ impl Selector {
         true
     }
 
+    /// Whether the next chunk's bytes are skewed enough for zstd's literal
+    /// coding to gain though an LZ4 sample finds nothing
+    /// ([`crate::encoder::sample_ratios`]): such a chunk is not taken for
+    /// incompressible, and the rule decides with what zstd was measured to
+    /// gain over LZ4 on this stream.
+    pub fn set_entropy_coding_pays(&mut self, pays: bool) {
+        self.entropy_pays = pays;
+    }
+
     /// Sets the cores this stream's compressor gets (clamped to 0.01..=4):
     /// below 1 a share of one core (a cgroup quota), above 1 the chunks
     /// compressed side by side. Measured speeds are per thread and are
@@ -608,10 +621,12 @@ impl Selector {
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
         if sample_ratio < INCOMPRESSIBLE_RATIO
+            && !(self.entropy_pays && self.allowed[2])
             && !self.context_compresses()
             && !self.in_context(self.current)
         {
             // Incompressible data: send as-is, whatever the link, unless
+            // zstd's literal coding gains where LZ4 does not, or
             // the stream's context finds what one chunk does not show. A
             // stream compressing in its context stays there (the rule below
             // decides): what a chunk sent as-is leaves out of the context,
