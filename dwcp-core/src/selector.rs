@@ -620,11 +620,11 @@ impl Selector {
         let cpu_bound = self.cpu_bound(link_rate, wait);
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
-        if sample_ratio < INCOMPRESSIBLE_RATIO
-            && !(self.entropy_pays && self.allowed[2])
-            && !self.context_compresses()
-            && !self.in_context(self.current)
-        {
+        let may_compress = sample_ratio >= INCOMPRESSIBLE_RATIO
+            || (self.entropy_pays && self.allowed[2])
+            || self.context_compresses()
+            || self.in_context(self.current);
+        if !may_compress {
             // Incompressible data: send as-is, whatever the link, unless
             // zstd's literal coding gains where LZ4 does not, or
             // the stream's context finds what one chunk does not show. A
