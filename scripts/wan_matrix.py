@@ -4,9 +4,10 @@ as JSON (one object per cell and subject) for docs/benchmarks/plot.py.
 
     sudo python3 scripts/wan_matrix.py > docs/benchmarks/wan-matrix.json
 
-Needs root (network namespaces) and a release build of dwcp-bench. Kernel
-CUBIC and quinn CUBIC run on clean cells only: under loss they take minutes
-per cell (CUBIC halves its window at every loss) and say nothing new.
+Needs root (network namespaces) and a release build of dwcp-bench. The
+CUBIC subjects (kernel TCP, raw TLS, rust-yamux, quinn) run on clean cells
+only: under loss they take minutes per cell (CUBIC halves its window at
+every loss) and say nothing new.
 Cells run one after another; nothing else should run on the machine.
 """
 import json
@@ -15,8 +16,10 @@ import subprocess
 import sys
 
 BENCH = os.environ.get("DWCP_BENCH", "target/release/dwcp-bench")
-LOSSY = "kernel tcp (bbr),lanes,quinn bbr,controller"
-CLEAN = LOSSY + ",kernel tcp (cubic),quinn cubic"
+LOSSY = ("kernel tcp (bbr),raw tls tcp (bbr),yamux over tls tcp (bbr),"
+         "lanes,quinn bbr,controller")
+CLEAN = (LOSSY + ",kernel tcp (cubic),raw tls tcp (cubic),"
+         "yamux over tls tcp (cubic),quinn cubic")
 
 # (Mbit/s, RTT ms, loss %, MiB per run)
 CELLS = [(100, rtt, loss, 64) for rtt in (1, 50, 200) for loss in (0, 0.5, 2, 5)]

@@ -2,9 +2,10 @@
 //!
 //! Two network namespaces joined by the `dwcp-wanem` TUN delay line, so the
 //! same seeded link model (rate, delay, loss, a one-BDP queue) applies to
-//! every IP packet: kernel TCP (CUBIC and BBR), DWCP over TCP lanes, and
-//! DWCP over QUIC (quinn BBR and CUBIC) each move the same bytes on one
-//! connection, one after the other in the same run. Needs root.
+//! every IP packet: kernel TCP (CUBIC and BBR), raw TLS over it, rust-yamux
+//! over TLS over it, DWCP over TCP lanes, and DWCP over QUIC (each
+//! controller) move the same bytes on one connection, one after the other
+//! in the same run. Needs root.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -95,6 +96,30 @@ pub fn run(
                 (v, Sampled::default()),
             );
         }
+        // What users pick instead of DWCP, on kernel TCP with each
+        // congestion control: one TLS connection, and rust-yamux with its
+        // defaults (one stream) over one.
+        let (acceptor, connector) = crate::baselines::tls_endpoints()?;
+        for cc in ["cubic", "bbr"] {
+            let name = format!("raw TLS TCP ({cc}), 1 connection");
+            if wanted(&name) {
+                port += 1;
+                let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
+                let v = rt.block_on(crate::baselines::tls_bulk_over(
+                    &acceptor, &connector, c, s, total,
+                ))?;
+                fig(&name, (v, Sampled::default()));
+            }
+            let name = format!("rust-yamux over TLS TCP ({cc}), 1 stream");
+            if wanted(&name) {
+                port += 1;
+                let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
+                let v = rt.block_on(crate::baselines::yamux_bulk_over(
+                    &acceptor, &connector, c, s, total, 1,
+                ))?;
+                fig(&name, (v, Sampled::default()));
+            }
+        }
         let ca = DevCa::new().map_err(|e| e.to_string())?;
         for (name, transport, cc) in [
             (
@@ -132,8 +157,13 @@ pub fn run(
     .map_err(|_| "the namespace thread panicked".to_string())?
 }
 
-/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes.
-async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f64, String> {
+/// A kernel TCP connection with congestion control `cc` from namespace A
+/// to a listener on `port` in namespace B: (client side, server side).
+async fn tcp_pair(
+    ns: &NetnsPair,
+    port: u16,
+    cc: &str,
+) -> Result<(tokio::net::TcpStream, tokio::net::TcpStream), String> {
     let err = |e: std::io::Error| e.to_string();
     ns.enter(true).map_err(err)?;
     let l = tokio::net::TcpListener::bind((NetnsPair::B_ADDR, port))
@@ -147,27 +177,33 @@ async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f
     sock.set_nonblocking(true).map_err(err)?;
     let to = SocketAddr::from((NetnsPair::B_ADDR, port));
     let sock = tokio::net::TcpSocket::from_std_stream(sock.into());
+    let (accepted, connected) = tokio::join!(l.accept(), sock.connect(to));
+    Ok((connected.map_err(err)?, accepted.map_err(err)?.0))
+}
+
+/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes.
+async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f64, String> {
+    let err = |e: std::io::Error| e.to_string();
+    let (mut client, mut server) = tcp_pair(ns, port, cc).await?;
     let sink = async {
-        let (mut s, _) = l.accept().await.map_err(err)?;
         let mut buf = vec![0u8; 1 << 16];
         let mut n = 0u64;
         loop {
-            match s.read(&mut buf).await.map_err(err)? {
+            match server.read(&mut buf).await.map_err(err)? {
                 0 => return Ok::<u64, String>(n),
                 k => n += k as u64,
             }
         }
     };
     let send = async {
-        let mut s = sock.connect(to).await.map_err(err)?;
         let buf = vec![0x5au8; 1 << 16];
         let mut left = total;
         while left > 0 {
             let k = left.min(buf.len() as u64) as usize;
-            s.write_all(&buf[..k]).await.map_err(err)?;
+            client.write_all(&buf[..k]).await.map_err(err)?;
             left -= k as u64;
         }
-        s.shutdown().await.map_err(err)
+        client.shutdown().await.map_err(err)
     };
     let t0 = Instant::now();
     let (got, sent) = tokio::join!(sink, send);
