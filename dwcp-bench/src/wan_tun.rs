@@ -8,6 +8,7 @@
 //! in the same run. Needs root.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::time::Instant;
 
 use dwcp_core::net::{Congestion, Endpoint, EndpointConfig, Transport};
@@ -34,7 +35,8 @@ pub struct TunFigure {
 /// What a transfer measured besides its rate.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Sampled {
-    /// Packets (QUIC) or segments (TCP) retransmitted over those sent, in %.
+    /// Packets (QUIC) or segments (TCP, from the sender's `TCP_INFO`)
+    /// retransmitted over those sent, in %.
     pub retrans_pct: Option<f64>,
     /// Median of smoothed RTT minus the link's RTT over the transfer, sampled
     /// every 100 ms: the queue the sender keeps at the bottleneck.
@@ -91,10 +93,7 @@ pub fn run(
             }
             port += 1;
             let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
-            fig(
-                &format!("kernel TCP ({cc}), 1 connection"),
-                (v, Sampled::default()),
-            );
+            fig(&format!("kernel TCP ({cc}), 1 connection"), v);
         }
         // What users pick instead of DWCP, on kernel TCP with each
         // congestion control: one TLS connection, and rust-yamux with its
@@ -105,19 +104,23 @@ pub fn run(
             if wanted(&name) {
                 port += 1;
                 let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
+                // A second descriptor of the sender's socket, to read its
+                // TCP_INFO after the transfer has consumed the stream.
+                let probe = c.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
                 let v = rt.block_on(crate::baselines::tls_bulk_over(
                     &acceptor, &connector, c, s, total,
                 ))?;
-                fig(&name, (v, Sampled::default()));
+                fig(&name, (v, tcp_sampled(&probe)));
             }
             let name = format!("rust-yamux over TLS TCP ({cc}), 1 stream");
             if wanted(&name) {
                 port += 1;
                 let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
+                let probe = c.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
                 let v = rt.block_on(crate::baselines::yamux_bulk_over(
                     &acceptor, &connector, c, s, total, 1,
                 ))?;
-                fig(&name, (v, Sampled::default()));
+                fig(&name, (v, tcp_sampled(&probe)));
             }
         }
         let ca = DevCa::new().map_err(|e| e.to_string())?;
@@ -181,8 +184,26 @@ async fn tcp_pair(
     Ok((connected.map_err(err)?, accepted.map_err(err)?.0))
 }
 
-/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes.
-async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f64, String> {
+/// The share of segments a kernel TCP sender retransmitted over its
+/// connection's life (`TCP_INFO` of `sock`).
+fn tcp_sampled(sock: &impl std::os::fd::AsRawFd) -> Sampled {
+    let info = dwcp_core::net::tcp_info::read(sock);
+    Sampled {
+        retrans_pct: info
+            .filter(|i| i.segs_out > 0)
+            .map(|i| i.total_retrans as f64 * 100.0 / i.segs_out as f64),
+        queue_ms_p50: None,
+    }
+}
+
+/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes, and its
+/// retransmissions.
+async fn kernel_tcp(
+    ns: &NetnsPair,
+    port: u16,
+    cc: &str,
+    total: u64,
+) -> Result<(f64, Sampled), String> {
     let err = |e: std::io::Error| e.to_string();
     let (mut client, mut server) = tcp_pair(ns, port, cc).await?;
     let sink = async {
@@ -212,7 +233,8 @@ async fn kernel_tcp(ns: &NetnsPair, port: u16, cc: &str, total: u64) -> Result<f
     if got != total {
         return Err(format!("kernel TCP delivered {got} of {total} bytes"));
     }
-    Ok(total as f64 / t0.elapsed().as_secs_f64() / 1e6)
+    let rate = total as f64 / t0.elapsed().as_secs_f64() / 1e6;
+    Ok((rate, tcp_sampled(&client)))
 }
 
 /// A DWCP connection from namespace A to a server on `port` in namespace B:

@@ -31,7 +31,7 @@ mod reader;
 mod refusals;
 mod stream;
 mod tcp;
-mod tcp_info;
+pub mod tcp_info;
 mod transport;
 mod unordered;
 

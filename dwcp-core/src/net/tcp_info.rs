@@ -53,21 +53,22 @@ struct RawTcpInfo {
 
 /// What DWCP uses of `TCP_INFO`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct TcpInfo {
+pub struct TcpInfo {
     /// Smoothed RTT.
-    pub(crate) rtt: Duration,
+    pub rtt: Duration,
     /// Segments retransmitted over the connection's life.
-    pub(crate) total_retrans: u64,
+    pub total_retrans: u64,
     /// Segments sent.
-    pub(crate) segs_out: u64,
+    pub segs_out: u64,
     /// Congestion window in bytes.
-    pub(crate) cwnd_bytes: u64,
+    pub cwnd_bytes: u64,
     /// Bytes acknowledged by the peer.
-    pub(crate) bytes_acked: u64,
+    pub bytes_acked: u64,
 }
 
-/// Reads `TCP_INFO`; `None` where the platform does not provide it.
-pub(crate) fn read(sock: &impl AsRawFd) -> Option<TcpInfo> {
+/// Reads `TCP_INFO` of a TCP socket; `None` where the platform does not
+/// provide it or `sock` is not a TCP socket.
+pub fn read(sock: &impl AsRawFd) -> Option<TcpInfo> {
     let mut raw = RawTcpInfo::default();
     let mut len = std::mem::size_of::<RawTcpInfo>() as libc::socklen_t;
     // SAFETY: `raw` is a valid, writable repr(C) plain-old-data buffer of `len`
