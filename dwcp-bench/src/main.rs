@@ -774,6 +774,7 @@ fn gate(
                 .unwrap_or_else(|| "unknown".into()),
             rustc: gate::rustc_version(),
             metrics: measured
+                .figures
                 .iter()
                 .map(|(k, v)| (k.clone(), gate::default_expected(k, *v)))
                 .collect(),
@@ -809,11 +810,11 @@ fn gate(
     let extra = rt.block_on(gate::confirm_ratios(&base, profile, &mut measured));
     if extra > 0 {
         eprintln!(
-            "  ratios measured {} times; each ratio's best is judged",
+            "  ratios measured {} times; each side's best is judged",
             extra + 1
         );
     }
-    let verdicts = gate::compare(&base, &measured);
+    let verdicts = gate::compare(&base, &measured.figures);
     print!("{}", gate::report(&verdicts));
     if let Some(path) = report {
         if let Ok(s) = serde_json::to_string_pretty(&verdicts) {

@@ -293,6 +293,8 @@ pub struct Selector {
     next_probe: u64,
     /// Chunks from one context probe to the next.
     probe_gap: u64,
+    /// A context probe ran since the rule last chose a zstd level.
+    probed: bool,
     /// The current chunk's bytes are skewed enough for zstd's literal
     /// coding to gain though LZ4 finds nothing.
     entropy_pays: bool,
@@ -330,6 +332,7 @@ impl Selector {
             probe_left: 0,
             next_probe: CONTEXT_PROBE_AT,
             probe_gap: EXPLORE_EVERY,
+            probed: false,
             entropy_pays: false,
         }
     }
@@ -464,22 +467,33 @@ impl Selector {
     /// Whether this chunk, which the rule sends as-is or with LZ4, should
     /// rather go to zstd-1 in the stream's context to measure the context's
     /// gain: a run of [`CONTEXT_PROBE_RUN`] chunks, the first
-    /// [`CONTEXT_PROBE_AT`] chunks into the stream, then every
-    /// [`EXPLORE_EVERY`] chunks while the context is found to compress, and
-    /// less often (up to [`CONTEXT_PROBE_MAX_GAP`]) while it is not.
+    /// [`CONTEXT_PROBE_AT`] chunks into the stream, the next
+    /// [`EXPLORE_EVERY`] chunks later, and from then on at twice the last
+    /// gap (up to [`CONTEXT_PROBE_MAX_GAP`]) until the rule takes up a zstd
+    /// level, which brings the gap back to [`EXPLORE_EVERY`]. Probes that
+    /// find nothing, and probes whose gain the rule does not take up (the
+    /// CPU or a fast link decides), both become rarer.
     ///
-    /// Where the CPU binds and zstd-1 could not beat sending as-is however
-    /// well the data compressed, the probe would only cost: on loopback
-    /// the probes' full zstd-1 chunks were 4 % of the sender's CPU.
+    /// A chunk that cannot use the context (a short one, or one compressed
+    /// beside others while the sender waited for the compressor) pauses a
+    /// run rather than ending it. Where the CPU binds and zstd-1 could not
+    /// beat sending as-is however well the data compressed, probing would
+    /// only cost, and is skipped.
     pub fn context_probe_due(&mut self, chosen: Level) -> bool {
+        if !matches!(chosen, Level::None | Level::Lz4) {
+            // The rule compresses with zstd: nothing to measure, and when
+            // the stream leaves zstd again, probing starts afresh.
+            self.probe_left = 0;
+            self.probe_gap = EXPLORE_EVERY;
+            self.probed = false;
+            return false;
+        }
         let may = self.context
-            && matches!(chosen, Level::None | Level::Lz4)
             && self.allowed[2]
             && self
                 .cpu_bound_as_is
                 .is_none_or(|as_is| self.ceiling(2) > as_is);
         if !may {
-            self.probe_left = 0;
             return false;
         }
         if self.probe_left > 0 {
@@ -489,13 +503,10 @@ impl Selector {
         if self.chunks < self.next_probe {
             return false;
         }
-        // The probes so far found nothing the context gains: wait longer
-        // for the next one.
-        if self.context_ratio.is_some() && !self.context_compresses() {
+        if self.probed {
             self.probe_gap = (self.probe_gap * 2).min(CONTEXT_PROBE_MAX_GAP);
-        } else {
-            self.probe_gap = EXPLORE_EVERY;
         }
+        self.probed = true;
         self.next_probe = self.chunks + self.probe_gap;
         self.probe_left = CONTEXT_PROBE_RUN - 1;
         true
@@ -505,7 +516,8 @@ impl Selector {
     /// coding to gain though an LZ4 sample finds nothing
     /// ([`crate::encoder::sample_ratios`]): such a chunk is not taken for
     /// incompressible, and the rule decides with what zstd was measured to
-    /// gain over LZ4 on this stream.
+    /// gain over LZ4 on this stream. It holds for the next
+    /// [`Selector::choose_with`] only.
     pub fn set_entropy_coding_pays(&mut self, pays: bool) {
         self.entropy_pays = pays;
     }
@@ -620,8 +632,9 @@ impl Selector {
         let cpu_bound = self.cpu_bound(link_rate, wait);
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
+        let entropy_pays = std::mem::take(&mut self.entropy_pays);
         let may_compress = sample_ratio >= INCOMPRESSIBLE_RATIO
-            || (self.entropy_pays && self.allowed[2])
+            || (entropy_pays && self.allowed[2])
             || self.context_compresses()
             || self.in_context(self.current);
         if !may_compress {
@@ -1260,6 +1273,24 @@ mod tests {
     /// Random data with a context free: the probes find nothing, and the
     /// chunks stay as-is (a fresh selector's prior guess of the data's
     /// compressibility must not make up for what the probes measured).
+    /// A chunk that cannot use the context in the middle of a probe run
+    /// (here every other one) pauses the run: all four probe chunks still
+    /// go, where a run cut at the first such chunk measured one chunk with
+    /// no history.
+    #[test]
+    fn a_probe_run_is_paused_not_cut_by_a_chunk_without_the_context() {
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        let mut probes = Vec::new();
+        for n in 0..40u64 {
+            s.set_context(n % 2 == 0);
+            let l = s.choose_with(Some(12.5e6), 1.0, Wait::Transport);
+            if s.context_probe_due(l) {
+                probes.push(n);
+            }
+        }
+        assert_eq!(probes, [16, 18, 20, 22]);
+    }
+
     #[test]
     fn random_data_with_a_context_stays_as_is() {
         let mut s = Selector::new(crate::CodecId::all_bits());

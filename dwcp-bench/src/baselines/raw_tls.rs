@@ -18,11 +18,7 @@ pub async fn raw_tls_setup() -> (
     tokio::net::TcpListener,
     SocketAddr,
 ) {
-    let ca = DevCa::new().expect("ca");
-    let stls = ca.config_for("server").expect("cert");
-    let ctls = ca.config_for("client").expect("cert");
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(stls.server_config().expect("tls")));
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(ctls.client_config().expect("tls")));
+    let (acceptor, connector) = tls_endpoints().expect("TLS endpoints");
     let listener = tokio::net::TcpListener::bind(loopback())
         .await
         .expect("bind");

@@ -191,27 +191,36 @@ pub async fn yamux_bulk_over(
         yamux::Connection::new(s.compat(), yamux_config(streams), yamux::Mode::Server);
     let (_otx, orx) = mpsc::channel(1);
     let (itx, mut irx) = mpsc::channel(streams);
-    let server_driver = tokio::spawn(drive_yamux(server_conn, orx, Some(itx)));
-    let acceptor_task = tokio::spawn(async move {
-        while let Some(mut st) = irx.recv().await {
-            let done = done_tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut n = 0u64;
-                let got = loop {
-                    match st.read(&mut buf).await {
-                        Ok(0) => break Ok(n),
-                        Ok(k) => n += k as u64,
-                        Err(e) => break Err(e),
-                    }
-                };
-                let _ = done.send(got).await;
-            });
-        }
-    });
+    // Every task of this transfer ends with it, also on an early error.
+    let mut tasks = AbortOnDrop(Vec::new());
+    tasks
+        .0
+        .push(tokio::spawn(drive_yamux(server_conn, orx, Some(itx))).abort_handle());
+    tasks.0.push(
+        tokio::spawn(async move {
+            while let Some(mut st) = irx.recv().await {
+                let done = done_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let mut n = 0u64;
+                    let got = loop {
+                        match st.read(&mut buf).await {
+                            Ok(0) => break Ok(n),
+                            Ok(k) => n += k as u64,
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let _ = done.send(got).await;
+                });
+            }
+        })
+        .abort_handle(),
+    );
     let conn = yamux::Connection::new(c.compat(), yamux_config(streams), yamux::Mode::Client);
     let (otx, orx) = mpsc::channel(16);
-    let driver = tokio::spawn(drive_yamux(conn, orx, None));
+    tasks
+        .0
+        .push(tokio::spawn(drive_yamux(conn, orx, None)).abort_handle());
     let per = total / streams as u64;
     let start = Instant::now();
     let mut writers = Vec::new();
@@ -219,7 +228,7 @@ pub async fn yamux_bulk_over(
         let (tx, rx) = oneshot::channel();
         otx.send(tx).await.map_err(|_| "the yamux driver stopped")?;
         let mut st = rx.await.map_err(|_| "yamux opened no stream")?;
-        writers.push(tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let chunk = vec![0x5au8; 1 << 20];
             let mut left = per;
             while left > 0 {
@@ -228,7 +237,9 @@ pub async fn yamux_bulk_over(
                 left -= n as u64;
             }
             st.close().await
-        }));
+        });
+        tasks.0.push(writer.abort_handle());
+        writers.push(writer);
     }
     for w in writers {
         w.await.map_err(|e| e.to_string())?.map_err(err)?;
@@ -242,9 +253,7 @@ pub async fn yamux_bulk_over(
             .map_err(err)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    driver.abort();
-    server_driver.abort();
-    acceptor_task.abort();
+    drop(tasks);
     if n != per * streams as u64 {
         return Err(format!(
             "yamux delivered {n} of {} bytes",
@@ -252,6 +261,17 @@ pub async fn yamux_bulk_over(
         ));
     }
     Ok(n as f64 / secs / 1e6)
+}
+
+/// Aborts the tasks it holds when dropped.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
 }
 
 /// yamux's defaults, with the stream limit raised to `streams` (its default,

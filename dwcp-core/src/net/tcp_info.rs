@@ -1,4 +1,5 @@
-//! RTT and retransmission figures from the kernel's `TCP_INFO` (Linux).
+//! RTT and retransmission figures from the kernel's `TCP_INFO` (Linux's
+//! `struct tcp_info`).
 //!
 //! No safe API in socket2 exposes `TCP_INFO`, so this module holds the crate's
 //! only `unsafe`: one `getsockopt` into a plain-old-data buffer.
@@ -53,6 +54,7 @@ struct RawTcpInfo {
 
 /// What DWCP uses of `TCP_INFO`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpInfo {
     /// Smoothed RTT.
     pub rtt: Duration,
