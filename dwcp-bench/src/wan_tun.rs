@@ -100,26 +100,28 @@ pub fn run(
         // defaults (one stream) over one.
         let (acceptor, connector) = crate::baselines::tls_endpoints()?;
         for cc in ["cubic", "bbr"] {
-            let name = format!("raw TLS TCP ({cc}), 1 connection");
-            if wanted(&name) {
+            for yamux in [false, true] {
+                let name = if yamux {
+                    format!("rust-yamux over TLS TCP ({cc}), 1 stream")
+                } else {
+                    format!("raw TLS TCP ({cc}), 1 connection")
+                };
+                if !wanted(&name) {
+                    continue;
+                }
                 port += 1;
                 let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
                 // A second descriptor of the sender's socket, to read its
                 // TCP_INFO after the transfer has consumed the stream.
                 let probe = c.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
-                let v = rt.block_on(crate::baselines::tls_bulk_over(
-                    &acceptor, &connector, c, s, total,
-                ))?;
-                fig(&name, (v, tcp_sampled(&probe)));
-            }
-            let name = format!("rust-yamux over TLS TCP ({cc}), 1 stream");
-            if wanted(&name) {
-                port += 1;
-                let (c, s) = rt.block_on(tcp_pair(&ns, port, cc))?;
-                let probe = c.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
-                let v = rt.block_on(crate::baselines::yamux_bulk_over(
-                    &acceptor, &connector, c, s, total, 1,
-                ))?;
+                let (a, k) = (&acceptor, &connector);
+                let v = rt.block_on(async {
+                    if yamux {
+                        crate::baselines::yamux_bulk_over(a, k, c, s, total, 1).await
+                    } else {
+                        crate::baselines::tls_bulk_over(a, k, c, s, total).await
+                    }
+                })?;
                 fig(&name, (v, tcp_sampled(&probe)));
             }
         }

@@ -761,12 +761,7 @@ mod tests {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut block = || -> Bytes {
             (0..131_072 / 8)
-                .flat_map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x.to_le_bytes()
-                })
+                .flat_map(|_| xorshift(&mut x).to_le_bytes())
                 .collect::<Vec<u8>>()
                 .into()
         };
@@ -813,12 +808,7 @@ mod tests {
             let mut x = 0x2545_f491_4f6c_dd1du64;
             let mut chunk = |alphabet: u64| -> Bytes {
                 (0..131_072)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        (x % alphabet) as u8
-                    })
+                    .map(|_| (xorshift(&mut x) % alphabet) as u8)
                     .collect::<Vec<u8>>()
                     .into()
             };
@@ -853,19 +843,20 @@ mod tests {
         // Under a full sample the count reads random bytes as skewed, so
         // it is not asked.
         let mut x = 7u64;
-        let small: Vec<u8> = (0..400)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let small: Vec<u8> = (0..400).map(|_| xorshift(&mut x) as u8).collect();
         assert!(
             entropy_ratio(&small) > 1.05,
             "400 random bytes read {}",
             entropy_ratio(&small)
         );
         assert!(!sample_ratios(&small).1);
+    }
+
+    /// The next number of a xorshift64 sequence (test data, not security).
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
     }
 }

@@ -22,9 +22,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use dwcp_core::net::{StreamOptions, Transport};
+use dwcp_core::net::Transport;
 
-use common::{connected, echo_once, opts, serve_echo, spawn_bulk};
+use common::{connected, echo_once, open_echo, serve_echo, spawn_bulk};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_echo_beside_uncapped_bulk_does_not_wait_behind_a_standing_queue() {
@@ -61,12 +61,7 @@ async fn echo_beside_bulk(transport: Transport) -> Duration {
     let bulk = spawn_bulk(&c, 8, 256 * 1024, until);
     // Let bulk fill whatever the windows and the controller allow.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut echo = c
-        .open_stream(StreamOptions {
-            interactive: true,
-            ..opts("echo")
-        })
-        .expect("open");
+    let mut echo = open_echo(&c);
     let mut rtts = Vec::new();
     let mut path_rtts = Vec::new();
     for i in 0..60u8 {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use dwcp_core::net::{Compression, Endpoint, EndpointConfig, StreamOptions, Transport};
 use dwcp_core::tls::DevCa;
 
-use common::{echo_once, echo_through_relay, opts, read_exactly, spawn_bulk, CLIENT};
+use common::{echo_once, echo_through_relay, open_echo, opts, read_exactly, spawn_bulk, CLIENT};
 
 async fn server_endpoint(ca: &DevCa) -> Endpoint {
     bind(EndpointConfig::new(
@@ -53,12 +53,7 @@ async fn quic_echoes_beside_saturating_bulk_all_arrive_promptly() {
     let bulk = spawn_bulk(&c, 4, 64 * 1024, until);
     // Let bulk fill the path and quinn's send window first.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut echo = c
-        .open_stream(StreamOptions {
-            interactive: true,
-            ..opts("echo")
-        })
-        .expect("open");
+    let mut echo = open_echo(&c);
     let mut rtts = Vec::new();
     for i in 0..120u8 {
         rtts.push(echo_once(&mut echo, i).await);

@@ -59,6 +59,31 @@ pub fn tls_endpoints() -> Result<(tokio_rustls::TlsAcceptor, tokio_rustls::TlsCo
     ))
 }
 
+/// The server's and the client's end of mutual TLS 1.3 over a connected
+/// TCP pair (no Nagle on either), both handshakes run together.
+///
+/// # Errors
+/// A handshake fails.
+pub async fn tls_handshake(
+    acceptor: &tokio_rustls::TlsAcceptor,
+    connector: &tokio_rustls::TlsConnector,
+    client: tokio::net::TcpStream,
+    server: tokio::net::TcpStream,
+) -> Result<
+    (
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    ),
+    String,
+> {
+    let err = |e: std::io::Error| e.to_string();
+    client.set_nodelay(true).map_err(err)?;
+    server.set_nodelay(true).map_err(err)?;
+    let name = rustls::pki_types::ServerName::try_from("server").map_err(|e| e.to_string())?;
+    let (s, c) = tokio::join!(acceptor.accept(server), connector.connect(name, client));
+    Ok((s.map_err(err)?, c.map_err(err)?))
+}
+
 /// `total` bytes from `client` to `server` (a connected TCP pair) over
 /// mutual TLS 1.3: MB/s, from the first byte written to the last read.
 ///
@@ -72,11 +97,7 @@ pub async fn tls_bulk_over(
     total: u64,
 ) -> Result<f64, String> {
     let err = |e: std::io::Error| e.to_string();
-    client.set_nodelay(true).map_err(err)?;
-    server.set_nodelay(true).map_err(err)?;
-    let name = rustls::pki_types::ServerName::try_from("server").map_err(|e| e.to_string())?;
-    let (s, c) = tokio::join!(acceptor.accept(server), connector.connect(name, client));
-    let (mut s, mut c) = (s.map_err(err)?, c.map_err(err)?);
+    let (mut s, mut c) = tls_handshake(acceptor, connector, client, server).await?;
     // The receiver runs as a task of its own, as a server would (on a
     // multi-threaded runtime, beside the sender). The sender keeps its end
     // of the connection until the receiver is done: closing it with the

@@ -180,11 +180,7 @@ pub async fn yamux_bulk_over(
     streams: usize,
 ) -> Result<f64, String> {
     let err = |e: std::io::Error| e.to_string();
-    client.set_nodelay(true).map_err(err)?;
-    server.set_nodelay(true).map_err(err)?;
-    let name = rustls::pki_types::ServerName::try_from("server").map_err(|e| e.to_string())?;
-    let (s, c) = tokio::join!(acceptor.accept(server), connector.connect(name, client));
-    let (s, c) = (s.map_err(err)?, c.map_err(err)?);
+    let (s, c) = super::tls_handshake(acceptor, connector, client, server).await?;
     let streams = streams.max(1);
     let (done_tx, mut done_rx) = mpsc::channel::<std::io::Result<u64>>(streams);
     let server_conn =

@@ -88,6 +88,15 @@ pub(crate) fn opts(route: &str) -> StreamOptions {
     }
 }
 
+/// An interactive stream routed `echo` on `c`.
+pub(crate) fn open_echo(c: &Connection) -> Stream {
+    c.open_stream(StreamOptions {
+        interactive: true,
+        ..opts("echo")
+    })
+    .expect("open")
+}
+
 /// A connection through the emulated link to a server that echoes streams
 /// routed `echo` and drains the others.
 pub(crate) struct EchoPath {
