@@ -460,7 +460,7 @@ impl Connection {
         match frame {
             Frame::Hello(_) => Err(Violation::new(ErrorCode::ProtocolError, "second HELLO")),
             Frame::Open(o) => self.handle_open(o),
-            Frame::Data(d) => self.handle_data(d),
+            Frame::Data(d) => self.handle_data(now, d),
             Frame::Window(w) => self.handle_window(w),
             Frame::Reset(r) => self.handle_reset(r),
             Frame::Ping(p) => self.push_reply(Frame::Pong(p), false),

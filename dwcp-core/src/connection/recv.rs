@@ -2,6 +2,7 @@
 //! peer, and returning credit (WINDOW) for every byte read or discarded.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -119,7 +120,7 @@ impl Connection {
         Ok(())
     }
 
-    pub(super) fn handle_data(&mut self, d: Data) -> Result<(), Violation> {
+    pub(super) fn handle_data(&mut self, now: Instant, d: Data) -> Result<(), Violation> {
         let id = d.stream;
         let raw = d.raw_len();
         if let Some(enc) = d.encoding {
@@ -133,7 +134,7 @@ impl Connection {
                 ));
             }
         }
-        if let Err(e) = self.conn_recv.on_receive(raw) {
+        if let Err(e) = self.conn_recv.on_receive(now, raw) {
             return Err(Violation::new(
                 ErrorCode::ConnectionBufferExceeded,
                 format!(
@@ -184,7 +185,7 @@ impl Connection {
                 format!("DATA on stream {id} after its FIN"),
             ));
         }
-        if let Err(e) = s.recv_window.on_receive(raw) {
+        if let Err(e) = s.recv_window.on_receive(now, raw) {
             return Err(Violation::new(
                 ErrorCode::StreamBufferExceeded,
                 format!(
