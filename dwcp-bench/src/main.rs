@@ -453,10 +453,11 @@ fn main() {
                                 v.map_or("—".to_string(), |v| format!("{v:.2}{unit}"))
                             };
                             println!(
-                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link  retrans {:>7}  queue p50 {:>9}",
+                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link ({:>5.1} % on the wire)  retrans {:>7}  queue p50 {:>9}",
                                 f.subject,
                                 f.mbit_per_s,
                                 f.of_link * 100.0,
+                                f.wire_of_link * 100.0,
                                 opt(f.sampled.retrans_pct, " %"),
                                 opt(f.sampled.queue_ms_p50, " ms"),
                             );

@@ -27,6 +27,11 @@ pub struct TunFigure {
     pub mbit_per_s: f64,
     /// `mbit_per_s` over the link rate.
     pub of_link: f64,
+    /// What the line carried in the data direction during the subject's
+    /// run (IP packets: headers, retransmissions and handshakes included)
+    /// over the link's capacity for the transfer's time: how full the wire
+    /// was, where `of_link` is how much of it was the application's data.
+    pub wire_of_link: f64,
     /// What the transport reported along the way (DWCP subjects only).
     #[serde(flatten)]
     pub sampled: Sampled,
@@ -78,12 +83,21 @@ pub fn run(
             .map_err(|e| e.to_string())?;
         let mut out = Vec::new();
         let mut port = 7100u16;
+        // IP bytes the line delivered from A to B so far: the difference
+        // over one subject, against the application bytes it moved, is its
+        // wire overhead.
+        let line_bytes = |ns: &NetnsPair| ns.stats().0.bytes;
+        let mut before = line_bytes(&ns);
         let mut fig = |subject: &str, (mb_per_s, sampled): (f64, Sampled)| {
             let mbit_per_s = mb_per_s * 8.0;
+            let after = line_bytes(&ns);
+            let wire = after.saturating_sub(before) as f64 / total as f64;
+            before = after;
             out.push(TunFigure {
                 subject: subject.into(),
                 mbit_per_s,
                 of_link: mbit_per_s / mbit as f64,
+                wire_of_link: mbit_per_s * wire / mbit as f64,
                 sampled,
             });
         };
