@@ -13,7 +13,8 @@ import math
 import pathlib
 
 HERE = pathlib.Path(__file__).parent
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf"]
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#17becf",
+          "#e377c2", "#7f7f7f", "#bcbd22"]
 
 
 def svg(width, height, body):
