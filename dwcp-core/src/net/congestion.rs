@@ -5,8 +5,9 @@
 //! knob. The controller keeps:
 //!
 //! - **bottleneck rate**: the highest delivery rate measured over the last
-//!   ten rounds. A sample is the bytes acknowledged since the packet now
-//!   acknowledged was sent, over the time since then (the BBR method, with
+//!   four rounds (half the gain cycle, so that flows sharing a path
+//!   converge: see `BW_ROUNDS`). A sample is the bytes acknowledged since
+//!   the packet now acknowledged was sent, over the time since then (the BBR method, with
 //!   the delivered count looked up in a short history of acknowledgements,
 //!   since quinn does not carry it per packet). App-limited samples only
 //!   raise the estimate.
@@ -42,8 +43,16 @@ use quinn_proto::RttEstimator;
 
 /// Share of a round's bytes lost above which loss counts as congestion.
 pub const LOSS_THRESHOLD: f64 = 0.15;
-/// Rounds the bottleneck-rate maximum covers.
-const BW_ROUNDS: usize = 10;
+/// Rounds the bottleneck-rate maximum covers: half the gain cycle, so a
+/// probe round's sample leaves the estimate before the next probe and the
+/// cruise rounds' own delivery rate takes over. With ten rounds (BBR's
+/// figure) each flow's estimate was always its last probe's sample, taken
+/// while it pushed the others aside; the estimates summed to more than the
+/// path and held whatever split the flows had (a second flow got 21-29 %
+/// of a 200 ms path). With four they sum to the path, and since a probe
+/// gains a small flow more than a large one, the shares converge
+/// (`two_flows_on_a_long_path_converge_to_their_shares`).
+const BW_ROUNDS: usize = 4;
 /// How long a minimum RTT sample stays valid.
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// One round of the cruise phase's gain cycle.
@@ -725,6 +734,35 @@ mod tests {
                     "starting at {start} s: minimum RTT {min:?} on a {rtt:?} path"
                 );
             }
+        }
+    }
+
+    /// Two flows on a 100 Mbit/s, 200 ms path with a one-BDP queue, the
+    /// second joining after the first has the path. With the rate estimate
+    /// the highest sample of ten rounds, each flow's estimate held the
+    /// sample of its own last probe, where it took from the other: the
+    /// estimates summed to more than the path and held any split, and the
+    /// second flow got 31-35 % here (21-29 % on the TUN line).
+    #[test]
+    fn two_flows_on_a_long_path_converge_to_their_shares() {
+        let rate = 12_500_000.0;
+        let rtt = Duration::from_millis(200);
+        let bdp = (rate * rtt.as_secs_f64()) as u64;
+        for start in [1.0, 3.0, 7.0] {
+            let (got, _) = share(&[0.0, start], rate, rtt, bdp, 30.0, 20.0);
+            let second = got[1] / (got[0] + got[1]);
+            assert!(
+                second > 0.4,
+                "joining at {start} s the second flow got {:.0} % ({:.1} and {:.1} Mbit/s)",
+                second * 100.0,
+                got[0] * 8e-6,
+                got[1] * 8e-6
+            );
+            assert!(
+                got[0] + got[1] > 0.9 * rate,
+                "joining at {start} s the two flows filled {:.0} % of the path",
+                (got[0] + got[1]) / rate * 100.0
+            );
         }
     }
 
