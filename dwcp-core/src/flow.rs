@@ -10,8 +10,9 @@
 //! first update on: a window one doubling behind a TCP lane's startup
 //! lets the lane's socket run dry, and the kernel then marks every rate
 //! sample application-limited, which keeps BBR in its 2.89x startup (see
-//! `a_first_update_soon_after_the_first_byte_doubles_the_window`). All accounting is in decoded (raw)
-//! bytes, so the window is also the bound on memory held for the stream.
+//! `a_first_update_soon_after_the_first_byte_doubles_the_window`). All
+//! accounting is in decoded (raw) bytes, so the window is also the bound on
+//! memory held for the stream.
 //!
 //! Why four RTTs and not two: on a lossy path every lost packet holds what
 //! follows it until the retransmission arrives, a round trip or more later,
@@ -251,24 +252,17 @@ mod tests {
     fn a_first_update_soon_after_the_first_byte_doubles_the_window() {
         let t0 = Instant::now();
         let rtt = Some(Duration::from_millis(50));
-        let mut w = RecvWindow::new(1000, 64_000);
-        w.on_receive(t0, 500).expect("in window");
-        w.on_consume(500);
-        assert_eq!(
-            w.take_update(t0 + Duration::from_millis(120), rtt),
-            Some(1500)
-        );
-        assert_eq!(w.window(), 2000);
+        // The first update `after` the first byte: (credit, window).
+        let first_update = |after: Duration| {
+            let mut w = RecvWindow::new(1000, 64_000);
+            w.on_receive(t0, 500).expect("in window");
+            w.on_consume(500);
+            (w.take_update(t0 + after, rtt), w.window())
+        };
+        assert_eq!(first_update(Duration::from_millis(120)), (Some(1500), 2000));
         // A stream that takes longer than that for its first half window
         // keeps the initial one.
-        let mut slow = RecvWindow::new(1000, 64_000);
-        slow.on_receive(t0, 500).expect("in window");
-        slow.on_consume(500);
-        assert_eq!(
-            slow.take_update(t0 + Duration::from_secs(1), rtt),
-            Some(500)
-        );
-        assert_eq!(slow.window(), 1000);
+        assert_eq!(first_update(Duration::from_secs(1)), (Some(500), 1000));
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod yamux;
 
 pub use raw_quinn::{raw_quinn_throughput, raw_quinn_throughput_on};
 pub use raw_tls::{
-    raw_tls_setup, raw_tls_tcp_throughput, tls_bulk_over, tls_endpoints, tls_handshake,
+    loopback_tls_pair, raw_tls_setup, raw_tls_tcp_throughput, tls_bulk_over, tls_endpoints,
+    tls_handshake,
 };
 pub use yamux::{yamux_bulk, yamux_bulk_over, yamux_latency};

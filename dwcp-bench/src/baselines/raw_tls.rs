@@ -26,20 +26,26 @@ pub async fn raw_tls_setup() -> (
     (acceptor, connector, listener, addr)
 }
 
-/// Raw tokio TCP with tokio-rustls (mutual TLS 1.3, ring): one connection.
-pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
+/// The baseline's TLS endpoints and a connected TCP pair on loopback:
+/// (acceptor, connector, client side, server side).
+pub async fn loopback_tls_pair() -> (
+    tokio_rustls::TlsAcceptor,
+    tokio_rustls::TlsConnector,
+    tokio::net::TcpStream,
+    tokio::net::TcpStream,
+) {
     let (acceptor, connector, listener, addr) = raw_tls_setup().await;
     let (server, client) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
     let (server, _) = server.expect("accept");
-    tls_bulk_over(
-        &acceptor,
-        &connector,
-        client.expect("connect"),
-        server,
-        total,
-    )
-    .await
-    .expect("raw TLS transfer")
+    (acceptor, connector, client.expect("connect"), server)
+}
+
+/// Raw tokio TCP with tokio-rustls (mutual TLS 1.3, ring): one connection.
+pub async fn raw_tls_tcp_throughput(total: u64) -> f64 {
+    let (acceptor, connector, client, server) = loopback_tls_pair().await;
+    tls_bulk_over(&acceptor, &connector, client, server, total)
+        .await
+        .expect("raw TLS transfer")
 }
 
 /// The TLS endpoints of [`raw_tls_setup`] without a listener, for

@@ -149,19 +149,10 @@ pub async fn yamux_latency(messages: usize) -> Latency {
 /// one TCP + TLS connection on loopback: MB/s of `total` bytes over
 /// `streams` streams.
 pub async fn yamux_bulk(total: u64, streams: usize) -> f64 {
-    let (acceptor, connector, listener, addr) = raw_tls_setup().await;
-    let (server, client) = tokio::join!(listener.accept(), tokio::net::TcpStream::connect(addr));
-    let (server, _) = server.expect("accept");
-    yamux_bulk_over(
-        &acceptor,
-        &connector,
-        client.expect("connect"),
-        server,
-        total,
-        streams,
-    )
-    .await
-    .expect("yamux transfer")
+    let (acceptor, connector, client, server) = super::loopback_tls_pair().await;
+    yamux_bulk_over(&acceptor, &connector, client, server, total, streams)
+        .await
+        .expect("yamux transfer")
 }
 
 /// rust-yamux over TLS on a connected TCP pair (`client` to `server`,

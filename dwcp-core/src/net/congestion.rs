@@ -7,9 +7,9 @@
 //! - **bottleneck rate**: the highest delivery rate measured over the last
 //!   four rounds (half the gain cycle, so that flows sharing a path
 //!   converge: see `BW_ROUNDS`). A sample is the bytes acknowledged since
-//!   the packet now acknowledged was sent, over the time since then (the BBR method, with
-//!   the delivered count looked up in a short history of acknowledgements,
-//!   since quinn does not carry it per packet). App-limited samples only
+//!   the packet now acknowledged was sent, over the time since then (the
+//!   BBR method, with the delivered count looked up in a short history of
+//!   acknowledgements, since quinn does not carry it per packet). App-limited samples only
 //!   raise the estimate.
 //! - **minimum RTT** over the last ten seconds. When it is that old, the
 //!   window drops to half a BDP for 200 ms, and until a packet sent after
@@ -707,6 +707,19 @@ mod tests {
         (got.iter().map(|g| *g as f64 / measure).collect(), ccs)
     }
 
+    /// Asserts that the second of two flows (joining at `start` s) got more
+    /// than `min` of what both delivered (`got`, bytes/s each).
+    fn assert_second_gets(got: &[f64], min: f64, start: f64) {
+        let second = got[1] / (got[0] + got[1]);
+        assert!(
+            second > min,
+            "joining at {start} s the second flow got {:.0} % ({:.2} and {:.2} Mbit/s)",
+            second * 100.0,
+            got[0] * 8e-6,
+            got[1] * 8e-6
+        );
+    }
+
     #[test]
     fn a_second_flow_gets_its_share_and_the_minimum_rtt_stays_the_paths() {
         // Two flows on a 10 Mbit/s, 50 ms path with a one-BDP queue, the
@@ -719,14 +732,7 @@ mod tests {
         let bdp = (rate * rtt.as_secs_f64()) as u64;
         for start in [1.0, 3.0, 7.0] {
             let (got, ccs) = share(&[0.0, start], rate, rtt, bdp, 30.0, 10.0);
-            let second = got[1] / (got[0] + got[1]);
-            assert!(
-                second > 0.4,
-                "starting at {start} s the second flow got {:.0} % ({:.2} and {:.2} Mbit/s)",
-                second * 100.0,
-                got[0] * 8e-6,
-                got[1] * 8e-6
-            );
+            assert_second_gets(&got, 0.4, start);
             for cc in &ccs {
                 let (min, _) = cc.min_rtt.expect("a minimum RTT");
                 assert!(
@@ -750,14 +756,7 @@ mod tests {
         let bdp = (rate * rtt.as_secs_f64()) as u64;
         for start in [1.0, 3.0, 7.0] {
             let (got, _) = share(&[0.0, start], rate, rtt, bdp, 30.0, 20.0);
-            let second = got[1] / (got[0] + got[1]);
-            assert!(
-                second > 0.4,
-                "joining at {start} s the second flow got {:.0} % ({:.1} and {:.1} Mbit/s)",
-                second * 100.0,
-                got[0] * 8e-6,
-                got[1] * 8e-6
-            );
+            assert_second_gets(&got, 0.4, start);
             assert!(
                 got[0] + got[1] > 0.9 * rate,
                 "joining at {start} s the two flows filled {:.0} % of the path",
