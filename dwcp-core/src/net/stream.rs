@@ -1202,13 +1202,23 @@ mod tests {
     /// about as often as an `off` stream.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn adaptive_sends_as_is_with_the_lock_turns_of_off() {
+        lock_turns_of_adaptive_and_off(Transport::Quic).await;
+    }
+
+    /// The same over TCP lanes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn adaptive_sends_as_is_with_the_lock_turns_of_off_over_tcp_lanes() {
+        lock_turns_of_adaptive_and_off(Transport::Tcp).await;
+    }
+
+    async fn lock_turns_of_adaptive_and_off(transport: Transport) {
         let ca = crate::tls::DevCa::new().expect("ca");
         let bind = |name: &'static str| {
             let tls = ca.config_for(name).expect("cert");
             async move {
                 Endpoint::bind(
                     "127.0.0.1:0".parse().expect("addr"),
-                    EndpointConfig::new(tls, Transport::Quic),
+                    EndpointConfig::new(tls, transport),
                 )
                 .await
                 .expect("bind")
