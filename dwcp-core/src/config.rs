@@ -30,7 +30,9 @@ pub struct Config {
     pub max_decoded_frame: u32,
     /// Initial per-stream receive window, and so the initial buffered-but-unread
     /// bytes per stream (default 1 MiB; 2 MiB and more made the demo's
-    /// interactive echo 6 ms slower at the median beside bulk streams).
+    /// interactive echo 6 ms slower at the median beside bulk streams). On
+    /// paths whose minimum RTT is above 50 ms it scales with the RTT, up to
+    /// an eighth of `initial_connection_window`.
     pub initial_stream_window: u32,
     /// Ceiling the per-stream window may auto-tune to; the per-stream limit on
     /// buffered-but-unread bytes (default 64 MiB, the connection's: one

@@ -41,9 +41,13 @@ impl Connection {
             if p.0 == seq.to_be_bytes() {
                 self.ping_outstanding = None;
                 let sample = now.saturating_duration_since(sent);
+                let first = self.rtt.smoothed().is_none();
                 self.rtt.update(sample);
                 self.tx_link.on_rtt(now, sample);
                 self.rx_link.on_rtt(now, sample);
+                if first {
+                    self.raise_stream_windows();
+                }
             }
         }
     }
