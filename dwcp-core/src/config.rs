@@ -32,7 +32,7 @@ pub struct Config {
     /// bytes per stream (default 1 MiB; 2 MiB and more made the demo's
     /// interactive echo 6 ms slower at the median beside bulk streams). On
     /// paths whose minimum RTT is above 50 ms it scales with the RTT, up to
-    /// an eighth of `initial_connection_window`.
+    /// a quarter of `initial_connection_window`.
     pub initial_stream_window: u32,
     /// Ceiling the per-stream window may auto-tune to; the per-stream limit on
     /// buffered-but-unread bytes (default 64 MiB, the connection's: one

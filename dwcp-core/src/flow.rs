@@ -38,6 +38,9 @@ pub struct RecvWindow {
     received: u64,
     consumed: u64,
     epoch: Option<Instant>,
+    /// The next update was made due by [`RecvWindow::raise_floor`], not by
+    /// the reader: it does not double the window.
+    floor_raised: bool,
 }
 
 /// The peer sent beyond the credit it was given.
@@ -59,6 +62,7 @@ impl RecvWindow {
             received: 0,
             consumed: 0,
             epoch: None,
+            floor_raised: false,
         }
     }
 
@@ -107,6 +111,19 @@ impl RecvWindow {
         self.wants_update()
     }
 
+    /// Raises the window to a floor `target` (within the ceiling). The
+    /// update this makes due says nothing of the reader's pace, so it does
+    /// not double the window: a reader that never reads holds the floor,
+    /// not twice it. Returns true if a credit update is now due.
+    pub fn raise_floor(&mut self, target: u64) -> bool {
+        let target = target.min(self.max);
+        if target > self.window {
+            self.window = target;
+            self.floor_raised = true;
+        }
+        self.wants_update()
+    }
+
     /// True when a credit update is due.
     pub fn wants_update(&self) -> bool {
         self.advertised - self.consumed <= self.window / 2
@@ -118,7 +135,8 @@ impl RecvWindow {
         if !self.wants_update() {
             return None;
         }
-        if let (Some(epoch), Some(rtt)) = (self.epoch, srtt) {
+        let floor_raised = std::mem::take(&mut self.floor_raised);
+        if let (Some(epoch), Some(rtt), false) = (self.epoch, srtt, floor_raised) {
             if now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS && self.window < self.max {
                 self.window = (self.window * 2).min(self.max);
             }
@@ -263,6 +281,24 @@ mod tests {
         // A stream that takes longer than that for its first half window
         // keeps the initial one.
         assert_eq!(first_update(Duration::from_secs(1)), (Some(500), 1000));
+    }
+
+    #[test]
+    fn a_window_raised_to_its_floor_is_not_doubled_by_that_raise() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(200);
+        let mut w = RecvWindow::new(1 << 20, 64 << 20);
+        w.on_receive(t0, 1000).expect("within credit");
+        // Nothing read: the raise alone makes the update due.
+        assert!(w.raise_floor(2 << 20));
+        assert_eq!(w.take_update(t0 + rtt, Some(rtt)), Some(1 << 20));
+        assert_eq!(w.window(), 2 << 20, "the raise doubled the window");
+        // An update the reader makes due still doubles it.
+        w.on_receive(t0 + rtt, (2 << 20) - 1000)
+            .expect("within credit");
+        w.on_consume(2 << 20);
+        assert!(w.take_update(t0 + 2 * rtt, Some(rtt)).is_some());
+        assert_eq!(w.window(), 4 << 20);
     }
 
     #[test]

@@ -384,14 +384,9 @@ impl Connection {
         }
         while let Some(id) = self.window_queue.pop_front() {
             let srtt = self.rtt.smoothed();
-            // A stream opened before the first RTT sample started at the
-            // configured window; a long path's floor applies from its first
-            // credit update.
-            let floor = self.stream_window_floor();
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
-            s.recv_window.grow_to(floor);
             s.window_pending = false;
             if s.recv_state != RecvState::Open {
                 continue;

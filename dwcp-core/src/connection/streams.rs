@@ -168,7 +168,7 @@ impl Connection {
             self.config.initial_stream_window,
             self.config.max_stream_window,
         );
-        if stream.recv_window.grow_to(self.initial_window_target()) {
+        if stream.recv_window.raise_floor(self.initial_window_target()) {
             stream.window_pending = true;
             self.window_queue.push_back(id);
         }
@@ -192,19 +192,20 @@ impl Connection {
     }
 
     /// Smallest receive window of a stream: the configured initial window,
-    /// scaled by the minimum RTT beyond [`WINDOW_REFERENCE_RTT`] so that it allows
-    /// the same rate on a longer path, at most an eighth of the initial
-    /// connection window (eight streams whose readers stall cannot hold
-    /// all of it) and the maximum stream window.
+    /// scaled by the lowest RTT seen beyond [`WINDOW_REFERENCE_RTT`] so
+    /// that it allows the same rate on a longer path, at most a quarter of
+    /// the initial connection window (4 MiB by default: it takes four
+    /// streams whose readers stall to hold all of it, sixteen with 1 MiB
+    /// windows; a stream opened once the rate is known starts at twice the
+    /// BDP, 5 MB on 100 Mbit/s and 200 ms) and the maximum stream window.
     ///
     /// A stream opened as its connection starts has no rate estimate to
     /// size its window by, and on a long lossy path its window grows
     /// slowly: every lost packet holds what follows it for a round trip,
     /// so the reader consumes in bursts and the credit updates that double
     /// the window come two or three round trips apart, while the sender's
-    /// congestion window doubles every round trip. On 100 Mbit/s, 200 ms
-    /// and 5 % loss, over 64 MiB, this floor (2 MiB there) took the median
-    /// from 51.5 % of the link to 56.1 % (docs/benchmarks.md;
+    /// congestion window doubles every round trip (docs/benchmarks.md, "A
+    /// stream's first window on long lossy paths";
     /// `a_stream_on_a_long_lossy_path_is_not_held_back_by_its_first_window`).
     /// A larger window on every path cost the demo's interactive echo
     /// about 2 ms at the median on its 50 ms path, so it scales with the
@@ -212,19 +213,19 @@ impl Connection {
     pub(super) fn stream_window_floor(&self) -> u64 {
         let initial = u64::from(self.config.initial_stream_window);
         // The path's RTT, not the queue's: the lowest sample.
-        let Some(rtt) = self.rx_link.min_rtt().or(self.rtt.smoothed()) else {
+        let Some(rtt) = self.rtt.min() else {
             return initial;
         };
         if rtt <= WINDOW_REFERENCE_RTT {
             return initial;
         }
         let scaled = initial as f64 * rtt.as_secs_f64() / WINDOW_REFERENCE_RTT.as_secs_f64();
-        let cap = (u64::from(self.config.initial_connection_window) / 8)
+        let cap = (u64::from(self.config.initial_connection_window) / 4)
             .min(u64::from(self.config.max_stream_window));
         (scaled as u64).min(cap).max(initial)
     }
 
-    /// Raises every open stream's receive window to
+    /// Raises the receive window of every stream still read to
     /// [`Connection::stream_window_floor`], queueing credit where that
     /// makes an update due: streams opened before the first RTT sample
     /// get a long path's window without waiting for their first update.
@@ -233,11 +234,21 @@ impl Connection {
         if floor <= u64::from(self.config.initial_stream_window) {
             return;
         }
-        for (id, s) in self.streams.iter_mut() {
-            if s.recv_state == RecvState::Open && s.recv_window.grow_to(floor) && !s.window_pending
+        // In id order, so that the WINDOW frames go out in the same order
+        // in every run.
+        let mut ids: Vec<StreamId> = self.streams.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            if s.recv_state == RecvState::Open
+                && !s.reader_gone
+                && s.recv_window.raise_floor(floor)
+                && !s.window_pending
             {
                 s.window_pending = true;
-                self.window_queue.push_back(*id);
+                self.window_queue.push_back(id);
             }
         }
     }

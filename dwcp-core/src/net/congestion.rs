@@ -5,7 +5,7 @@
 //! knob. The controller keeps:
 //!
 //! - **bottleneck rate**: the highest delivery rate measured over the last
-//!   four rounds (half the gain cycle, so that flows sharing a path
+//!   four rounds (half the average gain cycle, so that flows sharing a path
 //!   converge: see `BW_ROUNDS`). A sample is the bytes acknowledged since
 //!   the packet now acknowledged was sent, over the time since then (the
 //!   BBR method, with the delivered count looked up in a short history of
@@ -44,7 +44,9 @@ use quinn_proto::RttEstimator;
 
 /// Share of a round's bytes lost above which loss counts as congestion.
 pub const LOSS_THRESHOLD: f64 = 0.15;
-/// Rounds the bottleneck-rate maximum covers: half a gain cycle, so a
+/// Rounds the bottleneck-rate maximum covers: half the average gain cycle
+/// (eight rounds; six at the shortest, when a probe's sample may still be
+/// in the estimate as the next probe starts), so a
 /// probe round's sample leaves the estimate before the next probe and the
 /// cruise rounds' own delivery rate takes over. With ten rounds (BBR's
 /// figure) each flow's estimate was always its last probe's sample, taken
@@ -58,7 +60,7 @@ const BW_ROUNDS: usize = 4;
 const MIN_RTT_WINDOW: Duration = Duration::from_secs(10);
 /// One round of the cruise phase's gain cycle: a probe round, a drain
 /// round, then [`CRUISE_ROUNDS`] cruise rounds.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy)]
 enum Gain {
     /// 1.25 × BDP: probe for more rate.
     Probe,
@@ -74,7 +76,7 @@ enum Gain {
 /// probes again at once, so it follows the other's drain, and ProbeRTT
 /// restarts every flow's cycle together. In step, each flow's probe meets
 /// the other's, a probe adds queue rather than rate, and the split the
-/// flows had stays (a second flow on a 200 ms path kept 20 % in the
+/// flows had stays (a second flow on a 200 ms path kept 20-25 % in the
 /// model, 26-27 % in two of seven runs on the TUN line). BBR draws the
 /// phase of its cycle at random for the same reason.
 const CRUISE_ROUNDS: std::ops::RangeInclusive<u32> = 4..=8;
@@ -177,8 +179,8 @@ pub struct DwcpCongestion {
     gain: Gain,
     /// Cruise rounds left before the next probe.
     cruise_left: u32,
-    /// State of the generator that draws [`CRUISE_ROUNDS`] (splitmix64).
-    rng: u64,
+    /// Draws [`CRUISE_ROUNDS`].
+    rng: crate::sim::Rng,
     /// Rounds left probing after a round that found more rate.
     probing: u32,
     min_rtt: Option<(Duration, Instant)>,
@@ -206,7 +208,10 @@ impl DwcpCongestion {
             rounds: 0,
             gain: Gain::Probe,
             cruise_left: 0,
-            rng: std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), now),
+            rng: crate::sim::Rng::new(std::hash::BuildHasher::hash_one(
+                &std::hash::RandomState::new(),
+                now,
+            )),
             probing: 0,
             min_rtt: None,
             startup_best: 0.0,
@@ -323,15 +328,9 @@ impl DwcpCongestion {
 
     /// Cruises for a number of rounds drawn from [`CRUISE_ROUNDS`].
     fn start_cruise(&mut self) {
-        // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
         let span = u64::from(CRUISE_ROUNDS.end() - CRUISE_ROUNDS.start() + 1);
         self.gain = Gain::Cruise;
-        self.cruise_left = CRUISE_ROUNDS.start() + (z % span) as u32;
+        self.cruise_left = CRUISE_ROUNDS.start() + self.rng.below(span) as u32;
     }
 
     /// Startup's exit signal: [`STARTUP_RTT_SAMPLES`] RTT samples in a row,
@@ -582,7 +581,7 @@ mod tests {
     /// A controller whose random draws are the same in every run.
     fn seeded(ceiling: Option<f64>, t0: Instant) -> DwcpCongestion {
         let mut cc = DwcpCongestion::new(ceiling, t0, MTU as u16);
-        cc.rng = 1;
+        cc.rng = crate::sim::Rng::new(1);
         cc
     }
 
@@ -696,7 +695,7 @@ mod tests {
             .map(|(i, s)| {
                 let started = t0 + Duration::from_secs_f64(*s);
                 let mut cc = DwcpCongestion::new(None, started, MTU as u16);
-                cc.rng = seed + i as u64;
+                cc.rng = crate::sim::Rng::new(seed + i as u64);
                 cc
             })
             .collect();
@@ -804,8 +803,8 @@ mod tests {
     }
 
     /// Two flows on a 100 Mbit/s, 200 ms path with a one-BDP queue, the
-    /// second joining after the first has the path, each draw of the cruise
-    /// lengths from three seeds.
+    /// second joining after the first has the path, with three seeds for
+    /// the cruise lengths.
     /// - With the rate estimate the highest sample of ten rounds, each
     ///   flow's estimate held the sample of its own last probe, where it
     ///   took from the other: the estimates summed to more than the path
@@ -822,6 +821,8 @@ mod tests {
         for seed in [1, 11, 21] {
             for start in [1.0, 3.0, 7.0] {
                 let (got, _) = share(&[0.0, start], seed, rate, rtt, bdp, 30.0, 20.0);
+                // 40 % before the model's order rotated; with it, the
+                // worst seed and join reads 37 %.
                 assert_second_gets(&got, 0.35, start);
                 assert!(
                     got[0] + got[1] > 0.9 * rate,

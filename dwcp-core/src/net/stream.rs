@@ -1244,10 +1244,14 @@ mod tests {
         // driver while it encrypts) to learn the rate: each hand-over read
         // the transport's statistics without a link estimate, the last
         // ~8 % adaptive trailed `off` by on loopback.
-        assert_eq!(
-            stats_reads, 0,
-            "the sending task read the transport's statistics"
-        );
+        // (Only quinn's statistics are counted: TCP lanes read theirs from
+        // the sockets, without a transport lock.)
+        if transport == Transport::Quic {
+            assert_eq!(
+                stats_reads, 0,
+                "the sending task read the transport's statistics"
+            );
+        }
         assert!(
             off >= PIECES as u64,
             "off took {off} turns for {PIECES} writes"
