@@ -101,16 +101,6 @@ impl RecvWindow {
         self.window
     }
 
-    /// Raises the window to `target` (within the ceiling) ahead of auto-tuning.
-    /// Returns true if a credit update is now due.
-    pub fn grow_to(&mut self, target: u64) -> bool {
-        let target = target.min(self.max);
-        if target > self.window {
-            self.window = target;
-        }
-        self.wants_update()
-    }
-
     /// Raises the window to a floor `target` (within the ceiling). The
     /// update this makes due says nothing of the reader's pace, so it does
     /// not double the window: a reader that never reads holds the floor,
@@ -136,8 +126,11 @@ impl RecvWindow {
             return None;
         }
         let floor_raised = std::mem::take(&mut self.floor_raised);
-        if let (Some(epoch), Some(rtt), false) = (self.epoch, srtt, floor_raised) {
-            if now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS && self.window < self.max {
+        if let (Some(epoch), Some(rtt)) = (self.epoch, srtt) {
+            if !floor_raised
+                && now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS
+                && self.window < self.max
+            {
                 self.window = (self.window * 2).min(self.max);
             }
         }

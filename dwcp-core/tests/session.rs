@@ -16,6 +16,11 @@ fn wan(mbit: u64, one_way_ms: u64) -> LinkConfig {
     }
 }
 
+/// Runs the traffic for `d` of virtual time.
+fn run_for(pair: &mut Pair, client: &mut Traffic, server: &mut Traffic, d: Duration) {
+    run_traffic(pair, client, server, d, |_, _, _| false);
+}
+
 fn established(pair: &mut Pair) {
     assert!(pair.run_until(Duration::from_secs(2), |p| {
         p.client.conn.is_established() && p.server.conn.is_established()
@@ -227,12 +232,11 @@ fn reset_returns_connection_credit() {
     let mut server = Traffic::new();
     client.add_stream(OpenParams::default(), 4 << 20, 1);
     server.paused.insert(1);
-    run_traffic(
+    run_for(
         &mut pair,
         &mut client,
         &mut server,
         Duration::from_millis(200),
-        |_, _, _| false,
     );
     client.add_stream(OpenParams::default(), 1 << 20, 2);
     let ok = run_traffic(
@@ -272,18 +276,10 @@ fn single_stream_reaches_90_percent_of_100mbit_at_100ms_rtt() {
     let mut server = Traffic::new();
     client.add_stream(OpenParams::default(), 1 << 30, 1);
     // Warm-up: windows auto-tune during the first seconds.
-    run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(5),
-        |_, _, _| false,
-    );
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(5));
     let start_bytes = server.bytes_read;
     let measure = Duration::from_secs(10);
-    run_traffic(&mut pair, &mut client, &mut server, measure, |_, _, _| {
-        false
-    });
+    run_for(&mut pair, &mut client, &mut server, measure);
     let rate_bps = (server.bytes_read - start_bytes) as f64 * 8.0 / measure.as_secs_f64();
     let window = pair.server.conn.stream_window(1).expect("open");
     println!(
@@ -439,13 +435,7 @@ fn weights_share_the_link() {
         1 << 30,
         2,
     );
-    run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(3),
-        |_, _, _| false,
-    );
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(3));
     let a = server.received[&1].len as f64;
     let b = server.received[&3].len as f64;
     let ratio = b / a;
@@ -557,13 +547,7 @@ fn a_stream_on_a_long_lossy_path_is_not_held_back_by_its_first_window() {
     let mut client = Traffic::new();
     let mut server = Traffic::new();
     client.add_stream(OpenParams::default(), 1 << 30, 1);
-    run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(3),
-        |_, _, _| false,
-    );
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(3));
     let read_mib = server.bytes_read as f64 / (1 << 20) as f64;
     println!("first 3 s: {read_mib:.1} MiB read");
     // 9.4 MiB with the 1 MiB window doubling by itself, 12.2 MiB with a
@@ -585,27 +569,33 @@ fn a_stalled_reader_on_a_long_path_holds_only_the_window_it_was_given() {
     let mut pair = Pair::new(Config::default(), Config::default(), wan(100, 100));
     let mut client = Traffic::new();
     let mut server = Traffic::new();
-    let run = |pair: &mut Pair, client: &mut Traffic, server: &mut Traffic, ms| {
-        run_traffic(
-            pair,
-            client,
-            server,
-            Duration::from_millis(ms),
-            |_, _, _| false,
-        )
-    };
     client.add_stream(OpenParams::default(), 1 << 30, 1);
     server.paused.insert(1);
-    run(&mut pair, &mut client, &mut server, 2000);
+    run_for(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_millis(2000),
+    );
     let floor = u64::from(Config::default().initial_connection_window) / 4;
     let w1 = pair.server.conn.stream_window(1).expect("open");
     assert_eq!(w1, floor, "stream 1, opened before the first RTT sample");
     client.add_stream(OpenParams::default(), 1 << 30, 3);
     server.paused.insert(3);
-    run(&mut pair, &mut client, &mut server, 500);
+    run_for(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_millis(500),
+    );
     let opened_with = pair.server.conn.stream_window(3).expect("open");
     assert!(opened_with >= floor, "stream 3 opened with {opened_with}");
-    run(&mut pair, &mut client, &mut server, 2000);
+    run_for(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_millis(2000),
+    );
     let w3 = pair.server.conn.stream_window(3).expect("open");
     assert_eq!(w3, opened_with, "stream 3, opened later");
 }
