@@ -1,10 +1,12 @@
 #![allow(missing_docs)] // criterion macros generate undocumented items
-//! Each codec through DWCP's codec layer vs calling lz4_flex / zstd directly.
+//! Each codec through DWCP's codec layer vs calling lz4_flex / zstd directly,
+//! and what the adaptive policy costs a stream of incompressible data that
+//! it sends as-is, against `off`.
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dwcp_core::codec::decompress;
-use dwcp_core::encoder::{Encoder, Policy};
+use dwcp_core::encoder::{Encoder, Feedback, Policy};
 use dwcp_core::frame::Encoding;
 use dwcp_core::selector::Level;
 use dwcp_core::{corpus, CodecId};
@@ -69,5 +71,31 @@ fn decompress_bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, compress, decompress_bench);
+/// One 64 KiB chunk of random bytes (what the daemon reads at a time)
+/// through a stream's encoder that has seen many such chunks: `off` does
+/// nothing, `adaptive` samples, decides and explores on schedule.
+fn as_is(c: &mut Criterion) {
+    const READ: usize = 64 * 1024;
+    let mut g = c.benchmark_group("as-is");
+    let data = Bytes::from(corpus::random(READ, 9));
+    g.throughput(Throughput::Bytes(READ as u64));
+    let link = Some(1e9);
+    let fb = Feedback {
+        wire_rate: link,
+        ..Feedback::default()
+    };
+    for (name, policy) in [("off", Policy::Off), ("adaptive", Policy::Adaptive)] {
+        let mut enc = Encoder::new(policy, CodecId::all_bits());
+        g.bench_with_input(BenchmarkId::new("random", name), &data, |b, d| {
+            b.iter(|| {
+                let out = enc.plan(d.clone(), link, fb).compress();
+                enc.observe(&out);
+                out
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, compress, decompress_bench, as_is);
 criterion_main!(benches);
