@@ -18,15 +18,18 @@ use crate::CodecId;
 pub const SAMPLE: usize = 4096;
 /// Bytes compressed with three levels when exploring.
 pub const EXPLORE_SAMPLE: usize = 32 * 1024;
-/// Sampled chunks in a row sent as-is after which the choice counts as
-/// steady and only one chunk in [`SAMPLE_ONE_IN`] is sampled.
+/// Sampled chunks in a row found incompressible and sent as-is, after
+/// which the choice counts as steady and only one chunk in
+/// [`SAMPLE_ONE_IN`] is sampled.
 pub const STEADY_AS_IS: u32 = 8;
 /// While sending as-is is steady, one chunk in this many is sampled.
 ///
 /// A sample (LZ4 over 4 KiB, and the byte entropy where LZ4 finds
 /// nothing) costs about 3 µs, 4–5 % of what sending a 64 KiB chunk of
 /// random bytes costs the sender on loopback; a stream of incompressible
-/// data paid it on every chunk to learn the same thing. Data that turns
+/// data paid it on every chunk to learn the same thing. A context probe
+/// or exploration that falls due on a skipped chunk waits for the next
+/// sampled one, at most three chunks. Data that turns
 /// compressible is still seen within this many chunks, and exploration
 /// keeps its schedule on the chunks in between.
 pub const SAMPLE_ONE_IN: u32 = 4;
@@ -381,7 +384,8 @@ impl Encoder {
     }
 
     /// The selector has sent [`STEADY_AS_IS`] sampled chunks in a row
-    /// as-is, and the next sample is not due yet.
+    /// as-is, each found incompressible, and the next sample is not due
+    /// yet.
     fn as_is_steady(&self) -> bool {
         self.as_is_run >= STEADY_AS_IS && self.unsampled + 1 < SAMPLE_ONE_IN
     }
@@ -485,7 +489,11 @@ impl Encoder {
                 } else {
                     level
                 };
-                self.as_is_run = if level == Level::None {
+                // Only incompressible chunks make a steady run: chunks the
+                // rule sends as-is though they compress are decided anew
+                // each time, with its hysteresis.
+                let incompressible = ratio < crate::selector::INCOMPRESSIBLE_RATIO && !entropy;
+                self.as_is_run = if level == Level::None && incompressible {
                     self.as_is_run.saturating_add(1)
                 } else {
                     0
@@ -913,9 +921,13 @@ mod tests {
             wire_rate: link,
         };
         let mut sampled = Vec::new();
-        for _ in 0..STEADY_AS_IS + 16 {
+        let mut explored = 0;
+        for n in 0..STEADY_AS_IS + 32 {
             let planned = e.plan(random(), link, fb);
             sampled.push(planned.sample.is_some());
+            if n >= STEADY_AS_IS {
+                explored += usize::from(planned.explore.is_some());
+            }
             let out = planned.compress();
             assert_eq!(out.level, Level::None);
             e.observe(&out);
@@ -924,9 +936,10 @@ mod tests {
         assert!(sampled[..STEADY_AS_IS as usize].iter().all(|s| *s));
         assert_eq!(
             steady.iter().filter(|s| **s).count(),
-            16 / 4,
+            32 / 4,
             "sampled: {steady:?}"
         );
+        assert_eq!(explored, 1, "exploration every 32 chunks, steady or not");
         let text: Bytes = b"replication log entry 42: ok\n"
             .iter()
             .cycle()

@@ -202,8 +202,8 @@ impl Connection {
     /// A stream opened as its connection starts has no rate estimate to
     /// size its window by, and on a long lossy path its window grows
     /// slowly: every lost packet holds what follows it for a round trip,
-    /// so the reader consumes in bursts and the credit updates that double
-    /// the window come two or three round trips apart, while the sender's
+    /// so the reader consumes in bursts and the half windows whose pace
+    /// doubles the window are read two or three round trips apart, while the sender's
     /// congestion window doubles every round trip (docs/benchmarks.md, "A
     /// stream's first window on long lossy paths";
     /// `a_stream_on_a_long_lossy_path_is_not_held_back_by_its_first_window`).
