@@ -27,11 +27,10 @@ pub const STEADY_AS_IS: u32 = 8;
 /// A sample (LZ4 over 4 KiB, and the byte entropy where LZ4 finds
 /// nothing) costs about 3 µs, 4–5 % of what sending a 64 KiB chunk of
 /// random bytes costs the sender on loopback; a stream of incompressible
-/// data paid it on every chunk to learn the same thing. A context probe
-/// or exploration that falls due on a skipped chunk waits for the next
-/// sampled one, at most three chunks. Data that turns
-/// compressible is still seen within this many chunks, and exploration
-/// keeps its schedule on the chunks in between.
+/// data paid it on every chunk to learn the same thing. Data that turns
+/// compressible is still seen within this many chunks. Exploration keeps
+/// its schedule on the chunks in between; a context probe due on one waits
+/// for the next sampled chunk.
 pub const SAMPLE_ONE_IN: u32 = 4;
 
 /// Compression policy of a stream.
@@ -152,9 +151,10 @@ pub struct Encoder {
     /// A context failed once: the peer's copy can no longer be trusted to
     /// match a new one, so the stream never uses one again.
     context_failed: Arc<std::sync::atomic::AtomicBool>,
-    /// Sampled chunks in a row the selector sent as-is.
+    /// Sampled chunks in a row found incompressible and sent as-is.
     as_is_run: u32,
-    /// Chunks since the last sample.
+    /// Chunks left unsampled since the last sample because the run was
+    /// steady ([`SAMPLE_ONE_IN`]).
     unsampled: u32,
 }
 
@@ -390,6 +390,17 @@ impl Encoder {
         self.as_is_run >= STEADY_AS_IS && self.unsampled + 1 < SAMPLE_ONE_IN
     }
 
+    /// A chunk sent as-is without a sample: the selector counts it, so
+    /// that exploration stays on schedule (otherwise speeds measured under
+    /// load would never be revised and compression would never come back).
+    /// Returns the exploration due, if any.
+    fn as_is_unsampled(&mut self, link_rate: Option<f64>) -> Option<(Level, Level)> {
+        self.selector.skip();
+        self.selector
+            .explore_at(link_rate)
+            .map(|probe| (probe, Level::None))
+    }
+
     fn allowed(&self, level: Level) -> bool {
         level == Level::None || self.codec_bits & level.codec().bit() != 0
     }
@@ -455,23 +466,12 @@ impl Encoder {
             Policy::Force(l) if self.allowed(l) => l,
             Policy::Force(_) => Level::None,
             Policy::Adaptive if self.selector.none_dominates_with(link_rate, wait) => {
-                // As-is without sampling, but exploration stays on schedule:
-                // otherwise speeds measured under load would never be
-                // revised and compression would never come back.
-                self.selector.skip();
-                if let Some(probe) = self.selector.explore_at(link_rate) {
-                    explore = Some((probe, Level::None));
-                }
+                explore = self.as_is_unsampled(link_rate);
                 Level::None
             }
             Policy::Adaptive if self.as_is_steady() => {
-                // Sent as-is without a sample (see SAMPLE_ONE_IN);
-                // exploration stays on schedule.
                 self.unsampled += 1;
-                self.selector.skip();
-                if let Some(probe) = self.selector.explore_at(link_rate) {
-                    explore = Some((probe, Level::None));
-                }
+                explore = self.as_is_unsampled(link_rate);
                 Level::None
             }
             Policy::Adaptive => {
@@ -808,19 +808,11 @@ mod tests {
     #[test]
     fn data_that_compresses_only_across_chunks_is_found_after_sending_as_is() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut block = || -> Bytes {
-            (0..131_072 / 8)
-                .flat_map(|_| xorshift(&mut x).to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into()
-        };
+        let mut block = || random_bytes(&mut x, 131_072);
         let mut e = Encoder::new(Policy::Adaptive, crate::CodecId::all_bits());
         // A 100 Mbit/s link that the data waits for.
         let link = Some(12.5e6);
-        let fb = Feedback {
-            wait: Wait::Transport,
-            wire_rate: link,
-        };
+        let fb = waiting_for(link);
         let chunks = crate::selector::EXPLORE_EVERY as usize * 12;
         let (mut raw, mut wire) = (0usize, 0usize);
         let mut pair = Bytes::new();
@@ -865,10 +857,7 @@ mod tests {
             assert!(lz4 < crate::selector::INCOMPRESSIBLE_RATIO, "LZ4 {lz4}");
             let mut e = Encoder::new(Policy::Adaptive, crate::CodecId::all_bits());
             let link = Some(12.5e6);
-            let fb = Feedback {
-                wait: Wait::Transport,
-                wire_rate: link,
-            };
+            let fb = waiting_for(link);
             for _ in 0..every * 16 {
                 let out = e.plan_alone(chunk(256), link, fb).compress();
                 e.observe(&out);
@@ -908,18 +897,10 @@ mod tests {
     #[test]
     fn a_steady_as_is_stream_samples_one_chunk_in_four_and_still_sees_a_change() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut random = || -> Bytes {
-            (0..65_536 / 8)
-                .flat_map(|_| xorshift(&mut x).to_le_bytes())
-                .collect::<Vec<u8>>()
-                .into()
-        };
+        let mut random = || random_bytes(&mut x, 65_536);
         let mut e = Encoder::new(Policy::Adaptive, crate::CodecId::all_bits());
         let link = Some(1.25e6);
-        let fb = Feedback {
-            wait: Wait::Transport,
-            wire_rate: link,
-        };
+        let fb = waiting_for(link);
         let mut sampled = Vec::new();
         let mut explored = 0;
         for n in 0..STEADY_AS_IS + 32 {
@@ -958,6 +939,23 @@ mod tests {
             levels.iter().any(|l| *l != Level::None),
             "compressible data went as-is: {levels:?}"
         );
+    }
+
+    /// What a sender whose data waits for a link of `link` bytes/s sees.
+    fn waiting_for(link: Option<f64>) -> Feedback {
+        Feedback {
+            wait: Wait::Transport,
+            wire_rate: link,
+        }
+    }
+
+    /// `len` (a multiple of 8) pseudo-random bytes from the xorshift
+    /// state `x`.
+    fn random_bytes(x: &mut u64, len: usize) -> Bytes {
+        (0..len / 8)
+            .flat_map(|_| xorshift(x).to_le_bytes())
+            .collect::<Vec<u8>>()
+            .into()
     }
 
     /// The next number of a xorshift64 sequence (test data, not security).

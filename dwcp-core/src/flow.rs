@@ -8,8 +8,8 @@
 //! sender, so the window doubles, up to its ceiling (the approach of
 //! Chromium's QUIC and quinn, which double within two RTTs). The first half
 //! window is timed from the first byte received, so a bulk stream's window
-//! doubles from its first judgement on: a window one doubling behind a TCP lane's startup
-//! lets the lane's socket run dry, and the kernel then marks every rate
+//! doubles from its first judgement on: a window one doubling behind a TCP
+//! lane's startup lets the lane's socket run dry, and the kernel then marks every rate
 //! sample application-limited, which keeps BBR in its 2.89x startup (see
 //! `a_first_update_soon_after_the_first_byte_doubles_the_window`). All
 //! accounting is in decoded (raw) bytes, so the window is also the bound on
@@ -17,9 +17,9 @@
 //!
 //! Why four RTTs and not two: on a lossy path every lost packet holds what
 //! follows it until the retransmission arrives, a round trip or more later,
-//! so the application reads in bursts and half windows are read a round trip
-//! plus a hole apart, however hard the window holds the sender back. With two RTTs
-//! the window of a stream on a 100 Mbit/s, 200 ms path with 5 % loss stopped
+//! so the application reads in bursts and half windows are read a round
+//! trip plus a hole apart, however hard the window holds the sender back.
+//! With two RTTs the window of a stream on a 100 Mbit/s, 200 ms path with 5 % loss stopped
 //! growing at 1–2 MiB (a tenth of the path). A reader slower than the path
 //! grows its window to at most eight times what it reads per RTT, within the
 //! ceiling.
@@ -157,13 +157,14 @@ impl RecvWindow {
         }
         let floor_raised = std::mem::take(&mut self.floor_raised);
         if floor_raised || self.half_read() {
-            if let (Some(epoch), Some(rtt)) = (self.epoch, srtt) {
-                if !floor_raised
-                    && now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS
-                    && self.window < self.max
-                {
-                    self.window = (self.window * 2).min(self.max);
+            let fast = match (self.epoch, srtt) {
+                (Some(epoch), Some(rtt)) => {
+                    now.saturating_duration_since(epoch) < rtt * GROWTH_RTTS
                 }
+                _ => false,
+            };
+            if fast && !floor_raised {
+                self.window = (self.window * 2).min(self.max);
             }
             self.epoch = Some(now);
             self.epoch_consumed = self.consumed;
