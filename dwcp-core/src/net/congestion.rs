@@ -1065,8 +1065,8 @@ mod tests {
 
     /// From a ten-packet initial window, a 100 Mbit/s, 200 ms path (a BDP
     /// of 208 initial windows) is nearly full in the second from 1.4 s
-    /// (seven rounds): 92 Mbit/s (88 before the bound on startup's window), where doubling the window each round
-    /// delivered 67.
+    /// (seven rounds): 92 Mbit/s (88 before the bound on startup's
+    /// window), where doubling the window each round delivered 67.
     #[test]
     fn startup_fills_a_long_path_within_seven_rounds() {
         let rate = 12.5e6;
