@@ -117,9 +117,8 @@ const PROBE_LAG_ROUNDS: u32 = 2;
 /// Factor by which startup may grow the window each round: BBR's startup
 /// gain, 2/ln 2. BBR applies it to its pacing rate and bounds its window by
 /// it, but grows the window by the bytes acknowledged (doubling a round);
-/// here the window grows by 1.885 bytes per byte acknowledged,
-/// which quinn's pacing (1.25 × window / RTT) turns into about 2.3-fold a
-/// round. Doubling (about 1.85-fold under the pacing, with 5 % loss) took
+/// here the window grows by 1.885 bytes per byte acknowledged, which
+/// quinn's pacing (1.25 × window / RTT) turns into about 2.3-fold a round. Doubling (about 1.85-fold under the pacing, with 5 % loss) took
 /// about ten rounds to fill a 100 Mbit/s, 200 ms path from a ten-packet
 /// initial window, 2 s of a 64 MiB transfer that needs 6 s at line rate;
 /// now seven to eight (1.3 s), and the 5 % loss cell moved from
@@ -167,8 +166,8 @@ impl ControllerFactory for DwcpCongestionConfig {
 /// of a round, less that share (BBRv2's `inflight_hi`, though that one is
 /// set from about 2 % loss), and what the next round without such loss, in
 /// which the window reached the cap, adds to it (doubling each such round,
-/// from one packet). It takes back only the [`SCHEDULING_ALLOWANCE`], never the
-/// window the rate estimate makes. Without it a 1 Gbit/s, 1 ms path with a
+/// from one packet). It takes back only the [`SCHEDULING_ALLOWANCE`], never
+/// the window the rate estimate makes (with its room for lost packets). Without it a 1 Gbit/s, 1 ms path with a
 /// one-BDP queue retransmitted 39–42 % of the controller's packets (the
 /// allowance, 2 ms of the rate, is two BDPs there, and loss lowered only
 /// the rate estimate, which the next round's delivery restored); with it,
@@ -396,8 +395,9 @@ impl DwcpCongestion {
     /// Startup's exit signal: [`STARTUP_RTT_SAMPLES`] RTT samples in a row,
     /// spanning at least a quarter of the minimum RTT, above the minimum by
     /// more than [`startup_rtt_threshold`]. (HyStart++ takes the lowest of a
-    /// round; the window grows 2.89-fold within a round, so that comes up to a round
-    /// late, at 2.3 times the window. The time span keeps a bunch of late
+    /// round; the window grows up to 2.89-fold a round, about 2.3-fold under
+    /// the pacing, so that comes up to a round late, at about 2.3 times the
+    /// window. The time span keeps a bunch of late
     /// acknowledgements, one scheduling hiccup, from ending startup at a
     /// fraction of the path.)
     fn queue_forming(&mut self, now: Instant, sample: Duration) -> bool {
