@@ -539,7 +539,7 @@ impl DwcpCongestion {
             self.window += (bytes as f64 * (STARTUP_GROWTH - 1.0)) as u64;
             if let (Some(bw), Some((rtt, _))) = (self.bottleneck(), self.min_rtt) {
                 let bound = (STARTUP_BOUND * bw * rtt.as_secs_f64()) as u64;
-                self.window = self.window.min(bound.max(10 * self.mtu));
+                self.window = self.window.min(bound.max(self.initial_window()));
             }
             if let (Some(c), Some((rtt, _))) = (self.ceiling, self.min_rtt) {
                 let cap = (c * rtt.as_secs_f64() * 2.0) as u64;
