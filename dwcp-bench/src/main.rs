@@ -219,7 +219,8 @@ enum Command {
         /// Corpora, comma separated (default: all).
         #[arg(long, value_delimiter = ',')]
         corpora: Vec<String>,
-        /// Only subjects whose name contains this (e.g. `dwcp`, `zstd -3`).
+        /// Only subjects whose name contains one of these (comma-separated,
+        /// e.g. `dwcp`, `zstd -3` or `dwcp: adaptive,dwcp: off`).
         #[arg(long)]
         only: Option<String>,
         /// Where corpora are built and cached.

@@ -98,6 +98,10 @@ pub struct Load {
     /// The spare cores are below [`saturation_floor`]: the CPU, not a link,
     /// bounds the transport.
     pub saturated: bool,
+    /// Intervals closed when this figure was made, counting those too long
+    /// to use: a figure whose count is two past the one a stream first saw
+    /// covers that stream's own sending (see `Selector::set_load`).
+    pub intervals: u64,
 }
 
 /// Decaying sums of CPU seconds, raw and wire bytes of intervals of one
@@ -158,10 +162,12 @@ pub struct Interval {
 impl Load {
     /// Folds one interval into `prev` (the smoothed load so far) for a
     /// process with `budget` cores. An interval longer than
-    /// [`LONGEST_INTERVAL`] (a pause in sending) leaves `prev` as it is.
+    /// [`LONGEST_INTERVAL`] (a pause in sending) leaves `prev` as it is,
+    /// counted among the intervals.
     pub fn update(prev: Option<Load>, i: Interval, budget: f64) -> Option<Load> {
+        let intervals = prev.map_or(1, |p| p.intervals + 1);
         if i.wall.is_nan() || i.wall <= 0.0 || i.wall > LONGEST_INTERVAL.as_secs_f64() {
-            return prev;
+            return prev.map(|p| Load { intervals, ..p });
         }
         let own = (i.own_cpu / i.wall).max(0.0);
         let idle = (i.idle_cpu / i.wall).max(0.0);
@@ -210,6 +216,7 @@ impl Load {
             compressed,
             cpu_per_wall,
             saturated: spare < floor || pressed,
+            intervals,
         })
     }
 
@@ -353,6 +360,15 @@ enum State {
 
 static SAMPLER: Mutex<State> = Mutex::new(State::Unstarted);
 
+/// Whether the CPU can be sampled here (or has not been tried yet): where
+/// it cannot, [`current`] never has a figure.
+pub fn sampling() -> bool {
+    !matches!(
+        *SAMPLER.lock().unwrap_or_else(|p| p.into_inner()),
+        State::Unavailable
+    )
+}
+
 /// The process's load, sampled at most every [`SAMPLE_EVERY`] (`None`
 /// where `/proc` is not readable, or before the second sample). Cheap
 /// between samples: one uncontended lock.
@@ -388,6 +404,7 @@ pub fn current() -> Option<Load> {
         wire: next.wire.saturating_sub(prev.wire),
     };
     next.load = Load::update(prev.load, interval, crate::cpu::cpu_budget());
+    tracing::trace!(?interval, load = ?next.load, "cpu interval");
     let load = next.load;
     *prev = next;
     load
@@ -480,7 +497,13 @@ mod tests {
             wall: 30.0,
             ..interval(0.5, 1.0, 0.0, 500_000_000, 500_000_000)
         };
-        assert_eq!(Load::update(Some(l3), pause, 2.0), Some(l3));
+        let after = Load::update(Some(l3), pause, 2.0);
+        assert_eq!(after.map(|l| l.costs()), Some(l3.costs()));
+        assert_eq!(
+            after,
+            Some(Load { intervals: 4, ..l3 }),
+            "counted, else unchanged"
+        );
         // Older intervals fade: after many at 2.5 ns as-is, that is the figure.
         let mut l4 = Some(l3);
         for _ in 0..30 {

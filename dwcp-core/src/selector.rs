@@ -138,6 +138,25 @@ pub const CPU_NEAR: f64 = 3.0;
 pub const CPU_MARGIN: f64 = 1.15;
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
+/// CPU sampling intervals ([`crate::cpu_load`], 50 ms or more each) that
+/// must close after a stream's first decision, once it is told the load
+/// ([`Selector::set_load`]), before the load counts as covering the
+/// stream: the first may span the time before the stream, the second is
+/// its own. Before, the figure is another workload's: on loopback a stream
+/// that followed a `zstd:9` transfer saw a core spare and took its wire
+/// rate for the link, and one on a fresh daemon saw no figure at all; both
+/// moved between as-is and LZ4 every 5-10 ms until the CPU showed short,
+/// 40-60 ms into a 160 ms transfer.
+pub const COVERING_INTERVALS: u64 = 2;
+/// Until the load covers a stream ([`COVERING_INTERVALS`]) it moves to no
+/// stronger level whose compressor would be busy more than this share of
+/// a core at the rate predicted for it. On loopback LZ4 predicted at
+/// 800 MB/s takes a core. Where compressing takes less (zstd-3 on a
+/// 100 Mbit/s link: 0.2 of a core; LZ4 at 1 Gbit/s: 0.3-0.4) the choice
+/// is left to the link: holding LZ4 back at 1 Gbit/s sent the first
+/// 13-19 % of a 128 MiB transfer as-is, and adaptive reached 0.72-0.92 of
+/// fixed LZ4 there against 0.73-1.01 without the hold.
+pub const UNCOVERED_CORES: f64 = 0.5;
 /// Chunks to stay on a codec before switching again.
 pub const MIN_DWELL: u32 = 16;
 /// Chunks between two exploration samples.
@@ -287,6 +306,12 @@ pub struct Selector {
     /// At the last decision, the CPU bound and the rate sending as-is was
     /// predicted to deliver (`None`: the CPU did not bind).
     cpu_bound_as_is: Option<f64>,
+    /// The CPU sampler's interval count when the stream was first told
+    /// the load (`None`: never told; no level is held back).
+    cpu_from: Option<u64>,
+    /// The load told covers the stream's own sending
+    /// ([`COVERING_INTERVALS`]).
+    cpu_covers: bool,
     /// Chunks left in the context probe under way.
     probe_left: u32,
     /// The chunk count at which the next context probe starts.
@@ -329,6 +354,8 @@ impl Selector {
             context_ratio: None,
             cpu: None,
             cpu_bound_as_is: None,
+            cpu_from: None,
+            cpu_covers: false,
             probe_left: 0,
             next_probe: CONTEXT_PROBE_AT,
             probe_gap: EXPLORE_EVERY,
@@ -356,8 +383,17 @@ impl Selector {
     /// level's raw rate is then bounded by the cores the process has over
     /// the CPU a raw byte costs (compressing it, and the transport's cost
     /// for what is left of it on the wire), and while the CPU is saturated
-    /// the stream's wire rate is not taken for the link.
+    /// the stream's wire rate is not taken for the link. From the first
+    /// call until the load covers the stream's own sending
+    /// ([`COVERING_INTERVALS`]) the stream moves to no stronger level that
+    /// would keep a compressor busy ([`UNCOVERED_CORES`]).
     pub fn set_load(&mut self, load: Option<crate::cpu_load::Load>) {
+        let seen = load.map_or(0, |l| l.intervals);
+        let from = *self.cpu_from.get_or_insert(seen);
+        // Where the CPU cannot be sampled, no figure will ever come.
+        if seen >= from + COVERING_INTERVALS || (load.is_none() && !crate::cpu_load::sampling()) {
+            self.cpu_covers = true;
+        }
         self.cpu = load.and_then(|l| {
             let (raw_cost, wire_cost) = l.costs()?;
             Some(CpuModel {
@@ -654,6 +690,7 @@ impl Selector {
             Wait::Compressor => 0..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
         };
+        let uncovered = self.cpu_from.is_some() && !self.cpu_covers;
         // Compressing must pay for its CPU clearly wherever the CPU's
         // cost is what limits its prediction: that rests on a fitted cost
         // per byte, and on loopback LZ4 and the transport cost about the
@@ -679,6 +716,11 @@ impl Selector {
                 continue;
             }
             let r = rate(i);
+            // Before the CPU's figure covers the stream, no stronger level
+            // that would keep a compressor busy.
+            if uncovered && i > self.current && r * self.est[i].cost > UNCOVERED_CORES {
+                continue;
+            }
             if r > best_rate {
                 best = i;
                 best_rate = r;
@@ -965,6 +1007,60 @@ mod tests {
         Load::update(l, at(300e6, 0.23, 1.333e-9, 1.27e-9), 2.0).expect("a load")
     }
 
+    /// `l` as sampled once the stream has sent for [`COVERING_INTERVALS`]
+    /// intervals since it was first told `l`.
+    fn covering(l: crate::cpu_load::Load) -> crate::cpu_load::Load {
+        crate::cpu_load::Load {
+            intervals: l.intervals + COVERING_INTERVALS,
+            ..l
+        }
+    }
+
+    /// Tells `s` the load `l`, sampled while the stream sends.
+    fn tell_covering(s: &mut Selector, l: crate::cpu_load::Load) {
+        s.set_load(Some(l));
+        s.set_load(Some(covering(l)));
+    }
+
+    #[test]
+    fn a_stream_takes_no_costly_level_before_the_cpu_was_sampled_while_it_sent() {
+        // Loopback. The figure a stream is first told is the transfer's
+        // before it (a core idle): with the stream's wire rate taken for
+        // the link, LZ4 predicts more, and would take a core.
+        let stale = measured_load(1.0, 0.3);
+        assert!(!stale.saturated, "{stale:?}");
+        let mut told = taught();
+        tell_covering(&mut told, stale);
+        assert_eq!(waiting_for_transport(&mut told, 5e9, 300e6), Level::Lz4);
+        // Told it first, a stream stays as-is, for one more interval too
+        // (it may still span the time before the stream).
+        let mut s = taught();
+        s.set_load(Some(stale));
+        assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
+        let next = crate::cpu_load::Load {
+            intervals: stale.intervals + 1,
+            ..stale
+        };
+        s.set_load(Some(next));
+        assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
+        // Its own figure shows the CPU short: it stays as-is.
+        let own = covering(measured_load(0.2, 1.0));
+        assert!(own.saturated);
+        s.set_load(Some(own));
+        assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
+        // Where compressing takes a fraction of a core (100 Mbit/s),
+        // nothing is held back: the stream compresses from the start.
+        let mut slow = taught();
+        slow.set_load(Some(stale));
+        let l = waiting_for_transport(&mut slow, 12.5e6, 12e6);
+        assert!(matches!(l, Level::Zstd(l) if l >= 3), "{l:?}");
+        // At 1 Gbit/s LZ4 (a third of a core) is taken; zstd-1, which
+        // would take a core, waits for the figure.
+        let mut gig = taught();
+        gig.set_load(Some(stale));
+        assert_eq!(waiting_for_transport(&mut gig, 125e6, 120e6), Level::Lz4);
+    }
+
     /// Chooses 40 chunks while the stream's data waits for the transport,
     /// which sends `wire` bytes/s, the link estimate being `est`.
     fn waiting_for_transport(s: &mut Selector, est: f64, wire: f64) -> Level {
@@ -1020,7 +1116,7 @@ mod tests {
         let before = waiting_for_transport(&mut without, 12.5e6, 12e6);
         assert!(matches!(before, Level::Zstd(l) if l >= 3), "{before:?}");
         let mut with = taught();
-        with.set_load(Some(measured_load(1.2, 0.1)));
+        tell_covering(&mut with, measured_load(1.2, 0.1));
         assert_eq!(waiting_for_transport(&mut with, 12.5e6, 12e6), before);
         // The same with the machine busy (other work on it): this process
         // still gets a core, and stays on a strong level (zstd-9 at
@@ -1028,13 +1124,13 @@ mod tests {
         let mut busy = taught();
         let load = measured_load(0.1, 0.1);
         assert!(load.saturated);
-        busy.set_load(Some(load));
+        tell_covering(&mut busy, load);
         let l = waiting_for_transport(&mut busy, 12.5e6, 12e6);
         assert!(matches!(l, Level::Zstd(l) if l >= 3), "{l:?}");
         // 1 Gbit/s with the CPU saturated: the link still binds what is
         // sent as-is, and compressing delivers more.
         let mut gig = taught();
-        gig.set_load(Some(measured_load(0.2, 1.0)));
+        tell_covering(&mut gig, measured_load(0.2, 1.0));
         let l = waiting_for_transport(&mut gig, 125e6, 120e6);
         assert_ne!(l, Level::None);
     }

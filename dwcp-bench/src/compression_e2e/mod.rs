@@ -60,7 +60,8 @@ pub struct E2eConfig {
     pub transport: String,
     /// Corpora to move (names from [`corpora::NAMES`]).
     pub corpora: Vec<String>,
-    /// Keep only subjects whose name contains this.
+    /// Keep only subjects whose name contains one of these
+    /// (comma-separated).
     pub only: Option<String>,
     /// Where corpora are cached.
     pub cache: PathBuf,
@@ -347,7 +348,11 @@ fn dwcp_transfer(
 /// # Errors
 /// Set-up fails (namespaces, daemons, corpora) or a transfer is wrong.
 pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
-    let wanted = |name: &str| cfg.only.as_deref().is_none_or(|o| name.contains(o));
+    let wanted = |name: &str| {
+        cfg.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|o| name.contains(o)))
+    };
     let mut notes = Vec::new();
     let net = match cfg.mbit {
         None => Net::Loopback,
