@@ -99,8 +99,9 @@ pub struct Load {
     /// bounds the transport.
     pub saturated: bool,
     /// Intervals closed when this figure was made, counting those too long
-    /// to use: a figure whose count is two past the one a stream first saw
-    /// covers that stream's own sending (see `Selector::set_load`).
+    /// to use once there is a figure: a stream may take a costly level once
+    /// the count is two past the one it was first told
+    /// (`selector::COVERING_INTERVALS`).
     pub intervals: u64,
 }
 
@@ -163,7 +164,7 @@ impl Load {
     /// Folds one interval into `prev` (the smoothed load so far) for a
     /// process with `budget` cores. An interval longer than
     /// [`LONGEST_INTERVAL`] (a pause in sending) leaves `prev` as it is,
-    /// counted among the intervals.
+    /// counted among the intervals (without a `prev`, it is not counted).
     pub fn update(prev: Option<Load>, i: Interval, budget: f64) -> Option<Load> {
         let intervals = prev.map_or(1, |p| p.intervals + 1);
         if i.wall.is_nan() || i.wall <= 0.0 || i.wall > LONGEST_INTERVAL.as_secs_f64() {

@@ -139,23 +139,28 @@ pub const CPU_MARGIN: f64 = 1.15;
 /// Predicted gain needed before switching codec.
 pub const SWITCH_MARGIN: f64 = 1.05;
 /// CPU sampling intervals ([`crate::cpu_load`], 50 ms or more each) that
-/// must close after a stream's first decision, once it is told the load
-/// ([`Selector::set_load`]), before the load counts as covering the
-/// stream: the first may span the time before the stream, the second is
-/// its own. Before, the figure is another workload's: on loopback a stream
-/// that followed a `zstd:9` transfer saw a core spare and took its wire
-/// rate for the link, and one on a fresh daemon saw no figure at all; both
+/// must close after a stream is first told the load
+/// ([`Selector::set_load`]) before it may take a costly level
+/// ([`UNCOVERED_CORES`]): the first may span the time before the stream,
+/// the second is its own (the figure is smoothed, so a quarter of it is
+/// still older; an interval too long to use counts, but changes nothing).
+/// Before, the figure is another workload's: on loopback a stream that
+/// followed a `zstd:9` transfer saw a core spare and took its wire rate
+/// for the link, and one on a fresh daemon saw no figure at all; both
 /// moved between as-is and LZ4 every 5-10 ms until the CPU showed short,
 /// 40-60 ms into a 160 ms transfer.
 pub const COVERING_INTERVALS: u64 = 2;
-/// Until the load covers a stream ([`COVERING_INTERVALS`]) it moves to no
-/// stronger level whose compressor would be busy more than this share of
-/// a core at the rate predicted for it. On loopback LZ4 predicted at
-/// 800 MB/s takes a core. Where compressing takes less (zstd-3 on a
-/// 100 Mbit/s link: 0.2 of a core; LZ4 at 1 Gbit/s: 0.3-0.4) the choice
-/// is left to the link: holding LZ4 back at 1 Gbit/s sent the first
-/// 13-19 % of a 128 MiB transfer as-is, and adaptive reached 0.72-0.92 of
-/// fixed LZ4 there against 0.73-1.01 without the hold.
+/// Until [`COVERING_INTERVALS`] have closed, a stream moves to no stronger
+/// level that, at the rate predicted for it, would keep its compressor
+/// busy more than this share of the compression time the stream gets
+/// (its thread share, at most one core). On loopback LZ4 predicted at
+/// 800 MB/s keeps a thread busy all the time. Where compressing takes
+/// less (zstd-3 on a 100 Mbit/s link: a fifth of a thread; LZ4 at
+/// 1 Gbit/s: 0.3-0.4) the choice is left to the link. A first version
+/// held at a quarter: at 1 Gbit/s it sent the first 13-19 % of a 128 MiB
+/// transfer as-is, and adaptive reached 0.72-0.92 of fixed LZ4 there
+/// against 0.73-1.01 without the hold. Context probes (zstd-1 on a few
+/// chunks) are not held.
 pub const UNCOVERED_CORES: f64 = 0.5;
 /// Chunks to stay on a codec before switching again.
 pub const MIN_DWELL: u32 = 16;
@@ -309,8 +314,8 @@ pub struct Selector {
     /// The CPU sampler's interval count when the stream was first told
     /// the load (`None`: never told; no level is held back).
     cpu_from: Option<u64>,
-    /// The load told covers the stream's own sending
-    /// ([`COVERING_INTERVALS`]).
+    /// [`COVERING_INTERVALS`] have closed since (or the CPU cannot be
+    /// sampled here): costly levels are no longer held back.
     cpu_covers: bool,
     /// Chunks left in the context probe under way.
     probe_left: u32,
@@ -384,14 +389,17 @@ impl Selector {
     /// the CPU a raw byte costs (compressing it, and the transport's cost
     /// for what is left of it on the wire), and while the CPU is saturated
     /// the stream's wire rate is not taken for the link. From the first
-    /// call until the load covers the stream's own sending
-    /// ([`COVERING_INTERVALS`]) the stream moves to no stronger level that
-    /// would keep a compressor busy ([`UNCOVERED_CORES`]).
+    /// call until [`COVERING_INTERVALS`] have closed, the stream moves to
+    /// no stronger level that would keep its compressor busy
+    /// ([`UNCOVERED_CORES`]).
     pub fn set_load(&mut self, load: Option<crate::cpu_load::Load>) {
         let seen = load.map_or(0, |l| l.intervals);
         let from = *self.cpu_from.get_or_insert(seen);
         // Where the CPU cannot be sampled, no figure will ever come.
-        if seen >= from + COVERING_INTERVALS || (load.is_none() && !crate::cpu_load::sampling()) {
+        if !self.cpu_covers
+            && (seen >= from + COVERING_INTERVALS
+                || (load.is_none() && !crate::cpu_load::sampling()))
+        {
             self.cpu_covers = true;
         }
         self.cpu = load.and_then(|l| {
@@ -717,8 +725,13 @@ impl Selector {
             }
             let r = rate(i);
             // Before the CPU's figure covers the stream, no stronger level
-            // that would keep a compressor busy.
-            if uncovered && i > self.current && r * self.est[i].cost > UNCOVERED_CORES {
+            // that would keep its compressor busy (the cost is per raw
+            // byte of the compressor's time).
+            if uncovered
+                && i > self.current
+                && self.predicted_rate(i, link) * self.est[i].cost
+                    > UNCOVERED_CORES * self.cpu_share.min(1.0)
+            {
                 continue;
             }
             if r > best_rate {
@@ -971,6 +984,8 @@ mod tests {
         teach(&mut s, Level::Zstd(3), 180.0, 3.1);
         teach(&mut s, Level::Zstd(9), 40.0, 3.5);
         teach(&mut s, Level::Zstd(19), 3.0, 4.0);
+        // A whole thread, whatever this machine's budget.
+        s.set_cpu_share(1.0);
         s
     }
 
@@ -1024,9 +1039,14 @@ mod tests {
 
     #[test]
     fn a_stream_takes_no_costly_level_before_the_cpu_was_sampled_while_it_sent() {
+        use crate::cpu_load::Load;
+        let after = |l: Load, n: u64| Load {
+            intervals: l.intervals + n,
+            ..l
+        };
         // Loopback. The figure a stream is first told is the transfer's
         // before it (a core idle): with the stream's wire rate taken for
-        // the link, LZ4 predicts more, and would take a core.
+        // the link, LZ4 predicts more, and would keep a thread busy.
         let stale = measured_load(1.0, 0.3);
         assert!(!stale.saturated, "{stale:?}");
         let mut told = taught();
@@ -1037,25 +1057,45 @@ mod tests {
         let mut s = taught();
         s.set_load(Some(stale));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
-        let next = crate::cpu_load::Load {
-            intervals: stale.intervals + 1,
-            ..stale
-        };
-        s.set_load(Some(next));
+        s.set_load(Some(after(stale, 1)));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
         // Its own figure shows the CPU short: it stays as-is.
-        let own = covering(measured_load(0.2, 1.0));
+        let own = after(measured_load(0.2, 1.0), stale.intervals + 2);
         assert!(own.saturated);
         s.set_load(Some(own));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
-        // Where compressing takes a fraction of a core (100 Mbit/s),
+        // Released, the stream follows the figures: where the link binds
+        // and cores are spare it compresses.
+        let link_bound = after(measured_load(1.2, 0.1), own.intervals + 1);
+        s.set_load(Some(link_bound));
+        assert_ne!(waiting_for_transport(&mut s, 125e6, 120e6), Level::None);
+        // On a fresh daemon the first figure comes after the stream's
+        // first decisions; the count starts from none.
+        let mut fresh = taught();
+        fresh.set_load(None);
+        assert_eq!(waiting_for_transport(&mut fresh, 5e9, 300e6), Level::None);
+        let first = Load {
+            intervals: 1,
+            ..stale
+        };
+        fresh.set_load(Some(first));
+        assert_eq!(waiting_for_transport(&mut fresh, 5e9, 300e6), Level::None);
+        fresh.set_load(Some(after(first, 1)));
+        assert_eq!(waiting_for_transport(&mut fresh, 5e9, 300e6), Level::Lz4);
+        // Where compressing takes a fraction of a thread (100 Mbit/s),
         // nothing is held back: the stream compresses from the start.
         let mut slow = taught();
         slow.set_load(Some(stale));
         let l = waiting_for_transport(&mut slow, 12.5e6, 12e6);
         assert!(matches!(l, Level::Zstd(l) if l >= 3), "{l:?}");
-        // At 1 Gbit/s LZ4 (a third of a core) is taken; zstd-1, which
-        // would take a core, waits for the figure.
+        // At 1 Gbit/s LZ4 (a third of a thread) is taken; zstd-1, chosen
+        // there with the figure told, would keep a thread busy and waits.
+        let mut covered = taught();
+        tell_covering(&mut covered, stale);
+        assert_eq!(
+            waiting_for_transport(&mut covered, 125e6, 120e6),
+            Level::Zstd(1)
+        );
         let mut gig = taught();
         gig.set_load(Some(stale));
         assert_eq!(waiting_for_transport(&mut gig, 125e6, 120e6), Level::Lz4);
@@ -1083,7 +1123,7 @@ mod tests {
         let mut s = taught();
         let load = measured_load(0.2, 1.0);
         assert!(load.saturated, "{load:?}");
-        s.set_load(Some(load));
+        tell_covering(&mut s, load);
         assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::None);
         // Nor are zstd-1 chunks in the stream's context worth probing,
         // which they are in runs of four every 32 chunks without the CPU
@@ -1100,12 +1140,12 @@ mod tests {
         assert_eq!(probes(&mut s), 0);
         assert_eq!(probes(&mut taught()), 2 * CONTEXT_PROBE_RUN as usize);
         // And a stream that started on LZ4 comes back.
-        alone.set_load(Some(load));
+        tell_covering(&mut alone, load);
         assert_eq!(waiting_for_transport(&mut alone, 5e9, 500e6), Level::None);
         // A third of a core idle does not change that where the
         // transport sends far below the link estimate.
         let mut idle = taught();
-        idle.set_load(Some(measured_load(0.35, 1.0)));
+        tell_covering(&mut idle, measured_load(0.35, 1.0));
         assert_eq!(waiting_for_transport(&mut idle, 5e9, 500e6), Level::None);
     }
 
