@@ -14,13 +14,25 @@
 //! large buffer then comes from the per-thread arenas, whose free space is
 //! kept, fragmented and unusable by the other arenas. Measured with the
 //! torture test (QUIC, seed 1, 4,000 streams): 345 MiB peak RSS growth for a
-//! 242 MiB peak of live heap; with a fixed threshold 254 MiB, and with the
-//! arenas also limited to one per core 238 MiB.
+//! 242 MiB peak of live heap; with a fixed threshold (128 KiB) 254 MiB, and
+//! with the arenas also limited to one per core 238 MiB. The threshold is
+//! now 1 MiB (see [`MMAP_THRESHOLD`] for what that saves and costs).
 #![allow(unsafe_code)]
 
 /// Allocations at least this large get a mapping of their own, unmapped on
-/// free (glibc's default initial threshold, kept fixed).
-pub const MMAP_THRESHOLD: usize = 128 * 1024;
+/// free (kept fixed). It was glibc's initial 128 KiB: every 256 KiB read of
+/// an application's socket (the daemon's pipe) and every frame of 128 KiB
+/// and more then mapped fresh pages, faulted them in one by one and
+/// unmapped them again. At 1 MiB those buffers come from the arenas: on
+/// loopback (`dwcp-bench compression-e2e --mbit 0 --only "dwcp: off"`)
+/// the sending daemon spent 0.09-0.10 CPU seconds on 128 MiB over TCP
+/// lanes against 0.13-0.15, and 0.14-0.15 against 0.19-0.21 over QUIC;
+/// transfers took 0.12-0.14 s against 0.14-0.16 (TCP) and 0.21 s against
+/// 0.24-0.25 (QUIC). The cost: `scripts/footprint` peaked at 26.8 MB
+/// against 21.3, 14.9 MB idle after against 13.9; the torture runs' RSS
+/// growth (QUIC seed 1, 2,000 streams) read 290 and 298 MiB against 266,
+/// 291 and 298, over TCP lanes 231 against 219.
+pub const MMAP_THRESHOLD: usize = 1024 * 1024;
 
 /// Fixes glibc's mmap threshold at [`MMAP_THRESHOLD`] (which also fixes the
 /// trim threshold, so free memory at the top of a heap is returned) and caps
