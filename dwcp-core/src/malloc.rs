@@ -26,7 +26,7 @@
 /// unmapped them again. At 1 MiB those buffers come from the arenas: on
 /// loopback (`dwcp-bench compression-e2e --mbit 0 --only "dwcp: off"`)
 /// the sending daemon spent 0.09-0.10 CPU seconds on 128 MiB over TCP
-/// lanes against 0.13-0.15, and 0.14-0.15 against 0.19-0.21 over QUIC;
+/// lanes against 0.13-0.15, and 0.14-0.15 against 0.20 over QUIC;
 /// transfers took 0.12-0.14 s against 0.14-0.16 (TCP) and 0.21 s against
 /// 0.24-0.25 (QUIC). The cost: `scripts/footprint` peaked at 26.8 MB
 /// against 21.3, 14.9 MB idle after against 13.9; the torture runs' RSS
