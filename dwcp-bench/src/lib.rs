@@ -20,6 +20,18 @@ use std::time::Duration;
 use dwcp_core::sim::{run_traffic, LinkConfig, Pair, Traffic};
 use dwcp_core::{Config, OpenParams};
 
+/// Whether subject `name` passes an `--only` filter: no filter, or one of
+/// its comma-separated parts (trimmed, ignoring case; empty parts match
+/// nothing) is in the name.
+pub fn only_matches(only: Option<&str>, name: &str) -> bool {
+    only.is_none_or(|o| {
+        let name = name.to_lowercase();
+        o.split(',')
+            .map(str::trim)
+            .any(|o| !o.is_empty() && name.contains(&o.to_lowercase()))
+    })
+}
+
 /// An ephemeral port on 127.0.0.1, for every socket a scenario binds.
 pub(crate) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
@@ -60,5 +72,18 @@ mod tests {
             assert_eq!(super::core_transfer(streams, len), streams as u64 * len);
             eprintln!("{streams} x {len}: {:?}", t.elapsed());
         }
+    }
+
+    #[test]
+    fn only_keeps_the_subjects_named_by_a_part() {
+        use super::only_matches;
+        assert!(only_matches(None, "dwcp: off"));
+        let only = Some("dwcp: adaptive, Kernel TCP (bbr),");
+        assert!(only_matches(only, "dwcp: adaptive"));
+        assert!(only_matches(only, "kernel tcp (bbr)"));
+        assert!(
+            !only_matches(only, "dwcp: off"),
+            "an empty part matches nothing"
+        );
     }
 }

@@ -62,12 +62,7 @@ pub fn run(
     total: u64,
     only: Option<String>,
 ) -> Result<Vec<TunFigure>, String> {
-    let wanted = move |name: &str| {
-        only.as_deref().is_none_or(|o| {
-            o.split(',')
-                .any(|o| name.to_lowercase().contains(&o.trim().to_lowercase()))
-        })
-    };
+    let wanted = move |name: &str| crate::only_matches(only.as_deref(), name);
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {
         seed: profile.seed.wrapping_add(1),

@@ -1022,28 +1022,24 @@ mod tests {
         Load::update(l, at(300e6, 0.23, 1.333e-9, 1.27e-9), 2.0).expect("a load")
     }
 
-    /// `l` as sampled once the stream has sent for [`COVERING_INTERVALS`]
-    /// intervals since it was first told `l`.
-    fn covering(l: crate::cpu_load::Load) -> crate::cpu_load::Load {
+    /// `l` as if `n` more sampling intervals had closed.
+    fn later(l: crate::cpu_load::Load, n: u64) -> crate::cpu_load::Load {
         crate::cpu_load::Load {
-            intervals: l.intervals + COVERING_INTERVALS,
+            intervals: l.intervals + n,
             ..l
         }
     }
 
-    /// Tells `s` the load `l`, sampled while the stream sends.
+    /// Tells `s` the load `l`, then again once [`COVERING_INTERVALS`] have
+    /// closed: sampled while the stream sends.
     fn tell_covering(s: &mut Selector, l: crate::cpu_load::Load) {
         s.set_load(Some(l));
-        s.set_load(Some(covering(l)));
+        s.set_load(Some(later(l, COVERING_INTERVALS)));
     }
 
     #[test]
     fn a_stream_takes_no_costly_level_before_the_cpu_was_sampled_while_it_sent() {
         use crate::cpu_load::Load;
-        let after = |l: Load, n: u64| Load {
-            intervals: l.intervals + n,
-            ..l
-        };
         // Loopback. The figure a stream is first told is the transfer's
         // before it (a core idle): with the stream's wire rate taken for
         // the link, LZ4 predicts more, and would keep a thread busy.
@@ -1057,16 +1053,16 @@ mod tests {
         let mut s = taught();
         s.set_load(Some(stale));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
-        s.set_load(Some(after(stale, 1)));
+        s.set_load(Some(later(stale, 1)));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
         // Its own figure shows the CPU short: it stays as-is.
-        let own = after(measured_load(0.2, 1.0), stale.intervals + 2);
+        let own = later(measured_load(0.2, 1.0), stale.intervals + 2);
         assert!(own.saturated);
         s.set_load(Some(own));
         assert_eq!(waiting_for_transport(&mut s, 5e9, 300e6), Level::None);
         // Released, the stream follows the figures: where the link binds
         // and cores are spare it compresses.
-        let link_bound = after(measured_load(1.2, 0.1), own.intervals + 1);
+        let link_bound = later(measured_load(1.2, 0.1), own.intervals + 1);
         s.set_load(Some(link_bound));
         assert_ne!(waiting_for_transport(&mut s, 125e6, 120e6), Level::None);
         // On a fresh daemon the first figure comes after the stream's
@@ -1080,7 +1076,7 @@ mod tests {
         };
         fresh.set_load(Some(first));
         assert_eq!(waiting_for_transport(&mut fresh, 5e9, 300e6), Level::None);
-        fresh.set_load(Some(after(first, 1)));
+        fresh.set_load(Some(later(first, 1)));
         assert_eq!(waiting_for_transport(&mut fresh, 5e9, 300e6), Level::Lz4);
         // Where compressing takes a fraction of a thread (100 Mbit/s),
         // nothing is held back: the stream compresses from the start.

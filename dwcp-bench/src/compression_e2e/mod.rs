@@ -348,13 +348,7 @@ fn dwcp_transfer(
 /// # Errors
 /// Set-up fails (namespaces, daemons, corpora) or a transfer is wrong.
 pub fn run(cfg: &E2eConfig) -> Result<E2eReport, String> {
-    let wanted = |name: &str| {
-        cfg.only.as_deref().is_none_or(|o| {
-            o.split(',')
-                .map(str::trim)
-                .any(|o| !o.is_empty() && name.contains(o))
-        })
-    };
+    let wanted = |name: &str| crate::only_matches(cfg.only.as_deref(), name);
     let mut notes = Vec::new();
     let net = match cfg.mbit {
         None => Net::Loopback,
