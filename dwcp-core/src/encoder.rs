@@ -123,15 +123,47 @@ impl Encoded {
     /// `dwcp_compression_seconds{codec}` and
     /// `dwcp_compression_cpu_seconds_total{class,codec}`.
     pub fn record_metrics(&self, class: String) {
-        let codec = self.level.label();
-        let cpu = self.cpu.as_secs_f64();
-        metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => codec.clone())
-            .increment(self.raw_len as u64);
-        metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class.clone(), "codec" => codec.clone())
-            .increment(self.payload.len() as u64);
-        metrics::histogram!("dwcp_compression_seconds", "codec" => codec.clone()).record(cpu);
-        metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => class, "codec" => codec)
-            .increment(cpu);
+        CodecMeters::new(class, self.level).record(self);
+    }
+}
+
+/// The codec metrics of one traffic class and level, registered once: a
+/// sender that counts every chunk keeps them rather than looking its
+/// labels up in the recorder each time.
+#[derive(Clone)]
+pub struct CodecMeters {
+    raw: metrics::Counter,
+    wire: metrics::Counter,
+    seconds: metrics::Histogram,
+    cpu: metrics::Gauge,
+}
+
+impl CodecMeters {
+    /// The metrics of `level` in traffic class `class` (see
+    /// [`Encoded::record_metrics`]).
+    pub fn new(class: String, level: Level) -> Self {
+        let codec = level.label();
+        CodecMeters {
+            raw: metrics::counter!("dwcp_compression_raw_bytes_total", "class" => class.clone(), "codec" => codec.clone()),
+            wire: metrics::counter!("dwcp_compression_wire_bytes_total", "class" => class.clone(), "codec" => codec.clone()),
+            seconds: metrics::histogram!("dwcp_compression_seconds", "codec" => codec.clone()),
+            cpu: metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => class, "codec" => codec),
+        }
+    }
+
+    /// Counts `out` (whose level must be this one).
+    pub fn record(&self, out: &Encoded) {
+        let cpu = out.cpu.as_secs_f64();
+        self.raw.increment(out.raw_len as u64);
+        self.wire.increment(out.payload.len() as u64);
+        self.seconds.record(cpu);
+        self.cpu.increment(cpu);
+    }
+}
+
+impl std::fmt::Debug for CodecMeters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecMeters").finish_non_exhaustive()
     }
 }
 
@@ -204,6 +236,9 @@ fn zstd_compress(level: i32, data: &[u8]) -> Option<Vec<u8>> {
 pub struct Paired {
     /// The level probed.
     pub probe: Level,
+    /// The stream's level when the exploration was planned: the sample
+    /// compared the probe with it.
+    pub current: Level,
     /// Sample length.
     pub raw: usize,
     /// LZ4's output length.
@@ -238,6 +273,7 @@ fn explore_sample(probe: Level, current: Level, chunk: &[u8]) -> Paired {
     let (cur_wire, cur_cpu) = timed(current);
     Paired {
         probe,
+        current,
         raw: n,
         lz4_wire,
         probe_wire,
@@ -520,18 +556,28 @@ impl Encoder {
         }
     }
 
+    /// Feeds the selector what an exploration measured, unless the
+    /// stream's level changed since it was planned: the probe's cost is
+    /// taken relative to the level it was compared with.
+    pub fn observe_paired(&mut self, p: Paired) {
+        if self.selector.current() != p.current {
+            return;
+        }
+        self.selector.observe_pair(
+            p.probe,
+            p.raw,
+            p.lz4_wire,
+            p.probe_wire,
+            p.probe_cpu,
+            p.cur_wire,
+            p.cur_cpu,
+        );
+    }
+
     /// Feeds the selector what compressing a planned chunk measured.
     pub fn observe(&mut self, out: &Encoded) {
         if let Some(p) = out.paired {
-            self.selector.observe_pair(
-                p.probe,
-                p.raw,
-                p.lz4_wire,
-                p.probe_wire,
-                p.probe_cpu,
-                p.cur_wire,
-                p.cur_cpu,
-            );
+            self.observe_paired(p);
         }
         if let Some(t) = out.trial {
             match t.context_sample {
@@ -583,11 +629,59 @@ impl Planned {
         self.context.as_ref().map(|(_, failed)| failed.clone())
     }
 
+    /// Takes out the exploration due with a chunk that goes as-is, leaving
+    /// nothing to compute ([`Planned::is_trivial`]): it measures a sample
+    /// of the chunk, which can go out before the measurement is done.
+    pub fn take_exploration(&mut self) -> Option<Exploration> {
+        if self.level != Level::None || self.context.is_some() {
+            return None;
+        }
+        let (probe, current) = self.explore.take()?;
+        let n = self.chunk.len().min(EXPLORE_SAMPLE);
+        let start = (self.chunk.len() - n) / 2;
+        Some(Exploration {
+            probe,
+            current,
+            sample: self.chunk.slice(start..start + n),
+        })
+    }
+
+    /// Time spent choosing the level.
+    pub fn planning(&self) -> Duration {
+        self.planning
+    }
+
     /// Whether [`Planned::compress`] has nothing to compute (the chunk goes
     /// as-is and no exploration is due): it can run where it is, without
     /// a trip to a compression thread.
     pub fn is_trivial(&self) -> bool {
         self.level == Level::None && self.explore.is_none()
+    }
+}
+
+/// An exploration taken out of a chunk sent as-is
+/// ([`Planned::take_exploration`]): a sample of the chunk to compress with
+/// LZ4 and the level probed.
+#[derive(Debug)]
+pub struct Exploration {
+    probe: Level,
+    current: Level,
+    sample: Bytes,
+}
+
+impl Exploration {
+    /// Compresses the sample (on the calling thread), counted as
+    /// compression in the CPU figures; returns what it measured and the
+    /// time it took.
+    pub fn measure(self) -> (Paired, Duration) {
+        let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
+        let paired = explore_sample(self.probe, self.current, &self.sample);
+        let took = wall0.elapsed();
+        crate::cpu_load::count_compression(
+            crate::cpu_load::thread_cpu().saturating_sub(cpu0),
+            took,
+        );
+        (paired, took)
     }
 }
 
