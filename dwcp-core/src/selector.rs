@@ -922,7 +922,11 @@ impl Selector {
             None => ratio,
             Some(r) => r + DATA_ALPHA * (ratio - r),
         });
-        self.record_cost(i, cpu.as_secs_f64() / raw as f64, sample >= SPARSE_RATIO);
+        // A fixed level samples nothing (`sample` is then 1): the chunk's
+        // own ratio tells too.
+        let sparse =
+            sample >= SPARSE_RATIO || ratio / self.est[i].rel_ratio.max(1e-3) >= SPARSE_RATIO;
+        self.record_cost(i, cpu.as_secs_f64() / raw as f64, sparse);
     }
 
     /// Records a paired measurement on one sample of `raw` bytes: LZ4 gave
@@ -1137,6 +1141,9 @@ mod tests {
             s.observe(Level::Zstd(3), 131_072, 4, Duration::from_micros(80));
             s.observe(Level::Lz4, 131_072, 1_700, Duration::from_micros(15));
             s.observe_context(Level::Zstd(1), 131_072, 40, Duration::from_micros(40), 76.0);
+            // A fixed level samples nothing: its context chunks come with
+            // a sample ratio of 1.
+            s.observe_context(Level::Zstd(3), 131_072, 40, Duration::from_micros(40), 1.0);
         }
         let taught = speeds(&s);
         for k in 0..levels.len() {
