@@ -151,6 +151,12 @@ impl CodecMeters {
         }
     }
 
+    /// Adds CPU time spent for this level beside its chunks (an
+    /// exploration measured aside).
+    pub fn add_cpu(&self, cpu: Duration) {
+        self.cpu.increment(cpu.as_secs_f64());
+    }
+
     /// Counts `out` (whose level must be this one).
     pub fn record(&self, out: &Encoded) {
         let cpu = out.cpu.as_secs_f64();
@@ -256,9 +262,8 @@ pub struct Paired {
 /// Compresses [`EXPLORE_SAMPLE`] bytes from the middle of `chunk` with LZ4,
 /// `probe` and `current`.
 fn explore_sample(probe: Level, current: Level, chunk: &[u8]) -> Paired {
-    let n = chunk.len().min(EXPLORE_SAMPLE);
-    let start = (chunk.len() - n) / 2;
-    let sample = &chunk[start..start + n];
+    let sample = &chunk[explored_range(chunk.len())];
+    let n = sample.len();
     let timed = |l: Level| {
         let t = Instant::now();
         let w = compress_at(l, sample).map_or(n, |c| c.len());
@@ -281,6 +286,14 @@ fn explore_sample(probe: Level, current: Level, chunk: &[u8]) -> Paired {
         cur_wire,
         cur_cpu,
     }
+}
+
+/// The part of a chunk of `len` bytes an exploration compresses: at most
+/// [`EXPLORE_SAMPLE`] bytes from its middle.
+fn explored_range(len: usize) -> std::ops::Range<usize> {
+    let n = len.min(EXPLORE_SAMPLE);
+    let start = (len - n) / 2;
+    start..start + n
 }
 
 /// `data` compressed at `level` (`None` for [`Level::None`] or a zstd error).
@@ -556,15 +569,13 @@ impl Encoder {
         }
     }
 
-    /// Feeds the selector what an exploration measured, unless the
-    /// stream's level changed since it was planned: the probe's cost is
-    /// taken relative to the level it was compared with.
+    /// Feeds the selector what an exploration measured, against the level
+    /// it was compared with (the stream's may have changed since, or the
+    /// chunk went as-is while the level stayed).
     pub fn observe_paired(&mut self, p: Paired) {
-        if self.selector.current() != p.current {
-            return;
-        }
-        self.selector.observe_pair(
+        self.selector.observe_pair_against(
             p.probe,
+            p.current,
             p.raw,
             p.lz4_wire,
             p.probe_wire,
@@ -637,12 +648,10 @@ impl Planned {
             return None;
         }
         let (probe, current) = self.explore.take()?;
-        let n = self.chunk.len().min(EXPLORE_SAMPLE);
-        let start = (self.chunk.len() - n) / 2;
         Some(Exploration {
             probe,
             current,
-            sample: self.chunk.slice(start..start + n),
+            sample: self.chunk.slice(explored_range(self.chunk.len())),
         })
     }
 

@@ -691,6 +691,16 @@ impl Selector {
         let cpu_bound = self.cpu_bound(link_rate, wait);
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
+        let uncovered = self.cpu_from.is_some() && !self.cpu_covers;
+        // Before the CPU's figure covers the stream, no stronger level that
+        // would keep its compressor busy (the cost is per raw byte of the
+        // compressor's time), nor a context probe where zstd-1 would.
+        let held: [bool; 6] = std::array::from_fn(|i| {
+            uncovered
+                && self.predicted_rate(i, link) * self.est[i].cost
+                    > UNCOVERED_CORES * self.cpu_share.min(1.0)
+        });
+        self.zstd1_held = self.current < 2 && held[2];
         let entropy_pays = std::mem::take(&mut self.entropy_pays);
         let may_compress = sample_ratio >= INCOMPRESSIBLE_RATIO
             || (entropy_pays && self.allowed[2])
@@ -713,7 +723,6 @@ impl Selector {
             Wait::Compressor => 0..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
         };
-        let uncovered = self.cpu_from.is_some() && !self.cpu_covers;
         // Compressing must pay for its CPU clearly wherever the CPU's
         // cost is what limits its prediction: that rests on a fitted cost
         // per byte, and on loopback LZ4 and the transport cost about the
@@ -734,21 +743,12 @@ impl Selector {
         let current_rate = rate(self.current);
         let mut best = self.current;
         let mut best_rate = current_rate;
-        // Before the CPU's figure covers the stream, no stronger level that
-        // would keep its compressor busy (the cost is per raw byte of the
-        // compressor's time).
-        let held = |i: usize| {
-            uncovered
-                && self.predicted_rate(i, link) * self.est[i].cost
-                    > UNCOVERED_CORES * self.cpu_share.min(1.0)
-        };
-        let zstd1_held = self.current < 2 && held(2);
         for i in candidates {
             if !self.allowed[i] {
                 continue;
             }
             let r = rate(i);
-            if i > self.current && held(i) {
+            if i > self.current && held[i] {
                 continue;
             }
             if r > best_rate {
@@ -756,7 +756,6 @@ impl Selector {
                 best_rate = r;
             }
         }
-        self.zstd1_held = zstd1_held;
         self.since_switch = self.since_switch.saturating_add(1);
         if best != self.current
             && self.since_switch >= MIN_DWELL
@@ -944,7 +943,31 @@ impl Selector {
         cur_wire: usize,
         cur_cpu: Duration,
     ) {
-        let (Some(p), c) = (LADDER.iter().position(|l| *l == probe), self.current) else {
+        let current = self.current();
+        self.observe_pair_against(
+            probe, current, raw, lz4_wire, probe_wire, probe_cpu, cur_wire, cur_cpu,
+        );
+    }
+
+    /// [`Selector::observe_pair`] for a sample that compared the probe with
+    /// `current`, which may no longer be the stream's level (the sample was
+    /// measured aside, or the chunk went as-is while the level stayed).
+    #[allow(clippy::too_many_arguments)]
+    pub fn observe_pair_against(
+        &mut self,
+        probe: Level,
+        current: Level,
+        raw: usize,
+        lz4_wire: usize,
+        probe_wire: usize,
+        probe_cpu: Duration,
+        cur_wire: usize,
+        cur_cpu: Duration,
+    ) {
+        let (Some(p), Some(c)) = (
+            LADDER.iter().position(|l| *l == probe),
+            LADDER.iter().position(|l| *l == current),
+        ) else {
             return;
         };
         if raw == 0 || p == 0 {
@@ -1129,7 +1152,8 @@ mod tests {
     /// byte, LZ4 took 0.11-0.18 ns on chunks that shrank 76x and 0.55-0.75
     /// ns on chunks that shrank 9x; zstd-3 0.6 ns on a chunk of zeros and
     /// 2.3-5 ns on the rest. Sparse chunks teach their stream, not the
-    /// machine.
+    /// machine. (The machine's costs are the process's: the test needs a
+    /// process of its own, as nextest gives it.)
     #[test]
     fn sparse_chunks_do_not_teach_the_machine_costs_new_streams_start_from() {
         let all = crate::CodecId::all_bits();
@@ -1167,27 +1191,31 @@ mod tests {
     /// one, each holding the stream's data back until it was done.
     #[test]
     fn a_context_probe_waits_for_the_cpu_figure_where_zstd_1_would() {
-        // Context probes due in 64 chunks waiting for the transport.
-        let probes = |s: &mut Selector, est: f64, wire: f64| {
+        // Context probes due in 64 chunks waiting for the transport, whose
+        // samples read `ratio` (1: data that compresses only across
+        // chunks, if at all).
+        let probes = |s: &mut Selector, est: f64, wire: f64, ratio: f64| {
             s.set_context(true);
             (0..64)
                 .filter(|_| {
                     s.observe_wire_rate(wire, Wait::Transport);
-                    let l = s.choose_with(Some(est), 2.1, Wait::Transport);
+                    let l = s.choose_with(Some(est), ratio, Wait::Transport);
                     s.context_probe_due(l)
                 })
                 .count()
         };
         let stale = measured_load(1.0, 0.3);
-        let mut held = taught();
-        held.set_load(Some(stale));
-        assert_eq!(probes(&mut held, 5e9, 300e6), 0);
-        let mut covered = taught();
-        tell_covering(&mut covered, stale);
-        assert!(probes(&mut covered, 5e9, 300e6) > 0);
-        // Covered later, the held stream probes.
-        held.set_load(Some(later(stale, COVERING_INTERVALS)));
-        assert!(probes(&mut held, 5e9, 300e6) > 0);
+        for ratio in [2.1, 1.0] {
+            let mut held = taught();
+            held.set_load(Some(stale));
+            assert_eq!(probes(&mut held, 5e9, 300e6, ratio), 0, "ratio {ratio}");
+            let mut covered = taught();
+            tell_covering(&mut covered, stale);
+            assert!(probes(&mut covered, 5e9, 300e6, ratio) > 0, "ratio {ratio}");
+            // Covered later, the held stream probes.
+            held.set_load(Some(later(stale, COVERING_INTERVALS)));
+            assert!(probes(&mut held, 5e9, 300e6, ratio) > 0, "ratio {ratio}");
+        }
     }
 
     /// Chooses 40 chunks while the stream's data waits for the transport,

@@ -135,6 +135,9 @@ pub struct SendStream {
     /// The codec metrics of each level the stream used, registered once:
     /// each registration looks the labels up in the recorder.
     meters: Vec<(Level, CodecMeters)>,
+    /// An exploration that found no compression thread free, tried again
+    /// with the next chunk (one at most: a newer one replaces it).
+    deferred_exploration: Option<crate::encoder::Exploration>,
 }
 
 /// The queue and rate a compressing stream needs after each chunk, read in
@@ -259,6 +262,21 @@ const COMPRESS_CHUNK: usize = 128 * 1024;
 /// Writes smaller than this are sent as-is: not worth a trip to the compressor.
 const MIN_COMPRESS: usize = 2048;
 
+/// Runs `f` on the connection's compression totals of traffic class
+/// `class` (the daemon's status page).
+fn class_totals(
+    conn: &ConnRef,
+    class: u8,
+    f: impl FnOnce(&mut crate::net::driver::ClassCompression),
+) {
+    let mut map = conn
+        .shared
+        .compression
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    f(map.entry(class).or_default());
+}
+
 fn io_error(e: StreamError) -> io::Error {
     let kind = match &e {
         StreamError::Reset(_) | StreamError::Stopped(_) | StreamError::Refused => {
@@ -298,6 +316,7 @@ impl Stream {
                 last_read: None,
                 context_reserved: false,
                 meters: Vec::new(),
+                deferred_exploration: None,
             },
             recv: RecvStream {
                 id,
@@ -483,52 +502,55 @@ impl SendStream {
     /// Counts a chunk in the metrics and in the connection's per-class
     /// totals (the daemon's status page).
     fn record(&mut self, out: &Encoded) {
-        let meters = match self.meters.iter().position(|(l, _)| *l == out.level) {
-            Some(i) => &self.meters[i].1,
+        self.meters(out.level).record(out);
+        let label = out.level.label();
+        class_totals(&self.conn, self.class, |c| {
+            c.raw += out.raw_len as u64;
+            c.wire += out.payload.len() as u64;
+            if out.encoding.is_some_and(|e| e.codec == CodecId::ZstdStream) {
+                c.context_raw += out.raw_len as u64;
+            }
+            c.cpu += out.cpu;
+            *c.cpu_by_codec.entry(label.clone()).or_default() += out.cpu;
+            c.current = label;
+        });
+    }
+
+    /// The stream's codec metrics of `level`, registered at first use.
+    fn meters(&mut self, level: Level) -> &CodecMeters {
+        let i = match self.meters.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
             None => {
                 let class = crate::labels::class_label(self.class);
-                self.meters
-                    .push((out.level, CodecMeters::new(class, out.level)));
-                &self.meters[self.meters.len() - 1].1
+                self.meters.push((level, CodecMeters::new(class, level)));
+                self.meters.len() - 1
             }
         };
-        meters.record(out);
-        let label = out.level.label();
-        let mut map = self
-            .conn
-            .shared
-            .compression
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let c = map.entry(self.class).or_default();
-        c.raw += out.raw_len as u64;
-        c.wire += out.payload.len() as u64;
-        if out.encoding.is_some_and(|e| e.codec == CodecId::ZstdStream) {
-            c.context_raw += out.raw_len as u64;
-        }
-        c.cpu += out.cpu;
-        *c.cpu_by_codec.entry(label.clone()).or_default() += out.cpu;
-        c.current = label;
+        &self.meters[i].1
     }
 
     /// Measures an exploration taken out of a chunk sent as-is, on a
-    /// compression thread if one is free (else it is skipped: the next is
-    /// due [`crate::selector::EXPLORE_EVERY`] chunks later). The chunk does
-    /// not wait for it: on loopback, a chunk held until a compression
-    /// thread had run (woken 1-3 ms late on busy cores) let the stream's
-    /// queue run dry. Its CPU counts for the chunk's level, `none`.
+    /// compression thread if one is free; else it waits, in place of any
+    /// older one, to be tried again with the stream's next chunk (on two
+    /// cores there is one compression thread, which another stream may
+    /// keep busy). The chunk does not wait for it: on loopback, a chunk
+    /// held until a compression thread had run (woken 1-3 ms late on busy
+    /// cores) let the stream's queue run dry. Its CPU counts for the
+    /// chunk's level, `none`.
     fn explore_aside(
-        &self,
+        &mut self,
         exploration: crate::encoder::Exploration,
         enc: Arc<std::sync::Mutex<Encoder>>,
     ) {
         let Ok(permit) = crate::cpu::permits().try_acquire() else {
             tracing::trace!(
                 stream = self.id,
-                "exploration skipped: no compression thread free"
+                "exploration deferred: no compression thread free"
             );
+            self.deferred_exploration = Some(exploration);
             return;
         };
+        let meters = self.meters(Level::None).clone();
         let (conn, class) = (self.conn.clone(), self.class);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
@@ -536,17 +558,11 @@ impl SendStream {
             enc.lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .observe_paired(paired);
-            let label = Level::None.label();
-            metrics::gauge!("dwcp_compression_cpu_seconds_total", "class" => crate::labels::class_label(class), "codec" => label.clone())
-                .increment(cpu.as_secs_f64());
-            let mut map = conn
-                .shared
-                .compression
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let c = map.entry(class).or_default();
-            c.cpu += cpu;
-            *c.cpu_by_codec.entry(label).or_default() += cpu;
+            meters.add_cpu(cpu);
+            class_totals(&conn, class, |c| {
+                c.cpu += cpu;
+                *c.cpu_by_codec.entry(Level::None.label()).or_default() += cpu;
+            });
         });
     }
 
@@ -723,7 +739,10 @@ impl SendStream {
                     }
                 };
                 fb.wire_rate = None;
-                if let Some(exploration) = planned.take_exploration() {
+                if let Some(exploration) = planned
+                    .take_exploration()
+                    .or_else(|| self.deferred_exploration.take())
+                {
                     self.explore_aside(exploration, enc.clone());
                 }
                 if planned.is_trivial() {
@@ -1338,64 +1357,60 @@ mod tests {
     /// 5-16 times per 128 MiB transfer on loopback, and adaptive took 9 %
     /// longer than `off` while sending every byte as-is. Here every
     /// compression thread is taken: an adaptive stream of incompressible
-    /// data still sends, without its explorations. With the threads free
-    /// again, they are measured (off the sending path).
+    /// data still sends, and its exploration waits; with a thread free
+    /// again, the stream's next chunk has it measured.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_as_is_chunk_never_waits_for_its_exploration() {
+        async fn write(send: &mut SendStream, i: u64) {
+            let piece = Bytes::from(crate::corpus::random(256 * 1024, i));
+            tokio::time::timeout(Duration::from_secs(20), send.send(piece))
+                .await
+                .unwrap_or_else(|_| panic!("write {i} waited 20 s"))
+                .expect("send");
+        }
         let (client, drain) = draining_pair(Transport::Tcp).await;
         // The speed LZ4 is credited with: measured only by explorations
-        // while every chunk goes as-is.
+        // while every chunk goes as-is. A new stream starts from the
+        // machine's costs.
         let lz4_speed = |enc: &Arc<std::sync::Mutex<Encoder>>| {
             let e = enc.lock().unwrap_or_else(|p| p.into_inner());
             e.selector().estimate(Level::Lz4).map(|(speed, _)| speed)
         };
-        let send_all = |held: bool| {
-            let opts = StreamOptions {
-                route: Bytes::from_static(b"sink"),
-                compression: Compression::Adaptive,
-                ..StreamOptions::default()
-            };
-            let (mut send, _recv) = client.open_stream(opts).expect("open").split();
-            async move {
-                // Explorations are due at the first chunk and every
-                // `EXPLORE_EVERY` chunks (two chunks per write).
-                let writes = crate::selector::EXPLORE_EVERY as usize / 2 + 1;
-                for i in 0..writes {
-                    let piece = Bytes::from(crate::corpus::random(256 * 1024, i as u64));
-                    let sent = tokio::time::timeout(Duration::from_secs(20), send.send(piece))
-                        .await
-                        .unwrap_or_else(|_| {
-                            panic!("write {i} waited 20 s (compression threads held: {held})")
-                        });
-                    sent.expect("send");
-                }
-                send.finish().expect("finish");
-                send.encoder()
-            }
-        };
-        let prior = crate::selector::Selector::new(u16::MAX)
+        let prior = crate::selector::Selector::with_machine_costs(u16::MAX)
             .estimate(Level::Lz4)
             .map(|(speed, _)| speed);
-        let held = crate::cpu::permits()
-            .acquire_many(crate::cpu::compression_threads() as u32)
-            .await
-            .expect("permits");
-        let enc = send_all(true).await;
+        let opts = StreamOptions {
+            route: Bytes::from_static(b"sink"),
+            compression: Compression::Adaptive,
+            ..StreamOptions::default()
+        };
+        let (mut send, _recv) = client.open_stream(opts).expect("open").split();
+        let mut held = Vec::new();
+        while let Ok(p) = crate::cpu::permits().try_acquire() {
+            held.push(p);
+        }
+        // An exploration is due at the first chunk and every
+        // `EXPLORE_EVERY` chunks (two chunks per write).
+        for i in 0..crate::selector::EXPLORE_EVERY / 2 + 1 {
+            write(&mut send, i).await;
+        }
+        let enc = send.encoder();
         assert_eq!(
             lz4_speed(&enc),
             prior,
             "an exploration ran while every compression thread was taken"
         );
         drop(held);
-        // The measurements come back from the compression threads after
-        // their chunks were queued.
-        let enc = send_all(false).await;
+        write(&mut send, 1000).await;
+        // The measurement comes back from the compression thread after
+        // the chunk was queued.
         let mut waited = 0;
         while lz4_speed(&enc) == prior && waited < 100 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             waited += 1;
         }
-        assert_ne!(lz4_speed(&enc), prior, "no exploration was measured");
+        assert_ne!(lz4_speed(&enc), prior, "the exploration was never measured");
+        send.finish().expect("finish");
         drain.abort();
     }
 }
