@@ -573,16 +573,7 @@ impl Encoder {
     /// it was compared with (the stream's may have changed since, or the
     /// chunk went as-is while the level stayed).
     pub fn observe_paired(&mut self, p: Paired) {
-        self.selector.observe_pair_against(
-            p.probe,
-            p.current,
-            p.raw,
-            p.lz4_wire,
-            p.probe_wire,
-            p.probe_cpu,
-            p.cur_wire,
-            p.cur_cpu,
-        );
+        self.selector.observe_measured(&p);
     }
 
     /// Feeds the selector what compressing a planned chunk measured.

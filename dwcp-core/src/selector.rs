@@ -944,53 +944,50 @@ impl Selector {
         cur_cpu: Duration,
     ) {
         let current = self.current();
-        self.observe_pair_against(
-            probe, current, raw, lz4_wire, probe_wire, probe_cpu, cur_wire, cur_cpu,
-        );
+        self.observe_measured(&crate::encoder::Paired {
+            probe,
+            current,
+            raw,
+            lz4_wire,
+            probe_wire,
+            probe_cpu,
+            cur_wire,
+            cur_cpu,
+        });
     }
 
     /// [`Selector::observe_pair`] for a sample that compared the probe with
-    /// `current`, which may no longer be the stream's level (the sample was
-    /// measured aside, or the chunk went as-is while the level stayed).
-    #[allow(clippy::too_many_arguments)]
-    pub fn observe_pair_against(
-        &mut self,
-        probe: Level,
-        current: Level,
-        raw: usize,
-        lz4_wire: usize,
-        probe_wire: usize,
-        probe_cpu: Duration,
-        cur_wire: usize,
-        cur_cpu: Duration,
-    ) {
+    /// `p.current`, which may no longer be the stream's level (the sample
+    /// was measured aside, or the chunk went as-is while the level stayed).
+    pub fn observe_measured(&mut self, m: &crate::encoder::Paired) {
         let (Some(p), Some(c)) = (
-            LADDER.iter().position(|l| *l == probe),
-            LADDER.iter().position(|l| *l == current),
+            LADDER.iter().position(|l| *l == m.probe),
+            LADDER.iter().position(|l| *l == m.current),
         ) else {
             return;
         };
-        if raw == 0 || p == 0 {
+        if m.raw == 0 || p == 0 {
             return;
         }
-        let lz4_ratio = raw as f64 / lz4_wire.max(1) as f64;
-        let rel = |wire: usize| (raw as f64 / wire.max(1) as f64) / lz4_ratio;
-        let probe_rel = rel(probe_wire);
+        let raw = m.raw as f64;
+        let lz4_ratio = raw / m.lz4_wire.max(1) as f64;
+        let rel = |wire: usize| (raw / wire.max(1) as f64) / lz4_ratio;
+        let probe_rel = rel(m.probe_wire);
         let e = &mut self.est[p];
         e.rel_ratio += ALPHA * (probe_rel - e.rel_ratio);
         if c != 0 {
-            let cur_rel = rel(cur_wire);
+            let cur_rel = rel(m.cur_wire);
             let ec = &mut self.est[c];
             ec.rel_ratio += ALPHA * (cur_rel - ec.rel_ratio);
             // Cost relative to the current level on the same bytes, scaled by
             // the current level's full-chunk cost (samples are too small to
             // time zstd's context set-up fairly on their own).
-            let scale = probe_cpu.as_secs_f64() / cur_cpu.as_secs_f64().max(1e-9);
+            let scale = m.probe_cpu.as_secs_f64() / m.cur_cpu.as_secs_f64().max(1e-9);
             let cost = self.est[c].cost * scale;
             let e = &mut self.est[p];
             e.cost += ALPHA * (cost - e.cost);
         } else {
-            let cost = probe_cpu.as_secs_f64() / raw as f64;
+            let cost = m.probe_cpu.as_secs_f64() / raw;
             let e = &mut self.est[p];
             e.cost += ALPHA * (cost - e.cost);
         }
