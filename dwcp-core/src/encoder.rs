@@ -635,7 +635,8 @@ impl Planned {
     /// nothing to compute ([`Planned::is_trivial`]): it measures a sample
     /// of the chunk, which can go out before the measurement is done.
     pub fn take_exploration(&mut self) -> Option<Exploration> {
-        if self.level != Level::None || self.context.is_some() {
+        // (A chunk going as-is has no context to compress in.)
+        if self.level != Level::None {
             return None;
         }
         let (probe, current) = self.explore.take()?;
@@ -674,15 +675,19 @@ impl Exploration {
     /// compression in the CPU figures; returns what it measured and the
     /// time it took.
     pub fn measure(self) -> (Paired, Duration) {
-        let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
-        let paired = explore_sample(self.probe, self.current, &self.sample);
-        let took = wall0.elapsed();
-        crate::cpu_load::count_compression(
-            crate::cpu_load::thread_cpu().saturating_sub(cpu0),
-            took,
-        );
-        (paired, took)
+        counted_as_compression(|| explore_sample(self.probe, self.current, &self.sample))
     }
+}
+
+/// Runs `f` (on the calling thread) counted as compression in the CPU
+/// figures ([`crate::cpu_load::count_compression`]); returns its result and
+/// the wall time it took.
+fn counted_as_compression<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
+    let out = f();
+    let took = wall0.elapsed();
+    crate::cpu_load::count_compression(crate::cpu_load::thread_cpu().saturating_sub(cpu0), took);
+    (out, took)
 }
 
 /// What compressing a chunk measured, for the selector.
@@ -704,13 +709,7 @@ impl Planned {
     /// contexts come from the process-wide pool). A result no smaller than
     /// the chunk is dropped and the chunk sent as-is, without a copy.
     pub fn compress(self) -> Encoded {
-        let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
-        let out = self.compress_here();
-        crate::cpu_load::count_compression(
-            crate::cpu_load::thread_cpu().saturating_sub(cpu0),
-            wall0.elapsed(),
-        );
-        out
+        counted_as_compression(|| self.compress_here()).0
     }
 
     fn compress_here(self) -> Encoded {

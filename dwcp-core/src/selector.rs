@@ -875,9 +875,15 @@ impl Selector {
             return;
         }
         let ratio = raw as f64 / wire.max(1) as f64;
-        let data = ratio / self.est[i].rel_ratio.max(1e-3);
+        let data = self.lz4_equivalent(i, ratio);
         self.data += DATA_ALPHA * (data - self.data);
         self.record_cost(i, cpu.as_secs_f64() / raw as f64, data >= SPARSE_RATIO);
+    }
+
+    /// What LZ4 would have shrunk a chunk that ladder entry `i` shrank by
+    /// `ratio` (by the entry's ratio relative to LZ4).
+    fn lz4_equivalent(&self, i: usize, ratio: f64) -> f64 {
+        ratio / self.est[i].rel_ratio.max(1e-3)
     }
 
     /// Folds a full chunk's cost per byte into ladder entry `i`'s estimate
@@ -923,8 +929,7 @@ impl Selector {
         });
         // A fixed level samples nothing (`sample` is then 1): the chunk's
         // own ratio tells too.
-        let sparse =
-            sample >= SPARSE_RATIO || ratio / self.est[i].rel_ratio.max(1e-3) >= SPARSE_RATIO;
+        let sparse = sample >= SPARSE_RATIO || self.lz4_equivalent(i, ratio) >= SPARSE_RATIO;
         self.record_cost(i, cpu.as_secs_f64() / raw as f64, sparse);
     }
 
