@@ -1652,7 +1652,7 @@ mod tests {
     fn a_context_level_whose_data_turns_random_goes_back_to_as_is() {
         let mut s = Selector::new(crate::CodecId::all_bits());
         let cost = Duration::from_micros(300);
-        let mut step = |s: &mut Selector, sample: f64, wire: usize| {
+        let step = |s: &mut Selector, sample: f64, wire: usize| {
             s.set_context(true);
             let mut l = s.choose_with(Some(3e6), sample, Wait::Transport);
             let probe = s.context_probe_due(l);
