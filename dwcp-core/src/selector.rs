@@ -184,6 +184,14 @@ const ALPHA: f64 = 0.2;
 pub const SPARSE_RATIO: f64 = 16.0;
 /// Weight of a new chunk in the data-compressibility estimate.
 const DATA_ALPHA: f64 = 0.3;
+/// Chunks in a row that gained nothing in the context after which a level
+/// using it gives way to sending as-is. Data whose gains come in bursts
+/// between stretches that gain nothing keeps its level through them: on
+/// compressed media (zstd 1.37 over the whole, many chunks 1.00, some
+/// repeats that vanish) leaving when the recent average fell under
+/// [`INCOMPRESSIBLE_RATIO`] sent 43 % as-is, and the transfer took 12 %
+/// longer at 100 Mbit/s.
+pub const FLAT_RUN: u32 = 32;
 
 /// `avg`, a moving average of compression ratios (raw/wire), with `ratio`
 /// folded in at weight `alpha`. The average is taken over wire bytes per
@@ -326,6 +334,9 @@ pub struct Selector {
     /// The ratio of chunks compressed in the context (moving average;
     /// `None` until one was).
     context_ratio: Option<f64>,
+    /// Chunks in a row compressed in the context that gained nothing
+    /// (under [`INCOMPRESSIBLE_RATIO`]).
+    context_flat: u32,
     /// What the CPU allows, once its costs per byte are known
     /// ([`Selector::set_load`]; `None`: no CPU bound).
     cpu: Option<CpuModel>,
@@ -381,6 +392,7 @@ impl Selector {
             context: false,
             context_gain: CONTEXT_GAIN_PRIOR,
             context_ratio: None,
+            context_flat: 0,
             cpu: None,
             cpu_bound_as_is: None,
             cpu_from: None,
@@ -785,9 +797,15 @@ impl Selector {
         // whose data turned random stayed on its level for good, at the
         // same rate as-is (a tie, which no margin breaks;
         // `a_context_level_whose_data_turns_random_goes_back_to_as_is`).
+        // A level in the context gains nothing once [`FLAT_RUN`] chunks
+        // in a row gained nothing.
         let gains_nothing = self.current != 0
             && best == self.current
-            && self.predicted_ratio(self.current) < INCOMPRESSIBLE_RATIO;
+            && if self.in_context(self.current) {
+                self.context_flat >= FLAT_RUN
+            } else {
+                self.predicted_ratio(self.current) < INCOMPRESSIBLE_RATIO
+            };
         if gains_nothing {
             best = 0;
             best_rate = rate(0);
@@ -973,6 +991,11 @@ impl Selector {
         self.context_gain = fold_ratio(self.context_gain, gain, DATA_ALPHA);
         // From a prior of 1 (nothing gained), so that the first chunk in
         // the context weighs as one chunk too.
+        self.context_flat = if ratio < INCOMPRESSIBLE_RATIO {
+            self.context_flat.saturating_add(1)
+        } else {
+            0
+        };
         self.context_ratio = Some(fold_ratio(
             self.context_ratio.unwrap_or(1.0),
             ratio,
@@ -1605,9 +1628,10 @@ mod tests {
     /// with zstd-3, -9 and -19 for the next 40-70 chunks (12-19 ms of CPU
     /// each at zstd-19, all of it sent as-is): 7.3 CPU s of 20 s in the
     /// demo. Ratios average as wire bytes per raw byte, which is what a
-    /// link's time is spent on, so one such chunk weighs as one chunk: the
-    /// stream takes zstd-9 in its context for as long as the averages take
-    /// to fall back (seven chunks here), then sends as-is again.
+    /// link's time is spent on, so one such chunk weighs as one chunk. The
+    /// stream may take zstd-9 in its context (0.3-0.4 ms per random chunk)
+    /// until [`FLAT_RUN`] chunks gained nothing, never zstd-19 alone; then
+    /// it sends as-is again.
     #[test]
     fn one_chunk_that_vanishes_in_the_context_does_not_compress_random_data() {
         let mut s = Selector::new(crate::CodecId::all_bits());
@@ -1637,7 +1661,7 @@ mod tests {
             }
         }
         assert!(
-            after.len() <= 8,
+            after.len() <= FLAT_RUN as usize,
             "{} chunks of random data compressed after the one that vanished: {:?}",
             after.len(),
             &after[..after.len().min(8)]
@@ -1647,7 +1671,8 @@ mod tests {
     /// A stream compressing in its context on a link that binds, whose
     /// data turns random: waiting for the transport allows only stronger
     /// levels, but a level that no longer compresses gives way to sending
-    /// as-is.
+    /// as-is after [`FLAT_RUN`] chunks that gained nothing (it stayed for
+    /// good before).
     #[test]
     fn a_context_level_whose_data_turns_random_goes_back_to_as_is() {
         let mut s = Selector::new(crate::CodecId::all_bits());
@@ -1676,16 +1701,14 @@ mod tests {
             matches!(l, Level::Zstd(x) if x <= crate::zstd_stream::MAX_LEVEL),
             "{l:?}"
         );
-        let levels: Vec<(Level, bool)> = (0..200).map(|_| step(&mut s, 1.0, 131_075)).collect();
-        // As long as the moving averages take to fall under
-        // INCOMPRESSIBLE_RATIO (eight chunks), and the context probes.
-        let compressed = levels
-            .iter()
-            .filter(|(l, probe)| *l != Level::None && !probe)
-            .count();
+        let levels: Vec<(Level, bool)> = (0..400).map(|_| step(&mut s, 1.0, 131_075)).collect();
+        // FLAT_RUN chunks, and the context probes after.
+        let compressed: Vec<usize> = (0..levels.len())
+            .filter(|&n| levels[n].0 != Level::None && !levels[n].1)
+            .collect();
         assert!(
-            compressed <= 10,
-            "{compressed} of 200 random chunks compressed: {levels:?}"
+            compressed.len() <= FLAT_RUN as usize && compressed.iter().all(|&n| n < 200),
+            "random chunks compressed: {compressed:?}"
         );
     }
 
