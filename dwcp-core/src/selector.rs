@@ -16,8 +16,10 @@
 //! full chunks actually sent). `none` has infinite speed and ratio 1. The
 //! selector picks the codec with the highest predicted rate, switches only when
 //! the best beats the current choice by [`SWITCH_MARGIN`] after at least
-//! [`MIN_DWELL`] chunks (no oscillation), treats data whose sample does not
-//! compress as incompressible (sent as-is), and every [`EXPLORE_EVERY`] chunks
+//! [`MIN_DWELL`] chunks (no oscillation), except away from a level that gains
+//! nothing, which it leaves at once; it treats data whose sample does not
+//! compress as incompressible (sent as-is, unless the stream's context finds
+//! more), and every [`EXPLORE_EVERY`] chunks
 //! compresses a sample with LZ4, the current level and a neighbour to refresh
 //! the paired estimates (from `none` too: one LZ4 pass over the sample, so
 //! a stream that went uncompressed on a fast link comes back when the link
@@ -136,7 +138,8 @@ pub const CPU_NEAR: f64 = 3.0;
 /// Predicted gain compressing needs over sending as-is where the CPU binds,
 /// or where its CPU cost limits its prediction (see `Selector::choose_with`).
 pub const CPU_MARGIN: f64 = 1.15;
-/// Predicted gain needed before switching codec.
+/// Predicted gain needed before switching codec (not to leave a level that
+/// gains nothing, or one the peer does not accept).
 pub const SWITCH_MARGIN: f64 = 1.05;
 /// CPU sampling intervals ([`crate::cpu_load`], 50 ms or more each) that
 /// must close after a stream is first told the load
@@ -164,7 +167,8 @@ pub const COVERING_INTERVALS: u64 = 2;
 /// probes were 1-5 % of the chunks of a transfer that followed a
 /// compressed one, each holding the stream's data until it was done.
 pub const UNCOVERED_CORES: f64 = 0.5;
-/// Chunks to stay on a codec before switching again.
+/// Chunks to stay on a codec before switching again (a level that gains
+/// nothing is left at once).
 pub const MIN_DWELL: u32 = 16;
 /// Chunks between two exploration samples.
 pub const EXPLORE_EVERY: u64 = 32;
@@ -327,12 +331,14 @@ pub struct Selector {
     /// The next chunk may be compressed with the stream's zstd context.
     context: bool,
     /// What the context gains: the ratio of chunks compressed in it over
-    /// the ratio the per-chunk model predicts for them (moving average).
+    /// the ratio the per-chunk model predicts for them (moving average
+    /// over wire bytes per raw byte, [`fold_ratio`]).
     /// Long-range repeats (the same file twice in an image, pages that
     /// recur) are invisible to a sample of one chunk.
     context_gain: f64,
-    /// The ratio of chunks compressed in the context (moving average;
-    /// `None` until one was).
+    /// The ratio of chunks compressed in the context (moving average over
+    /// wire bytes per raw byte from a prior of 1, [`fold_ratio`]; `None`
+    /// until one was).
     context_ratio: Option<f64>,
     /// Chunks in a row compressed in the context that gained nothing
     /// (under [`INCOMPRESSIBLE_RATIO`]).
@@ -542,7 +548,28 @@ impl Selector {
     }
 
     fn in_context(&self, i: usize) -> bool {
-        self.context && matches!(LADDER[i], Level::Zstd(l) if l <= crate::zstd_stream::MAX_LEVEL)
+        self.context && Self::uses_context(i)
+    }
+
+    /// Whether ladder entry `i` compresses in the stream's context when
+    /// one is free (zstd up to [`crate::zstd_stream::MAX_LEVEL`]).
+    fn uses_context(i: usize) -> bool {
+        matches!(LADDER[i], Level::Zstd(l) if l <= crate::zstd_stream::MAX_LEVEL)
+    }
+
+    /// Whether ladder entry `i` (not `none`) gains nothing: for a level
+    /// that uses the context, once the stream has compressed in it,
+    /// [`FLAT_RUN`] chunks in a row gained nothing there (whether or not
+    /// this chunk may use the context: one that may not, because the
+    /// sender waited for the compressor, would otherwise judge the level
+    /// by the per-chunk model alone); for the others, the ratio predicted
+    /// is under [`INCOMPRESSIBLE_RATIO`].
+    fn gains_nothing(&self, i: usize) -> bool {
+        if Self::uses_context(i) && self.context_ratio.is_some() {
+            self.context_flat >= FLAT_RUN
+        } else {
+            self.predicted_ratio(i) < INCOMPRESSIBLE_RATIO
+        }
     }
 
     /// Whether this chunk, which the rule sends as-is or with LZ4, should
@@ -708,7 +735,10 @@ impl Selector {
     /// `sample_ratio` is an LZ4 trial on a sample of the chunk; `wait` is
     /// what the sender waited on around the previous chunk: waiting for the
     /// transport allows only the current or stronger levels, waiting for the
-    /// compressor only the current or lighter ones.
+    /// compressor only the current or lighter ones; a level that gains
+    /// nothing gives way to `none` either way. The level returned is
+    /// `none` for a chunk that looks incompressible while the stream's
+    /// level compresses chunks alone; the stream's level stays.
     pub fn choose_with(&mut self, link_rate: Option<f64>, sample_ratio: f64, wait: Wait) -> Level {
         self.chunks += 1;
         let cpu_bound = self.cpu_bound(link_rate, wait);
@@ -741,11 +771,21 @@ impl Selector {
         // The chunk alone looks incompressible: what the context finds is
         // all there is, so only levels that use it may take the chunk (a
         // context's past ratio let zstd-19, compressing each chunk alone,
-        // take random data for 16 chunks at a time).
+        // take random data for 16 chunks at a time). This holds for the
+        // chunk: the stream's level stays, and the chunk goes as-is if the
+        // level does not use the context.
         let context_only =
             sample_ratio < INCOMPRESSIBLE_RATIO && !(entropy_pays && self.allowed[2]);
+        if !context_only {
+            // Data that compresses alone again: what the context measured
+            // on data that did not is no longer evidence.
+            self.context_flat = 0;
+        }
+        // Levels that gain nothing ([`Selector::gains_nothing`]) are no
+        // candidates, and the current one among them is left at once.
+        let flat: [bool; 6] = std::array::from_fn(|i| i != 0 && self.gains_nothing(i));
         let eligible: [bool; 6] = std::array::from_fn(|i| {
-            self.allowed[i] && (i == 0 || !context_only || self.in_context(i))
+            self.allowed[i] && !flat[i] && (i == 0 || !context_only || self.in_context(i))
         });
         let candidates = match wait {
             // Data waiting for a CPU-bound transport says nothing of which
@@ -773,10 +813,19 @@ impl Selector {
             }
         };
         let current_rate = rate(self.current);
-        let (mut best, mut best_rate) = if eligible[self.current] {
-            (self.current, current_rate)
-        } else {
+        // A level that gains nothing gives way whatever the sender waits
+        // on: waiting for the transport allows only stronger levels, and a
+        // stream compressing in its context whose data turned random
+        // stayed on its level for good, at the same rate as-is (a tie,
+        // which no margin breaks;
+        // `a_context_level_whose_data_turns_random_goes_back_to_as_is`).
+        // Leaving it is no close call: neither the dwell nor the margin,
+        // which keep close candidates from taking turns, holds it.
+        let leave = flat[self.current];
+        let (mut best, mut best_rate) = if leave {
             (0, rate(0))
+        } else {
+            (self.current, current_rate)
         };
         for i in candidates {
             if !eligible[i] {
@@ -791,33 +840,10 @@ impl Selector {
                 best_rate = r;
             }
         }
-        // A level predicted to gain nothing gives way to sending as-is,
-        // whatever the sender waits on: waiting for the transport allows
-        // only stronger levels, and a stream compressing in its context
-        // whose data turned random stayed on its level for good, at the
-        // same rate as-is (a tie, which no margin breaks;
-        // `a_context_level_whose_data_turns_random_goes_back_to_as_is`).
-        // A level in the context gains nothing once [`FLAT_RUN`] chunks
-        // in a row gained nothing.
-        let gains_nothing = self.current != 0
-            && best == self.current
-            && if self.in_context(self.current) {
-                self.context_flat >= FLAT_RUN
-            } else {
-                self.predicted_ratio(self.current) < INCOMPRESSIBLE_RATIO
-            };
-        if gains_nothing {
-            best = 0;
-            best_rate = rate(0);
-        }
         self.since_switch = self.since_switch.saturating_add(1);
-        // Leaving a level that gains nothing is no close call: the dwell,
-        // which keeps close candidates from taking turns, does not hold it.
         if best != self.current
-            && (self.since_switch >= MIN_DWELL || gains_nothing)
-            && (best_rate > current_rate * SWITCH_MARGIN
-                || !eligible[self.current]
-                || gains_nothing)
+            && (self.since_switch >= MIN_DWELL || leave)
+            && (best_rate > current_rate * SWITCH_MARGIN || !self.allowed[self.current] || leave)
         {
             tracing::trace!(
                 from = %LADDER[self.current].label(),
@@ -836,9 +862,13 @@ impl Selector {
             );
             self.current = best;
             self.since_switch = 0;
+            // A level taken up again starts its count afresh.
+            self.context_flat = 0;
         }
-        if !eligible[self.current] {
-            // Held on its level by the dwell, which cannot take this chunk.
+        if context_only && !self.in_context(self.current) {
+            // A level that compresses chunks alone cannot take this one.
+            // (With the level at zstd, the caller may probe the context
+            // on it, as for any chunk sent as-is.)
             return Level::None;
         }
         LADDER[self.current]
@@ -1636,6 +1666,7 @@ mod tests {
     fn one_chunk_that_vanishes_in_the_context_does_not_compress_random_data() {
         let mut s = Selector::new(crate::CodecId::all_bits());
         let mut after = Vec::new();
+        let mut vanished = None;
         for n in 0..400u64 {
             s.set_context(true);
             let mut l = s.choose_with(Some(3e6), 1.0, Wait::Transport);
@@ -1648,9 +1679,10 @@ mod tests {
             }
             let cost = Duration::from_micros(300);
             match l {
-                // The first probe chunk of the second run vanishes.
+                // A chunk of the second probe run vanishes.
                 Level::Zstd(_) if probe && n == 48 => {
                     s.observe_context(l, 131_072, 13, cost, 1.0);
+                    vanished = s.context_ratio;
                 }
                 Level::Zstd(x) if x <= crate::zstd_stream::MAX_LEVEL => {
                     s.observe_context(l, 131_072, 131_075, cost, 1.0);
@@ -1660,6 +1692,9 @@ mod tests {
                 _ => s.observe(l, 131_072, 131_080, cost),
             }
         }
+        // The chunk weighs as one chunk (an average of ratios read 3,025).
+        let vanished = vanished.expect("the chunk that vanished was a probe");
+        assert!(vanished < 2.0, "context ratio {vanished} after it");
         assert!(
             after.len() <= FLAT_RUN as usize,
             "{} chunks of random data compressed after the one that vanished: {:?}",
@@ -1675,6 +1710,15 @@ mod tests {
     /// good before).
     #[test]
     fn a_context_level_whose_data_turns_random_goes_back_to_as_is() {
+        // On the level the rule took (the strongest in the context), and
+        // on zstd-3, below a context level predicted a little better
+        // (which kept "gains nothing" from applying in a first version).
+        for zstd3 in [false, true] {
+            data_turns_random_on_a_context_level(zstd3);
+        }
+    }
+
+    fn data_turns_random_on_a_context_level(zstd3: bool) {
         let mut s = Selector::new(crate::CodecId::all_bits());
         let cost = Duration::from_micros(300);
         let step = |s: &mut Selector, sample: f64, wire: usize| {
@@ -1696,6 +1740,12 @@ mod tests {
         for _ in 0..200 {
             step(&mut s, 2.5, 40_000);
         }
+        if zstd3 {
+            s.current = LADDER
+                .iter()
+                .position(|l| *l == Level::Zstd(3))
+                .unwrap_or(0);
+        }
         let l = s.current();
         assert!(
             matches!(l, Level::Zstd(x) if x <= crate::zstd_stream::MAX_LEVEL),
@@ -1708,7 +1758,7 @@ mod tests {
             .collect();
         assert!(
             compressed.len() <= FLAT_RUN as usize && compressed.iter().all(|&n| n < 200),
-            "random chunks compressed: {compressed:?}"
+            "from {l:?}, random chunks compressed: {compressed:?}"
         );
     }
 
