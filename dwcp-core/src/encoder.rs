@@ -64,7 +64,13 @@ impl Feedback {
     ///
     /// - the chunk had to wait for room or credit, or the stream still had
     ///   data queued when it came out of the compressor: the transport binds
-    ///   ([`Wait::Transport`]);
+    ///   ([`Wait::Transport`]), unless the peer's credit had run short
+    ///   (`credit_short`: less than a chunk left). Credit counts decoded
+    ///   bytes, so no level changes the raw rate it allows, and the link is
+    ///   not what binds ([`Wait::Unknown`]). At 1 Gbit/s and 20 ms a
+    ///   stream of the memory image sat at 13-101 KB of credit for dozens
+    ///   of hand-overs, and reading that as the link held it on zstd-1
+    ///   (stronger levels only) where LZ4 was faster;
     /// - otherwise, compressing took most of the time since the previous
     ///   hand-over (`compress` ≥ [`COMPRESSOR_BOUND`] × `interval`): the
     ///   sender spent its time compressing while the queue ran dry
@@ -85,8 +91,12 @@ impl Feedback {
         interval: Option<Duration>,
         waited_for_room: bool,
         queued: u64,
+        credit_short: bool,
     ) -> Wait {
         if waited_for_room || queued > 0 {
+            if credit_short {
+                return Wait::Unknown;
+            }
             return Wait::Transport;
         }
         match interval {
@@ -797,25 +807,40 @@ mod tests {
         let ms = Duration::from_millis;
         // Room or credit was short, or data was still queued: the transport.
         assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), true, 0),
+            Feedback::judge(ms(9), Some(ms(10)), true, 0, false),
             Wait::Transport
         );
         assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), false, 4096),
+            Feedback::judge(ms(1), Some(ms(10)), false, 4096, false),
             Wait::Transport
         );
         // Compressing filled the interval and the queue ran dry.
         assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), false, 0),
+            Feedback::judge(ms(9), Some(ms(10)), false, 0, false),
             Wait::Compressor
         );
         // An empty queue after a short compression: the gap was elsewhere
         // (a slow application, or data held in the transport's buffers).
         assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), false, 0),
+            Feedback::judge(ms(1), Some(ms(10)), false, 0, false),
             Wait::Unknown
         );
-        assert_eq!(Feedback::judge(ms(1), None, false, 0), Wait::Unknown);
+        assert_eq!(Feedback::judge(ms(1), None, false, 0, false), Wait::Unknown);
+        // Data queued, or room short, while the peer's credit (counted in
+        // decoded bytes) ran out: no level changes the raw rate the credit
+        // allows, and the link is not what binds.
+        assert_eq!(
+            Feedback::judge(ms(1), Some(ms(10)), false, 4096, true),
+            Wait::Unknown
+        );
+        assert_eq!(
+            Feedback::judge(ms(1), Some(ms(10)), true, 0, true),
+            Wait::Unknown
+        );
+        assert_eq!(
+            Feedback::judge(ms(9), Some(ms(10)), true, 0, true),
+            Wait::Unknown
+        );
     }
 
     #[test]

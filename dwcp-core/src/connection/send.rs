@@ -45,6 +45,15 @@ impl Connection {
         self.streams.get(&id).map(|s| s.send_queued)
     }
 
+    /// Decoded bytes stream `id` may still send under the peer's credit
+    /// (its own and the connection's, whichever is less), or `None` if
+    /// the stream is unknown.
+    pub fn stream_send_credit(&self, id: StreamId) -> Option<u64> {
+        self.streams
+            .get(&id)
+            .map(|s| s.send_credit.available().min(self.conn_credit.available()))
+    }
+
     /// Streams that have data and credit, waiting for the scheduler.
     pub fn backlogged_streams(&self) -> usize {
         self.sched.len()

@@ -151,9 +151,9 @@ enum Handover {
     Idle,
     /// The next turn reads.
     Armed,
-    /// Read before the chunk was queued: the stream's bytes still queued
-    /// and what the rate is computed from.
-    Seen(Option<u64>, crate::net::driver::RateSeen),
+    /// Read before the chunk was queued: the stream's bytes still queued,
+    /// the credit it has left, and what the rate is computed from.
+    Seen(Option<u64>, Option<u64>, crate::net::driver::RateSeen),
 }
 
 /// How long the rate read at a hand-over stands for the next `send`.
@@ -612,6 +612,7 @@ impl SendStream {
         if matches!(self.handover, Handover::Armed) {
             self.handover = Handover::Seen(
                 inner.core.stream_send_queued(self.id),
+                inner.core.stream_send_credit(self.id),
                 crate::net::driver::RateSeen::of(inner),
             );
         }
@@ -825,13 +826,15 @@ impl SendStream {
             }
             // Whether the transport waited for this chunk: nothing of the
             // stream was left queued while it was compressed.
-            let (queued, r) = match std::mem::take(&mut self.handover) {
-                Handover::Seen(queued, seen) => (queued, self.conn.shared.rate_from(seen)),
+            let ((queued, credit), r) = match std::mem::take(&mut self.handover) {
+                Handover::Seen(queued, credit, seen) => {
+                    ((queued, credit), self.conn.shared.rate_from(seen))
+                }
                 _ => {
                     let id = self.id;
-                    self.conn
-                        .shared
-                        .with_rate(|i| i.core.stream_send_queued(id))
+                    self.conn.shared.with_rate(|i| {
+                        (i.core.stream_send_queued(id), i.core.stream_send_credit(id))
+                    })
                 }
             };
             rate = r;
@@ -842,11 +845,15 @@ impl SendStream {
                 // Queued: the peer will see what entered the context.
                 unsent.0 = None;
             }
+            // Less credit left than a chunk: the peer's window held the
+            // stream, not the link.
+            let credit_short = credit.is_some_and(|c| c < max_chunk as u64);
             let wait = Feedback::judge(
                 out.cpu / sharing,
                 interval,
                 self.waited_for_room,
                 queued.unwrap_or(0),
+                credit_short,
             );
             tracing::trace!(
                 stream = self.id,
@@ -856,6 +863,7 @@ impl SendStream {
                 cpu_us = out.cpu.as_micros() as u64,
                 interval_us = interval.map_or(0, |d| d.as_micros() as u64),
                 queued = queued.unwrap_or(0),
+                credit = credit.unwrap_or(0),
                 waited_for_room = self.waited_for_room,
                 ?wait,
                 "chunk encoded"
