@@ -96,6 +96,10 @@ pub enum Wait {
     /// The transport waited for the compressor: the stream's queue had run
     /// empty by the time the chunk was ready.
     Compressor,
+    /// Data waited, but for the peer's credit, which counts decoded bytes:
+    /// no level changes the raw rate it allows, so this says nothing of
+    /// which way to go, and the level stays.
+    Credit,
 }
 
 /// Candidates, fastest first.
@@ -649,7 +653,7 @@ impl Selector {
         let slot = match wait {
             Wait::Transport => &mut self.wire_rate,
             Wait::Compressor => &mut self.fed_rate,
-            Wait::Unknown => return,
+            Wait::Unknown | Wait::Credit => return,
         };
         *slot = Some(match *slot {
             None => rate,
@@ -726,7 +730,7 @@ impl Selector {
                 let fed = self.fed_rate.map_or(0.0, |r| r * PROBE_GAIN);
                 est.max(fed).max(self.wire_rate.unwrap_or(0.0))
             }
-            Wait::Unknown => est,
+            Wait::Unknown | Wait::Credit => est,
         }
     }
 
@@ -793,6 +797,7 @@ impl Selector {
             _ if cpu_bound => 0..LADDER.len(),
             Wait::Transport => self.current..LADDER.len(),
             Wait::Compressor => 0..self.current + 1,
+            Wait::Credit => self.current..self.current + 1,
             Wait::Unknown => 0..LADDER.len(),
         };
         // Compressing must pay for its CPU clearly wherever the CPU's
@@ -1530,6 +1535,22 @@ mod tests {
         let strong = s.current();
         s.observe_wire_rate(1e9, Wait::Transport);
         assert_eq!(settle_with(&mut s, Some(1e9), Wait::Transport), strong);
+    }
+
+    /// Waiting for the peer's credit says nothing of the link: the level
+    /// stays, where waiting for the transport would allow only stronger
+    /// ones and the estimate alone would move it either way.
+    #[test]
+    fn waiting_for_credit_keeps_the_level() {
+        let mut s = taught();
+        let strong = settle(&mut s, Some(1.25e6));
+        assert!(matches!(strong, Level::Zstd(x) if x >= 9), "{strong:?}");
+        // A fast estimate would take it lighter; credit holds it.
+        assert_eq!(settle_with(&mut s, Some(125e6), Wait::Credit), strong);
+        assert_ne!(settle_with(&mut s, Some(125e6), Wait::Unknown), strong);
+        // From as-is, on a slow link, too.
+        let mut s = taught();
+        assert_eq!(settle_with(&mut s, Some(1.25e6), Wait::Credit), Level::None);
     }
 
     #[test]
