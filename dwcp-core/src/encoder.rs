@@ -65,12 +65,13 @@ impl Feedback {
     /// - the chunk had to wait for room or credit, or the stream still had
     ///   data queued when it came out of the compressor: the transport binds
     ///   ([`Wait::Transport`]), unless the peer's credit had run short
-    ///   (`credit_short`: less than a chunk left). Credit counts decoded
-    ///   bytes, so no level changes the raw rate it allows, and the link is
-    ///   not what binds ([`Wait::Credit`]: the level stays). At 1 Gbit/s
-    ///   and 20 ms a stream of the memory image sat at 13-101 KB of credit
-    ///   for dozens of hand-overs, and reading that as the link held it on
-    ///   zstd-1 (stronger levels only) where LZ4 was faster; reading it as
+    ///   while the stream sent well below the link estimate
+    ///   (`credit_short`: less than a chunk of the stream's credit left).
+    ///   Credit counts decoded bytes, so no level changes the raw rate it
+    ///   allows, and the link is not what binds ([`Wait::Credit`]: the
+    ///   level stays). At 1 Gbit/s and 20 ms a stream of the memory image
+    ///   sat at 13-101 KB of credit for dozens of hand-overs, and reading
+    ///   that as the link allowed it only stronger levels; reading it as
     ///   unknown let the link estimate move a filesystem image's stream to
     ///   LZ4 at 100 Mbit/s (16 % of its chunks in one run);
     /// - otherwise, compressing took most of the time since the previous
@@ -842,6 +843,11 @@ mod tests {
         assert_eq!(
             Feedback::judge(ms(9), Some(ms(10)), true, 0, true),
             Wait::Credit
+        );
+        // Short credit says nothing where nothing waited.
+        assert_eq!(
+            Feedback::judge(ms(9), Some(ms(10)), false, 0, true),
+            Wait::Compressor
         );
     }
 

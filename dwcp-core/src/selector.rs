@@ -26,12 +26,14 @@
 //! slows or the CPU frees up).
 //!
 //! What the sender waits on steers the choice ([`Wait`]): when data waits for
-//! the transport (the stream's queue or credit is full), the link binds, so
+//! the transport (the stream's queue or room is full), the link binds, so
 //! only the current level or a stronger one can deliver more, and the link
 //! rate used is at most the stream's own measured wire rate; when the
 //! transport waits for the compressor (the queue ran empty while a chunk was
 //! compressed), only the current level or a lighter one can, and the link is
-//! taken to be at least as fast as what the stream sends. Compressor speeds
+//! taken to be at least as fast as what the stream sends; when data waits
+//! for the peer's credit while the stream sends well below the link, the
+//! level stays (unless the CPU binds or the level gains nothing). Compressor speeds
 //! are scaled by the CPU share a stream can get ([`crate::cpu`]), so a
 //! sidecar limited to half a core does not pick zstd-19 for a fast link.
 //!
@@ -91,14 +93,18 @@ pub enum Wait {
     #[default]
     Unknown,
     /// Data waited for the transport: the stream's queue was not empty when
-    /// the chunk was ready, or queueing it had to wait for room or credit.
+    /// the chunk was ready, or queueing it had to wait for room.
     Transport,
     /// The transport waited for the compressor: the stream's queue had run
     /// empty by the time the chunk was ready.
     Compressor,
-    /// Data waited, but for the peer's credit, which counts decoded bytes:
-    /// no level changes the raw rate it allows, so this says nothing of
-    /// which way to go, and the level stays.
+    /// Data waited, but for the peer's credit, which counts decoded bytes,
+    /// while the stream sent well below the link: no level changes the raw
+    /// rate the credit allows, so this says nothing of which way to go. The
+    /// level stays, unless the CPU binds or it gains nothing. (A reader
+    /// slower than the link keeps a costly level where a lighter one would
+    /// deliver as much for less CPU: so did waiting for the transport,
+    /// which allowed only stronger levels.)
     Credit,
 }
 
@@ -479,8 +485,8 @@ impl Selector {
             return false;
         };
         let slack = match (wait, link_rate, self.wire_rate) {
-            (Wait::Transport, Some(est), Some(w)) => est > LINK_SLACK * w,
-            (Wait::Transport, None, Some(_)) => true,
+            (Wait::Transport | Wait::Credit, Some(est), Some(w)) => est > LINK_SLACK * w,
+            (Wait::Transport | Wait::Credit, None, Some(_)) => true,
             _ => false,
         };
         // The process's rate is the last sample's, which at a stream's

@@ -46,12 +46,11 @@ impl Connection {
     }
 
     /// Decoded bytes stream `id` may still send under the peer's credit
-    /// (its own and the connection's, whichever is less), or `None` if
-    /// the stream is unknown.
+    /// for the stream, or `None` if the stream is unknown. (The
+    /// connection's credit is shared: one stream of sparse data can spend
+    /// it for all.)
     pub fn stream_send_credit(&self, id: StreamId) -> Option<u64> {
-        self.streams
-            .get(&id)
-            .map(|s| s.send_credit.available().min(self.conn_credit.available()))
+        self.streams.get(&id).map(|s| s.send_credit.available())
     }
 
     /// Streams that have data and credit, waiting for the scheduler.

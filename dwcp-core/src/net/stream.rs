@@ -845,9 +845,16 @@ impl SendStream {
                 // Queued: the peer will see what entered the context.
                 unsent.0 = None;
             }
-            // Less credit left than a chunk: the peer's window held the
-            // stream, not the link.
-            let credit_short = credit.is_some_and(|c| c < max_chunk as u64);
+            // Less credit left than a chunk, while the stream sends well
+            // below the link estimate: the peer's window held the stream,
+            // not the link. (Credit is spent when a frame goes to the
+            // transport, so bytes still in its buffers hold credit too:
+            // near the link rate a short credit says nothing.)
+            let below_link = match (rate, wire_rate) {
+                (Some(est), Some(w)) => est > crate::selector::LINK_SLACK * w,
+                _ => false,
+            };
+            let credit_short = below_link && credit.is_some_and(|c| c < max_chunk as u64);
             let wait = Feedback::judge(
                 out.cpu / sharing,
                 interval,
