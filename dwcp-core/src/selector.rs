@@ -138,6 +138,13 @@ pub const PROBE_GAIN: f64 = 1.25;
 /// stream more than this multiple of its wire rate: the link is not what
 /// binds (see `Selector::cpu_bound`).
 pub const LINK_SLACK: f64 = 2.0;
+
+/// Whether a stream sending `wire_rate` bytes per second sends well below
+/// what the link estimate `link_rate` offers it (by more than
+/// [`LINK_SLACK`]): then whatever holds the stream back is not the link.
+pub fn below_link(link_rate: f64, wire_rate: f64) -> bool {
+    link_rate > LINK_SLACK * wire_rate
+}
 /// The process counts as CPU-bound only while it queues raw bytes at
 /// least at this fraction's inverse of what its cores allow. Its cores are
 /// not all it waits for: on loopback, with the peer daemon and the
@@ -485,7 +492,7 @@ impl Selector {
             return false;
         };
         let slack = match (wait, link_rate, self.wire_rate) {
-            (Wait::Transport | Wait::Credit, Some(est), Some(w)) => est > LINK_SLACK * w,
+            (Wait::Transport | Wait::Credit, Some(est), Some(w)) => below_link(est, w),
             (Wait::Transport | Wait::Credit, None, Some(_)) => true,
             _ => false,
         };
@@ -868,6 +875,7 @@ impl Selector {
                 context_gain = self.context_gain,
                 context_ratio = ?self.context_ratio,
                 sample_ratio,
+                speeds_mbs = ?self.est.map(|e| (e.speed() / 1e6).round()),
                 cpu = ?self.cpu,
                 "codec switch"
             );

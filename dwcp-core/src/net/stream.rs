@@ -851,7 +851,7 @@ impl SendStream {
             // transport, so bytes still in its buffers hold credit too:
             // near the link rate a short credit says nothing.)
             let below_link = match (rate, wire_rate) {
-                (Some(est), Some(w)) => est > crate::selector::LINK_SLACK * w,
+                (Some(est), Some(w)) => crate::selector::below_link(est, w),
                 _ => false,
             };
             let credit_short = below_link && credit.is_some_and(|c| c < max_chunk as u64);
@@ -871,6 +871,8 @@ impl SendStream {
                 interval_us = interval.map_or(0, |d| d.as_micros() as u64),
                 queued = queued.unwrap_or(0),
                 credit = credit.unwrap_or(0),
+                link_share = rate.map_or(0, |r| r as u64),
+                wire_rate = wire_rate.map_or(0, |r| r as u64),
                 waited_for_room = self.waited_for_room,
                 ?wait,
                 "chunk encoded"
