@@ -199,3 +199,48 @@ fn compressor_limited_then_idle_keeps_the_capacity() {
     );
     assert_eq!(pair.client.conn.link_estimate().bottleneck_bw(), None);
 }
+
+/// A stream held by the peer's window (256 KiB per 20 ms round trip, about
+/// 105 Mbit/s, on a 1 Gbit/s link) sends as fast as its credit allows, not
+/// as fast as the link does: the estimate must not take the credit's rate
+/// for the link's. (At 1 Gbit/s through the sidecars a stream's first
+/// hundred milliseconds waited for credit, the estimate read 22-42 MB/s
+/// for the rest of the transfer, and adaptive compression took zstd-3
+/// where LZ4 was faster.)
+#[test]
+fn a_stream_held_by_the_peers_window_does_not_teach_the_link_rate() {
+    let link = LinkConfig {
+        bandwidth_bps: 1_000_000_000,
+        one_way_delay: Duration::from_millis(10),
+        ..LinkConfig::default()
+    };
+    let window = 256 * 1024;
+    let server = Config {
+        initial_stream_window: window,
+        max_stream_window: window,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), server, link);
+    let mut c = Traffic::new();
+    let mut s = Traffic::new();
+    c.add_stream(OpenParams::default(), 1 << 40, 1);
+    run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(3),
+        |_, _, _| false,
+    );
+    let received: u64 = s.received.values().map(|r| r.len).sum();
+    let mbit = received as f64 * 8.0 / 3.0 / 1e6;
+    assert!(
+        mbit < 200.0,
+        "the window should hold the stream near 105 Mbit/s: {mbit:.0}"
+    );
+    let est = pair.client.conn.link_estimate().bottleneck_bw();
+    assert!(
+        est.is_none_or(|bw| bw * 8.0 / 1e6 > 500.0),
+        "the estimate took the credit's rate for the link: {:.1} Mbit/s",
+        est.unwrap_or(0.0) * 8.0 / 1e6
+    );
+}

@@ -282,7 +282,10 @@ impl Connection {
     }
 
     pub(super) fn forget(&mut self, id: StreamId) {
-        if self.streams.remove(&id).is_some() {
+        if let Some(s) = self.streams.remove(&id) {
+            if s.paused {
+                self.paused_streams = self.paused_streams.saturating_sub(1);
+            }
             self.interactive.remove(&id);
             self.events.push_back(Event::StreamClosed(id));
         }
