@@ -595,17 +595,22 @@ impl Encoder {
             self.observe_paired(p);
         }
         if let Some(t) = out.trial {
-            match t.context_sample {
-                Some(sample) => self.selector.observe_context(
+            if t.in_context {
+                // A fixed level samples nothing: 1 (see `observe_context`).
+                self.selector.observe_context(
                     t.level,
                     out.raw_len,
                     t.compressed_len,
                     t.took,
-                    sample,
-                ),
-                None => self
-                    .selector
-                    .observe(t.level, out.raw_len, t.compressed_len, t.took),
+                    t.sample.unwrap_or(1.0),
+                );
+            } else {
+                self.selector
+                    .observe(t.level, out.raw_len, t.compressed_len, t.took);
+                if let Some(sample) = t.sample {
+                    self.selector
+                        .observe_sample(t.level, out.raw_len, t.compressed_len, sample);
+                }
             }
         }
     }
@@ -708,9 +713,10 @@ fn counted_as_compression<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 pub struct Trial {
     /// Level tried.
     pub level: Level,
-    /// The LZ4 sample ratio of the chunk, when the chunk was compressed in
-    /// the stream's zstd context (`None` for a chunk compressed alone).
-    pub context_sample: Option<f64>,
+    /// The LZ4 sample ratio of the chunk, if one was taken.
+    pub sample: Option<f64>,
+    /// The chunk was compressed in the stream's zstd context.
+    pub in_context: bool,
     /// Compressed size.
     pub compressed_len: usize,
     /// Time the compression took.
@@ -747,7 +753,8 @@ impl Planned {
                             }),
                             trial: Some(Trial {
                                 level: self.level,
-                                context_sample: Some(self.sample.unwrap_or(1.0)),
+                                sample: self.sample,
+                                in_context: true,
                                 compressed_len: out.len(),
                                 took,
                             }),
@@ -772,7 +779,8 @@ impl Planned {
         let cpu = planning + took;
         let trial = compressed.as_ref().map(|c| Trial {
             level: self.level,
-            context_sample: None,
+            sample: self.sample,
+            in_context: false,
             compressed_len: c.len(),
             took,
         });
