@@ -164,13 +164,9 @@ pub struct Connection {
     conn_recv: RecvWindow,
     conn_window_pending: bool,
     send_buffered: u64,
-    /// The send buffer ran empty, or its data waited for credit while the
-    /// transport could take more, since the last transport report: the
+    /// The send buffer ran empty since the last transport report: the
     /// interval's delivery rate is the sender's, not the link's.
     tx_ran_dry: bool,
-    /// Streams the transport cannot take frames of now
-    /// ([`Connection::pause_stream`]).
-    paused_streams: usize,
     conn_blocked: VecDeque<StreamId>,
     /// Open interactive streams (few), served from the reserved credit.
     interactive: std::collections::BTreeSet<StreamId>,
@@ -240,7 +236,6 @@ impl Connection {
             conn_window_pending: false,
             send_buffered: 0,
             tx_ran_dry: false,
-            paused_streams: 0,
             conn_blocked: VecDeque::new(),
             interactive: Default::default(),
             zstd_contexts: Default::default(),
@@ -406,14 +401,6 @@ impl Connection {
         }
         if let Some(t) = self.poll_data(now) {
             return Some(t);
-        }
-        if self.send_buffered > 0 && self.paused_streams == 0 {
-            // The transport can take more and the streams hold data, yet
-            // none may send: the peer's credit (or a rate cap) holds them,
-            // not the link. Until then a stream waiting for credit on a
-            // 1 Gbit/s path taught the estimate its own 22-42 MB/s
-            // (`a_stream_held_by_the_peers_window_does_not_teach_the_link_rate`).
-            self.tx_ran_dry = true;
         }
         if tracing::enabled!(tracing::Level::TRACE) {
             for id in &self.interactive {

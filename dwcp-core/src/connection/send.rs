@@ -281,20 +281,14 @@ impl Connection {
     /// streams are ignored.
     pub fn pause_stream(&mut self, id: StreamId) {
         if let Some(s) = self.streams.get_mut(&id) {
-            if !s.paused {
-                s.paused = true;
-                self.paused_streams += 1;
-            }
+            s.paused = true;
         }
     }
 
     /// The transport can take stream `id`'s frames again.
     pub fn resume_stream(&mut self, id: StreamId) {
         if let Some(s) = self.streams.get_mut(&id) {
-            if s.paused {
-                s.paused = false;
-                self.paused_streams = self.paused_streams.saturating_sub(1);
-            }
+            s.paused = false;
             if s.sendable() {
                 self.sched
                     .push(s.params.class, id, &mut s.sched, self.last_now);

@@ -282,10 +282,7 @@ impl Connection {
     }
 
     pub(super) fn forget(&mut self, id: StreamId) {
-        if let Some(s) = self.streams.remove(&id) {
-            if s.paused {
-                self.paused_streams = self.paused_streams.saturating_sub(1);
-            }
+        if self.streams.remove(&id).is_some() {
             self.interactive.remove(&id);
             self.events.push_back(Event::StreamClosed(id));
         }
