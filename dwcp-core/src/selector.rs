@@ -142,9 +142,10 @@ pub const LINK_SLACK: f64 = 2.0;
 /// Whether a stream sending `wire_rate` bytes per second sends well below
 /// what the link estimate `link_rate` offers it (by more than
 /// [`LINK_SLACK`]): then whatever holds the stream back is not the link.
-pub fn below_link(link_rate: f64, wire_rate: f64) -> bool {
+pub(crate) fn below_link(link_rate: f64, wire_rate: f64) -> bool {
     link_rate > LINK_SLACK * wire_rate
 }
+
 /// The process counts as CPU-bound only while it queues raw bytes at
 /// least at this fraction's inverse of what its cores allow. Its cores are
 /// not all it waits for: on loopback, with the peer daemon and the
@@ -370,8 +371,9 @@ pub struct Selector {
     /// (under [`INCOMPRESSIBLE_RATIO`]).
     context_flat: u32,
     /// What LZ4 gains on a whole chunk over what it gains on the chunk's
-    /// 4 KiB sample ([`crate::encoder::SAMPLE`]), learnt on chunks
-    /// compressed alone (a moving average; 1 until one was). A chunk
+    /// 4 KiB sample ([`crate::encoder::SAMPLE`]), learnt on LZ4's chunks
+    /// ([`Selector::observe_sample`]; 1 until one was). While the stream
+    /// stays in the context nothing updates it. A chunk
     /// compressed in the context is known by its sample only, and the
     /// sample understates data whose repeats lie further apart than its
     /// pieces: on logs LZ4 gave 2.0 on samples and 3.0 on whole chunks.
@@ -1018,17 +1020,23 @@ impl Selector {
     /// Records the LZ4 sample ratio `sample` of a chunk that `level`
     /// compressed alone from `raw` to `wire` bytes: what the whole chunk
     /// gained against its sample teaches the sample scale (see
-    /// [`Selector::observe_context`]).
+    /// [`Selector::observe_context`]). Only LZ4's own chunks teach it (a
+    /// zstd chunk's LZ4 equivalent goes through a ratio learnt on 32 KiB
+    /// samples), and neither sparse chunks nor ones whose sample found
+    /// nothing: a chunk of zeros whose four sample pieces landed on text,
+    /// or the reverse, says nothing of how far apart the data's repeats
+    /// lie. The average is over sample bytes per whole-chunk byte
+    /// ([`fold_ratio`]), so that one such chunk weighs as one chunk.
     pub fn observe_sample(&mut self, level: Level, raw: usize, wire: usize, sample: f64) {
-        let Some(i) = LADDER.iter().position(|l| *l == level) else {
-            return;
-        };
-        if i == 0 || raw == 0 {
+        if level != Level::Lz4 || raw == 0 {
             return;
         }
-        let whole = self.lz4_equivalent(i, raw as f64 / wire.max(1) as f64);
-        let scale = (whole / sample.max(1.0)).clamp(SAMPLE_SCALE_RANGE.0, SAMPLE_SCALE_RANGE.1);
-        self.sample_scale += DATA_ALPHA * (scale - self.sample_scale);
+        let whole = raw as f64 / wire.max(1) as f64;
+        if !(INCOMPRESSIBLE_RATIO..SPARSE_RATIO).contains(&sample) || whole >= SPARSE_RATIO {
+            return;
+        }
+        let scale = (whole.max(1.0) / sample).clamp(SAMPLE_SCALE_RANGE.0, SAMPLE_SCALE_RANGE.1);
+        self.sample_scale = fold_ratio(self.sample_scale, scale, DATA_ALPHA);
     }
 
     /// What LZ4 would have shrunk a chunk that ladder entry `i` shrank by
@@ -1736,6 +1744,38 @@ mod tests {
             "zstd-1 in the context predicted at {z1:.2}"
         );
         assert_eq!(settle(&mut s, Some(125e6)), Level::Lz4);
+    }
+
+    /// A chunk whose sample missed its data (mostly zeros, the four 1 KiB
+    /// sample pieces on text; or the reverse), or one compressed with zstd,
+    /// does not teach the sample scale: with each chunk folded in as it
+    /// came, one chunk at 27 over a sample of 3 moved the scale from 1.5
+    /// to 3.4, and LZ4 looked twice as good as it is for as long as the
+    /// stream stayed in the context.
+    #[test]
+    fn the_sample_scale_learns_from_lz4s_ordinary_chunks_only() {
+        let mut s = taught();
+        s.set_context(true);
+        let raw = 131_072;
+        let took = Duration::from_micros(190);
+        for _ in 0..30 {
+            s.observe(Level::Lz4, raw, raw / 3, took);
+            s.observe_sample(Level::Lz4, raw, raw / 3, 2.0);
+        }
+        s.observe_sample(Level::Lz4, raw, raw / 27, 3.0);
+        s.observe_sample(Level::Lz4, raw, raw / 3, 40.0);
+        s.observe_sample(Level::Zstd(19), raw, raw / 20, 2.0);
+        for _ in 0..50 {
+            s.observe_context(
+                Level::Zstd(1),
+                raw,
+                (raw as f64 / 4.2) as usize,
+                took * 2,
+                2.0,
+            );
+        }
+        let lz4 = s.estimate(Level::Lz4).map_or(0.0, |e| e.1);
+        assert!((2.8..3.2).contains(&lz4), "LZ4 predicted at {lz4:.2}");
     }
 
     /// Random data with a context free: the probes find nothing, and the
