@@ -816,47 +816,33 @@ mod tests {
     #[test]
     fn what_the_sender_waited_on() {
         let ms = Duration::from_millis;
-        // Room or credit was short, or data was still queued: the transport.
-        assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), true, 0, false),
-            Wait::Transport
-        );
-        assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), false, 4096, false),
-            Wait::Transport
-        );
-        // Compressing filled the interval and the queue ran dry.
-        assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), false, 0, false),
-            Wait::Compressor
-        );
-        // An empty queue after a short compression: the gap was elsewhere
-        // (a slow application, or data held in the transport's buffers).
-        assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), false, 0, false),
-            Wait::Unknown
-        );
-        assert_eq!(Feedback::judge(ms(1), None, false, 0, false), Wait::Unknown);
-        // Data queued, or room short, while the peer's credit (counted in
-        // decoded bytes) ran out: no level changes the raw rate the credit
-        // allows, and the link is not what binds.
-        assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), false, 4096, true),
-            Wait::Credit
-        );
-        assert_eq!(
-            Feedback::judge(ms(1), Some(ms(10)), true, 0, true),
-            Wait::Credit
-        );
-        assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), true, 0, true),
-            Wait::Credit
-        );
-        // Short credit says nothing where nothing waited.
-        assert_eq!(
-            Feedback::judge(ms(9), Some(ms(10)), false, 0, true),
-            Wait::Compressor
-        );
+        // (compress, interval, waited for room, queued, credit short): wait.
+        let cases = [
+            // Room or credit was short, or data was still queued: the transport.
+            ((ms(9), Some(ms(10)), true, 0, false), Wait::Transport),
+            ((ms(1), Some(ms(10)), false, 4096, false), Wait::Transport),
+            // Compressing filled the interval and the queue ran dry.
+            ((ms(9), Some(ms(10)), false, 0, false), Wait::Compressor),
+            // An empty queue after a short compression: the gap was elsewhere
+            // (a slow application, or data held in the transport's buffers).
+            ((ms(1), Some(ms(10)), false, 0, false), Wait::Unknown),
+            ((ms(1), None, false, 0, false), Wait::Unknown),
+            // Data queued, or room short, while the peer's credit (counted in
+            // decoded bytes) ran out: no level changes the raw rate the credit
+            // allows, and the link is not what binds.
+            ((ms(1), Some(ms(10)), false, 4096, true), Wait::Credit),
+            ((ms(1), Some(ms(10)), true, 0, true), Wait::Credit),
+            ((ms(9), Some(ms(10)), true, 0, true), Wait::Credit),
+            // Short credit says nothing where nothing waited.
+            ((ms(9), Some(ms(10)), false, 0, true), Wait::Compressor),
+        ];
+        for ((compress, interval, room, queued, credit), want) in cases {
+            assert_eq!(
+                Feedback::judge(compress, interval, room, queued, credit),
+                want,
+                "compress {compress:?}, interval {interval:?}, room {room}, queued {queued}, credit short {credit}"
+            );
+        }
     }
 
     #[test]

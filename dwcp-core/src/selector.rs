@@ -371,15 +371,15 @@ pub struct Selector {
     /// (under [`INCOMPRESSIBLE_RATIO`]).
     context_flat: u32,
     /// What LZ4 gains on a whole chunk over what it gains on the chunk's
-    /// 4 KiB sample ([`crate::encoder::SAMPLE`]), learnt on LZ4's chunks
-    /// ([`Selector::observe_sample`]; 1 until one was). While the stream
-    /// stays in the context nothing updates it. A chunk
-    /// compressed in the context is known by its sample only, and the
-    /// sample understates data whose repeats lie further apart than its
-    /// pieces: on logs LZ4 gave 2.0 on samples and 3.0 on whole chunks.
-    /// Taking the sample for the data's ratio made LZ4 look a third worse
-    /// on data in the context than on the same data alone, and credited
-    /// the difference to the context's gain.
+    /// 4 KiB sample ([`crate::encoder::SAMPLE`]): a chunk compressed in
+    /// the context is known by its sample only, and the sample understates
+    /// data whose repeats lie further apart than its pieces (on logs LZ4
+    /// gave 2.0 on samples and 3.0 on whole chunks). Taking the sample for
+    /// the data's ratio made LZ4 look a third worse on data in the context
+    /// than on the same data alone, and credited the difference to the
+    /// context's gain. Learnt on LZ4's chunks
+    /// ([`Selector::observe_sample`]; 1 until one was), so nothing updates
+    /// it while the stream stays in the context.
     sample_scale: f64,
     /// What the CPU allows, once its costs per byte are known
     /// ([`Selector::set_load`]; `None`: no CPU bound).
@@ -1709,6 +1709,29 @@ mod tests {
         assert!(alone < 4.0, "zstd3 alone predicted {alone}");
     }
 
+    /// Logs: 30 chunks LZ4 shrinks 3x (2x on their samples) at 700 MB/s,
+    /// `between`, then 50 chunks zstd-1 shrinks 4.2x in the stream's
+    /// context at 350 MB/s (2x on their samples).
+    fn logs_alone_then_in_the_context(s: &mut Selector, between: impl FnOnce(&mut Selector)) {
+        s.set_context(true);
+        let raw = 131_072;
+        let took = |mbps: f64| Duration::from_secs_f64(raw as f64 / (mbps * 1e6));
+        for _ in 0..30 {
+            s.observe(Level::Lz4, raw, raw / 3, took(700.0));
+            s.observe_sample(Level::Lz4, raw, raw / 3, 2.0);
+        }
+        between(s);
+        for _ in 0..50 {
+            s.observe_context(
+                Level::Zstd(1),
+                raw,
+                (raw as f64 / 4.2) as usize,
+                took(350.0),
+                2.0,
+            );
+        }
+    }
+
     /// Logs at 1 Gbit/s: LZ4 gains 2.0 on a chunk's 4 KiB sample and 3.0 on
     /// the whole chunk; zstd-1 in the stream's context gains 4.2, little
     /// more than it would alone. At 125 MB/s LZ4 delivers 375 MB/s of raw
@@ -1720,22 +1743,7 @@ mod tests {
     #[test]
     fn data_in_the_context_is_judged_by_whole_chunks_not_by_their_samples() {
         let mut s = taught();
-        s.set_context(true);
-        let raw = 131_072;
-        let took = |mbps: f64| Duration::from_secs_f64(raw as f64 / (mbps * 1e6));
-        for _ in 0..30 {
-            s.observe(Level::Lz4, raw, raw / 3, took(700.0));
-            s.observe_sample(Level::Lz4, raw, raw / 3, 2.0);
-        }
-        for _ in 0..50 {
-            s.observe_context(
-                Level::Zstd(1),
-                raw,
-                (raw as f64 / 4.2) as usize,
-                took(350.0),
-                2.0,
-            );
-        }
+        logs_alone_then_in_the_context(&mut s, |_| {});
         let lz4 = s.estimate(Level::Lz4).map_or(0.0, |e| e.1);
         assert!((2.8..3.2).contains(&lz4), "LZ4 predicted at {lz4:.2}");
         let z1 = s.estimate(Level::Zstd(1)).map_or(0.0, |e| e.1);
@@ -1755,25 +1763,12 @@ mod tests {
     #[test]
     fn the_sample_scale_learns_from_lz4s_ordinary_chunks_only() {
         let mut s = taught();
-        s.set_context(true);
-        let raw = 131_072;
-        let took = Duration::from_micros(190);
-        for _ in 0..30 {
-            s.observe(Level::Lz4, raw, raw / 3, took);
-            s.observe_sample(Level::Lz4, raw, raw / 3, 2.0);
-        }
-        s.observe_sample(Level::Lz4, raw, raw / 27, 3.0);
-        s.observe_sample(Level::Lz4, raw, raw / 3, 40.0);
-        s.observe_sample(Level::Zstd(19), raw, raw / 20, 2.0);
-        for _ in 0..50 {
-            s.observe_context(
-                Level::Zstd(1),
-                raw,
-                (raw as f64 / 4.2) as usize,
-                took * 2,
-                2.0,
-            );
-        }
+        logs_alone_then_in_the_context(&mut s, |s| {
+            let raw = 131_072;
+            s.observe_sample(Level::Lz4, raw, raw / 27, 3.0);
+            s.observe_sample(Level::Lz4, raw, raw / 3, 40.0);
+            s.observe_sample(Level::Zstd(19), raw, raw / 20, 2.0);
+        });
         let lz4 = s.estimate(Level::Lz4).map_or(0.0, |e| e.1);
         assert!((2.8..3.2).contains(&lz4), "LZ4 predicted at {lz4:.2}");
     }
