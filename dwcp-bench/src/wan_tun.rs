@@ -313,13 +313,17 @@ async fn dwcp(
                         queue_ms.push(srtt.saturating_sub(base_rtt).as_secs_f64() * 1e3);
                     }
                     if trace {
-                        let (sc, rc) = (c.stats().core, receiver.stats().core);
+                        let (sc, rs) = (c.stats().core, receiver.stats());
+                        let rc = rs.core;
                         eprintln!(
                             "{:>6.2} s  cwnd {:>8}  srtt {:?}  sent {}  lost {}  \
-                             DWCP: sent {} received {} rtt {:?} receiver's window {}",
+                             DWCP: sent {} received {} rtt {:?} receiver's window {}  \
+                             receiver: sent {} lost {} copies {} (used by the sender {})",
                             t0.elapsed().as_secs_f64(), t.cwnd, t.rtt,
                             t.sent_packets, t.lost_packets, sc.data_raw_sent,
-                            rc.data_raw_received, rc.smoothed_rtt, rc.connection_window
+                            rc.data_raw_received, rc.smoothed_rtt, rc.connection_window,
+                            rs.transport.sent_packets, rs.transport.lost_packets,
+                            rs.transport.copies_sent, t.copies_used
                         );
                     }
                 }
