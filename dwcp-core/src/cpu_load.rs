@@ -271,6 +271,20 @@ pub fn thread_cpu() -> Duration {
     )
 }
 
+/// Pins the calling thread to the first CPU; false where it may not (tests
+/// that need two threads to share one core).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn pin_to_first_cpu() -> bool {
+    // SAFETY: `set` is a plain cpu_set_t written only by CPU_ZERO and
+    // CPU_SET; sched_setaffinity(0, ..) changes the calling thread alone.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+    }
+}
+
 /// CPU seconds this process has used (user and system).
 fn process_cpu() -> Option<f64> {
     // SAFETY: an all-zero rusage is a valid value of the plain C struct.
