@@ -91,7 +91,8 @@ pub struct Load {
     /// The same over intervals sent compressed.
     pub compressed: Sums,
     /// Compression's CPU time over its wall time (below 1 when the
-    /// compression threads wait for a core).
+    /// compression threads wait for a core). A figure to read: the
+    /// selector's costs are CPU time already.
     pub cpu_per_wall: f64,
     /// Raw bytes per second the process queues (all streams).
     pub raw_rate: f64,
@@ -271,16 +272,30 @@ pub fn thread_cpu() -> Duration {
     )
 }
 
-/// Pins the calling thread to the first CPU; false where it may not (tests
+/// The first CPU the calling thread may run on, if it can be read (tests
 /// that need two threads to share one core).
 #[cfg(all(test, target_os = "linux"))]
-pub(crate) fn pin_to_first_cpu() -> bool {
+pub(crate) fn first_allowed_cpu() -> Option<usize> {
+    // SAFETY: `set` is a plain cpu_set_t that sched_getaffinity fills and
+    // CPU_ISSET only reads.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return None;
+        }
+        (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &set))
+    }
+}
+
+/// Pins the calling thread to CPU `cpu`; false where it may not.
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn pin_to_cpu(cpu: usize) -> bool {
     // SAFETY: `set` is a plain cpu_set_t written only by CPU_ZERO and
     // CPU_SET; sched_setaffinity(0, ..) changes the calling thread alone.
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_ZERO(&mut set);
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
     }
 }

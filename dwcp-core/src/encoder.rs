@@ -262,9 +262,9 @@ pub struct Paired {
     pub raw: usize,
     /// LZ4's output length.
     pub lz4_wire: usize,
-    /// The probe's output length and time.
+    /// The probe's output length.
     pub probe_wire: usize,
-    /// CPU time the probe took (see [`cpu_timed`]).
+    /// CPU time the probe took (the thread's CPU clock).
     pub probe_cpu: Duration,
     /// The current level's output length.
     pub cur_wire: usize,
@@ -733,7 +733,8 @@ pub struct Trial {
     pub in_context: bool,
     /// Compressed size.
     pub compressed_len: usize,
-    /// CPU time the compression took (see [`cpu_timed`]).
+    /// CPU time the compression took (the thread's CPU clock, not the wall
+    /// clock).
     pub took: Duration,
 }
 
@@ -869,10 +870,12 @@ mod tests {
     fn a_chunk_is_timed_by_its_cpu_not_by_its_wait_for_a_core() {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::Arc;
-        if !crate::cpu_load::pin_to_first_cpu() {
-            eprintln!("skipped: this thread cannot be pinned to the first CPU");
+        let Some(cpu) =
+            crate::cpu_load::first_allowed_cpu().filter(|&c| crate::cpu_load::pin_to_cpu(c))
+        else {
+            eprintln!("skipped: this thread cannot be pinned to a CPU");
             return;
-        }
+        };
         let (running, stop) = (
             Arc::new(AtomicBool::new(false)),
             Arc::new(AtomicBool::new(false)),
@@ -880,7 +883,7 @@ mod tests {
         let hog = {
             let (running, stop) = (running.clone(), stop.clone());
             std::thread::spawn(move || {
-                let pinned = crate::cpu_load::pin_to_first_cpu();
+                let pinned = crate::cpu_load::pin_to_cpu(cpu);
                 running.store(true, Ordering::Release);
                 while pinned && !stop.load(Ordering::Relaxed) {
                     std::hint::spin_loop();

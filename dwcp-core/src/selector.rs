@@ -324,8 +324,6 @@ impl Estimate {
 struct CpuModel {
     /// Cores the process has (used and spare).
     cores: f64,
-    /// Compression's CPU time over its wall time.
-    cpu_per_wall: f64,
     /// Raw bytes per second the process queues.
     raw_rate: f64,
     /// The CPU is saturated.
@@ -488,7 +486,6 @@ impl Selector {
             let (raw_cost, wire_cost) = l.costs()?;
             Some(CpuModel {
                 cores: l.cores,
-                cpu_per_wall: l.cpu_per_wall,
                 raw_rate: l.raw_rate,
                 saturated: l.saturated,
                 raw_cost,
@@ -534,11 +531,9 @@ impl Selector {
     /// `ratio`, and the cores to spend (`None` without a load).
     fn cpu_cost(&self, i: usize, ratio: f64) -> Option<(f64, f64)> {
         let cpu = self.cpu?;
-        let compress = if i == 0 {
-            0.0
-        } else {
-            self.est[i].cost * cpu.cpu_per_wall
-        };
+        // The costs are CPU time already (`encoder::cpu_timed`): the time a
+        // compression thread waits for a core is in `cores`, not here.
+        let compress = if i == 0 { 0.0 } else { self.est[i].cost };
         Some((
             compress + cpu.raw_cost + cpu.wire_cost / ratio.max(1.0),
             cpu.cores,

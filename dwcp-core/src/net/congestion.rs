@@ -35,10 +35,11 @@
 //! estimate only when it is congestion: more than [`LOSS_THRESHOLD`] of a
 //! round's bytes lost, or persistent congestion. Random loss at a few percent
 //! costs retransmissions, not rate. A round that loses more than the
-//! threshold, and at least 16 packets, also caps the window where it lost,
-//! less the share lost (BBRv2's `inflight_hi`); the cap takes back only the
-//! allowance for scheduling, which on a fast short path is a BDP or two,
-//! stands for a second, and then rises again in rounds without such loss.
+//! threshold also caps the window where it lost, less the share lost
+//! (BBRv2's `inflight_hi`); the cap takes back only the allowance for
+//! scheduling, which on a fast short path is a BDP or two, stands for a
+//! second if the round lost 16 packets or more, and then rises again in
+//! rounds without such loss.
 //! An optional ceiling (the configured link
 //! rate) caps the window at ceiling × minimum RTT.
 
@@ -164,12 +165,14 @@ impl ControllerFactory for DwcpCongestionConfig {
 }
 
 /// The window at which the path last dropped more than [`LOSS_THRESHOLD`]
-/// of a round, at least [`LOSS_CAP_MIN_LOST`] packets, less that share
-/// (BBRv2's `inflight_hi`, though that one is set from about 2 % loss). It
-/// stands for [`LOSS_CAP_HOLD`]; after that each round without such loss,
-/// in which the window reached the cap, raises it by a step that doubles
-/// from one packet. It takes back only the [`SCHEDULING_ALLOWANCE`], never
-/// the window the rate estimate makes (with its room for lost packets).
+/// of a round, less that share (BBRv2's `inflight_hi`, though that one is
+/// set from about 2 % loss). If that round lost at least
+/// [`LOSS_CAP_MIN_LOST`] packets the cap stands for [`LOSS_CAP_HOLD`];
+/// after that (at once, for a cap from a smaller round) each round without
+/// such loss, in which the window reached the cap, raises it by a step
+/// that doubles from one packet. It takes back only the
+/// [`SCHEDULING_ALLOWANCE`], never the window the rate estimate makes
+/// (with its room for lost packets).
 ///
 /// Without it a 1 Gbit/s, 1 ms path with a one-BDP queue retransmitted
 /// 39–42 % of the controller's packets (the allowance, 2 ms of the rate, is
@@ -178,27 +181,31 @@ impl ControllerFactory for DwcpCongestionConfig {
 /// that to 20–22 %: a millisecond round trip doubles the step a thousand
 /// times a second, so the cap was gone within about ten milliseconds and the
 /// queue overflowed again. Held for a second (BBRv2 too waits seconds before
-/// probing above `inflight_hi`), 0.2–0.7 %, at the same goodput.
+/// probing above `inflight_hi`), 0.2–3.7 %, at the same goodput.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct LossCap {
     window: u64,
     step: u64,
-    /// When the cap was set or last lowered.
-    since: Instant,
+    /// Until when the cap may not rise (`None`: it was set by a round that
+    /// lost fewer than [`LOSS_CAP_MIN_LOST`] packets, and is not held).
+    held_until: Option<Instant>,
 }
 
 /// How long a [`LossCap`] stands before it may rise.
 const LOSS_CAP_HOLD: Duration = Duration::from_secs(1);
-/// Fewest packets lost in a round that sets or lowers a [`LossCap`]. With
-/// 5 % random loss a round of 10 to 30 packets (100 Mbit/s at 1 ms) loses
-/// more than [`LOSS_THRESHOLD`] once in 12 to 64 rounds, and caps held for
-/// [`LOSS_CAP_HOLD`] ratcheted the window down to the model's BDP: 13 % of
-/// the link on the TUN line, against 91 %. With 16 lost as well, chance
-/// does it at most about once in 27,000 rounds (rounds of 100 packets), and
-/// a round of 128 or more packets (which an overflowing 1 Gbit/s, 1 ms path
-/// sends) is judged by the share alone. Requiring 128 packets instead let
-/// that path's rounds of 90–120 packets overflow uncapped: 3–7 %
-/// retransmitted.
+/// Fewest packets lost in a round whose [`LossCap`] is held for
+/// [`LOSS_CAP_HOLD`]. With 5 % random loss a round of 10 to 30 packets
+/// (100 Mbit/s at 1 ms) loses more than [`LOSS_THRESHOLD`] once in 12 to
+/// 64 rounds, and caps held after such rounds ratcheted the window down to
+/// the model's BDP: 13 % of the link on the TUN line, against 91 %. With
+/// 16 lost as well, chance does it at most about once in 27,000 rounds
+/// (rounds of 100 packets), and from about 107 packets a round (an
+/// overflowing 1 Gbit/s, 1 ms path sends more) the share alone decides.
+/// Requiring 128 packets a round instead let that path's rounds of 90–120
+/// packets overflow unheld: 3–7 % retransmitted. Caps from smaller rounds
+/// are not held, so a slow path whose shallow queue the allowance
+/// overflows (fewer than 16 packets a round) keeps the cap it had before
+/// the hold.
 const LOSS_CAP_MIN_LOST: u64 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -338,21 +345,27 @@ impl DwcpCongestion {
             let bw = self.bottleneck().unwrap_or(0.0) * 0.85;
             self.round_max.clear();
             sample = bw.max(sample.min(bw));
-            // Not by chance: in a round of twenty packets, random loss of
-            // 5 % passes the threshold once in 63 rounds.
-            if self.round_lost >= LOSS_CAP_MIN_LOST * self.mtu {
-                let at = self
-                    .loss_cap
-                    .map_or(self.window, |c| c.window.min(self.window));
-                self.loss_cap = Some(LossCap {
-                    window: ((at as f64 * (1.0 - lost_share)) as u64).max(self.min_window()),
-                    step: self.mtu,
-                    since: now,
-                });
-            }
+            let at = self
+                .loss_cap
+                .map_or(self.window, |c| c.window.min(self.window));
+            // Held only if not by chance: in a round of twenty packets,
+            // random loss of 5 % passes the threshold once in 63 rounds.
+            // A cap from a smaller round rises from the next round on, as
+            // every cap did before the hold (within one already held, it
+            // keeps that hold).
+            let held_until = if self.round_lost >= LOSS_CAP_MIN_LOST * self.mtu {
+                Some(now + LOSS_CAP_HOLD)
+            } else {
+                self.loss_cap.and_then(|c| c.held_until)
+            };
+            self.loss_cap = Some(LossCap {
+                window: ((at as f64 * (1.0 - lost_share)) as u64).max(self.min_window()),
+                step: self.mtu,
+                held_until,
+            });
         } else if let Some(c) = &mut self.loss_cap {
-            let held = now.saturating_duration_since(c.since) >= LOSS_CAP_HOLD;
-            if held && self.window >= c.window {
+            let free = c.held_until.is_none_or(|until| now >= until);
+            if free && self.window >= c.window {
                 c.window = c.window.saturating_add(c.step);
                 c.step = c.step.saturating_mul(2);
             }
@@ -952,7 +965,8 @@ mod tests {
     /// set from such rounds ratcheted the window down to the model's BDP,
     /// and on the TUN line (100 Mbit/s, 1 ms, 5 %) the path fell from 91 to
     /// 13 % of the link: on a loaded machine the allowance is what covers the
-    /// late wake-ups. A round must lose [`LOSS_CAP_MIN_LOST`] packets too.
+    /// late wake-ups. A cap is held only after a round that lost
+    /// [`LOSS_CAP_MIN_LOST`] packets.
     #[test]
     fn random_loss_on_a_short_path_keeps_the_scheduling_allowance() {
         let rate = 12_500_000.0;
