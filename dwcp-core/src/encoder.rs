@@ -697,11 +697,9 @@ impl Exploration {
 /// figures ([`crate::cpu_load::count_compression`]); returns its result and
 /// the wall time it took.
 fn counted_as_compression<T>(f: impl FnOnce() -> T) -> (T, Duration) {
-    let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
-    let out = f();
-    let took = wall0.elapsed();
-    crate::cpu_load::count_compression(crate::cpu_load::thread_cpu().saturating_sub(cpu0), took);
-    (out, took)
+    let (out, cpu, wall) = clocked(f);
+    crate::cpu_load::count_compression(cpu, wall);
+    (out, wall)
 }
 
 /// Runs `f` on the calling thread and returns the CPU time the thread
@@ -713,13 +711,17 @@ fn counted_as_compression<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 /// which were measured at other moments. Wall time if the thread's clock
 /// cannot be read.
 fn cpu_timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let (out, cpu, wall) = clocked(f);
+    (out, if cpu.is_zero() { wall } else { cpu })
+}
+
+/// Runs `f` on the calling thread: its result, the thread's CPU time in it
+/// (zero if that clock cannot be read) and the wall time.
+fn clocked<T>(f: impl FnOnce() -> T) -> (T, Duration, Duration) {
     let (cpu0, wall0) = (crate::cpu_load::thread_cpu(), Instant::now());
     let out = f();
     let cpu = crate::cpu_load::thread_cpu().saturating_sub(cpu0);
-    if cpu.is_zero() {
-        return (out, wall0.elapsed());
-    }
-    (out, cpu)
+    (out, cpu, wall0.elapsed())
 }
 
 /// What compressing a chunk measured, for the selector.

@@ -39,8 +39,7 @@
 //! (BBRv2's `inflight_hi`); the cap takes back only the allowance for
 //! scheduling, which on a fast short path is a BDP or two, stands for a
 //! second if the round lost 16 packets or more, and then rises again in
-//! rounds without such loss.
-//! An optional ceiling (the configured link
+//! rounds without such loss. An optional ceiling (the configured link
 //! rate) caps the window at ceiling × minimum RTT.
 
 use std::any::Any;
