@@ -84,6 +84,12 @@ enum Command {
         /// and the shares are taken from 10 s on.
         #[arg(long)]
         share: Option<f64>,
+        /// With `--tun`: the DWCP subjects only, each moving the bytes
+        /// twice on one connection, this many seconds apart, and measured
+        /// on the second transfer (a sidecar keeps its connection to a
+        /// peer: its startup is paid once, not per transfer).
+        #[arg(long)]
+        warm: Option<f64>,
     },
     /// Compares a run with a committed baseline; exits 1 on a regression.
     Gate {
@@ -406,11 +412,23 @@ fn main() {
             tun,
             only,
             share,
+            warm,
         } => {
             if share.is_some() && !tun {
                 eprintln!("wan: --share needs --tun");
                 std::process::exit(2);
             }
+            if warm.is_some() && (!tun || share.is_some()) {
+                eprintln!("wan: --warm needs --tun, and not --share");
+                std::process::exit(2);
+            }
+            let warm = match warm {
+                Some(s) if !(s.is_finite() && s >= 0.0) => {
+                    eprintln!("wan: --warm takes seconds, at least 0");
+                    std::process::exit(2);
+                }
+                w => w.map(std::time::Duration::from_secs_f64),
+            };
             if let (true, Some(secs)) = (tun, share) {
                 let secs = secs.max(dwcp_bench::wan_share::MIN_SECS);
                 match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs) {
@@ -443,11 +461,17 @@ fn main() {
                 return;
             }
             if tun {
-                match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20, only) {
+                match dwcp_bench::wan_tun::run(mbit, rtt_ms, loss_pct, mib << 20, only, warm) {
                     Ok(r) if json => print_json(&r),
                     Ok(r) => {
+                        let how = warm.map_or(String::new(), |w| {
+                            format!(
+                                ", the second transfer on a connection idle for {:.1} s after the first",
+                                w.as_secs_f64()
+                            )
+                        });
                         println!(
-                            "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), {mib} MiB each"
+                            "{mbit} Mbit/s, {rtt_ms} ms RTT, {loss_pct}% loss each way (TUN delay line), {mib} MiB each{how}"
                         );
                         for f in &r {
                             let opt = |v: Option<f64>, unit: &str| {

@@ -54,15 +54,20 @@ pub struct Sampled {
 /// # Errors
 /// Namespaces cannot be built here (not root, no TUN), or a transfer fails.
 /// `only`, if given, keeps the subjects whose name contains one of its
-/// comma-separated parts.
+/// comma-separated parts. With `warm` = `Some(idle)`, only the DWCP
+/// subjects run, each measured on a second transfer that starts `idle`
+/// after the first on the same connection.
 pub fn run(
     mbit: u64,
     rtt_ms: u64,
     loss_pct: f64,
     total: u64,
     only: Option<String>,
+    warm: Option<std::time::Duration>,
 ) -> Result<Vec<TunFigure>, String> {
-    let wanted = move |name: &str| crate::only_matches(only.as_deref(), name);
+    let wanted = move |name: &str| {
+        crate::only_matches(only.as_deref(), name) && (warm.is_none() || name.starts_with("DWCP"))
+    };
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {
         seed: profile.seed.wrapping_add(1),
@@ -82,12 +87,13 @@ pub fn run(
         // over one subject, against the application bytes it moved, is its
         // wire overhead.
         let line_bytes = |ns: &NetnsPair| ns.stats().0.bytes;
-        let mut before = line_bytes(&ns);
+        // (Set again where a subject's measured part starts later.)
+        let before = std::cell::Cell::new(line_bytes(&ns));
         let mut fig = |subject: &str, (mb_per_s, sampled): (f64, Sampled)| {
             let mbit_per_s = mb_per_s * 8.0;
             let after = line_bytes(&ns);
-            let wire = after.saturating_sub(before) as f64 / total as f64;
-            before = after;
+            let wire = after.saturating_sub(before.get()) as f64 / total as f64;
+            before.set(after);
             out.push(TunFigure {
                 subject: subject.into(),
                 mbit_per_s,
@@ -162,7 +168,9 @@ pub fn run(
             }
             port += 1;
             let base = std::time::Duration::from_millis(rtt_ms);
-            let v = rt.block_on(dwcp(&ns, &ca, port, transport, cc, total, base))?;
+            let (v, measured_from) =
+                rt.block_on(dwcp(&ns, &ca, port, transport, cc, total, base, warm))?;
+            before.set(measured_from);
             fig(name, v);
         }
         Ok(out)
@@ -284,7 +292,11 @@ pub(crate) async fn connect(
 }
 
 /// DWCP on one stream: MB/s of `total` bytes, with what the transport
-/// reported along the way. `DWCP_WAN_TRACE=1` prints every sample.
+/// reported along the way. `DWCP_WAN_TRACE=1` prints every sample. With
+/// `warm` = `Some(idle)`, the same bytes go once on another stream first,
+/// unmeasured, and the measured transfer starts `idle` after it ends. Also
+/// returns the line's byte count where the measured transfer started.
+#[allow(clippy::too_many_arguments)]
 async fn dwcp(
     ns: &NetnsPair,
     ca: &DevCa,
@@ -293,8 +305,17 @@ async fn dwcp(
     cc: Congestion,
     total: u64,
     base_rtt: std::time::Duration,
-) -> Result<(f64, Sampled), String> {
+    warm: Option<std::time::Duration>,
+) -> Result<((f64, Sampled), u64), String> {
     let (c, s) = connect(ns, ca, port, transport, cc).await?;
+    if let Some(idle) = warm {
+        let n = crate::scenarios::transfer(&c, s.clone(), 1, total).await;
+        if n != total {
+            return Err(format!("the first transfer moved {n} of {total} bytes"));
+        }
+        tokio::time::sleep(idle).await;
+    }
+    let line_at_start = ns.stats().0.bytes;
     let t0 = Instant::now();
     let trace = std::env::var_os("DWCP_WAN_TRACE").is_some();
     let first = c.stats().transport;
@@ -339,5 +360,5 @@ async fn dwcp(
         retrans_pct: (sent > 0).then(|| lost as f64 * 100.0 / sent as f64),
         queue_ms_p50: queue_ms.get(queue_ms.len() / 2).copied(),
     };
-    Ok((n as f64 / secs / 1e6, sampled))
+    Ok(((n as f64 / secs / 1e6, sampled), line_at_start))
 }

@@ -199,3 +199,64 @@ fn compressor_limited_then_idle_keeps_the_capacity() {
     );
     assert_eq!(pair.client.conn.link_estimate().bottleneck_bw(), None);
 }
+
+/// A pause between transfers (keepalives only, every second) does not
+/// make the link the keepalives' trickle at the receiver: a stream opened
+/// after it still starts with a window of twice the BDP, as one opened
+/// during the transfer does. (Before, the estimate read 0 after the pause
+/// and the stream started at the window floor.)
+#[test]
+fn a_stream_opened_after_a_pause_starts_with_a_window_sized_to_the_bdp() {
+    let (mut pair, _, _) = bulk_pair(100, 50);
+    let mut c = Traffic::new();
+    let mut s = Traffic::new();
+    c.add_stream(OpenParams::default(), 40 << 20, 1);
+    let done = run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(10),
+        |_, _, s| s.finished_count() == 1,
+    );
+    assert!(done, "bulk stream did not finish");
+    let bdp = pair.server.conn.receive_estimate().bdp().expect("bdp");
+    assert!(
+        bdp > 1_000_000,
+        "BDP of 100 Mbit/s x 100 ms is 1.25 MB: {bdp}"
+    );
+    run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(5),
+        |_, _, _| false,
+    );
+    let rx_mbit = pair
+        .server
+        .conn
+        .receive_estimate()
+        .bottleneck_bw()
+        .unwrap_or(0.0)
+        * 8.0
+        / 1e6;
+    assert!(
+        (rx_mbit / 100.0 - 1.0).abs() <= 0.10,
+        "receive estimate after the pause: {rx_mbit:.1} Mbit/s"
+    );
+    c.add_stream(OpenParams::default(), 1 << 20, 2);
+    let opened = run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_millis(500),
+        |_, _, s| s.received.len() == 2,
+    );
+    assert!(opened, "the second stream did not arrive");
+    let id = *s.received.keys().max().expect("two streams");
+    let w = pair.server.conn.stream_window(id).expect("second stream");
+    // Above the floor (2 MiB on this path): sized by the estimate.
+    assert!(
+        w >= 2 * bdp * 9 / 10,
+        "window {w} after the pause, BDP {bdp} before it"
+    );
+}

@@ -190,6 +190,9 @@ pub struct Connection {
     tx_link: crate::estimator::LinkEstimator,
     /// The receiving direction, fed with DATA arrivals; sizes new windows.
     rx_link: crate::estimator::LinkEstimator,
+    /// When DATA bytes last arrived, and the count then (see
+    /// [`Connection::note_received`]).
+    rx_seen: (Instant, u64),
     ping_seq: u64,
     ping_outstanding: Option<(u64, Instant)>,
     next_ping: Instant,
@@ -253,6 +256,7 @@ impl Connection {
             rtt: RttEstimator::default(),
             tx_link: Default::default(),
             rx_link: Default::default(),
+            rx_seen: (now, 0),
             ping_seq: 0,
             ping_outstanding: None,
             next_ping: now,
@@ -330,8 +334,7 @@ impl Connection {
                     self.handle_frame(now, frame)
                 }
                 Ok(None) => {
-                    self.rx_link
-                        .on_delivered(now, self.stats.data_raw_received, false);
+                    self.note_received(now);
                     return;
                 }
                 Err(e) => Err(Violation::new(e.code(), e.to_string())),

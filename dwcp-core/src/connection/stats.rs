@@ -5,6 +5,11 @@ use std::time::{Duration, Instant};
 
 use super::Connection;
 
+/// A gap with no DATA bytes longer than this is a pause of the sender, not
+/// the link's rate: longer than loss recovery holds a stream's bytes back
+/// on paths of a few hundred milliseconds (a round trip or two).
+pub(crate) const RX_PAUSE: Duration = Duration::from_secs(1);
+
 /// Counters and gauges of a connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionStats {
@@ -108,6 +113,24 @@ impl Connection {
         if let Some(l) = loss_rate {
             self.tx_link.on_loss_rate(l);
         }
+    }
+
+    /// Feeds the receiving direction's estimate with the DATA bytes
+    /// received by `now`. After a gap of more than [`RX_PAUSE`] with no
+    /// DATA bytes, the sender paused (between transfers, or the
+    /// application's own pause): what arrives then (keepalives, the first
+    /// bytes after the pause) is application-limited, and neither lowers
+    /// nor ages the estimate. Taken for the link, a pause made it the
+    /// keepalives' trickle, and the streams opened next started at the
+    /// window floor instead of twice the BDP.
+    pub(super) fn note_received(&mut self, now: Instant) {
+        let total = self.stats.data_raw_received;
+        let (at, seen) = self.rx_seen;
+        let paused = now.saturating_duration_since(at) > RX_PAUSE;
+        if total != seen {
+            self.rx_seen = (now, total);
+        }
+        self.rx_link.on_delivered(now, total, paused);
     }
 
     /// The estimate of the sending direction (bandwidth, RTT, loss, mode).
