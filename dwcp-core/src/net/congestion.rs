@@ -10,7 +10,8 @@
 //!   the packet now acknowledged was sent, over the time since then (the
 //!   BBR method, with the delivered count looked up in a short history of
 //!   acknowledgements, since quinn does not carry it per packet). App-limited samples only
-//!   raise the estimate, and rounds held back by the application do not
+//!   raise the estimate, and rounds held back by the application (most of
+//!   their bytes acknowledged while the sender had nothing to send) do not
 //!   age it, so a pause between transfers leaves the path's rate known.
 //! - **minimum RTT** over the last ten seconds. When it is that old, the
 //!   window drops to half a BDP for 200 ms, and until a packet sent after
@@ -240,6 +241,9 @@ pub struct DwcpCongestion {
     /// Some acknowledgement of the current round said the sender was
     /// application-limited: its rate sample says nothing about the path.
     round_app_limited: bool,
+    /// Bytes of the current round acknowledged while the sender was
+    /// application-limited.
+    round_app_acked: u64,
     /// Share of bytes lost per round, smoothed over a few rounds (random
     /// loss below [`LOSS_THRESHOLD`]): packets lost and not yet declared
     /// hold window without occupying the path, so the window carries them.
@@ -293,6 +297,7 @@ impl DwcpCongestion {
             startup_best: 0.0,
             startup_flat: 0,
             round_app_limited: false,
+            round_app_acked: 0,
             loss_share: 0.0,
             loss_cap: None,
         }
@@ -327,6 +332,8 @@ impl DwcpCongestion {
             self.round_sample = 0.0;
             self.round_acked = 0;
             self.round_lost = 0;
+            self.round_app_limited = false;
+            self.round_app_acked = 0;
             return;
         }
         // What was known before this round's sample.
@@ -374,10 +381,18 @@ impl DwcpCongestion {
         // A round held back by the application (a pause between transfers,
         // a compressor slower than the path) shows the path's rate only if
         // it delivered more than known: it does not age the estimate
-        // either (BBR's rule), or a pause of four rounds would leave only
-        // the trickle's rate, a window of a few packets and seconds of
-        // probing when the bulk resumes.
-        if !(self.round_app_limited && !congested && sample <= known) {
+        // either (as in BBR, where such samples stay out of the filter), or
+        // a pause of four rounds would leave only the trickle's rate, a
+        // window of a few packets and seconds of probing when the bulk
+        // resumes. Held back means most of the round's bytes were
+        // acknowledged while quinn had nothing to send: its flag is the
+        // connection's state when an acknowledgement arrives, and a bulk
+        // sender's buffer runs dry for a moment now and then. Any one such
+        // acknowledgement froze the estimate for the round, and rounds
+        // with one kept an estimate of a path whose rate had halved
+        // (`a_path_that_slows_is_followed_through_a_few_application_limited_acks`).
+        let held_back = self.round_app_acked * 2 > self.round_acked;
+        if !(held_back && !congested && sample <= known) {
             self.round_max.push_back(sample);
             while self.round_max.len() > BW_ROUNDS {
                 self.round_max.pop_front();
@@ -423,6 +438,7 @@ impl DwcpCongestion {
         self.round_acked = 0;
         self.round_lost = 0;
         self.round_app_limited = false;
+        self.round_app_acked = 0;
         self.update_window();
     }
 
@@ -557,6 +573,9 @@ impl DwcpCongestion {
         self.delivered += bytes;
         self.round_acked += bytes;
         self.round_app_limited |= app_limited;
+        if app_limited {
+            self.round_app_acked += bytes;
+        }
         // This packet's own round trip (with the peer's ack delay).
         let sample_rtt = now.saturating_duration_since(sent);
         if !sample_rtt.is_zero() {
@@ -740,6 +759,22 @@ mod tests {
     /// rate for that long (held back by flow control, say), and the
     /// acknowledgements meanwhile say the sender was application-limited.
     fn drive_from(
+        cc: DwcpCongestion,
+        t0: Instant,
+        rate: f64,
+        rtt: Duration,
+        secs: f64,
+        loss: Loss,
+        app: Option<(f64, f64)>,
+    ) -> Run {
+        drive_with(cc, t0, rate, rtt, secs, loss, app, 0)
+    }
+
+    /// [`drive_from`], with every `flag_every`-th acknowledgement (none
+    /// for 0) also saying the sender was application-limited, as quinn's
+    /// do when its buffer ran dry for a moment.
+    #[allow(clippy::too_many_arguments)]
+    fn drive_with(
         mut cc: DwcpCongestion,
         t0: Instant,
         rate: f64,
@@ -747,6 +782,7 @@ mod tests {
         secs: f64,
         loss: Loss,
         app: Option<(f64, f64)>,
+        flag_every: u64,
     ) -> Run {
         let mut peak = 0;
         let (mut window_sum, mut window_n) = (0u64, 0u64);
@@ -797,7 +833,8 @@ mod tests {
                 if lost {
                     cc.lost(false, bytes);
                 } else {
-                    cc.ack(now, sent, bytes, app_limited);
+                    let flagged = flag_every > 0 && n.is_multiple_of(flag_every);
+                    cc.ack(now, sent, bytes, app_limited || flagged);
                     if end.duration_since(now) < Duration::from_secs(1) {
                         delivered_last_sec += bytes;
                     }
@@ -1133,6 +1170,27 @@ mod tests {
             "delivered {} B/s of {rate} in the second second after the pause, estimate {:?}",
             again.delivered,
             again.cc.bottleneck()
+        );
+    }
+
+    /// quinn flags an acknowledgement application-limited when its buffer
+    /// was empty as it arrived, and a bulk sender's buffer runs dry for a
+    /// moment now and then. A round with a few such acknowledgements still
+    /// measured the path: when the path's rate halves, the estimate must
+    /// follow (with any one flag holding a round back, it stayed at the old
+    /// rate, a window 2.5 times the path's BDP, found in review).
+    #[test]
+    fn a_path_that_slows_is_followed_through_a_few_application_limited_acks() {
+        let rtt = Duration::from_millis(200);
+        let t0 = Instant::now();
+        let full = drive_from(seeded(None, t0), t0, 12.5e6, rtt, 4.0, Loss::Every(0), None);
+        let t1 = t0 + Duration::from_secs(4);
+        let slow = 6.25e6;
+        let half = drive_with(full.cc, t1, slow, rtt, 6.0, Loss::Every(0), None, 100);
+        let bw = half.cc.bottleneck().unwrap_or(0.0);
+        assert!(
+            bw < slow * 1.3,
+            "estimate {bw} B/s of a path now at {slow} B/s"
         );
     }
 
