@@ -22,6 +22,35 @@ fn bw_mbit(p: &Pair) -> f64 {
     p.client.conn.link_estimate().bottleneck_bw().unwrap_or(0.0) * 8.0 / 1e6
 }
 
+/// The server's estimate of the direction it receives, in Mbit/s.
+fn rx_mbit(p: &Pair) -> f64 {
+    p.server
+        .conn
+        .receive_estimate()
+        .bottleneck_bw()
+        .unwrap_or(0.0)
+        * 8.0
+        / 1e6
+}
+
+/// A pair whose client has sent one 40 MiB stream to its end, with fresh
+/// traffic generators for what follows.
+fn after_a_bulk_stream(mbit: u64, one_way_ms: u64) -> (Pair, Traffic, Traffic) {
+    let (mut pair, _, _) = bulk_pair(mbit, one_way_ms);
+    let mut c = Traffic::new();
+    let mut s = Traffic::new();
+    c.add_stream(OpenParams::default(), 40 << 20, 1);
+    let done = run_traffic(
+        &mut pair,
+        &mut c,
+        &mut s,
+        Duration::from_secs(10),
+        |_, _, s| s.finished_count() == 1,
+    );
+    assert!(done, "bulk stream did not finish");
+    (pair, c, s)
+}
+
 #[test]
 fn converges_to_100_mbit_within_5_s_and_follows_steps() {
     let (mut pair, mut c, mut s) = bulk_pair(100, 25);
@@ -130,18 +159,7 @@ fn new_streams_start_with_a_window_sized_to_the_bdp() {
 /// unknown after a long idle, never the keepalive rate.
 #[test]
 fn compressor_limited_then_idle_keeps_the_capacity() {
-    let (mut pair, _, _) = bulk_pair(100, 10);
-    let mut c = Traffic::new();
-    let mut s = Traffic::new();
-    c.add_stream(OpenParams::default(), 40 << 20, 1);
-    let done = run_traffic(
-        &mut pair,
-        &mut c,
-        &mut s,
-        Duration::from_secs(10),
-        |_, _, s| s.finished_count() == 1,
-    );
-    assert!(done, "bulk stream did not finish");
+    let (mut pair, mut c, mut s) = after_a_bulk_stream(100, 10);
     assert!(
         (bw_mbit(&pair) / 100.0 - 1.0).abs() <= 0.10,
         "{}",
@@ -207,18 +225,7 @@ fn compressor_limited_then_idle_keeps_the_capacity() {
 /// and the stream started at the window floor.)
 #[test]
 fn a_stream_opened_after_a_pause_starts_with_a_window_sized_to_the_bdp() {
-    let (mut pair, _, _) = bulk_pair(100, 50);
-    let mut c = Traffic::new();
-    let mut s = Traffic::new();
-    c.add_stream(OpenParams::default(), 40 << 20, 1);
-    let done = run_traffic(
-        &mut pair,
-        &mut c,
-        &mut s,
-        Duration::from_secs(10),
-        |_, _, s| s.finished_count() == 1,
-    );
-    assert!(done, "bulk stream did not finish");
+    let (mut pair, mut c, mut s) = after_a_bulk_stream(100, 50);
     let bdp = pair.server.conn.receive_estimate().bdp().expect("bdp");
     assert!(
         bdp > 1_000_000,
@@ -231,17 +238,10 @@ fn a_stream_opened_after_a_pause_starts_with_a_window_sized_to_the_bdp() {
         Duration::from_secs(5),
         |_, _, _| false,
     );
-    let rx_mbit = pair
-        .server
-        .conn
-        .receive_estimate()
-        .bottleneck_bw()
-        .unwrap_or(0.0)
-        * 8.0
-        / 1e6;
     assert!(
-        (rx_mbit / 100.0 - 1.0).abs() <= 0.10,
-        "receive estimate after the pause: {rx_mbit:.1} Mbit/s"
+        (rx_mbit(&pair) / 100.0 - 1.0).abs() <= 0.10,
+        "receive estimate after the pause: {:.1} Mbit/s",
+        rx_mbit(&pair)
     );
     c.add_stream(OpenParams::default(), 1 << 20, 2);
     let opened = run_traffic(
