@@ -337,10 +337,10 @@ async fn dwcp(
                         let (sc, rs) = (c.stats().core, receiver.stats());
                         let rc = rs.core;
                         eprintln!(
-                            "{:>6.2} s  cwnd {:>8}  srtt {:?}  sent {}  lost {}  \
+                            "{:>6.2} s  cwnd {:>8}  srtt {:?}  mtu {:?}  sent {}  lost {}  \
                              DWCP: sent {} received {} rtt {:?} receiver's window {}  \
                              receiver: sent {} lost {} copies {} (used by the sender {})",
-                            t0.elapsed().as_secs_f64(), t.cwnd, t.rtt,
+                            t0.elapsed().as_secs_f64(), t.cwnd, t.rtt, t.mtu,
                             t.sent_packets, t.lost_packets, sc.data_raw_sent,
                             rc.data_raw_received, rc.smoothed_rtt, rc.connection_window,
                             rs.transport.sent_packets, rs.transport.lost_packets,

@@ -42,9 +42,21 @@ fn connection_receive_window(p: &crate::Config) -> u64 {
     (p.max_connection_window as u64).max(stream_receive_window(p))
 }
 
+/// Largest UDP payload path MTU discovery tries: Ethernet's 1500 bytes less
+/// IPv4's and UDP's headers. quinn's default stops at 1452 (IPv6's), which
+/// on IPv4 sent 1.4 % more packets than needed for the same bytes (each
+/// one encrypted, sent and acknowledged; the goodput share of the link
+/// moves by the headers' share only, under 0.1 %). Where a path carries
+/// less (IPv6, tunnels), the discovery settles below it; quinn's
+/// endpoints accept 1472 by default.
+pub(crate) const MTU_UPPER_BOUND: u16 = 1472;
+
 fn transport_config(cfg: &EndpointConfig) -> Arc<TransportConfig> {
     let p = &cfg.protocol;
     let mut t = TransportConfig::default();
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    t.mtu_discovery_config(Some(mtu));
     let stream_window = stream_receive_window(p);
     let conn_window = connection_receive_window(p);
     t.stream_receive_window(VarInt::from_u32(stream_window.min(u32::MAX as u64) as u32));
@@ -193,6 +205,7 @@ fn stats_of(conn: quinn::Connection, copies: Arc<Copies>) -> StatsFn {
             delivered_bytes: Some(s.udp_tx.bytes.saturating_sub(s.path.lost_bytes)),
             copies_sent: copies.sent(),
             copies_used: copies.used(),
+            mtu: Some(s.path.current_mtu),
         }
     })
 }

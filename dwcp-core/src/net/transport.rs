@@ -92,6 +92,9 @@ pub struct TransportStats {
     /// QUIC: copies from the peer whose bytes arrived before the stream's own
     /// (each one a message that did not wait for loss recovery).
     pub copies_used: u64,
+    /// QUIC: the largest UDP payload the path was found to carry (path MTU
+    /// discovery; 1200 until it has run).
+    pub mtu: Option<u16>,
 }
 
 /// Reads transport statistics. Kept apart from [`Transport`], outside the
