@@ -481,7 +481,8 @@ impl Endpoint {
             listener: Some(ep), ..
         } = &self.kind
         {
-            ep.set_server_config(Some(quic::server_config(&self.config, &built)?));
+            let local = ep.local_addr()?;
+            ep.set_server_config(Some(quic::server_config(&self.config, &built, local)?));
         }
         self.tls.set(built);
         Ok(())
