@@ -16,7 +16,8 @@ use crate::CodecId;
 
 /// Bytes of a chunk tried with LZ4 to judge compressibility.
 pub const SAMPLE: usize = 4096;
-/// Bytes compressed with three levels when exploring. At least 64 KiB
+/// Bytes compressed with LZ4, the current level and the probe when
+/// exploring (LZ4 once where it is one of them). At least 64 KiB
 /// less one byte: `lz4_flex` compresses a shorter input with a 4-byte hash
 /// and a 64 KiB or longer one with a 5-byte hash, and on some data the two
 /// differ by more than twice (text stored four bytes a character: 2.1

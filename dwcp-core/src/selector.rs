@@ -257,7 +257,9 @@ pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
 /// process memory image (`dwcp-bench compression-e2e` corpora). Without a
 /// prior, zstd-19 alone (no context: its tables are 80 MiB) looked better
 /// than zstd-9 in the context on a 10 Mbit/s link, and was 1.3x slower.
-pub const CONTEXT_GAIN_PRIOR: f64 = 1.15;
+/// Kept in zstd-1's terms, as the measured gain is
+/// ([`CONTEXT_LEVEL_GAIN`]): 1.15 at zstd-3.
+pub const CONTEXT_GAIN_PRIOR: f64 = 1.15 / CONTEXT_LEVEL_GAIN[3];
 
 /// What the context gains at each ladder entry over what it gains at
 /// zstd-1: a stronger level searches further back in it. The stream's
@@ -301,7 +303,8 @@ fn learn_machine_cost(i: usize, cost: f64) {
 
 /// Moving averages of CPU seconds per raw byte (averaging costs, not rates,
 /// weights each byte equally, so a run of easy chunks does not inflate the
-/// speed) and of the ratio relative to LZ4 on the same bytes.
+/// speed) and of the wire bytes per raw byte that LZ4 and the level gave
+/// on the same bytes, whose quotient is the ratio relative to LZ4.
 #[derive(Debug, Clone, Copy)]
 struct Estimate {
     cost: f64,
@@ -316,6 +319,8 @@ struct Estimate {
     /// where the image's chunks show 1.23.
     lz4_wire: f64,
     wire: f64,
+    /// Paired samples folded in.
+    pairs: u32,
     samples: u32,
 }
 
@@ -323,6 +328,15 @@ impl Estimate {
     /// Folds in a paired sample: LZ4 and this level gave `lz4_wire` and
     /// `wire` bytes per raw byte on the same bytes.
     fn record_pair(&mut self, lz4_wire: f64, wire: f64) {
+        if self.pairs == 0 {
+            // The prior ratio, on data as compressible as the sample. Set
+            // at LZ4's 2, the prior weighed more where the data compresses
+            // better: on data LZ4 shrinks 6x and zstd-1 1.6x more, zstd-1
+            // read 1.41 after 8 samples (1.51 with the prior scaled).
+            self.wire = lz4_wire / self.rel_ratio.max(1e-3);
+            self.lz4_wire = lz4_wire;
+        }
+        self.pairs = self.pairs.saturating_add(1);
         self.lz4_wire += ALPHA * (lz4_wire - self.lz4_wire);
         self.wire += ALPHA * (wire - self.wire);
         self.rel_ratio = self.lz4_wire / self.wire.max(1e-9);
@@ -385,8 +399,9 @@ pub struct Selector {
     /// The next chunk may be compressed with the stream's zstd context.
     context: bool,
     /// What the context gains: the ratio of chunks compressed in it over
-    /// the ratio the per-chunk model predicts for them (moving average
-    /// over wire bytes per raw byte, [`fold_ratio`]).
+    /// the ratio the per-chunk model predicts for them, over the level's
+    /// [`CONTEXT_LEVEL_GAIN`] (so in zstd-1's terms; moving average over
+    /// wire bytes per raw byte, [`fold_ratio`]).
     /// Long-range repeats (the same file twice in an image, pages that
     /// recur) are invisible to a sample of one chunk.
     context_gain: f64,
@@ -444,13 +459,14 @@ impl Selector {
             rel_ratio: 1.0,
             lz4_wire: 0.0,
             wire: 0.0,
+            pairs: 0,
             samples: 0,
         }; 6];
         let mut allowed = [false; 6];
         for (i, l) in LADDER.iter().enumerate() {
             est[i].cost = 1.0 / PRIORS[i].0;
             est[i].rel_ratio = PRIORS[i].1;
-            // From the data estimate's prior, LZ4 at 2.
+            // (Scaled to the data by the first paired sample.)
             est[i].lz4_wire = 0.5;
             est[i].wire = 0.5 / PRIORS[i].1;
             allowed[i] = *l == Level::None || codec_bits & l.codec().bit() != 0;
@@ -924,7 +940,7 @@ impl Selector {
                 from_rate = current_rate,
                 to_rate = best_rate,
                 data = self.data,
-                context_gain = self.context_gain,
+                context_gain_zstd1 = self.context_gain,
                 context_ratio = ?self.context_ratio,
                 sample_ratio,
                 speeds_mbs = ?self.est.map(|e| (e.speed() / 1e6).round()),
@@ -1134,8 +1150,9 @@ impl Selector {
 
     /// Records a paired measurement on one sample of `raw` bytes: LZ4 gave
     /// `lz4_wire`; `probe` gave `probe_wire` in `probe_cpu`; the current level
-    /// gave `cur_wire` in `cur_cpu`. Updates the probe's ratio relative to LZ4
-    /// and its cost relative to the current level's.
+    /// gave `cur_wire` in `cur_cpu`. Updates the probe's and the current
+    /// level's ratios relative to LZ4, and the probe's cost relative to the
+    /// current level's.
     #[allow(clippy::too_many_arguments)]
     pub fn observe_pair(
         &mut self,
