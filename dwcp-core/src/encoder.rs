@@ -19,7 +19,7 @@ pub const SAMPLE: usize = 4096;
 /// Bytes compressed with LZ4, the current level and the probe when
 /// exploring (LZ4 once where it is one of them). At least 64 KiB
 /// less one byte: `lz4_flex` compresses a shorter input with a 4-byte hash
-/// and a 64 KiB or longer one with a 5-byte hash, and on some data the two
+/// and one of 65,535 bytes or more with a 5-byte hash, and on some data the two
 /// differ by more than twice (text stored four bytes a character: 2.1
 /// against 5.8). A sample must be compressed as the stream's chunks are,
 /// which are up to 128 KiB; a shorter chunk is sampled whole.
@@ -998,7 +998,7 @@ mod tests {
     /// Text stored four bytes a character (UTF-32, as Python keeps strings
     /// with a character beyond Latin-1, and a large share of a process
     /// memory image): every 4-byte window holds one character. `lz4_flex`
-    /// compresses an input under 64 KiB with a 4-byte hash, which sees one
+    /// compresses an input under 65,535 bytes with a 4-byte hash, which sees one
     /// character here and finds poor matches: LZ4 shrinks 32 KiB of it 2.1
     /// times and 64 KiB or more 5.8-6.0 times. An exploration sample must be
     /// compressed the way the stream's chunks are, or zstd's ratio over
