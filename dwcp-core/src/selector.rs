@@ -270,7 +270,7 @@ pub const CONTEXT_GAIN_PRIOR: f64 = 1.15 / CONTEXT_LEVEL_GAIN[3];
 /// at zstd-3 and 1.08-1.29 at zstd-9 (filesystem image 1.09, 1.14, 1.17;
 /// logs 1.10, 1.17, 1.29). With one gain for every level, zstd-9 in the
 /// context was taken for little better than zstd-3 on a 100 Mbit/s link.
-const CONTEXT_LEVEL_GAIN: [f64; 6] = [1.0, 1.0, 1.0, 1.04, 1.12, 1.12];
+pub const CONTEXT_LEVEL_GAIN: [f64; 6] = [1.0, 1.0, 1.0, 1.04, 1.12, 1.12];
 
 /// What a full chunk of each ladder entry cost per raw byte on this
 /// machine, over every stream so far (`f64` bits; 0: not measured).
