@@ -465,10 +465,8 @@ impl Selector {
         let mut allowed = [false; 6];
         for (i, l) in LADDER.iter().enumerate() {
             est[i].cost = 1.0 / PRIORS[i].0;
+            // The averages start from it at the first paired sample.
             est[i].rel_ratio = PRIORS[i].1;
-            // (Scaled to the data by the first paired sample.)
-            est[i].lz4_wire = 0.5;
-            est[i].wire = 0.5 / PRIORS[i].1;
             allowed[i] = *l == Level::None || codec_bits & l.codec().bit() != 0;
         }
         Selector {

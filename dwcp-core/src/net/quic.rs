@@ -55,11 +55,7 @@ pub(crate) const MTU_UPPER_BOUND_V6: u16 = 1452;
 
 /// The bound for paths to or from `addr` (an IPv4-mapped address is IPv4).
 fn mtu_upper_bound(addr: SocketAddr) -> u16 {
-    let v4 = match addr.ip() {
-        std::net::IpAddr::V4(_) => true,
-        std::net::IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
-    };
-    if v4 {
+    if addr.ip().to_canonical().is_ipv4() {
         MTU_UPPER_BOUND_V4
     } else {
         MTU_UPPER_BOUND_V6
@@ -913,6 +909,7 @@ async fn write_quic_lane(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn mtu_discovery_goes_to_full_ethernet_frames_on_ipv4_only() {
@@ -923,7 +920,6 @@ mod tests {
         assert_eq!(bound("[2001:db8::1]:7000"), 1452);
         assert_eq!(bound("[::]:0"), 1452, "a socket of both families");
     }
-    use std::time::Duration;
 
     /// `ticks` ticks of 50 ms from `t0`, each sending 1,000 packets and
     /// losing `lost_per_tick`; the window after each.
