@@ -74,7 +74,8 @@ enum Command {
         #[arg(long)]
         tun: bool,
         /// With `--tun`: only the subjects whose name contains one of these
-        /// (comma-separated, e.g. `quic` or `kernel tcp (bbr),controller`).
+        /// (comma-separated, e.g. `quic` or `kernel tcp (bbr),controller`);
+        /// with `--share`, the pairs whose two flows both match.
         #[arg(long)]
         only: Option<String>,
         /// With `--tun`: two flows on the link at once instead (two DWCP
@@ -431,7 +432,7 @@ fn main() {
             };
             if let (true, Some(secs)) = (tun, share) {
                 let secs = secs.max(dwcp_bench::wan_share::MIN_SECS);
-                match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs) {
+                match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs, only.as_deref()) {
                     Ok(r) if json => print_json(&r),
                     Ok(r) => {
                         println!(

@@ -68,17 +68,26 @@ impl Flow {
 }
 
 /// Runs each pair over a `mbit` Mbit/s, `rtt_ms` ms, `loss_pct` % link for
-/// `secs` seconds each (at least [`MIN_SECS`]).
+/// `secs` seconds each (at least [`MIN_SECS`]). `only`, if given, keeps the
+/// pairs whose two flows' names both contain one of its comma-separated
+/// parts (`controller`: the two DWCP controller connections).
 ///
 /// # Errors
 /// Namespaces cannot be built here (not root, no TUN), or a flow fails.
-pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, secs: f64) -> Result<Vec<ShareFigure>, String> {
+pub fn run(
+    mbit: u64,
+    rtt_ms: u64,
+    loss_pct: f64,
+    secs: f64,
+    only: Option<&str>,
+) -> Result<Vec<ShareFigure>, String> {
     let secs = secs.max(MIN_SECS);
     let profile = LinkProfile::wan(mbit, rtt_ms, loss_pct);
     let back = LinkProfile {
         seed: profile.seed.wrapping_add(1),
         ..profile.clone()
     };
+    let only = only.map(str::to_owned);
     let ns = NetnsPair::new("dwsh", profile, back).map_err(|e| e.to_string())?;
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -94,8 +103,12 @@ pub fn run(mbit: u64, rtt_ms: u64, loss_pct: f64, secs: f64) -> Result<Vec<Share
         ];
         let mut out = Vec::new();
         let mut port = 7300u16;
+        let wanted = |f: Flow| crate::only_matches(only.as_deref(), &f.name());
         for (a, b) in pairs {
             port += 2;
+            if !(wanted(a) && wanted(b)) {
+                continue;
+            }
             // A flow that fails is reported in its row: quinn BBR's
             // connection was lost beside CUBIC on a 200 ms path.
             let (got, error) = match rt.block_on(pair(&ns, &ca, port, a, b, secs)) {
