@@ -75,7 +75,9 @@ enum Command {
         tun: bool,
         /// With `--tun`: only the subjects whose name contains one of these
         /// (comma-separated, e.g. `quic` or `kernel tcp (bbr),controller`);
-        /// with `--share`, the pairs whose two flows both match.
+        /// with `--share`, the pairs whose two flows both match (flows:
+        /// `DWCP controller`, `quinn BBR`, `kernel TCP CUBIC`; e.g.
+        /// `controller` runs the two DWCP connections alone).
         #[arg(long)]
         only: Option<String>,
         /// With `--tun`: two flows on the link at once instead (two DWCP
@@ -433,6 +435,10 @@ fn main() {
             if let (true, Some(secs)) = (tun, share) {
                 let secs = secs.max(dwcp_bench::wan_share::MIN_SECS);
                 match dwcp_bench::wan_share::run(mbit, rtt_ms, loss_pct, secs, only.as_deref()) {
+                    Ok(r) if r.is_empty() => {
+                        eprintln!("wan --share: no pair of flows matches --only");
+                        std::process::exit(2);
+                    }
                     Ok(r) if json => print_json(&r),
                     Ok(r) => {
                         println!(
