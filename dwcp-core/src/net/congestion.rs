@@ -629,15 +629,16 @@ impl DwcpCongestion {
         // loopback, a rack) one late wake-up is many round trips, and a
         // window of one BDP would leave the path idle through it.
         let extra = ((4 * self.mtu) as f64).max(bw * SCHEDULING_ALLOWANCE.as_secs_f64());
+        // The drain takes the allowance back too, up to a tenth of a BDP
+        // (all of it from 20 ms up): what is left over one BDP stays
+        // queued, and the minimum RTT does not show.
+        let extra = match self.gain {
+            Gain::Drain => (extra - DRAIN_TAKES_BACK * bdp).max(0.0),
+            _ => extra,
+        };
         // The cap takes back the allowance, not the path's own window.
         let model = (bdp * gain) as u64;
-        let window = match self.gain {
-            // The drain takes the allowance back too, up to a tenth of a
-            // BDP (all of it from 20 ms up): what is left over one BDP
-            // stays queued, and the minimum RTT does not show.
-            Gain::Drain => (bdp * gain + (extra - DRAIN_TAKES_BACK * bdp).max(0.0)) as u64,
-            _ => (bdp * gain + extra) as u64,
-        };
+        let window = (bdp * gain + extra) as u64;
         let window = self
             .loss_cap
             .map_or(window, |c| window.min(c.window.max(model)));
