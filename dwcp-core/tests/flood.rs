@@ -200,6 +200,82 @@ async fn tcp_silent_connection_flood_is_bounded_and_real_clients_get_through() {
     drop(flood);
 }
 
+/// Silent TCP connections from more sources than the global bound holds at
+/// their per-source bound: every place is taken, and until places were
+/// shed a real peer's lanes were refused for as long as the flood lasted
+/// (a review: 24 loopback addresses kept a sidecar out for 23.6 s of a
+/// 20 s flood). The peer's four lanes each take the place of the oldest
+/// handshake of a source holding more, while the flood goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
+    const FULL: HandshakeLimits = HandshakeLimits {
+        max_pending: 24,
+        max_pending_per_source: 8,
+        retry_above: 8,
+    };
+    let ca = DevCa::new().expect("ca");
+    let mut cfg = server_config(&ca, Transport::Tcp);
+    cfg.handshake_limits = FULL;
+    cfg.handshake_timeout = Duration::from_secs(5);
+    let server = Endpoint::bind(loopback(), cfg).await.expect("bind");
+    let addr = server.local_addr();
+    let client = Endpoint::client(EndpointConfig::new(
+        ca.config_for(CLIENT).expect("cert"),
+        Transport::Tcp,
+    ))
+    .await
+    .expect("client");
+
+    // Four sources, eight each: 32 wanted, 24 places.
+    async fn silent(addr: SocketAddr, source: u32) -> Option<tokio::net::TcpStream> {
+        let sock = tokio::net::TcpSocket::new_v4().ok()?;
+        let src: SocketAddr = format!("127.0.0.{}:0", 2 + source % 4).parse().ok()?;
+        sock.bind(src).ok()?;
+        sock.connect(addr).await.ok()
+    }
+    let mut flood = Vec::new();
+    for i in 0..32u32 {
+        flood.extend(silent(addr, i).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let st = server.stats();
+    assert_eq!(st.handshakes_in_progress, 24, "{st:?}");
+    assert!(st.failures(RefusalReason::Limit) >= 8, "{st:?}");
+
+    // The flood goes on while the peer connects.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flooding = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut held = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                held.extend(silent(addr, i).await);
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (i, held.len())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (c, s) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(4), client.connect(addr, SERVER)),
+        tokio::time::timeout(Duration::from_secs(4), server.accept())
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tried, _held) = flooding.await.expect("flood task");
+    let c = c
+        .expect("the peer connects within the handshake timeout")
+        .expect("the peer's lanes are admitted during the flood");
+    let s = s.expect("accepted in time").expect("accept");
+    round_trip(&c, &s, 4).await;
+    let st = server.stats();
+    assert!(tried > 20, "the flood went on: {tried} connections tried");
+    assert!(st.handshakes_peak <= FULL.max_pending as u64, "{st:?}");
+    drop(flood);
+    wait_idle(&server).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_only_endpoints_listen_on_nothing() {
     let ca = DevCa::new().expect("ca");

@@ -1,4 +1,5 @@
-//! Admission of incoming handshakes: a global bound and a per-source bound.
+//! Admission of incoming handshakes: a global bound and a per-source bound,
+//! and shedding that keeps the global bound from locking a peer out.
 //!
 //! A handshake in progress holds transport and TLS state on the server
 //! before the peer has proved anything, so an unbounded number of them is a
@@ -9,16 +10,34 @@
 //! clients to validate their address (a Retry) once the count passes
 //! [`HandshakeLimits::retry_above`], so a spoofed flood costs one stateless
 //! packet each. Established connections are not counted.
+//!
+//! The two bounds alone let a flood from a few sources lock everyone out:
+//! sources times the per-source bound above the global bound (17 sources
+//! at the defaults) fill every place, and a real peer's connection is
+//! refused for as long as the flood lasts (24 loopback addresses kept a
+//! TCP-lanes peer out for 23.6 s of a 20 s flood). So a handshake that
+//! finds the global bound full takes the place of the oldest handshake of
+//! the source holding the most places, if that source holds at least two
+//! more than the newcomer's (max-min fairness: a shed never makes the
+//! sources' shares less even, so two sources cannot take places from each
+//! other in turn). A peer opening `n` connections at once (TCP lanes) gets
+//! all of them while some source holds more than `n`: against a flood
+//! from up to `max_pending / (n + 1)` sources (51 at the defaults with four
+//! lanes). The shed handshake ends as refused ([`Permit::shed`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
 
 /// Bounds on incoming handshakes (TLS plus DWCP) in progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HandshakeLimits {
-    /// Handshakes in progress at once, from all sources (default 256); more
-    /// are refused.
+    /// Handshakes in progress at once, from all sources (default 256);
+    /// beyond it a newcomer takes the place of the oldest handshake of the
+    /// source holding the most places, if that is at least two more than
+    /// the newcomer's source holds, and is refused otherwise.
     pub max_pending: usize,
     /// Handshakes in progress at once from one source address (default 16;
     /// IPv6 sources are grouped by /64); more are refused.
@@ -40,20 +59,33 @@ impl Default for HandshakeLimits {
     }
 }
 
+/// Why a shed handshake failed, as counted and logged.
+pub(crate) const SHED: &str = "handshake shed: its place went to a source with fewer in progress";
+
 /// Why a handshake was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Over {
-    /// The global bound.
+    /// The global bound, with no source holding enough more places to shed one.
     Total,
     /// The per-source bound.
     Source,
+}
+
+/// Places one source holds: its handshakes in progress, oldest first.
+#[derive(Debug, Default)]
+struct Source {
+    held: VecDeque<(u64, Arc<Notify>)>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     total: usize,
     peak: usize,
-    per_source: HashMap<IpAddr, usize>,
+    per_source: HashMap<IpAddr, Source>,
+    next_id: u64,
+    /// Permits shed whose handshakes have not yet dropped them: their places
+    /// were freed at the shed.
+    shed: HashSet<u64>,
 }
 
 /// Counts handshakes in progress against [`HandshakeLimits`].
@@ -68,6 +100,8 @@ pub(crate) struct Admission {
 pub(crate) struct Permit {
     admission: Arc<Admission>,
     source: IpAddr,
+    id: u64,
+    shed: Arc<Notify>,
 }
 
 /// The key a source is counted under: the address, or its /64 for IPv6
@@ -112,34 +146,87 @@ impl Admission {
         self.pending() >= self.limits.retry_above
     }
 
-    /// Admits a handshake from `ip` if both bounds allow it.
+    /// Admits a handshake from `ip` if the per-source bound allows it and
+    /// the global bound has a place, or one can be shed (module docs).
     pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Over> {
         let source = source_key(ip);
         let mut g = self.lock();
-        if g.total >= self.limits.max_pending {
-            return Err(Over::Total);
-        }
-        let n = g.per_source.get(&source).copied().unwrap_or(0);
+        let n = g.per_source.get(&source).map_or(0, |s| s.held.len());
         if n >= self.limits.max_pending_per_source {
             return Err(Over::Source);
         }
-        g.per_source.insert(source, n + 1);
+        if g.total >= self.limits.max_pending && !g.shed_one(n) {
+            return Err(Over::Total);
+        }
+        let id = g.next_id;
+        g.next_id += 1;
+        let shed = Arc::new(Notify::new());
+        g.per_source
+            .entry(source)
+            .or_default()
+            .held
+            .push_back((id, shed.clone()));
         g.total += 1;
         g.peak = g.peak.max(g.total);
         Ok(Permit {
             admission: self.clone(),
             source,
+            id,
+            shed,
         })
+    }
+}
+
+impl Inner {
+    /// Frees the place of the oldest handshake of the source holding the
+    /// most places, if that is at least two more than `newcomer` (the
+    /// places the newcomer's source holds), and tells that handshake.
+    fn shed_one(&mut self, newcomer: usize) -> bool {
+        let Some((&key, most)) = self
+            .per_source
+            .iter()
+            .map(|(k, s)| (k, s.held.len()))
+            .max_by_key(|&(_, n)| n)
+        else {
+            return false;
+        };
+        if most < newcomer + 2 {
+            return false;
+        }
+        let Some(source) = self.per_source.get_mut(&key) else {
+            return false;
+        };
+        let Some((id, shed)) = source.held.pop_front() else {
+            return false;
+        };
+        if source.held.is_empty() {
+            self.per_source.remove(&key);
+        }
+        self.total = self.total.saturating_sub(1);
+        self.shed.insert(id);
+        shed.notify_one();
+        true
+    }
+}
+
+impl Permit {
+    /// Completes when this handshake's place was given to another source's
+    /// (module docs); the handshake should then end as refused.
+    pub(crate) async fn shed(&self) {
+        self.shed.notified().await;
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut g = self.admission.lock();
+        if g.shed.remove(&self.id) {
+            return;
+        }
         g.total = g.total.saturating_sub(1);
-        if let Some(n) = g.per_source.get_mut(&self.source) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(s) = g.per_source.get_mut(&self.source) {
+            s.held.retain(|(id, _)| *id != self.id);
+            if s.held.is_empty() {
                 g.per_source.remove(&self.source);
             }
         }
@@ -171,6 +258,56 @@ mod tests {
         drop((p2, p3));
         assert_eq!(a.peak(), 3);
         assert_eq!(a.pending(), 1);
+    }
+
+    /// A full global bound sheds the oldest handshake of the source holding
+    /// the most places to a newcomer holding at least two fewer, and never
+    /// takes places back and forth between sources.
+    #[test]
+    fn a_full_bound_sheds_the_heaviest_sources_oldest_handshake() {
+        let a = Admission::new(HandshakeLimits {
+            max_pending: 6,
+            max_pending_per_source: 4,
+            retry_above: 2,
+        });
+        let x: IpAddr = "10.0.0.1".parse().expect("ip");
+        let y: IpAddr = "10.0.0.2".parse().expect("ip");
+        let peer: IpAddr = "10.0.0.3".parse().expect("ip");
+        let xs: Vec<Permit> = (0..4).map(|_| a.try_admit(x).expect("x")).collect();
+        let ys: Vec<Permit> = (0..2).map(|_| a.try_admit(y).expect("y")).collect();
+        // Full: x holds 4, y 2. The peer takes x's oldest place, then
+        // another of x's (3 against 1).
+        let p1 = a.try_admit(peer).expect("shed one of x's");
+        assert_eq!(a.pending(), 6);
+        let shed = futures_now(xs[0].shed());
+        assert!(shed, "x's oldest handshake is told");
+        assert!(!futures_now(xs[1].shed()), "only the oldest");
+        let p2 = a.try_admit(peer).expect("shed another of x's");
+        assert!(futures_now(xs[1].shed()));
+        // Now x 2, y 2, the peer 2: no source holds two more than another.
+        assert_eq!(a.try_admit(peer).err(), Some(Over::Total));
+        assert_eq!(a.try_admit(x).err(), Some(Over::Total));
+        assert_eq!(a.try_admit(y).err(), Some(Over::Total));
+        assert_eq!(a.pending(), 6);
+        assert_eq!(a.peak(), 6);
+        // Dropping a shed permit does not free its place twice.
+        let mut xs = xs.into_iter();
+        drop(xs.next());
+        drop(xs.next());
+        assert_eq!(a.pending(), 6);
+        drop((p1, p2, ys));
+        assert_eq!(a.pending(), 2);
+        drop(xs);
+        assert_eq!(a.pending(), 0);
+        let _again = a.try_admit(peer).expect("all places back");
+    }
+
+    /// Whether `f` is ready at its first poll.
+    fn futures_now(f: impl std::future::Future<Output = ()>) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut f = std::pin::pin!(f);
+        f.as_mut().poll(&mut cx).is_ready()
     }
 
     #[test]

@@ -19,7 +19,7 @@ use quinn::{TransportConfig, VarInt};
 use tokio::sync::{mpsc, watch};
 use tracing::debug;
 
-use crate::net::admission::{Admission, Over};
+use crate::net::admission::{Admission, Over, SHED};
 use crate::net::connection::Connection;
 use crate::net::copies::{self, Copies};
 use crate::net::driver::{self, Shared, WRITE_BATCH};
@@ -537,15 +537,22 @@ pub(crate) async fn accept_loop(
         let out = out.clone();
         let counters = counters.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let fut = async {
                 let conn = incoming.accept()?.await?;
                 let control = conn.accept_bi().await?;
                 let c = start(conn, Side::Server, &cfg, control)?;
                 establish(c, cfg.handshake_timeout).await
             };
-            // Dropping the unfinished handshake on timeout closes it.
-            match tokio::time::timeout(cfg.handshake_timeout, fut).await {
+            // Dropping the unfinished handshake on timeout, or when its place
+            // is shed to another source, closes it.
+            let outcome = tokio::select! {
+                r = tokio::time::timeout(cfg.handshake_timeout, fut) => r,
+                () = permit.shed() => {
+                    counters.failed(RefusalReason::Limit, Some(addr), SHED);
+                    return;
+                }
+            };
+            match outcome {
                 Ok(Ok(c)) => {
                     counters.accepted();
                     if out.try_send(c).is_err() {

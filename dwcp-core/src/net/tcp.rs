@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::net::admission::{Admission, Over};
+use crate::net::admission::{Admission, Over, SHED};
 use crate::net::connection::Connection;
 use crate::net::endpoint::{establish, Counters, EndpointConfig, Error, LiveTls, TcpTuning, Tls};
 use crate::net::lanes::spawn_lanes;
@@ -284,8 +284,14 @@ pub(crate) async fn accept_loop(
                 let counters = counters.clone();
                 let timeout = cfg.handshake_timeout;
                 tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor)).await {
+                    let outcome = tokio::select! {
+                        r = tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor)) => r,
+                        () = permit.shed() => {
+                            counters.failed(RefusalReason::Limit, Some(addr), SHED);
+                            return;
+                        }
+                    };
+                    match outcome {
                         Ok(Ok(a)) => { let _ = tx.send(a).await; }
                         Ok(Err((reason, e))) => counters.failed(reason, Some(addr), e),
                         Err(_) => counters.failed(RefusalReason::Timeout, Some(addr), "TLS handshake timed out"),
