@@ -204,20 +204,52 @@ fn parse_addr(what: &str, v: &str) -> Result<SocketAddr, StartError> {
         .map_err(|_| StartError::Config(format!("{what}: {v:?} is not IP:port")))
 }
 
+/// Loads the TLS files `config` names (`tls.cert`, `tls.key`, `tls.ca`) and
+/// builds the server and client TLS configurations from them, as `run`
+/// does before it starts: a certificate whose key does not match fails
+/// here. Returns the configuration and the three paths.
+///
+/// # Errors
+/// A path is not set, a file is missing or unreadable or holds no
+/// certificate or key, or the certificate and key do not match.
+pub fn load_tls(config: &Config) -> Result<(TlsConfig, [std::path::PathBuf; 3]), StartError> {
+    let (Some(cert), Some(key), Some(ca)) = (&config.tls.cert, &config.tls.key, &config.tls.ca)
+    else {
+        return Err(StartError::Config(
+            "tls.cert, tls.key and tls.ca are required".into(),
+        ));
+    };
+    let tls = TlsConfig::from_pem_files(cert, key, ca).map_err(|e| match e {
+        // Name the key as well as the file.
+        dwcp_core::tls::TlsError::Pem { path, what } => {
+            let key_name = [(cert, "tls.cert"), (key, "tls.key"), (ca, "tls.ca")]
+                .iter()
+                .find(|(p, _)| p.display().to_string() == path)
+                .map_or("tls", |(_, k)| *k);
+            StartError::Config(format!("{key_name} {path}: {what}"))
+        }
+        other => StartError::Tls(other),
+    })?;
+    let unusable = |e: dwcp_core::tls::TlsError| {
+        StartError::Config(format!(
+            "tls.cert {} and tls.key {} (CA tls.ca {}): {e}",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ))
+    };
+    tls.server_config().map_err(unusable)?;
+    tls.client_config().map_err(unusable)?;
+    Ok((tls, [cert.clone(), key.clone(), ca.clone()]))
+}
+
 impl Daemon {
     /// Loads the TLS files named in `config` and starts.
     ///
     /// # Errors
     /// As [`Daemon::start_with_tls`], plus unreadable TLS files.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        let (Some(cert), Some(key), Some(ca)) = (&config.tls.cert, &config.tls.key, &config.tls.ca)
-        else {
-            return Err(StartError::Config(
-                "tls.cert, tls.key and tls.ca are required".into(),
-            ));
-        };
-        let tls = TlsConfig::from_pem_files(cert, key, ca)?;
-        let paths = [cert.clone(), key.clone(), ca.clone()];
+        let (tls, paths) = load_tls(&config)?;
         let every = Duration::from_secs(config.tls.reload_secs);
         let mut d = Daemon::start_with_tls(config, tls).await?;
         if !every.is_zero() {

@@ -33,13 +33,19 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
-    /// Validates a configuration file; prints every problem with its key and line.
+    /// Validates a configuration file; prints every problem with its key and
+    /// line. Also loads the TLS files it names, as `run` does.
     CheckConfig {
         /// Configuration file (TOML).
         file: PathBuf,
         /// Overrides, as for `run`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+        /// Checks the file alone, without reading the TLS files it names
+        /// (for checking a configuration away from the machine that holds
+        /// them, such as a manifest in CI).
+        #[arg(long)]
+        offline: bool,
     },
     /// Probes the local admin server; exits 0 if it answers 200, else 1.
     Health {
@@ -116,7 +122,15 @@ fn report(target: &str, expected: u16, answer: Result<(u16, String), String>) ->
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file, set } => match load(&file, &set) {
+        Command::CheckConfig { file, set, offline } => match load(&file, &set).and_then(|c| {
+            // The TLS files too, as `run` loads them before it starts.
+            if offline {
+                return Ok(c);
+            }
+            dwcp_daemon::daemon::load_tls(&c)
+                .map(|_| c)
+                .map_err(|e| format!("{}: {e}", file.display()))
+        }) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} peer(s), {} service(s), {} tunnel(s))",

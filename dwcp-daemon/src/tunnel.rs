@@ -78,6 +78,7 @@ async fn carry(
     let wait = Duration::from_secs(state.config.limits.connect_timeout_secs);
     let Some(conn) = t.peer.wait_connection(wait).await else {
         tracing::warn!(tunnel = %t.name, peer = %peer_label, %from, "peer not connected; closing the local connection");
+        metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer_label.clone(), "direction" => "outbound", "outcome" => "failed").increment(1);
         metrics::counter!("dwcp_errors_total", "kind" => "peer_unavailable", "peer" => peer_label)
             .increment(1);
         pipe::abort(tcp);
@@ -95,6 +96,7 @@ async fn carry(
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(tunnel = %t.name, peer = %peer_label, error = %e, "cannot open a stream");
+            metrics::counter!("dwcp_tunnel_connections_total", "peer" => peer_label.clone(), "direction" => "outbound", "outcome" => "failed").increment(1);
             metrics::counter!("dwcp_errors_total", "kind" => "open", "peer" => peer_label)
                 .increment(1);
             pipe::abort(tcp);

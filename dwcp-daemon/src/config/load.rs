@@ -116,8 +116,15 @@ pub fn parse(
     };
     if let Err(e) = toml::from_str::<Config>(src) {
         let line = e.span().map(|s| line_of(src, s.start));
+        // The toml error has the line, not the key: the same table read
+        // again names it (`limits.idle_timeout_secs`).
+        let key = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone()))
+            .err()
+            .filter(|pe| pe.path().iter().next().is_some())
+            .map(|pe| pe.path().to_string())
+            .unwrap_or_default();
         return Err(invalid(vec![Issue {
-            key: String::new(),
+            key,
             line,
             message: e.message().trim().to_string(),
         }]));
@@ -139,7 +146,13 @@ pub fn parse(
         })?;
     let mut issues = config.validate();
     for i in &mut issues {
-        i.line = span_of(src, &i.key).map(|s| line_of(src, s.start));
+        if overrides.iter().any(|(k, _)| *k == i.key) {
+            // The value came from `--set` or the environment, not the file.
+            i.message
+                .push_str(" (the value set by --set or the environment)");
+        } else {
+            i.line = span_of(src, &i.key).map(|s| line_of(src, s.start));
+        }
     }
     if issues.is_empty() {
         Ok(config)
