@@ -106,6 +106,26 @@ compression = "zstd:3"
         let src = GOOD.replace("[node]", "[lifecycle]\ndrain_grace_secs = \"soon\"\n[node]");
         let i = issues(&src);
         assert_eq!(i[0].line, Some(3), "{:?}", i);
+        // The key too (a review: only the line and the type were given).
+        assert_eq!(i[0].key, "lifecycle.drain_grace_secs", "{i:?}");
+    }
+
+    /// A value out of range from `--set` (or the environment) is not blamed
+    /// on the line where the file's own, valid value is.
+    #[test]
+    fn an_overridden_value_out_of_range_is_not_blamed_on_the_files_line() {
+        let src = GOOD.replace("[node]", "[limits]\nidle_timeout_secs = 5\n[node]");
+        let o = overrides(|_| None, &["limits.idle_timeout_secs=1".into()]).expect("key ok");
+        let i = match parse(&src, "t.toml", &o) {
+            Err(ConfigError::Invalid { issues, .. }) => issues,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(i[0].key, "limits.idle_timeout_secs", "{i:?}");
+        assert_eq!(i[0].line, None, "{i:?}");
+        assert!(i[0].message.contains("--set"), "{i:?}");
+        // The file's own value out of range keeps its line.
+        let src = GOOD.replace("[node]", "[limits]\nidle_timeout_secs = 1\n[node]");
+        assert_eq!(issues(&src)[0].line, Some(3));
     }
 
     /// Found by the `daemon_config` fuzz target: tracing-subscriber's filter
