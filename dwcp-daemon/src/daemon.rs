@@ -286,7 +286,8 @@ impl Daemon {
                 Endpoint::bind(a, endpoint_config(&config, &tls, transport))
                     .await
                     .map_err(|source| StartError::Endpoint {
-                        addr: addr.clone(),
+                        // Name the key too: `listen.quic 127.0.0.1:4433`.
+                        addr: format!("listen.{kind} {addr}"),
                         source,
                     })?,
             );

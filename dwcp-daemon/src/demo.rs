@@ -384,7 +384,10 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
         "  node-a admin: http://{}/metrics  (also /health, /ready, /api/v1/dwcp/status)",
         node_a.admin_addr()
     );
-    println!("  node-b admin: http://{}", b.admin_addr());
+    println!(
+        "  node-b admin: http://{} (both daemons run in this one process, so /metrics is the same on both: the process's metrics)",
+        b.admin_addr()
+    );
     println!(
         "  traffic for {} s: 2 x compressible pages, 2 x random bytes, 1 x interactive 1 KiB echo every 100 ms",
         a.duration
