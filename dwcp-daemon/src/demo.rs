@@ -524,6 +524,15 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     let due = (elapsed / 0.1).floor() as usize + 1;
     let late_after = Duration::from_millis(a.rtt_ms + 25);
     let late = all.iter().filter(|d| **d > late_after).count();
+    // When the late ones were due (one every 100 ms from the start), in
+    // order: the bulk connections' startup, or all along.
+    let late_at: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| **d > late_after)
+        .take(10)
+        .map(|(i, d)| format!("{:.1} s ({:.0} ms)", i as f64 * 0.1, d.as_secs_f64() * 1e3))
+        .collect();
     let missing = due.saturating_sub(n);
     let p99 = percentile(&mut all, 0.99);
     println!(
@@ -541,6 +550,13 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     );
     if missing > due / 20 {
         println!("    WARNING: {missing} of {due} echoes never completed: interactive traffic was starved");
+    }
+    if !late_at.is_empty() {
+        println!(
+            "          the late ones were due at {}{}",
+            late_at.join(", "),
+            if late > late_at.len() { ", ..." } else { "" }
+        );
     }
     if p99 > late_after {
         println!(
