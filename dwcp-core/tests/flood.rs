@@ -257,7 +257,9 @@ async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
             (i, held.len())
         }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Places are shed only from handshakes in progress for a second or
+    // more (a real one completes within round trips).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let (c, s) = tokio::join!(
         tokio::time::timeout(Duration::from_secs(4), client.connect(addr, SERVER)),
         tokio::time::timeout(Duration::from_secs(4), server.accept())
@@ -270,7 +272,7 @@ async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
     let s = s.expect("accepted in time").expect("accept");
     round_trip(&c, &s, 4).await;
     let st = server.stats();
-    assert!(tried > 20, "the flood went on: {tried} connections tried");
+    assert!(tried > 100, "the flood went on: {tried} connections tried");
     assert!(st.handshakes_peak <= FULL.max_pending as u64, "{st:?}");
     drop(flood);
     wait_idle(&server).await;

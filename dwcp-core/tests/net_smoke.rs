@@ -102,3 +102,55 @@ async fn compression_over_tcp_with_link_rate_hint() {
     assert!(stats.compression_ratio() > 1.5);
     assert!(sstats.core.raw_received_by_codec[2] + sstats.core.raw_received_by_codec[1] > 0);
 }
+
+/// A class whose writes are all small (an interactive tunnel's) or whose
+/// policy is `off` shows its codec, `none`, in the per-class figures the
+/// daemon's status page lists (they went as-is without reaching the codec
+/// layer, and the class was missing from the page).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classes_sent_as_is_show_their_codec() {
+    use dwcp_core::net::{Compression, StreamOptions};
+    let (_ca, server, client) = endpoints(Transport::Quic).await;
+    let (c, s) = tokio::join!(client.connect(server.local_addr(), SERVER), server.accept());
+    let (c, s) = (c.expect("connect"), s.expect("accept"));
+    let reader = tokio::spawn(async move {
+        let mut n = 0;
+        for _ in 0..2 {
+            let mut st = s.accept_stream().await.expect("stream");
+            while let Some(b) = st.recv().await.expect("recv") {
+                n += b.len();
+            }
+        }
+        n
+    });
+    for (class, compression, write) in [
+        (5u8, Compression::Adaptive, 1024usize),
+        (6, Compression::Off, 64 * 1024),
+    ] {
+        let mut st = c
+            .open_stream(StreamOptions {
+                class,
+                compression,
+                ..StreamOptions::default()
+            })
+            .expect("open");
+        for _ in 0..8 {
+            st.send(bytes::Bytes::from(vec![7u8; write]))
+                .await
+                .expect("send");
+        }
+        st.finish().expect("finish");
+    }
+    assert_eq!(reader.await.expect("reader"), 8 * 1024 + 8 * 64 * 1024);
+    let stats = c.stats();
+    for (class, raw) in [(5u8, 8 * 1024u64), (6, 8 * 64 * 1024)] {
+        let got = stats
+            .compression
+            .get(&class)
+            .unwrap_or_else(|| panic!("class {class} missing: {:?}", stats.compression));
+        assert_eq!(
+            (got.current.as_str(), got.raw, got.wire),
+            ("none", raw, raw)
+        );
+    }
+}

@@ -12,22 +12,29 @@
 //! packet each. Established connections are not counted.
 //!
 //! The two bounds alone let a flood from a few sources lock everyone out:
-//! sources times the per-source bound above the global bound (17 sources
-//! at the defaults) fill every place, and a real peer's connection is
+//! sources times the per-source bound at the global bound (16 sources at
+//! the defaults) fill every place, and a real peer's connection is
 //! refused for as long as the flood lasts (24 loopback addresses kept a
 //! TCP-lanes peer out for 23.6 s of a 20 s flood). So a handshake that
 //! finds the global bound full takes the place of the oldest handshake of
 //! the source holding the most places, if that source holds at least two
 //! more than the newcomer's (max-min fairness: a shed never makes the
 //! sources' shares less even, so two sources cannot take places from each
-//! other in turn). A peer opening `n` connections at once (TCP lanes) gets
-//! all of them while some source holds more than `n`: against a flood
-//! from up to `max_pending / (n + 1)` sources (51 at the defaults with four
-//! lanes). The shed handshake ends as refused ([`Permit::shed`]).
+//! other in turn) and that handshake has been in progress for
+//! [`SHED_MIN_AGE`] or more. A handshake that completes does so within a
+//! few round trips; a flood's are held until they time out. Without the
+//! age, a storm of real peers reconnecting at once (more lanes than
+//! places) would shed each other's lanes, and a lane group missing one
+//! lane fails after the handshake timeout. A peer opening `n` connections
+//! at once (TCP lanes) gets all of them while some source holds more than
+//! `n`: against a flood from at least `max_pending / (n + 1)` sources (51
+//! at the defaults with four lanes). The shed handshake ends as refused
+//! ([`Permit::shed`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -59,6 +66,12 @@ impl Default for HandshakeLimits {
     }
 }
 
+/// How long a handshake must have been in progress before its place may be
+/// shed to another source (module docs): a TLS handshake with a client
+/// certificate takes one or two round trips after the TCP handshake, so a
+/// second covers paths of a few hundred milliseconds.
+pub(crate) const SHED_MIN_AGE: Duration = Duration::from_secs(1);
+
 /// Why a shed handshake failed, as counted and logged.
 pub(crate) const SHED: &str = "handshake shed: its place went to a source with fewer in progress";
 
@@ -71,10 +84,11 @@ pub(crate) enum Over {
     Source,
 }
 
-/// Places one source holds: its handshakes in progress, oldest first.
+/// Places one source holds: its handshakes in progress (id, shed signal,
+/// admitted at), oldest first.
 #[derive(Debug, Default)]
 struct Source {
-    held: VecDeque<(u64, Arc<Notify>)>,
+    held: VecDeque<(u64, Arc<Notify>, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -149,13 +163,18 @@ impl Admission {
     /// Admits a handshake from `ip` if the per-source bound allows it and
     /// the global bound has a place, or one can be shed (module docs).
     pub(crate) fn try_admit(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Over> {
+        self.try_admit_at(ip, Instant::now())
+    }
+
+    /// [`Admission::try_admit`] at `now`.
+    fn try_admit_at(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<Permit, Over> {
         let source = source_key(ip);
         let mut g = self.lock();
         let n = g.per_source.get(&source).map_or(0, |s| s.held.len());
         if n >= self.limits.max_pending_per_source {
             return Err(Over::Source);
         }
-        if g.total >= self.limits.max_pending && !g.shed_one(n) {
+        if g.total >= self.limits.max_pending && !g.shed_one(n, now) {
             return Err(Over::Total);
         }
         let id = g.next_id;
@@ -165,7 +184,7 @@ impl Admission {
             .entry(source)
             .or_default()
             .held
-            .push_back((id, shed.clone()));
+            .push_back((id, shed.clone(), now));
         g.total += 1;
         g.peak = g.peak.max(g.total);
         Ok(Permit {
@@ -179,24 +198,27 @@ impl Admission {
 
 impl Inner {
     /// Frees the place of the oldest handshake of the source holding the
-    /// most places, if that is at least two more than `newcomer` (the
-    /// places the newcomer's source holds), and tells that handshake.
-    fn shed_one(&mut self, newcomer: usize) -> bool {
-        let Some((&key, most)) = self
+    /// most places among those holding at least two more than `newcomer`
+    /// (the places the newcomer's source holds) whose oldest handshake is
+    /// [`SHED_MIN_AGE`] old, and tells that handshake.
+    fn shed_one(&mut self, newcomer: usize, now: Instant) -> bool {
+        let Some((&key, _)) = self
             .per_source
             .iter()
-            .map(|(k, s)| (k, s.held.len()))
-            .max_by_key(|&(_, n)| n)
+            .filter(|(_, s)| {
+                s.held.len() >= newcomer + 2
+                    && s.held.front().is_some_and(|(_, _, at)| {
+                        now.saturating_duration_since(*at) >= SHED_MIN_AGE
+                    })
+            })
+            .max_by_key(|(_, s)| s.held.len())
         else {
             return false;
         };
-        if most < newcomer + 2 {
-            return false;
-        }
         let Some(source) = self.per_source.get_mut(&key) else {
             return false;
         };
-        let Some((id, shed)) = source.held.pop_front() else {
+        let Some((id, shed, _)) = source.held.pop_front() else {
             return false;
         };
         if source.held.is_empty() {
@@ -225,7 +247,7 @@ impl Drop for Permit {
         }
         g.total = g.total.saturating_sub(1);
         if let Some(s) = g.per_source.get_mut(&self.source) {
-            s.held.retain(|(id, _)| *id != self.id);
+            s.held.retain(|(id, _, _)| *id != self.id);
             if s.held.is_empty() {
                 g.per_source.remove(&self.source);
             }
@@ -273,21 +295,27 @@ mod tests {
         let x: IpAddr = "10.0.0.1".parse().expect("ip");
         let y: IpAddr = "10.0.0.2".parse().expect("ip");
         let peer: IpAddr = "10.0.0.3".parse().expect("ip");
-        let xs: Vec<Permit> = (0..4).map(|_| a.try_admit(x).expect("x")).collect();
-        let ys: Vec<Permit> = (0..2).map(|_| a.try_admit(y).expect("y")).collect();
-        // Full: x holds 4, y 2. The peer takes x's oldest place, then
-        // another of x's (3 against 1).
-        let p1 = a.try_admit(peer).expect("shed one of x's");
+        let t0 = Instant::now();
+        let xs: Vec<Permit> = (0..4).map(|_| a.try_admit_at(x, t0).expect("x")).collect();
+        let ys: Vec<Permit> = (0..2).map(|_| a.try_admit_at(y, t0).expect("y")).collect();
+        // Full: x holds 4, y 2, all of them just admitted: none is shed
+        // (real handshakes complete within round trips).
+        let young = t0 + SHED_MIN_AGE / 2;
+        assert_eq!(a.try_admit_at(peer, young).err(), Some(Over::Total));
+        // A second on: the peer takes x's oldest place, then another of
+        // x's (3 against 1).
+        let t1 = t0 + SHED_MIN_AGE;
+        let p1 = a.try_admit_at(peer, t1).expect("shed one of x's");
         assert_eq!(a.pending(), 6);
         let shed = futures_now(xs[0].shed());
         assert!(shed, "x's oldest handshake is told");
         assert!(!futures_now(xs[1].shed()), "only the oldest");
-        let p2 = a.try_admit(peer).expect("shed another of x's");
+        let p2 = a.try_admit_at(peer, t1).expect("shed another of x's");
         assert!(futures_now(xs[1].shed()));
         // Now x 2, y 2, the peer 2: no source holds two more than another.
-        assert_eq!(a.try_admit(peer).err(), Some(Over::Total));
-        assert_eq!(a.try_admit(x).err(), Some(Over::Total));
-        assert_eq!(a.try_admit(y).err(), Some(Over::Total));
+        assert_eq!(a.try_admit_at(peer, t1).err(), Some(Over::Total));
+        assert_eq!(a.try_admit_at(x, t1).err(), Some(Over::Total));
+        assert_eq!(a.try_admit_at(y, t1).err(), Some(Over::Total));
         assert_eq!(a.pending(), 6);
         assert_eq!(a.peak(), 6);
         // Dropping a shed permit does not free its place twice.
@@ -299,7 +327,31 @@ mod tests {
         assert_eq!(a.pending(), 2);
         drop(xs);
         assert_eq!(a.pending(), 0);
-        let _again = a.try_admit(peer).expect("all places back");
+        let _again = a.try_admit_at(peer, t1).expect("all places back");
+    }
+
+    /// Among the sources holding enough more, one whose oldest handshake is
+    /// young is passed over for one whose oldest is old enough.
+    #[test]
+    fn only_handshakes_in_progress_for_a_while_are_shed() {
+        let a = Admission::new(HandshakeLimits {
+            max_pending: 5,
+            max_pending_per_source: 4,
+            retry_above: 2,
+        });
+        let (x, y, peer): (IpAddr, IpAddr, IpAddr) = (
+            "10.0.0.1".parse().expect("ip"),
+            "10.0.0.2".parse().expect("ip"),
+            "10.0.0.3".parse().expect("ip"),
+        );
+        let t0 = Instant::now();
+        let t1 = t0 + SHED_MIN_AGE;
+        let ys: Vec<Permit> = (0..2).map(|_| a.try_admit_at(y, t0).expect("y")).collect();
+        let xs: Vec<Permit> = (0..3).map(|_| a.try_admit_at(x, t1).expect("x")).collect();
+        // x holds more, but its handshakes are young at t1; y's are not.
+        let _p = a.try_admit_at(peer, t1).expect("shed one of y's");
+        assert!(futures_now(ys[0].shed()));
+        assert!(!futures_now(xs[0].shed()));
     }
 
     /// Whether `f` is ready at its first poll.

@@ -664,7 +664,19 @@ impl SendStream {
     /// Not cancel safe: if cancelled, a prefix of `data` may have been queued.
     pub async fn send(&mut self, mut data: Bytes) -> Result<(), StreamError> {
         if self.policy() == Policy::Off || data.len() < MIN_COMPRESS {
-            return self.send_raw(data).await;
+            let n = data.len() as u64;
+            self.send_raw(data).await?;
+            // Counted for the class too, so that a class whose writes are
+            // all small (interactive) or `off` shows its codec, `none`, on
+            // the status page; a class that compresses keeps its level.
+            class_totals(&self.conn, self.class, |c| {
+                c.raw += n;
+                c.wire += n;
+                if c.current.is_empty() {
+                    c.current = Level::None.label();
+                }
+            });
+            return Ok(());
         }
         // Never more than the peer accepts as one compressed frame. The
         // rate the selector is told is read again at each hand-over, with
