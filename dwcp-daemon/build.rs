@@ -25,16 +25,25 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DWCP_GIT_COMMIT");
     // A commit moves the branch HEAD names, not HEAD itself (`ref:
     // refs/heads/main`): watching HEAD alone left the commit of the build
-    // before in `/api/v1/info`. Only files that exist are named: cargo runs
-    // the script on every build for a path that does not.
+    // before in `/api/v1/info`. HEAD's reflog (`logs/HEAD`) changes with
+    // every commit and checkout, also after `git gc` packed the branch's
+    // ref away; the branch ref and `packed-refs` (in the common directory
+    // of a linked worktree) are watched too. Only files that exist are
+    // named: cargo runs the script on every build for a path that does not.
+    let mut watch = Vec::new();
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let dir = Path::new(&dir);
-        let mut watch = vec![dir.join("HEAD"), dir.join("packed-refs")];
+        watch.push(dir.join("HEAD"));
+        watch.push(dir.join("logs").join("HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        let common = Path::new(&common);
+        watch.push(common.join("packed-refs"));
         if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watch.push(dir.join(branch));
+            watch.push(common.join(branch));
         }
-        for p in watch.iter().filter(|p| p.exists()) {
-            println!("cargo:rerun-if-changed={}", p.display());
-        }
+    }
+    for p in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", p.display());
     }
 }
