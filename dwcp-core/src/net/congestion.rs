@@ -19,9 +19,9 @@
 //!   the minimum (BBR's ProbeRTT): flows that each keep a little queue never
 //!   let the path drain by themselves.
 //!
-//! Startup grows the window by up to 4.5-fold a round ([`STARTUP_GROWTH`];
-//! under quinn's pacing what is sent grows about 2.6–3-fold a round, near
-//! BBR's startup gain of 2.89), never
+//! Startup grows the window by up to 2.89-fold a round (BBR's startup
+//! gain, [`STARTUP_GROWTH`]; under quinn's pacing what is sent grows about
+//! 2.3-fold a round), never
 //! beyond twice BBR's gain times the rate measured and the minimum RTT
 //! ([`STARTUP_BOUND`]), until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
@@ -147,29 +147,26 @@ const PROBE_AGAIN: f64 = 1.05;
 const SCHEDULING_ALLOWANCE: Duration = Duration::from_millis(2);
 /// Rounds between a window change and the rate samples that show it.
 const PROBE_LAG_ROUNDS: u32 = 2;
-/// Factor by which startup may grow the window each round. BBR's startup
-/// gain is 2/ln 2 (2.885), the least that doubles the delivery rate each
-/// round; BBR applies it to its pacing rate and bounds its window by it.
-/// Here the window grows by 3.5 bytes per byte acknowledged, and quinn's
+/// Factor by which startup may grow the window each round: BBR's startup
+/// gain, 2/ln 2. BBR applies it to its pacing rate and bounds its window by
+/// it, but grows the window by the bytes acknowledged (doubling a round);
+/// here the window grows by 1.885 bytes per byte acknowledged, and quinn's
 /// pacer (1.25 windows per smoothed RTT, in bursts of at most 2 ms of the
-/// window's rate) decides how fast that is sent: the window runs ahead of
-/// what is in flight. At 2.885 (1.885 bytes per byte) what was sent grew
-/// 2.2–2.4-fold a round on the TUN line (a trace of a clean 200 ms path);
-/// at 4.5, 2.6–3-fold. A clean 100 Mbit/s, 200 ms path then carried
-/// 80.8–81.6 % of the link over a fresh 64 MiB against 78.4–78.5 %, and
-/// with 2 % loss at 100 ms 82.5–83.5 against 77.5–80.1 (docs/benchmarks.md,
-/// "Startup under quinn's pacing").
+/// window's rate) decides how fast that is sent: what went out grew
+/// 2.2–2.4-fold a round in a trace of a clean 100 Mbit/s, 200 ms path.
+/// Doubling took about ten rounds to fill that path from a ten-packet
+/// initial window; this, seven to eight.
 ///
-/// The cost is a larger overshoot where nothing else holds the sender back
-/// (on 100 Mbit/s paths a stream's first credit does): startup's exit
-/// comes a round after the queue starts to grow, and the window is larger
-/// by then. A sender paced as quinn paces, in the model without the cap
-/// its tests put on the sender, peaks at 4.6 BDP in flight against 3.5 at
-/// 50 ms; on the TUN line a 10 Mbit/s, 50 ms path with a one-BDP queue
-/// retransmitted 0.8–0.9 % of a fresh 16 MiB against none. Doubling took
-/// about ten rounds to fill that path from a ten-packet initial window;
-/// 2.885-fold, seven to eight.
-const STARTUP_GROWTH: f64 = 4.5;
+/// Tried for a session, not kept: 4.5-fold (what is sent then grows
+/// 2.6–3-fold, about BBR's 2.89). A fresh 64 MiB on that path rose from
+/// 78.4 to 80.6–81.6 % of the link, but startup leaves a round after the
+/// queue starts to grow, with a larger window by then: the demo's echo,
+/// beside four bulk connections starting at once, was late over 75 ms 3
+/// times in each of four runs, all in the first 0.3 s (p99 goal missed in
+/// four of six runs), against 1–3 at this factor, and a 10 Mbit/s, 50 ms
+/// path retransmitted 0.4–0.9 % of a fresh 16 MiB against none
+/// (docs/benchmarks.md, "Startup under quinn's pacing").
+const STARTUP_GROWTH: f64 = 2.885;
 /// Most window startup allows, over the rate measured times the minimum
 /// RTT: twice BBR's gain, 5.77, fixed whatever [`STARTUP_GROWTH`] is. The
 /// rate sample of a round covers packets sent over its whole flight, so in
@@ -179,8 +176,7 @@ const STARTUP_GROWTH: f64 = 4.5;
 /// with 2.885-fold growth). It bounds what an application-limited startup
 /// builds, to be paced out at 1.25 windows per RTT when the sender is let
 /// go. Twice the growth factor (9 at 4.5) would have let that be 56 %
-/// larger, and in the paced model the ramp is about the same with the
-/// bound at 5.77 (11.8 MB in the first 2 s at 200 ms, against 12.1).
+/// larger at the 4.5-fold growth tried (see [`STARTUP_GROWTH`]).
 const STARTUP_BOUND: f64 = 2.0 * 2.885;
 /// Startup ends after this many rounds without 25 % rate growth.
 const STARTUP_FLAT_ROUNDS: u32 = 3;
@@ -531,7 +527,7 @@ impl DwcpCongestion {
     /// Startup's exit signal: [`STARTUP_RTT_SAMPLES`] RTT samples in a row,
     /// spanning at least a quarter of the minimum RTT, above the minimum by
     /// more than [`startup_rtt_threshold`]. (HyStart++ takes the lowest of a
-    /// round; what is sent grows about 2.6–3-fold a round under the pacing,
+    /// round; what is sent grows about 2.3-fold a round under the pacing,
     /// so that comes up to a round late, at about that many times what was
     /// in flight. The time span keeps a bunch of late
     /// acknowledgements, one scheduling hiccup, from ending startup at a
@@ -680,8 +676,8 @@ impl DwcpCongestion {
             && !sample_rtt.is_zero()
             && self.queue_forming(now, sample_rtt)
         {
-            // Leave at once, within the round: what is sent grows
-            // 2.6–3-fold a round.
+            // Leave at once, within the round: what is sent grows about
+            // 2.3-fold a round.
             self.phase = Phase::Cruise;
             self.update_window(now);
         }
@@ -844,8 +840,6 @@ mod tests {
         /// Most bytes in flight at once (under quinn's pacing, the window
         /// runs ahead of what is sent).
         peak_in_flight: u64,
-        /// Bytes delivered over the whole run.
-        total: u64,
         /// Mean window over the second half of the run: several gain
         /// cycles, whose lengths vary (one second on a 200 ms path holds
         /// part of one cycle, with or without its probe).
@@ -875,10 +869,9 @@ mod tests {
     /// [`drive_from`], with every `flag_every`-th acknowledgement (none
     /// for 0) also saying the sender was application-limited, as quinn's
     /// do when its buffer ran dry for a moment. The sender is paced as
-    /// quinn paces (added 2026-12-06 with the 4.5-fold startup: without
-    /// it the model sent whatever the window allowed, so a faster-growing
-    /// window looked like a larger overshoot, where on the line the pacer
-    /// sets what goes out).
+    /// quinn paces (added 2026-12-06: without it the model sent whatever
+    /// the window allowed, where on the line the pacer sets what goes
+    /// out), and sends at most twice the path's rate a tick.
     #[allow(clippy::too_many_arguments)]
     fn drive_with(
         mut cc: DwcpCongestion,
@@ -891,7 +884,6 @@ mod tests {
         flag_every: u64,
     ) -> Run {
         let mut peak_in_flight = 0;
-        let mut total = 0;
         let (mut window_sum, mut window_n) = (0u64, 0u64);
         let mut queued = Vec::new();
         let tick = Duration::from_millis(1);
@@ -958,7 +950,6 @@ mod tests {
                 if lost {
                     cc.lost(false, bytes);
                 } else {
-                    total += bytes;
                     let flagged = flag_every > 0 && n.is_multiple_of(flag_every);
                     cc.ack(now, sent, bytes, app_limited || flagged);
                     if end.duration_since(now) < Duration::from_secs(1) {
@@ -976,7 +967,6 @@ mod tests {
             cc,
             delivered: delivered_last_sec as f64,
             peak_in_flight,
-            total,
             mean_window: window_sum as f64 / window_n.max(1) as f64,
             mean_queue: queued.iter().map(Duration::as_secs_f64).sum::<f64>()
                 / queued.len().max(1) as f64,
@@ -1423,12 +1413,12 @@ mod tests {
         // holds the rest). A one-BDP queue would overflow at 2 BDP in
         // flight: startup must leave near that, on the RTT growth, not after
         // three flat rounds. The signal takes a quarter of the RTT to
-        // confirm, and sending grows on meanwhile: it peaks at 2.43 BDP in
-        // flight here (2.41 when startup grew the window 2.885-fold a
-        // round), so such a queue overflows for a moment. This model's
-        // sender sends at most twice the path's rate a tick, which holds
-        // that peak: paced as quinn paces with no such cap, it is 4.6 BDP
-        // (3.5 at 2.885-fold; see `STARTUP_GROWTH`). Under the pacing the
+        // confirm, and sending grows on meanwhile: it peaks at 2.41 BDP in
+        // flight here (2.43 at the 4.5-fold growth tried), so such a queue
+        // overflows for a moment. This model's sender sends at most twice
+        // the path's rate a tick, which holds that peak: paced as quinn
+        // paces with no such cap, it is 3.5 BDP (4.6 at 4.5-fold; see
+        // `STARTUP_GROWTH`). Under the pacing the
         // window runs ahead of what is sent (the TUN line's traces: 8.5 MB
         // on a 2.5 MB path at the exit), so the bound is on what is in
         // flight, the queue's measure.
@@ -1449,30 +1439,19 @@ mod tests {
     }
 
     /// From a ten-packet initial window, a 100 Mbit/s, 200 ms path (a BDP
-    /// of 208 initial windows) under quinn's pacing: 11.8 MB delivered in
-    /// the first 2 s, where growing the window 2.885-fold a round delivered
-    /// 9.7 MB (and fails here). In flight at the peak: 2.28 BDP against
-    /// 2.24 (held by the model's cap on the sender, see
-    /// `startup_ends_when_the_queue_starts_to_grow`).
+    /// of 208 initial windows) is nearly full in the second from 1.4 s
+    /// (seven rounds): 96 Mbit/s with the sender paced as quinn paces (92
+    /// before the model paced), where doubling the window each round
+    /// delivered 67 (unpaced).
     #[test]
-    fn startup_ramps_a_long_path_quickly_under_quinns_pacing() {
+    fn startup_fills_a_long_path_within_seven_rounds() {
         let rate = 12.5e6;
         let rtt = Duration::from_millis(200);
-        let Run {
-            total,
-            peak_in_flight,
-            ..
-        } = drive(rate, rtt, 2.0, 0, None);
+        let Run { delivered, .. } = drive(rate, rtt, 2.4, 0, None);
         assert!(
-            total > 11_000_000,
-            "{:.2} MB delivered in the first 2 s",
-            total as f64 / 1e6
-        );
-        let bdp = rate * rtt.as_secs_f64();
-        assert!(
-            (peak_in_flight as f64) < 2.5 * bdp,
-            "{:.2} BDP in flight",
-            peak_in_flight as f64 / bdp
+            delivered > rate * 0.8,
+            "{:.1} Mbit/s of 100 in the second from 1.4 s",
+            delivered * 8e-6
         );
     }
 
