@@ -27,6 +27,25 @@ fn server_config(ca: &DevCa, transport: Transport) -> EndpointConfig {
     cfg
 }
 
+/// A client endpoint trusting `ca`.
+async fn client_endpoint(ca: &DevCa, transport: Transport) -> Endpoint {
+    Endpoint::client(EndpointConfig::new(
+        ca.config_for(CLIENT).expect("cert"),
+        transport,
+    ))
+    .await
+    .expect("client")
+}
+
+/// A TCP connection to `addr` from 127.0.0.`host` that never sends a byte
+/// (`None` if the server refused it).
+async fn silent(addr: SocketAddr, host: u32) -> Option<tokio::net::TcpStream> {
+    let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+    let src: SocketAddr = format!("127.0.0.{host}:0").parse().expect("addr");
+    sock.bind(src).expect("bind source");
+    sock.connect(addr).await.ok()
+}
+
 /// `n` correctly encrypted QUIC Initial packets, each opening a new
 /// connection (its own connection id and keys) with a real ClientHello,
 /// crafted with quinn-proto and never followed up.
@@ -92,12 +111,7 @@ async fn quic_initial_flood_is_bounded_and_real_clients_get_through() {
         .await
         .expect("bind");
     let addr = server.local_addr();
-    let client = Endpoint::client(EndpointConfig::new(
-        ca.config_for(CLIENT).expect("cert"),
-        Transport::Quic,
-    ))
-    .await
-    .expect("client");
+    let client = client_endpoint(&ca, Transport::Quic).await;
     let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
     let (c, s) = (c.expect("connect before the flood"), s.expect("accept"));
 
@@ -123,12 +137,7 @@ async fn quic_initial_flood_is_bounded_and_real_clients_get_through() {
 
     // A new legitimate client, during the flood's handshakes, and the
     // established connection.
-    let late = Endpoint::client(EndpointConfig::new(
-        ca.config_for(CLIENT).expect("cert"),
-        Transport::Quic,
-    ))
-    .await
-    .expect("client");
+    let late = client_endpoint(&ca, Transport::Quic).await;
     let (c2, s2) = tokio::join!(late.connect(addr, SERVER), server.accept());
     let (c2, s2) = (
         c2.expect("a real client connects during the flood"),
@@ -161,12 +170,7 @@ async fn tcp_silent_connection_flood_is_bounded_and_real_clients_get_through() {
         .await
         .expect("bind");
     let addr = server.local_addr();
-    let client = Endpoint::client(EndpointConfig::new(
-        ca.config_for(CLIENT).expect("cert"),
-        Transport::Tcp,
-    ))
-    .await
-    .expect("client");
+    let client = client_endpoint(&ca, Transport::Tcp).await;
     let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
     let (c, s) = (c.expect("connect before the flood"), s.expect("accept"));
 
@@ -174,12 +178,7 @@ async fn tcp_silent_connection_flood_is_bounded_and_real_clients_get_through() {
     // most 4 per source get a handshake slot, the rest are closed at once.
     let mut flood = Vec::new();
     for i in 0..200u32 {
-        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-        let src: SocketAddr = format!("127.0.0.{}:0", 2 + i % 5).parse().expect("addr");
-        sock.bind(src).expect("bind source");
-        if let Ok(t) = sock.connect(addr).await {
-            flood.push(t);
-        }
+        flood.extend(silent(addr, 2 + i % 5).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = server.stats();
@@ -219,23 +218,12 @@ async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
     cfg.handshake_timeout = Duration::from_secs(5);
     let server = Endpoint::bind(loopback(), cfg).await.expect("bind");
     let addr = server.local_addr();
-    let client = Endpoint::client(EndpointConfig::new(
-        ca.config_for(CLIENT).expect("cert"),
-        Transport::Tcp,
-    ))
-    .await
-    .expect("client");
+    let client = client_endpoint(&ca, Transport::Tcp).await;
 
     // Four sources, eight each: 32 wanted, 24 places.
-    async fn silent(addr: SocketAddr, source: u32) -> Option<tokio::net::TcpStream> {
-        let sock = tokio::net::TcpSocket::new_v4().ok()?;
-        let src: SocketAddr = format!("127.0.0.{}:0", 2 + source % 4).parse().ok()?;
-        sock.bind(src).ok()?;
-        sock.connect(addr).await.ok()
-    }
     let mut flood = Vec::new();
     for i in 0..32u32 {
-        flood.extend(silent(addr, i).await);
+        flood.extend(silent(addr, 2 + i % 4).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = server.stats();
@@ -250,7 +238,7 @@ async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
             let mut held = Vec::new();
             let mut i = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                held.extend(silent(addr, i).await);
+                held.extend(silent(addr, 2 + i % 4).await);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -282,12 +270,7 @@ async fn tcp_flood_filling_the_global_bound_does_not_lock_a_real_peer_out() {
 async fn client_only_endpoints_listen_on_nothing() {
     let ca = DevCa::new().expect("ca");
     for transport in [Transport::Quic, Transport::Tcp] {
-        let ep = Endpoint::client(EndpointConfig::new(
-            ca.config_for(CLIENT).expect("cert"),
-            transport,
-        ))
-        .await
-        .expect("client");
+        let ep = client_endpoint(&ca, transport).await;
         assert_eq!(ep.listen_addr(), None);
         let r = tokio::time::timeout(Duration::from_secs(1), ep.accept()).await;
         assert!(matches!(r, Ok(None)), "accept ends at once");
@@ -303,12 +286,7 @@ async fn failed_handshakes_reach_failure_subscribers_by_reason() {
             .expect("bind");
         let mut failures = server.failures();
         let other = DevCa::new().expect("ca");
-        let rogue = Endpoint::client(EndpointConfig::new(
-            other.config_for(CLIENT).expect("cert"),
-            transport,
-        ))
-        .await
-        .expect("client");
+        let rogue = client_endpoint(&other, transport).await;
         let _ = rogue.connect(server.local_addr(), SERVER).await;
         let f = tokio::time::timeout(Duration::from_secs(5), failures.next())
             .await

@@ -523,16 +523,15 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     // something. The goal is that 99 % do not.
     let due = (elapsed / 0.1).floor() as usize + 1;
     let late_after = Duration::from_millis(a.rtt_ms + 25);
-    let late = all.iter().filter(|d| **d > late_after).count();
-    // When the late ones were due (one every 100 ms from the start), in
-    // order: the bulk connections' startup, or all along.
-    let late_at: Vec<String> = all
+    // The late ones with when they were due (one every 100 ms from the
+    // start), in order: the bulk connections' startup, or all along.
+    let late_ones: Vec<(usize, Duration)> = all
         .iter()
+        .copied()
         .enumerate()
-        .filter(|(_, d)| **d > late_after)
-        .take(10)
-        .map(|(i, d)| format!("{:.1} s ({:.0} ms)", i as f64 * 0.1, d.as_secs_f64() * 1e3))
+        .filter(|(_, d)| *d > late_after)
         .collect();
+    let late = late_ones.len();
     let missing = due.saturating_sub(n);
     let p99 = percentile(&mut all, 0.99);
     println!(
@@ -551,11 +550,16 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     if missing > due / 20 {
         println!("    WARNING: {missing} of {due} echoes never completed: interactive traffic was starved");
     }
-    if !late_at.is_empty() {
+    if late > 0 {
+        let shown: Vec<String> = late_ones
+            .iter()
+            .take(10)
+            .map(|(i, d)| format!("{:.1} s ({:.0} ms)", *i as f64 * 0.1, d.as_secs_f64() * 1e3))
+            .collect();
         println!(
             "          the late ones were due at {}{}",
-            late_at.join(", "),
-            if late > late_at.len() { ", ..." } else { "" }
+            shown.join(", "),
+            if late > shown.len() { ", ..." } else { "" }
         );
     }
     if p99 > late_after {

@@ -31,7 +31,7 @@
 //! at the defaults with four lanes). The shed handshake ends as refused
 //! ([`Permit::shed`]).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -84,11 +84,12 @@ pub(crate) enum Over {
     Source,
 }
 
-/// Places one source holds: its handshakes in progress (id, shed signal,
-/// admitted at), oldest first.
+/// Places one source holds: its handshakes in progress (the permit's shed
+/// signal, which also tells the permit apart, and when it was admitted),
+/// oldest first.
 #[derive(Debug, Default)]
 struct Source {
-    held: VecDeque<(u64, Arc<Notify>, Instant)>,
+    held: VecDeque<(Arc<Notify>, Instant)>,
 }
 
 #[derive(Debug, Default)]
@@ -96,10 +97,6 @@ struct Inner {
     total: usize,
     peak: usize,
     per_source: HashMap<IpAddr, Source>,
-    next_id: u64,
-    /// Permits shed whose handshakes have not yet dropped them: their places
-    /// were freed at the shed.
-    shed: HashSet<u64>,
 }
 
 /// Counts handshakes in progress against [`HandshakeLimits`].
@@ -114,7 +111,6 @@ pub(crate) struct Admission {
 pub(crate) struct Permit {
     admission: Arc<Admission>,
     source: IpAddr,
-    id: u64,
     shed: Arc<Notify>,
 }
 
@@ -177,20 +173,17 @@ impl Admission {
         if g.total >= self.limits.max_pending && !g.shed_one(n, now) {
             return Err(Over::Total);
         }
-        let id = g.next_id;
-        g.next_id += 1;
         let shed = Arc::new(Notify::new());
         g.per_source
             .entry(source)
             .or_default()
             .held
-            .push_back((id, shed.clone(), now));
+            .push_back((shed.clone(), now));
         g.total += 1;
         g.peak = g.peak.max(g.total);
         Ok(Permit {
             admission: self.clone(),
             source,
-            id,
             shed,
         })
     }
@@ -207,9 +200,9 @@ impl Inner {
             .iter()
             .filter(|(_, s)| {
                 s.held.len() >= newcomer + 2
-                    && s.held.front().is_some_and(|(_, _, at)| {
-                        now.saturating_duration_since(*at) >= SHED_MIN_AGE
-                    })
+                    && s.held
+                        .front()
+                        .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= SHED_MIN_AGE)
             })
             .max_by_key(|(_, s)| s.held.len())
         else {
@@ -218,14 +211,15 @@ impl Inner {
         let Some(source) = self.per_source.get_mut(&key) else {
             return false;
         };
-        let Some((id, shed, _)) = source.held.pop_front() else {
+        let Some((shed, _)) = source.held.pop_front() else {
             return false;
         };
         if source.held.is_empty() {
             self.per_source.remove(&key);
         }
+        // Its place is free now; its permit, no longer held by the
+        // source, frees nothing when dropped.
         self.total = self.total.saturating_sub(1);
-        self.shed.insert(id);
         shed.notify_one();
         true
     }
@@ -237,21 +231,35 @@ impl Permit {
     pub(crate) async fn shed(&self) {
         self.shed.notified().await;
     }
+
+    /// Runs `handshake` unless this place is shed first (`None`: counted
+    /// as refused for [`SHED`] by the caller).
+    pub(crate) async fn unless_shed<F: std::future::Future>(
+        &self,
+        handshake: F,
+    ) -> Option<F::Output> {
+        tokio::select! {
+            r = handshake => Some(r),
+            () = self.shed() => None,
+        }
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut g = self.admission.lock();
-        if g.shed.remove(&self.id) {
+        // A shed permit is no longer held by its source: its place was
+        // freed at the shed.
+        let Some(s) = g.per_source.get_mut(&self.source) else {
             return;
+        };
+        let held = s.held.len();
+        s.held.retain(|(shed, _)| !Arc::ptr_eq(shed, &self.shed));
+        let freed = held - s.held.len();
+        if s.held.is_empty() {
+            g.per_source.remove(&self.source);
         }
-        g.total = g.total.saturating_sub(1);
-        if let Some(s) = g.per_source.get_mut(&self.source) {
-            s.held.retain(|(id, _, _)| *id != self.id);
-            if s.held.is_empty() {
-                g.per_source.remove(&self.source);
-            }
-        }
+        g.total = g.total.saturating_sub(freed);
     }
 }
 

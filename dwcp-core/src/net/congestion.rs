@@ -147,6 +147,9 @@ const PROBE_AGAIN: f64 = 1.05;
 const SCHEDULING_ALLOWANCE: Duration = Duration::from_millis(2);
 /// Rounds between a window change and the rate samples that show it.
 const PROBE_LAG_ROUNDS: u32 = 2;
+/// BBR's startup gain, 2/ln 2: the least that doubles the delivery rate
+/// each round.
+const BBR_STARTUP_GAIN: f64 = 2.885;
 /// Factor by which startup may grow the window each round: BBR's startup
 /// gain, 2/ln 2. BBR applies it to its pacing rate and bounds its window by
 /// it, but grows the window by the bytes acknowledged (doubling a round);
@@ -166,7 +169,7 @@ const PROBE_LAG_ROUNDS: u32 = 2;
 /// four of six runs), against 1–3 at this factor, and a 10 Mbit/s, 50 ms
 /// path retransmitted 0.4–0.9 % of a fresh 16 MiB against none
 /// (docs/benchmarks.md, "Startup under quinn's pacing").
-const STARTUP_GROWTH: f64 = 2.885;
+const STARTUP_GROWTH: f64 = BBR_STARTUP_GAIN;
 /// Most window startup allows, over the rate measured times the minimum
 /// RTT: twice BBR's gain, 5.77, fixed whatever [`STARTUP_GROWTH`] is. The
 /// rate sample of a round covers packets sent over its whole flight, so in
@@ -177,7 +180,7 @@ const STARTUP_GROWTH: f64 = 2.885;
 /// builds, to be paced out at 1.25 windows per RTT when the sender is let
 /// go. Twice the growth factor (9 at 4.5) would have let that be 56 %
 /// larger at the 4.5-fold growth tried (see [`STARTUP_GROWTH`]).
-const STARTUP_BOUND: f64 = 2.0 * 2.885;
+const STARTUP_BOUND: f64 = 2.0 * BBR_STARTUP_GAIN;
 /// Startup ends after this many rounds without 25 % rate growth.
 const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// RTT samples in a row above the threshold that end startup.

@@ -545,12 +545,12 @@ pub(crate) async fn accept_loop(
             };
             // Dropping the unfinished handshake on timeout, or when its place
             // is shed to another source, closes it.
-            let outcome = tokio::select! {
-                r = tokio::time::timeout(cfg.handshake_timeout, fut) => r,
-                () = permit.shed() => {
-                    counters.failed(RefusalReason::Limit, Some(addr), SHED);
-                    return;
-                }
+            let Some(outcome) = permit
+                .unless_shed(tokio::time::timeout(cfg.handshake_timeout, fut))
+                .await
+            else {
+                counters.failed(RefusalReason::Limit, Some(addr), SHED);
+                return;
             };
             match outcome {
                 Ok(Ok(c)) => {

@@ -284,12 +284,10 @@ pub(crate) async fn accept_loop(
                 let counters = counters.clone();
                 let timeout = cfg.handshake_timeout;
                 tokio::spawn(async move {
-                    let outcome = tokio::select! {
-                        r = tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor)) => r,
-                        () = permit.shed() => {
-                            counters.failed(RefusalReason::Limit, Some(addr), SHED);
-                            return;
-                        }
+                    let handshake = tokio::time::timeout(timeout, handshake_lane(stream, addr, acceptor));
+                    let Some(outcome) = permit.unless_shed(handshake).await else {
+                        counters.failed(RefusalReason::Limit, Some(addr), SHED);
+                        return;
                     };
                     match outcome {
                         Ok(Ok(a)) => { let _ = tx.send(a).await; }
