@@ -95,6 +95,12 @@ fn init_logging(format: LogFormat, level: &str) {
     };
 }
 
+/// Warnings for the `DWCP_*` variables in this process's environment that
+/// set nothing (a misspelled override is otherwise ignored).
+fn unknown_env() -> Vec<String> {
+    config::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+}
+
 fn load(file: &std::path::Path, set: &[String]) -> Result<config::Config, String> {
     let overrides = config::overrides(|k| std::env::var(k).ok(), set)?;
     config::load(file, &overrides).map_err(|e| e.to_string())
@@ -132,6 +138,9 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("{}: {e}", file.display()))
         }) {
             Ok(c) => {
+                for w in unknown_env() {
+                    eprintln!("warning: {w}");
+                }
                 println!(
                     "{}: OK ({} peer(s), {} service(s), {} tunnel(s))",
                     file.display(),
@@ -202,6 +211,9 @@ fn main() -> ExitCode {
                 cli.log_format.unwrap_or(config.log.format),
                 cli.log_level.as_deref().unwrap_or(&config.log.level),
             );
+            for w in unknown_env() {
+                tracing::warn!("{w}");
+            }
             // Before the runtime's threads start (see dwcp_core::malloc).
             dwcp_core::malloc::configure();
             let workers = config.runtime.workers_for(dwcp_core::cpu::cpu_budget());

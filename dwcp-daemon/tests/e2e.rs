@@ -445,6 +445,20 @@ fn bad_configs_are_answered_with_key_and_line() {
         .output()
         .expect("run");
     assert!(out.status.success(), "{out:?}");
+    // A misspelled override is named, with the variable meant.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dwcp-daemon"))
+        .args(["check-config", "--offline"])
+        .arg(&p)
+        .env("DWCP_LINK_RATE_MPBS", "100")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && err.contains("warning: DWCP_LINK_RATE_MPBS")
+            && err.contains("DWCP_LINK_RATE_MBPS"),
+        "{out:?}"
+    );
 
     // Real files, checked as `run` loads them; then a key that is not the
     // certificate's.

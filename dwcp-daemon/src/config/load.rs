@@ -89,6 +89,85 @@ fn span_of(src: &str, path: &str) -> Option<std::ops::Range<usize>> {
     Some(span)
 }
 
+/// At most this many type errors are reported from one file.
+const MAX_TYPE_ISSUES: usize = 32;
+
+/// Every type error and unknown key in the file, in the order of its lines.
+/// Deserialization stops at the first, so each one found is taken out of
+/// the table and the rest is read again.
+fn type_issues(src: &str, table: &toml::Table) -> Vec<Issue> {
+    let mut rest = table.clone();
+    let mut issues = Vec::new();
+    while issues.len() < MAX_TYPE_ISSUES {
+        let Err(e) =
+            serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(rest.clone()))
+        else {
+            break;
+        };
+        let message = e.inner().message().trim().to_string();
+        let mut key = match e.path().iter().next() {
+            None => String::new(),
+            Some(_) => e.path().to_string(),
+        };
+        // An unknown key may be reported at the table it is in; name it.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+            .filter(|f| key.rsplit('.').next() != Some(*f))
+        {
+            key = if key.is_empty() {
+                field.to_string()
+            } else {
+                format!("{key}.{field}")
+            };
+        }
+        let line = span_of(src, &key).map(|s| line_of(src, s.start));
+        let removed = remove_key(&mut rest, &key);
+        issues.push(Issue { key, line, message });
+        if !removed {
+            break;
+        }
+    }
+    issues.sort_by_key(|i| i.line);
+    issues
+}
+
+/// Takes a dotted key path (`tunnels[0].class`) out of `table`. An element
+/// of an array is not taken out (the indices after it would move).
+fn remove_key(table: &mut toml::Table, path: &str) -> bool {
+    fn split(seg: &str) -> (&str, Option<usize>) {
+        match seg.split_once('[') {
+            Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
+            None => (seg, None),
+        }
+    }
+    let segs: Vec<&str> = path.split('.').collect();
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut t = table;
+    for seg in parents {
+        let (name, index) = split(seg);
+        let Some(mut v) = t.get_mut(name) else {
+            return false;
+        };
+        if let Some(i) = index {
+            let Some(item) = v.as_array_mut().and_then(|a| a.get_mut(i)) else {
+                return false;
+            };
+            v = item;
+        }
+        let Some(inner) = v.as_table_mut() else {
+            return false;
+        };
+        t = inner;
+    }
+    match split(last) {
+        (name, None) => t.remove(name).is_some(),
+        (_, Some(_)) => false,
+    }
+}
+
 /// Parses and validates configuration text; `origin` names it in errors.
 ///
 /// # Errors
@@ -114,20 +193,9 @@ pub fn parse(
             }]));
         }
     };
-    if let Err(e) = toml::from_str::<Config>(src) {
-        let line = e.span().map(|s| line_of(src, s.start));
-        // The toml error has the line, not the key: the same table read
-        // again names it (`limits.idle_timeout_secs`).
-        let key = serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone()))
-            .err()
-            .filter(|pe| pe.path().iter().next().is_some())
-            .map(|pe| pe.path().to_string())
-            .unwrap_or_default();
-        return Err(invalid(vec![Issue {
-            key,
-            line,
-            message: e.message().trim().to_string(),
-        }]));
+    let issues = type_issues(src, &table);
+    if !issues.is_empty() {
+        return Err(invalid(issues));
     }
     apply_overrides(&mut table, overrides).map_err(|i| invalid(vec![i]))?;
     // Only an override can fail here (the file alone deserialized above);

@@ -17,7 +17,7 @@ mod schema;
 mod validate;
 
 pub use load::{load, parse, ConfigError, Issue};
-pub use overrides::{env_name, overridable, overrides, Kind};
+pub use overrides::{env_name, overridable, overrides, unknown_env, Kind};
 pub use schema::*;
 pub use validate::{log_filter, parse_compression};
 
@@ -233,6 +233,61 @@ compression = "zstd:3"
             .map(|(k, t)| (k.as_str(), *t))
             .collect();
         assert_eq!(derived, before);
+    }
+
+    /// A misspelled `DWCP_*` variable was ignored without a word (a
+    /// review): the operator believed the setting applied.
+    #[test]
+    fn a_misspelled_environment_variable_is_named_with_the_key_meant() {
+        let env = [
+            "DWCP_LINK_RATE_MPBS",
+            "DWCP_ADMIN_LISTEN",
+            "DWCP_LIMITS_MAX_STREAM",
+            "DWCP_NOT_A_THING_AT_ALL",
+            // Kubernetes' service links for a Service named `dwcp`, and
+            // variables of the project's own tools: not settings.
+            "DWCP_SERVICE_HOST",
+            "DWCP_SERVICE_PORT_QUIC",
+            "DWCP_PORT",
+            "DWCP_PORT_4433_UDP_ADDR",
+            "DWCP_TEST_LOG",
+            "PATH",
+        ];
+        let w = unknown_env(env.iter().map(|s| s.to_string()));
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(
+            w[0].contains("DWCP_LINK_RATE_MPBS") && w[0].contains("DWCP_LINK_RATE_MBPS"),
+            "{w:?}"
+        );
+        assert!(w[1].contains("DWCP_LIMITS_MAX_STREAMS"), "{w:?}");
+        assert!(
+            w[2].contains("DWCP_NOT_A_THING_AT_ALL") && !w[2].contains("did you mean"),
+            "{w:?}"
+        );
+    }
+
+    /// Only the first type error was reported (a review); a file with
+    /// three needed three rounds of fixing.
+    #[test]
+    fn every_type_error_in_the_file_is_reported() {
+        let src = GOOD
+            .replace(
+                "[node]",
+                "[lifecycle]\ndrain_grace_secs = \"soon\"\n[limits]\nmax_streams = -1\nmax_stream = 3\n[node]",
+            )
+            .replace("zstd:3\"", "zstd:3\"\nclass = 7");
+        let i = issues(&src);
+        let keys: Vec<(&str, Option<usize>)> = i.iter().map(|i| (i.key.as_str(), i.line)).collect();
+        assert_eq!(
+            keys,
+            [
+                ("lifecycle.drain_grace_secs", Some(3)),
+                ("limits.max_streams", Some(5)),
+                ("limits.max_stream", Some(6)),
+                ("tunnels[0].class", Some(30)),
+            ],
+            "{i:?}"
+        );
     }
 
     #[test]

@@ -56,6 +56,56 @@ pub fn env_name(key: &str) -> String {
     format!("DWCP_{}", key.replace('.', "_").to_uppercase())
 }
 
+/// `DWCP_*` variables that are not settings of the daemon but of the
+/// project's own tests, benchmarks and build.
+const TOOL_VARIABLES: &[&str] = &[
+    "DWCP_TEST_LOG",
+    "DWCP_E2E_LOG",
+    "DWCP_WAN_TRACE",
+    "DWCP_GIT_COMMIT",
+];
+
+/// Whether `name` has the shape of a variable Kubernetes injects for a
+/// Service (`DWCP_SERVICE_HOST`, `DWCP_PORT_4433_UDP_ADDR` for a Service
+/// named `dwcp`), which a pod cannot keep out of its environment.
+fn is_service_link(name: &str) -> bool {
+    let rest = name.strip_prefix("DWCP_").unwrap_or(name);
+    name.ends_with("_SERVICE_HOST")
+        || name.contains("_SERVICE_PORT")
+        || name.ends_with("_PORT")
+        || rest.starts_with("PORT_")
+        || name
+            .match_indices("_PORT_")
+            .any(|(i, m)| name[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// Warnings for the `DWCP_*` variables among `names` that set nothing: a
+/// misspelled override is otherwise ignored without a word. Each names the
+/// variable and, if one is close, the variable meant.
+pub fn unknown_env(names: impl IntoIterator<Item = String>) -> Vec<String> {
+    let known: Vec<String> = overridable().iter().map(|(k, _)| env_name(k)).collect();
+    let mut out = Vec::new();
+    for name in names {
+        if !name.starts_with("DWCP_")
+            || known.contains(&name)
+            || TOOL_VARIABLES.contains(&name.as_str())
+            || is_service_link(&name)
+        {
+            continue;
+        }
+        let closest = known
+            .iter()
+            .map(|k| (strsim::damerau_levenshtein(k, &name), k))
+            .min();
+        let mut w = format!("{name} is not a setting and is ignored");
+        if let Some((_, k)) = closest.filter(|(d, _)| *d <= 3) {
+            w.push_str(&format!(" (did you mean {k}?)"));
+        }
+        out.push(w);
+    }
+    out
+}
+
 /// Collects overrides from the environment (`DWCP_*` for the keys in
 /// [`overridable`]), then from `--set key=value` flags (which win).
 ///
