@@ -25,9 +25,13 @@
 //! beyond twice BBR's gain times the rate measured and the minimum RTT
 //! ([`STARTUP_BOUND`]), until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
-//! HyStart++ signal),
-//! or the rate stops growing by a quarter for three rounds (rounds held back
-//! by flow control or the application do not count). Then the window
+//! HyStart++ signal; the samples of a sender with nothing more to send do
+//! not count, as a lone packet's acknowledgement may be delayed by the
+//! peer), or a round loses more than [`LOSS_THRESHOLD`] of its bytes, or
+//! the rate stops growing by a quarter for three rounds (rounds held back
+//! by flow control or the application do not count, nor does their loss
+//! unless it is many packets: a lost keepalive is all of an idle
+//! connection's round). Then the window
 //! is one bandwidth-delay product times a gain that cycles 1.25 (probe for
 //! more) / 1.0 (drain the queue the probe made; 0.9 while the minimum RTT
 //! has not shown for five seconds; on short paths plus part of the
@@ -484,13 +488,15 @@ impl DwcpCongestion {
             if bw > self.startup_best * 1.25 {
                 self.startup_best = bw;
                 self.startup_flat = 0;
-            } else if self.round_app_limited && lost_share <= LOSS_THRESHOLD {
+            } else if self.round_app_limited && !congested {
                 // Flow control or the application held the sender back: a
                 // flat rate here is theirs, not the path's (BBR's full-
-                // bandwidth check skips such rounds too).
+                // bandwidth check skips such rounds too). So is its loss,
+                // unless it tells (see `telling`): a lost keepalive is all
+                // of an idle connection's round, and ended its startup.
             } else {
                 self.startup_flat += 1;
-                if self.startup_flat >= STARTUP_FLAT_ROUNDS || lost_share > LOSS_THRESHOLD {
+                if self.startup_flat >= STARTUP_FLAT_ROUNDS || congested {
                     self.phase = Phase::Cruise;
                 }
             }
@@ -675,8 +681,13 @@ impl DwcpCongestion {
         if !sample_rtt.is_zero() {
             self.observe_rtt(now, sent, sample_rtt);
         }
+        // A sender with nothing more to send makes no queue: its samples
+        // are the trickle's (a lone packet's acknowledgement, which the
+        // peer may delay by up to 25 ms), and ended an idle connection's
+        // startup.
         if self.phase == Phase::Startup
             && !sample_rtt.is_zero()
+            && !app_limited
             && self.queue_forming(now, sample_rtt)
         {
             // Leave at once, within the round: what is sent grows about
@@ -1376,6 +1387,69 @@ mod tests {
             "{:.1} Mbit/s of 100 in the last second (phase {:?})",
             delivered * 8e-6,
             cc.phase
+        );
+    }
+
+    /// A trickle on an idle connection: a 1 KiB packet every 100 ms (an
+    /// echo, a keepalive), acknowledged `rtt` plus `ack_delay` later while
+    /// the sender has nothing else to send; the packets numbered in `lose`
+    /// are lost. Returns the controller and the time after the last ack.
+    fn trickle(
+        mut cc: DwcpCongestion,
+        t0: Instant,
+        packets: u32,
+        rtt: Duration,
+        ack_delay: Duration,
+        lose: &[u32],
+    ) -> (DwcpCongestion, Instant) {
+        let mut now = t0;
+        for i in 0..packets {
+            let sent = t0 + Duration::from_millis(100) * i;
+            now = sent + rtt + ack_delay;
+            if lose.contains(&i) {
+                cc.lost(false, 1024);
+            } else {
+                cc.ack(now, sent, 1024, true);
+            }
+            cc.end_acks(now);
+        }
+        (cc, now)
+    }
+
+    /// An idle connection's trickle ended startup (the demo, traced
+    /// 2026-12-07): a lost keepalive is all of its round, read as 92 %
+    /// loss; the peer's delayed acknowledgements of lone packets read as a
+    /// queue. The bulk that followed started from the trickle's rate
+    /// estimate and a window of a few packets: in this model it carried
+    /// 0.8 Mbit/s of 100 from 0.5 s to 1.5 s; on the demo's line its window
+    /// grew about 1.2-fold a round, and an interactive write beside it
+    /// waited up to 0.9 s for room in quinn's send window.
+    #[test]
+    fn a_trickle_on_an_idle_connection_does_not_end_startup() {
+        let rtt = Duration::from_millis(50);
+        let t0 = Instant::now();
+        // A lost packet.
+        let (cc, _) = trickle(seeded(None, t0), t0, 20, rtt, Duration::ZERO, &[5, 12]);
+        assert_eq!(cc.phase, Phase::Startup, "a lost keepalive");
+        // Delayed acknowledgements: 25 ms (quinn's max_ack_delay) over the
+        // minimum RTT, taken from a first packet acknowledged at once.
+        let (cc, now) = trickle(seeded(None, t0), t0, 1, rtt, Duration::ZERO, &[]);
+        let (cc, _) = trickle(
+            cc,
+            now + Duration::from_millis(50),
+            20,
+            rtt,
+            Duration::from_millis(25),
+            &[],
+        );
+        assert_eq!(cc.phase, Phase::Startup, "delayed acknowledgements");
+        // The bulk that follows fills 100 Mbit/s within half a second.
+        let rate = 12.5e6;
+        let Run { delivered, .. } = drive_from(cc, now, rate, rtt, 1.5, Loss::Every(0), None);
+        assert!(
+            delivered > 0.85 * rate,
+            "{:.1} Mbit/s of 100 from 0.5 s to 1.5 s",
+            delivered * 8e-6
         );
     }
 
