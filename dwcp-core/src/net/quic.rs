@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -74,8 +75,8 @@ fn transport_config(cfg: &EndpointConfig, addr: SocketAddr) -> Arc<TransportConf
     let conn_window = connection_receive_window(p);
     t.stream_receive_window(VarInt::from_u32(stream_window.min(u32::MAX as u64) as u32));
     t.receive_window(VarInt::from_u32(conn_window.min(u32::MAX as u64) as u32));
-    // Starts small and follows the congestion window (see tune_send_window).
-    t.send_window(MIN_SEND_WINDOW * 4);
+    // Follows the congestion window (see tune_send_window).
+    t.send_window(INITIAL_SEND_WINDOW);
     t.max_concurrent_bidi_streams(VarInt::from_u32(p.max_streams.saturating_add(16)));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     // Datagrams carry only copies of small interactive writes (copies.rs);
@@ -247,7 +248,7 @@ fn start(
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
     let copies = Copies::start(conn.clone());
-    let writers = Writers::new(copies.clone());
+    let writers = Writers::new(copies.clone(), conn.clone());
     // What this connection's QUIC streams may hold behind missing data
     // (see unordered.rs): quinn's connection window, its bound before.
     let holes = HoleBudget::new(connection_receive_window(&cfg.protocol));
@@ -290,6 +291,7 @@ fn start(
         // Peer's QUIC streams, one per DWCP stream the peer opens.
         let shared = shared.clone();
         let conn = conn.clone();
+        let writers = writers.clone();
         tokio::spawn(async move {
             let mut phase = shared.phase.clone();
             while *phase.borrow_and_update() == driver::Phase::Handshaking {
@@ -319,7 +321,7 @@ fn start(
     tokio::spawn(tune_send_window(
         conn.clone(),
         transport_send_window(&cfg.protocol),
-        copies,
+        writers.clone(),
         cfg.interactive_copies,
     ));
     tokio::spawn(driver::drive(shared.clone()));
@@ -333,6 +335,8 @@ pub(crate) fn transport_send_window(protocol: &crate::Config) -> u64 {
 
 /// Smallest QUIC send window.
 const MIN_SEND_WINDOW: u64 = 256 * 1024;
+/// The send window before [`tune_send_window`] first sets it.
+const INITIAL_SEND_WINDOW: u64 = MIN_SEND_WINDOW * 4;
 
 /// Keeps quinn's connection send window near what the path holds.
 ///
@@ -343,7 +347,8 @@ const MIN_SEND_WINDOW: u64 = 256 * 1024;
 /// window (see [`SendWindow`]).
 ///
 /// The same tick turns interactive copies on or off ([`Copies::tick`]).
-async fn tune_send_window(conn: quinn::Connection, max: u64, copies: Arc<Copies>, copy: bool) {
+async fn tune_send_window(conn: quinn::Connection, max: u64, writers: Arc<Writers>, copy: bool) {
+    let copies = &writers.copies;
     let mut tick = tokio::time::interval(copies::TICK);
     let mut window = SendWindow::new(MIN_SEND_WINDOW, max);
     loop {
@@ -353,13 +358,13 @@ async fn tune_send_window(conn: quinn::Connection, max: u64, copies: Arc<Copies>
         }
         let path = conn.stats().path;
         let now = Instant::now();
-        conn.set_send_window(window.target(
+        writers.apply_window(Some(window.target(
             now,
             path.cwnd,
             path.current_mtu,
             path.sent_packets,
             path.lost_packets,
-        ));
+        )));
         copies.tick(copy, path.rtt, path.cwnd, window.since_loss(now));
     }
 }
@@ -652,15 +657,49 @@ pub(crate) struct Writers {
     /// Urgent writers waiting for send-window room; bulk writers stand
     /// aside while it is above zero (see [`write_quic_frames`]).
     urgent: watch::Sender<usize>,
+    /// The connection, whose send window urgent writers widen.
+    conn: quinn::Connection,
+    /// The send window [`tune_send_window`] last chose.
+    window: AtomicU64,
 }
 
+/// Room the send window gains while an urgent writer waits for it.
+///
+/// Freed room came in slices of tens of bytes (traced in the demo,
+/// 2026-12-07): quinn keeps a stream's bytes acknowledged after a gap
+/// until the gap is acknowledged, and at a connection's start, with bulk
+/// streams holding the whole window unsent or behind gaps, the first
+/// echo waited 0.2–0.5 s for 1 KiB of it. Bulk writers stand aside while
+/// the room is open, so it goes to the urgent writes.
+const URGENT_ROOM: u64 = 64 * 1024;
+
 impl Writers {
-    fn new(copies: Arc<Copies>) -> Arc<Writers> {
+    fn new(copies: Arc<Copies>, conn: quinn::Connection) -> Arc<Writers> {
         Arc::new(Writers {
             copies,
             running: watch::channel(0).0,
             urgent: watch::channel(0).0,
+            conn,
+            window: AtomicU64::new(INITIAL_SEND_WINDOW),
         })
+    }
+
+    /// Sets quinn's send window: `window` if given (the tuner's choice),
+    /// else the last one, plus [`URGENT_ROOM`] while an urgent writer waits.
+    fn apply_window(&self, window: Option<u64>) {
+        let w = match window {
+            Some(w) => {
+                self.window.store(w, Ordering::Relaxed);
+                w
+            }
+            None => self.window.load(Ordering::Relaxed),
+        };
+        let room = if *self.urgent.borrow() > 0 {
+            URGENT_ROOM
+        } else {
+            0
+        };
+        self.conn.set_send_window(w + room);
     }
 
     /// Registers a writer (before it is spawned).
@@ -849,11 +888,13 @@ async fn write_urgent(
         return Ok(());
     }
     writers.urgent.send_modify(|n| *n += 1);
+    writers.apply_window(None);
     struct Lower<'a>(Option<&'a Writers>);
     impl Lower<'_> {
         fn lower(&mut self) {
             if let Some(s) = self.0.take() {
                 s.urgent.send_modify(|n| *n = n.saturating_sub(1));
+                s.apply_window(None);
             }
         }
     }
