@@ -25,9 +25,8 @@
 //! beyond twice BBR's gain times the rate measured and the minimum RTT
 //! ([`STARTUP_BOUND`]), until the RTT stays above the
 //! minimum by an eighth for a quarter of it (a queue is forming, the
-//! HyStart++ signal; the samples of a sender with nothing more to send do
-//! not count, as a lone packet's acknowledgement may be delayed by the
-//! peer), or a round loses more than [`LOSS_THRESHOLD`] of its bytes, or
+//! HyStart++ signal; not from a trickle's samples, a minimum RTT or more
+//! apart, whose lone packets' acknowledgements the peer may delay), or a round loses more than [`LOSS_THRESHOLD`] of its bytes, or
 //! the rate stops growing by a quarter for three rounds (rounds held back
 //! by flow control or the application do not count, nor does their loss
 //! unless it is many packets: a lost keepalive is all of an idle
@@ -300,8 +299,8 @@ pub struct DwcpCongestion {
     /// none did) ([`LossCap`]).
     loss_cap: Option<LossCap>,
     /// RTT samples in a row above the startup threshold, and when the
-    /// first of them was taken.
-    above: Option<(usize, Instant)>,
+    /// first and the last of them were taken.
+    above: Option<(usize, Instant, Instant)>,
     rounds: u64,
     /// This round's place in the gain cycle.
     gain: Gain,
@@ -541,6 +540,16 @@ impl DwcpCongestion {
     /// in flight. The time span keeps a bunch of late
     /// acknowledgements, one scheduling hiccup, from ending startup at a
     /// fraction of the path.)
+    ///
+    /// The run must be unbroken: a sample more than a minimum RTT after
+    /// the one before starts a new run. A trickle's samples, each a lone
+    /// packet's, come that far apart and may each carry the peer's delay
+    /// of its acknowledgement (up to 25 ms), and eight of them ended an
+    /// idle connection's startup. Leaving out every sample taken while quinn had nothing
+    /// more to send would have done too, but quinn says so of a bulk
+    /// sender whose buffer runs dry for a moment: a startup at 200 ms then
+    /// left later, and retransmitted 6.1–8.0 % of a 64 MiB transfer at 5 %
+    /// loss against 4.7 %.
     fn queue_forming(&mut self, now: Instant, sample: Duration) -> bool {
         let Some((min, _)) = self.min_rtt else {
             return false;
@@ -549,8 +558,11 @@ impl DwcpCongestion {
             self.above = None;
             return false;
         }
-        let (n, since) = self.above.map_or((1, now), |(n, since)| (n + 1, since));
-        self.above = Some((n, since));
+        let (n, since) = match self.above {
+            Some((n, since, last)) if now.saturating_duration_since(last) <= min => (n + 1, since),
+            _ => (1, now),
+        };
+        self.above = Some((n, since, now));
         n >= STARTUP_RTT_SAMPLES && now.saturating_duration_since(since) >= min / 4
     }
 
@@ -681,13 +693,8 @@ impl DwcpCongestion {
         if !sample_rtt.is_zero() {
             self.observe_rtt(now, sent, sample_rtt);
         }
-        // A sender with nothing more to send makes no queue: its samples
-        // are the trickle's (a lone packet's acknowledgement, which the
-        // peer may delay by up to 25 ms), and ended an idle connection's
-        // startup.
         if self.phase == Phase::Startup
             && !sample_rtt.is_zero()
-            && !app_limited
             && self.queue_forming(now, sample_rtt)
         {
             // Leave at once, within the round: what is sent grows about

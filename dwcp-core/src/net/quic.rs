@@ -665,12 +665,14 @@ pub(crate) struct Writers {
 
 /// Room the send window gains while an urgent writer waits for it.
 ///
-/// Freed room came in slices of tens of bytes (traced in the demo,
-/// 2026-12-07): quinn keeps a stream's bytes acknowledged after a gap
-/// until the gap is acknowledged, and at a connection's start, with bulk
-/// streams holding the whole window unsent or behind gaps, the first
-/// echo waited 0.2–0.5 s for 1 KiB of it. Bulk writers stand aside while
-/// the room is open, so it goes to the urgent writes.
+/// Waiting for acknowledgements to free room was not enough: at a
+/// connection's start, with bulk streams holding the whole window and the
+/// congestion window ten packets, freed room came in slices of tens of
+/// bytes (traced in the demo, 2026-12-07; why so little was not traced
+/// further: most of the window was not sent yet, and quinn keeps bytes
+/// acknowledged after a gap until the gap is), and the first echoes
+/// waited 0.2–0.7 s for 1 KiB of it. Bulk writers stand aside while the
+/// room is open, so it goes to the urgent writes.
 const URGENT_ROOM: u64 = 64 * 1024;
 
 impl Writers {
