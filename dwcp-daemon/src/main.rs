@@ -98,7 +98,10 @@ fn init_logging(format: LogFormat, level: &str) {
 /// Warnings for the `DWCP_*` variables in this process's environment that
 /// set nothing (a misspelled override is otherwise ignored).
 fn unknown_env() -> Vec<String> {
-    config::unknown_env(std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()))
+    config::unknown_env(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    )
 }
 
 fn load(file: &std::path::Path, set: &[String]) -> Result<config::Config, String> {
@@ -151,6 +154,10 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
+                // A misspelled override may be why the file fails.
+                for w in unknown_env() {
+                    eprintln!("warning: {w}");
+                }
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }
@@ -203,6 +210,9 @@ fn main() -> ExitCode {
             let config = match load(&config, &set) {
                 Ok(c) => c,
                 Err(e) => {
+                    for w in unknown_env() {
+                        eprintln!("warning: {w}");
+                    }
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }

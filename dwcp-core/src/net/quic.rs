@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -358,13 +357,16 @@ async fn tune_send_window(conn: quinn::Connection, max: u64, writers: Arc<Writer
         }
         let path = conn.stats().path;
         let now = Instant::now();
-        writers.apply_window(Some(window.target(
+        writers.set_window(
+            window.target(
+                now,
+                path.cwnd,
+                path.current_mtu,
+                path.sent_packets,
+                path.lost_packets,
+            ),
             now,
-            path.cwnd,
-            path.current_mtu,
-            path.sent_packets,
-            path.lost_packets,
-        )));
+        );
         copies.tick(copy, path.rtt, path.cwnd, window.since_loss(now));
     }
 }
@@ -659,9 +661,24 @@ pub(crate) struct Writers {
     urgent: watch::Sender<usize>,
     /// The connection, whose send window urgent writers widen.
     conn: quinn::Connection,
-    /// The send window [`tune_send_window`] last chose.
-    window: AtomicU64,
+    /// The send window [`tune_send_window`] chose; changed, with the count
+    /// of urgent writers, under this lock, so that neither undoes the
+    /// other's window.
+    window: std::sync::Mutex<WindowChoice>,
 }
+
+/// The send window the tuner chose, and the most it chose lately.
+#[derive(Debug, Clone, Copy)]
+struct WindowChoice {
+    target: u64,
+    high: u64,
+    high_at: Instant,
+}
+
+/// How long data written under a larger window may still fill quinn's
+/// buffer after the tuner lowered it (it leaves as it is acknowledged,
+/// within a few round trips).
+const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Room the send window gains while an urgent writer waits for it.
 ///
@@ -672,7 +689,14 @@ pub(crate) struct Writers {
 /// further: most of the window was not sent yet, and quinn keeps bytes
 /// acknowledged after a gap until the gap is), and the first echoes
 /// waited 0.2–0.7 s for 1 KiB of it. Bulk writers stand aside while the
-/// room is open, so it goes to the urgent writes.
+/// room is open, so it goes to the urgent writes (a bulk writer that
+/// checked the gate just before it rose may still take some).
+///
+/// The room is above the most the tuner chose in the last
+/// [`WINDOW_MEMORY`], not only its current choice: after a cut in the
+/// congestion window (or two seconds after a loss, when the room for
+/// holes goes) quinn may hold more than the new window, and room above
+/// that would free nothing.
 const URGENT_ROOM: u64 = 64 * 1024;
 
 impl Writers {
@@ -682,26 +706,46 @@ impl Writers {
             running: watch::channel(0).0,
             urgent: watch::channel(0).0,
             conn,
-            window: AtomicU64::new(INITIAL_SEND_WINDOW),
+            window: std::sync::Mutex::new(WindowChoice {
+                target: INITIAL_SEND_WINDOW,
+                high: INITIAL_SEND_WINDOW,
+                high_at: Instant::now(),
+            }),
         })
     }
 
-    /// Sets quinn's send window: `window` if given (the tuner's choice),
-    /// else the last one, plus [`URGENT_ROOM`] while an urgent writer waits.
-    fn apply_window(&self, window: Option<u64>) {
-        let w = match window {
-            Some(w) => {
-                self.window.store(w, Ordering::Relaxed);
-                w
-            }
-            None => self.window.load(Ordering::Relaxed),
-        };
-        let room = if *self.urgent.borrow() > 0 {
-            URGENT_ROOM
+    fn choice(&self) -> std::sync::MutexGuard<'_, WindowChoice> {
+        self.window.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets quinn's send window to `c`'s target, or while an urgent writer
+    /// waits, [`URGENT_ROOM`] above the most chosen lately.
+    fn apply(&self, c: &WindowChoice) {
+        let w = if *self.urgent.borrow() > 0 {
+            c.target.max(c.high) + URGENT_ROOM
         } else {
-            0
+            c.target
         };
-        self.conn.set_send_window(w + room);
+        self.conn.set_send_window(w);
+    }
+
+    /// The tuner chose `target`.
+    fn set_window(&self, target: u64, now: Instant) {
+        let mut c = self.choice();
+        c.target = target;
+        if target >= c.high || now.saturating_duration_since(c.high_at) > WINDOW_MEMORY {
+            c.high = target;
+            c.high_at = now;
+        }
+        self.apply(&c);
+    }
+
+    /// An urgent writer starts or stops waiting for room.
+    fn urgent_waits(&self, waits: bool) {
+        let c = self.choice();
+        self.urgent
+            .send_modify(|n| *n = if waits { *n + 1 } else { n.saturating_sub(1) });
+        self.apply(&c);
     }
 
     /// Registers a writer (before it is spawned).
@@ -889,14 +933,12 @@ async fn write_urgent(
     if start == batch.len() {
         return Ok(());
     }
-    writers.urgent.send_modify(|n| *n += 1);
-    writers.apply_window(None);
+    writers.urgent_waits(true);
     struct Lower<'a>(Option<&'a Writers>);
     impl Lower<'_> {
         fn lower(&mut self) {
             if let Some(s) = self.0.take() {
-                s.urgent.send_modify(|n| *n = n.saturating_sub(1));
-                s.apply_window(None);
+                s.urgent_waits(false);
             }
         }
     }

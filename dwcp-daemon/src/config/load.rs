@@ -94,78 +94,142 @@ const MAX_TYPE_ISSUES: usize = 32;
 
 /// Every type error and unknown key in the file, in the order of its lines.
 /// Deserialization stops at the first, so each one found is taken out of
-/// the table and the rest is read again.
+/// the table and the rest is read again; a required key taken out is put
+/// back as a placeholder of its type, so that its absence is not reported
+/// as another problem.
 fn type_issues(src: &str, table: &toml::Table) -> Vec<Issue> {
     let mut rest = table.clone();
     let mut issues = Vec::new();
-    while issues.len() < MAX_TYPE_ISSUES {
-        let Err(e) =
-            serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(rest.clone()))
-        else {
+    let mut removed: Vec<String> = Vec::new();
+    let mut complete = false;
+    for _ in 0..MAX_TYPE_ISSUES * 2 {
+        let Err(e) = read(&rest) else {
+            complete = true;
             break;
         };
-        let message = e.inner().message().trim().to_string();
-        let mut key = match e.path().iter().next() {
-            None => String::new(),
-            Some(_) => e.path().to_string(),
-        };
-        // An unknown key may be reported at the table it is in; name it.
+        let (key, message) = key_and_message(&e);
         if let Some(field) = message
-            .strip_prefix("unknown field `")
+            .strip_prefix("missing field `")
             .and_then(|m| m.split('`').next())
-            .filter(|f| key.rsplit('.').next() != Some(*f))
         {
-            key = if key.is_empty() {
-                field.to_string()
-            } else {
-                format!("{key}.{field}")
-            };
+            let missing = join(&key, field);
+            if removed.contains(&missing) {
+                if fill_placeholder(&mut rest, &missing) {
+                    continue;
+                }
+                break;
+            }
         }
         let line = span_of(src, &key).map(|s| line_of(src, s.start));
-        let removed = remove_key(&mut rest, &key);
+        let taken = remove_key(&mut rest, &key);
         issues.push(Issue { key, line, message });
-        if !removed {
+        if !taken || issues.len() >= MAX_TYPE_ISSUES {
             break;
+        }
+        if let Some(last) = issues.last() {
+            removed.push(last.key.clone());
         }
     }
     issues.sort_by_key(|i| i.line);
+    if !complete && !issues.is_empty() {
+        issues.push(Issue {
+            key: String::new(),
+            line: None,
+            message: "the file may have more problems of this kind: they are reported once these are fixed".into(),
+        });
+    }
     issues
 }
 
-/// Takes a dotted key path (`tunnels[0].class`) out of `table`. An element
-/// of an array is not taken out (the indices after it would move).
-fn remove_key(table: &mut toml::Table, path: &str) -> bool {
-    fn split(seg: &str) -> (&str, Option<usize>) {
-        match seg.split_once('[') {
-            Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
-            None => (seg, None),
+/// The table deserialized as a configuration, errors naming their key.
+fn read(table: &toml::Table) -> Result<Config, serde_path_to_error::Error<toml::de::Error>> {
+    serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone()))
+}
+
+/// An error's key (an unknown key may be reported at the table it is in:
+/// named here) and message.
+fn key_and_message(e: &serde_path_to_error::Error<toml::de::Error>) -> (String, String) {
+    let message = e.inner().message().trim().to_string();
+    let mut key = match e.path().iter().next() {
+        None => String::new(),
+        Some(_) => e.path().to_string(),
+    };
+    if let Some(field) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next())
+        .filter(|f| key.rsplit('.').next() != Some(*f))
+    {
+        key = join(&key, field);
+    }
+    (key, message)
+}
+
+fn join(table: &str, key: &str) -> String {
+    if table.is_empty() {
+        key.to_string()
+    } else {
+        format!("{table}.{key}")
+    }
+}
+
+/// Puts a placeholder of the type `path` asks for back in `table`; false
+/// if none of the placeholders tried is of that type.
+fn fill_placeholder(table: &mut toml::Table, path: &str) -> bool {
+    let candidates = [
+        toml::Value::String(String::new()),
+        toml::Value::Integer(0),
+        toml::Value::Float(0.0),
+        toml::Value::Boolean(false),
+        toml::Value::Array(Vec::new()),
+        toml::Value::Table(toml::Table::new()),
+    ];
+    for v in candidates {
+        let Some((parent, name)) = parent_of(table, path) else {
+            return false;
+        };
+        parent.insert(name, v);
+        match read(table) {
+            Err(e) if key_and_message(&e).0 == path => {}
+            _ => return true,
         }
     }
+    remove_key(table, path);
+    false
+}
+
+/// Splits one segment of a key path: `tunnels[0]` → (`tunnels`, `Some(0)`).
+fn segment(seg: &str) -> (&str, Option<usize>) {
+    match seg.split_once('[') {
+        Some((n, rest)) => (n, rest.trim_end_matches(']').parse().ok()),
+        None => (seg, None),
+    }
+}
+
+/// The table holding the key at a dotted path (`tunnels[0].class`), and
+/// the key's name; `None` if the path does not lead to a table, or ends
+/// in an element of an array (taking one out would move the indices
+/// after it).
+fn parent_of<'t>(table: &'t mut toml::Table, path: &str) -> Option<(&'t mut toml::Table, String)> {
     let segs: Vec<&str> = path.split('.').collect();
-    let Some((last, parents)) = segs.split_last() else {
-        return false;
+    let (last, parents) = segs.split_last()?;
+    let (name, None) = segment(last) else {
+        return None;
     };
     let mut t = table;
     for seg in parents {
-        let (name, index) = split(seg);
-        let Some(mut v) = t.get_mut(name) else {
-            return false;
-        };
+        let (n, index) = segment(seg);
+        let mut v = t.get_mut(n)?;
         if let Some(i) = index {
-            let Some(item) = v.as_array_mut().and_then(|a| a.get_mut(i)) else {
-                return false;
-            };
-            v = item;
+            v = v.as_array_mut()?.get_mut(i)?;
         }
-        let Some(inner) = v.as_table_mut() else {
-            return false;
-        };
-        t = inner;
+        t = v.as_table_mut()?;
     }
-    match split(last) {
-        (name, None) => t.remove(name).is_some(),
-        (_, Some(_)) => false,
-    }
+    Some((t, name.to_string()))
+}
+
+/// Takes a dotted key path out of `table`; false if it is not there.
+fn remove_key(table: &mut toml::Table, path: &str) -> bool {
+    parent_of(table, path).is_some_and(|(t, name)| t.remove(&name).is_some())
 }
 
 /// Parses and validates configuration text; `origin` names it in errors.

@@ -235,26 +235,53 @@ compression = "zstd:3"
         assert_eq!(derived, before);
     }
 
+    /// A type error in a required key of an array entry was followed by a
+    /// false "missing field" for the key taken out (a review), and the
+    /// list stopped there.
+    #[test]
+    fn a_required_key_of_the_wrong_type_is_reported_once_and_the_rest_too() {
+        let src = GOOD
+            .replace("allowed_peers = [\"node-b\"]", "allowed_peers = \"node-b\"")
+            .replace("zstd:3\"", "zstd:3\"\nclass = 7");
+        let i = issues(&src);
+        let keys: Vec<&str> = i.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["services[0].allowed_peers", "tunnels[0].class"],
+            "{i:?}"
+        );
+        assert!(
+            !i.iter().any(|i| i.message.contains("missing field")),
+            "{i:?}"
+        );
+    }
+
     /// A misspelled `DWCP_*` variable was ignored without a word (a
     /// review): the operator believed the setting applied.
     #[test]
     fn a_misspelled_environment_variable_is_named_with_the_key_meant() {
         let env = [
-            "DWCP_LINK_RATE_MPBS",
-            "DWCP_ADMIN_LISTEN",
-            "DWCP_LIMITS_MAX_STREAM",
-            "DWCP_NOT_A_THING_AT_ALL",
+            ("DWCP_LINK_RATE_MPBS", "100"),
+            ("DWCP_ADMIN_LISTEN", "127.0.0.1:9090"),
+            ("DWCP_LIMITS_MAX_STREAM", "10"),
+            ("DWCP_NOT_A_THING_AT_ALL", "1"),
             // Kubernetes' service links for a Service named `dwcp`, and
             // variables of the project's own tools: not settings.
-            "DWCP_SERVICE_HOST",
-            "DWCP_SERVICE_PORT_QUIC",
-            "DWCP_PORT",
-            "DWCP_PORT_4433_UDP_ADDR",
-            "DWCP_TEST_LOG",
-            "PATH",
+            ("DWCP_SERVICE_HOST", "10.96.0.7"),
+            ("DWCP_SERVICE_PORT_QUIC", "4433"),
+            ("DWCP_PORT", "udp://10.96.0.7:4433"),
+            ("DWCP_PORT_4433_UDP", "udp://10.96.0.7:4433"),
+            ("DWCP_PORT_4433_UDP_ADDR", "10.96.0.7"),
+            ("DWCP_PORT_4433_UDP_PORT", "4433"),
+            ("DWCP_PORT_4433_UDP_PROTO", "udp"),
+            ("DWCP_TEST_LOG", "debug"),
+            ("PATH", "/bin"),
+            // A name a service link could have, with a setting's value.
+            ("DWCP_LISTN_PORT", "4433"),
         ];
-        let w = unknown_env(env.iter().map(|s| s.to_string()));
-        assert_eq!(w.len(), 3, "{w:?}");
+        let w = unknown_env(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[3].contains("DWCP_LISTN_PORT"), "{w:?}");
         assert!(
             w[0].contains("DWCP_LINK_RATE_MPBS") && w[0].contains("DWCP_LINK_RATE_MBPS"),
             "{w:?}"

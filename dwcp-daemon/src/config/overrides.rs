@@ -65,31 +65,59 @@ const TOOL_VARIABLES: &[&str] = &[
     "DWCP_GIT_COMMIT",
 ];
 
-/// Whether `name` has the shape of a variable Kubernetes injects for a
-/// Service (`DWCP_SERVICE_HOST`, `DWCP_PORT_4433_UDP_ADDR` for a Service
-/// named `dwcp`), which a pod cannot keep out of its environment.
-fn is_service_link(name: &str) -> bool {
-    let rest = name.strip_prefix("DWCP_").unwrap_or(name);
-    name.ends_with("_SERVICE_HOST")
-        || name.contains("_SERVICE_PORT")
-        || name.ends_with("_PORT")
-        || rest.starts_with("PORT_")
-        || name
-            .match_indices("_PORT_")
-            .any(|(i, m)| name[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+/// Whether `name=value` is a variable Kubernetes puts into a pod for a
+/// Service (`DWCP_SERVICE_HOST=10.0.0.7`, `DWCP_PORT=udp://10.0.0.7:4433`
+/// and the like for a Service named `dwcp`), which a pod cannot keep out
+/// of its environment. The value decides, so that a misspelled setting
+/// whose name happens to end the same way (`DWCP_LISTN_PORT=4433`) is
+/// still named.
+fn is_service_link(name: &str, value: &str) -> bool {
+    let ip = || value.parse::<std::net::IpAddr>().is_ok();
+    let port = || value.parse::<u16>().is_ok();
+    let url = || {
+        ["tcp://", "udp://", "sctp://"].iter().any(|p| {
+            value
+                .strip_prefix(p)
+                .is_some_and(|a| a.parse::<std::net::SocketAddr>().is_ok())
+        })
+    };
+    let proto = || matches!(value, "tcp" | "udp" | "sctp");
+    // `{SVC}_PORT_{port}_{PROTO}` and what follows it.
+    let port_proto = name
+        .match_indices("_PORT_")
+        .any(|(i, m)| name[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+    if name.ends_with("_SERVICE_HOST") {
+        ip()
+    } else if name.contains("_SERVICE_PORT") {
+        port()
+    } else if port_proto {
+        if name.ends_with("_ADDR") {
+            ip()
+        } else if name.ends_with("_PORT") {
+            port()
+        } else if name.ends_with("_PROTO") {
+            proto()
+        } else {
+            url()
+        }
+    } else if name.ends_with("_PORT") {
+        url()
+    } else {
+        false
+    }
 }
 
-/// Warnings for the `DWCP_*` variables among `names` that set nothing: a
-/// misspelled override is otherwise ignored without a word. Each names the
-/// variable and, if one is close, the variable meant.
-pub fn unknown_env(names: impl IntoIterator<Item = String>) -> Vec<String> {
+/// Warnings for the `DWCP_*` variables among `vars` (name and value) that
+/// set nothing: a misspelled override is otherwise ignored without a word.
+/// Each names the variable and, if one is close, the variable meant.
+pub fn unknown_env(vars: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
     let known: Vec<String> = overridable().iter().map(|(k, _)| env_name(k)).collect();
     let mut out = Vec::new();
-    for name in names {
+    for (name, value) in vars {
         if !name.starts_with("DWCP_")
             || known.contains(&name)
             || TOOL_VARIABLES.contains(&name.as_str())
-            || is_service_link(&name)
+            || is_service_link(&name, &value)
         {
             continue;
         }
