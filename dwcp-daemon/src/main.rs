@@ -100,7 +100,7 @@ fn init_logging(format: LogFormat, level: &str) {
 fn unknown_env() -> Vec<String> {
     config::unknown_env(
         std::env::vars_os()
-            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned()))),
     )
 }
 

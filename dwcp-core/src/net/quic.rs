@@ -667,18 +667,29 @@ pub(crate) struct Writers {
     window: std::sync::Mutex<WindowChoice>,
 }
 
-/// The send window the tuner chose, and the most it chose lately.
+/// The send window the tuner chose, and the most it chose lately: in the
+/// period of [`WINDOW_MEMORY`] now running and in the one before, so the
+/// most of the last [`WINDOW_MEMORY`] at least.
 #[derive(Debug, Clone, Copy)]
 struct WindowChoice {
     target: u64,
     high: u64,
-    high_at: Instant,
+    high_before: u64,
+    period_start: Instant,
+}
+
+impl WindowChoice {
+    /// The most chosen in the last [`WINDOW_MEMORY`] at least.
+    fn recent_high(&self) -> u64 {
+        self.target.max(self.high).max(self.high_before)
+    }
 }
 
 /// How long data written under a larger window may still fill quinn's
-/// buffer after the tuner lowered it (it leaves as it is acknowledged,
-/// within a few round trips).
-const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
+/// buffer after the tuner lowered it: it leaves as it is acknowledged,
+/// within a few round trips (seven of a 200 ms path for the initial
+/// 1 MiB at the start).
+const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Room the send window gains while an urgent writer waits for it.
 ///
@@ -693,7 +704,7 @@ const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(1);
 /// checked the gate just before it rose may still take some).
 ///
 /// The room is above the most the tuner chose in the last
-/// [`WINDOW_MEMORY`], not only its current choice: after a cut in the
+/// [`WINDOW_MEMORY`] (at least), not only its current choice: after a cut in the
 /// congestion window (or two seconds after a loss, when the room for
 /// holes goes) quinn may hold more than the new window, and room above
 /// that would free nothing.
@@ -709,7 +720,8 @@ impl Writers {
             window: std::sync::Mutex::new(WindowChoice {
                 target: INITIAL_SEND_WINDOW,
                 high: INITIAL_SEND_WINDOW,
-                high_at: Instant::now(),
+                high_before: INITIAL_SEND_WINDOW,
+                period_start: Instant::now(),
             }),
         })
     }
@@ -722,7 +734,7 @@ impl Writers {
     /// waits, [`URGENT_ROOM`] above the most chosen lately.
     fn apply(&self, c: &WindowChoice) {
         let w = if *self.urgent.borrow() > 0 {
-            c.target.max(c.high) + URGENT_ROOM
+            c.recent_high() + URGENT_ROOM
         } else {
             c.target
         };
@@ -733,9 +745,12 @@ impl Writers {
     fn set_window(&self, target: u64, now: Instant) {
         let mut c = self.choice();
         c.target = target;
-        if target >= c.high || now.saturating_duration_since(c.high_at) > WINDOW_MEMORY {
+        if now.saturating_duration_since(c.period_start) > WINDOW_MEMORY {
+            c.high_before = c.high;
             c.high = target;
-            c.high_at = now;
+            c.period_start = now;
+        } else {
+            c.high = c.high.max(target);
         }
         self.apply(&c);
     }

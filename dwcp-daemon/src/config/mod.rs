@@ -274,6 +274,10 @@ compression = "zstd:3"
             ("DWCP_PORT_4433_UDP_ADDR", "10.96.0.7"),
             ("DWCP_PORT_4433_UDP_PORT", "4433"),
             ("DWCP_PORT_4433_UDP_PROTO", "udp"),
+            // A Service named `dwcp-service`.
+            ("DWCP_SERVICE_PORT", "udp://10.96.0.8:4433"),
+            ("DWCP_SERVICE_PORT_4433_UDP_PROTO", "udp"),
+            ("DWCP_SERVICE_SERVICE_HOST", "fd00::8"),
             ("DWCP_TEST_LOG", "debug"),
             ("PATH", "/bin"),
             // A name a service link could have, with a setting's value.

@@ -86,11 +86,7 @@ fn is_service_link(name: &str, value: &str) -> bool {
     let port_proto = name
         .match_indices("_PORT_")
         .any(|(i, m)| name[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
-    if name.ends_with("_SERVICE_HOST") {
-        ip()
-    } else if name.contains("_SERVICE_PORT") {
-        port()
-    } else if port_proto {
+    if port_proto {
         if name.ends_with("_ADDR") {
             ip()
         } else if name.ends_with("_PORT") {
@@ -100,6 +96,14 @@ fn is_service_link(name: &str, value: &str) -> bool {
         } else {
             url()
         }
+    } else if name.ends_with("_SERVICE_HOST") {
+        ip()
+    } else if name.ends_with("_SERVICE_PORT") {
+        // `{SVC}_SERVICE_PORT`, or `{SVC}_PORT` of a Service named
+        // `dwcp-service`.
+        port() || url()
+    } else if name.contains("_SERVICE_PORT_") {
+        port()
     } else if name.ends_with("_PORT") {
         url()
     } else {
