@@ -66,10 +66,7 @@ fn span_of(src: &str, path: &str) -> Option<std::ops::Range<usize>> {
     let mut span = doc.span();
     let mut table = Some(doc.get_ref());
     for seg in path.split('.') {
-        let (name, index) = match seg.split_once('[') {
-            Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
-            None => (seg, None),
-        };
+        let (name, index) = segment(seg);
         let (k, v) = table?.iter().find(|(k, _)| k.get_ref() == name)?;
         span = k.span();
         let mut value = v.get_ref();
@@ -122,12 +119,12 @@ fn type_issues(src: &str, table: &toml::Table) -> Vec<Issue> {
         }
         let line = span_of(src, &key).map(|s| line_of(src, s.start));
         let taken = remove_key(&mut rest, &key);
+        if taken {
+            removed.push(key.clone());
+        }
         issues.push(Issue { key, line, message });
         if !taken || issues.len() >= MAX_TYPE_ISSUES {
             break;
-        }
-        if let Some(last) = issues.last() {
-            removed.push(last.key.clone());
         }
     }
     issues.sort_by_key(|i| i.line);
