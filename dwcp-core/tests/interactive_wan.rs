@@ -122,6 +122,41 @@ async fn quic_echoes_from_the_start_of_bulk_on_a_fresh_connection_are_prompt() {
     );
 }
 
+/// An echo written once bulk streams have taken a fresh connection's first
+/// congestion window, on a 200 ms path: quinn holds the echo until that
+/// window is acknowledged (a round trip), then it crosses (another), about
+/// 380 ms in all. The controller lets an urgent write's bytes past a full
+/// window, so the echo takes one round trip. The bound is one and a half.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_echo_after_bulk_took_the_first_window_is_not_held_a_round_trip() {
+    let rtt = Duration::from_millis(200);
+    let ca = DevCa::new().expect("ca");
+    let mut cfg = EndpointConfig::new(ca.config_for(CLIENT).expect("cert"), Transport::Quic);
+    cfg.link_rate_bps = Some(100_000_000);
+    let mut profile = dwcp_wanem::LinkProfile::wan(100, rtt.as_millis() as u64, 0.0);
+    profile.seed = 3;
+    let back = dwcp_wanem::LinkProfile {
+        seed: 4,
+        ..profile.clone()
+    };
+    let path = echo_through_relay(server_endpoint(&ca).await, bind(cfg).await, profile, back).await;
+    let c = path.client.clone();
+    let until = Instant::now() + Duration::from_millis(1500);
+    let bulk = spawn_bulk(&c, 4, 256 * 1024, until);
+    // The first window goes within a few milliseconds of the bulk writes.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut echo = open_echo(&c);
+    let took = echo_once(&mut echo, 1).await;
+    for b in bulk {
+        b.await.expect("bulk task");
+    }
+    eprintln!("the echo behind the first window took {took:?}");
+    assert!(
+        took < rtt * 3 / 2,
+        "the echo took {took:?} on a {rtt:?} path: it waited for the first window's acknowledgements"
+    );
+}
+
 /// On a far path a lost packet costs an interactive message at least one
 /// round trip of loss recovery (on a quiet connection, quinn's probe
 /// timeout, then the retransmission's crossing). DWCP sends a copy of each

@@ -12,6 +12,10 @@
 //! | `reader.rs` | reading lanes and QUIC streams into the core |
 //! | `quic.rs` | QUIC via quinn: one QUIC stream per DWCP stream, mutual TLS; `QuicRouter` |
 //! | `copies.rs` | QUIC: small interactive writes sent again as datagrams, used by the stream readers |
+//! | `unordered.rs` | QUIC: a stream's data read as it arrives, reassembled with bounded room for holes |
+//! | `congestion.rs` | QUIC: DWCP's own congestion controller (bottleneck rate and minimum RTT) |
+//! | `outage_probe.rs` | QUIC: one probe per silent gap through an outage, around any controller |
+//! | `urgent_room.rs` | QUIC: urgent writes get past a full congestion window, around any controller |
 //! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
 //! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes` and `LaneRouter`, shared by TCP and in-memory |
@@ -34,6 +38,7 @@ mod tcp;
 pub mod tcp_info;
 mod transport;
 mod unordered;
+mod urgent_room;
 
 pub use admission::HandshakeLimits;
 pub use connection::{Connection, LinkSummary, Stats};

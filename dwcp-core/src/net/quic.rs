@@ -29,6 +29,7 @@ use crate::net::reader::{read_lane, LaneRole};
 use crate::net::refusals::RefusalReason;
 use crate::net::transport::{LaneTx, StatsFn, Transport, TransportStats};
 use crate::net::unordered::{HoleBudget, UnorderedRecv};
+use crate::net::urgent_room::{UrgentRoom, UrgentRoomFactory};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side, StreamId, Transmit};
 
@@ -94,8 +95,11 @@ fn transport_config(cfg: &EndpointConfig, addr: SocketAddr) -> Arc<TransportConf
         }),
     };
     // Whichever controller, a probe gets through an outage once a second
-    // (see outage_probe.rs).
-    t.congestion_controller_factory(Arc::new(OutageProbeFactory { inner }));
+    // (see outage_probe.rs), and urgent writes get past a full window
+    // (see urgent_room.rs).
+    t.congestion_controller_factory(Arc::new(UrgentRoomFactory {
+        inner: Arc::new(OutageProbeFactory { inner }),
+    }));
     Arc::new(t)
 }
 
@@ -661,6 +665,9 @@ pub(crate) struct Writers {
     urgent: watch::Sender<usize>,
     /// The connection, whose send window urgent writers widen.
     conn: quinn::Connection,
+    /// Room past a full congestion window for urgent writes (`None` if the
+    /// connection's controller was not built with it).
+    room: Option<Arc<UrgentRoom>>,
     /// The send window [`tune_send_window`] chose; changed, with the count
     /// of urgent writers, under this lock, so that neither undoes the
     /// other's window.
@@ -716,6 +723,7 @@ impl Writers {
             copies,
             running: watch::channel(0).0,
             urgent: watch::channel(0).0,
+            room: UrgentRoom::of(&conn),
             conn,
             window: std::sync::Mutex::new(WindowChoice {
                 target: INITIAL_SEND_WINDOW,
@@ -753,6 +761,14 @@ impl Writers {
             c.high = c.high.max(target);
         }
         self.apply(&c);
+    }
+
+    /// An urgent write of `bytes` is about to be handed to quinn: they may
+    /// go past a full congestion window (see urgent_room.rs).
+    fn grant(&self, bytes: u64) {
+        if let Some(r) = &self.room {
+            r.grant(bytes);
+        }
     }
 
     /// An urgent writer starts or stops waiting for room.
@@ -937,6 +953,10 @@ async fn write_urgent(
     batch: &mut [Bytes],
     writers: &Writers,
 ) -> Result<(), quinn::WriteError> {
+    let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
+    // Granted before the write: if the connection waits for the congestion
+    // window, the write's wake-up finds the room open.
+    writers.grant(len);
     let mut start = 0;
     // The common case: room now, nothing to coordinate.
     while start < batch.len() {
@@ -970,6 +990,10 @@ async fn write_urgent(
             _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
         }
     }
+    // The grant before may have gone to bulk data while this write waited;
+    // lowering the hold (setting the send window) wakes the connection.
+    writers.grant(len);
+    hold.lower();
     Ok(())
 }
 
