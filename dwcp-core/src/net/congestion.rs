@@ -184,6 +184,8 @@ const STARTUP_GROWTH: f64 = BBR_STARTUP_GAIN;
 /// go. Twice the growth factor (9 at 4.5) would have let that be 56 %
 /// larger at the 4.5-fold growth tried (see [`STARTUP_GROWTH`]).
 const STARTUP_BOUND: f64 = 2.0 * BBR_STARTUP_GAIN;
+/// Window over the model's BDP in a round that probes for more rate.
+const PROBE_GAIN: f64 = 1.25;
 /// Startup ends after this many rounds without 25 % rate growth.
 const STARTUP_FLAT_ROUNDS: u32 = 3;
 /// RTT samples in a row above the threshold that end startup.
@@ -653,7 +655,7 @@ impl DwcpCongestion {
             None => bw,
         };
         let gain = match self.gain {
-            Gain::Probe => 1.25,
+            Gain::Probe => PROBE_GAIN,
             Gain::Drain => self.drain_gain(now),
             Gain::Cruise => 1.0 + cruise_headroom(rtt),
         };
@@ -727,13 +729,25 @@ impl DwcpCongestion {
                 self.window = self.window.min(bound.max(self.initial_window()));
             }
             if let (Some(c), Some((rtt, _))) = (self.ceiling, self.min_rtt) {
-                let cap = (c * rtt.as_secs_f64() * 2.0) as u64;
-                self.window = self.window.min(cap.max(self.min_window()));
+                self.window = self.window.min(self.startup_ceiling_cap(c, rtt));
             }
         }
         if sent > self.round_start {
             self.end_round(now);
         }
+    }
+
+    /// Most window startup takes when the link's rate `c` is configured:
+    /// what a probe round takes of it ([`PROBE_GAIN`], with the room for
+    /// lost packets and scheduling that cruising has). Startup learns of
+    /// the queue it builds a round late, so whatever window it may take it
+    /// reaches: at twice the ceiling's BDP (the cap until 2026-12-07) a
+    /// fresh connection on the demo's 100 Mbit/s, 50 ms link queued about
+    /// one BDP, and the echo beside it waited 27–57 ms of that queue.
+    fn startup_ceiling_cap(&self, c: f64, rtt: Duration) -> u64 {
+        let gain = PROBE_GAIN + self.loss_share * LOSS_DECLARED_RTTS;
+        let extra = ((4 * self.mtu) as f64).max(c * SCHEDULING_ALLOWANCE.as_secs_f64());
+        ((c * rtt.as_secs_f64() * gain + extra) as u64).max(self.min_window())
     }
 
     /// A batch of acknowledgements ended at `now`.
@@ -1722,6 +1736,37 @@ mod tests {
         assert!(
             got < ceiling * 1.6,
             "delivered {got} B/s with a ceiling of {ceiling}"
+        );
+    }
+
+    /// With the link's rate configured (the demo's 100 Mbit/s, 50 ms link
+    /// sets it), startup stops where a probe round would: it learns of the
+    /// queue it builds a round late, so the cap is what it reaches. At
+    /// twice the ceiling's BDP (the cap before) a fresh connection queued
+    /// a BDP, 50 ms; the demo's echo beside it waited 27–57 ms.
+    #[test]
+    fn startup_under_a_configured_rate_queues_little() {
+        let rate = 100e6 / 8.0;
+        let rtt = Duration::from_millis(50);
+        let t0 = Instant::now();
+        let r = drive_from(
+            seeded(Some(rate), t0),
+            t0,
+            rate,
+            rtt,
+            1.0,
+            Loss::Every(0),
+            None,
+        );
+        let bdp = rate * rtt.as_secs_f64();
+        let peak = r.peak_in_flight as f64 / bdp;
+        assert!(peak < 1.4, "{peak:.2} BDPs in flight at once");
+        // Not at the cost of the ramp: about three quarters of the first
+        // second, as without a ceiling.
+        assert!(
+            r.delivered > 0.7 * rate,
+            "{:.2} of the link in the first second",
+            r.delivered / rate
         );
     }
 }
