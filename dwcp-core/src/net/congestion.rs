@@ -48,7 +48,8 @@
 //! scheduling, which on a fast short path is a BDP or two, stands for a
 //! second if the round lost 16 packets or more, and then rises again in
 //! rounds without such loss. An optional ceiling (the configured link
-//! rate) caps the window at ceiling × minimum RTT.
+//! rate) caps the rate estimate the window is made from, and startup's
+//! window at what a probe round takes of ceiling × minimum RTT.
 
 use std::any::Any;
 use std::collections::VecDeque;
