@@ -740,15 +740,18 @@ impl DwcpCongestion {
 
     /// Most window startup takes when the link's rate `c` is configured:
     /// what a probe round takes of it ([`PROBE_GAIN`], with the room for
-    /// lost packets and scheduling that cruising has). Startup learns of
-    /// the queue it builds a round late, so whatever window it may take it
-    /// reaches: at twice the ceiling's BDP (the cap until 2026-12-07) a
+    /// lost packets and scheduling that cruising has), and never more than
+    /// twice the ceiling's BDP (on paths of a few milliseconds the
+    /// scheduling room alone is more). Startup learns of the queue it
+    /// builds a round late, so whatever window it may take it reaches: at
+    /// twice the ceiling's BDP (the cap until 2026-12-07 on every path) a
     /// fresh connection on the demo's 100 Mbit/s, 50 ms link queued about
     /// one BDP, and the echo beside it waited 27–57 ms of that queue.
     fn startup_ceiling_cap(&self, c: f64, rtt: Duration) -> u64 {
+        let bdp = c * rtt.as_secs_f64();
         let gain = PROBE_GAIN + self.loss_share * LOSS_DECLARED_RTTS;
         let extra = ((4 * self.mtu) as f64).max(c * SCHEDULING_ALLOWANCE.as_secs_f64());
-        ((c * rtt.as_secs_f64() * gain + extra) as u64).max(self.min_window())
+        ((bdp * gain + extra).min(2.0 * bdp) as u64).max(self.min_window())
     }
 
     /// A batch of acknowledgements ended at `now`.

@@ -40,6 +40,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::net::urgent_room::UrgentGrants;
+
 /// How long after the stream data its copy is sent: enough that the two do
 /// not share a packet (one packet takes 1.2 ms at 10 Mbit/s), little beside
 /// the round trips of the paths that get copies.
@@ -106,7 +108,7 @@ pub(crate) struct Copies {
 impl Copies {
     /// Starts the connection's copy sender and datagram reader. Copies are
     /// off until the first [`Copies::tick`].
-    pub(crate) fn start(conn: quinn::Connection) -> Arc<Copies> {
+    pub(crate) fn start(conn: quinn::Connection, room: Arc<UrgentGrants>) -> Arc<Copies> {
         let (copies, mut outbox) = Copies::new();
         {
             let conn = conn.clone();
@@ -117,9 +119,14 @@ impl Copies {
                     tokio::time::sleep_until(at).await;
                     // Too large for the path's datagrams, no datagrams, a
                     // full buffer or the connection gone: a copy not sent.
-                    if conn.max_datagram_size().is_some_and(|m| d.len() <= m)
-                        && conn.send_datagram(d).is_ok()
-                    {
+                    let fits = conn.max_datagram_size().is_some_and(|m| d.len() <= m);
+                    if fits {
+                        // quinn sends datagrams before stream data: past a
+                        // full window a copy would take the room granted
+                        // to the next urgent stream write.
+                        room.grant(d.len() as u64);
+                    }
+                    if fits && conn.send_datagram(d).is_ok() {
                         if let Some(c) = copies.upgrade() {
                             c.sent.fetch_add(1, Ordering::Relaxed);
                         }

@@ -29,7 +29,7 @@ use crate::net::reader::{read_lane, LaneRole};
 use crate::net::refusals::RefusalReason;
 use crate::net::transport::{LaneTx, StatsFn, Transport, TransportStats};
 use crate::net::unordered::{HoleBudget, UnorderedRecv};
-use crate::net::urgent_room::{UrgentRoom, UrgentRoomFactory};
+use crate::net::urgent_room::{UrgentGrants, UrgentRoomFactory};
 use crate::tls::peer_name;
 use crate::{Connection as Core, Side, StreamId, Transmit};
 
@@ -250,8 +250,9 @@ fn start(
     let core =
         Core::new(cfg.protocol.clone(), side, Instant::now()).map_err(|e| Error::Config(e.0))?;
     let (tx, rx) = mpsc::channel(QUIC_QUEUE);
-    let copies = Copies::start(conn.clone());
-    let writers = Writers::new(copies.clone(), conn.clone());
+    let room = UrgentGrants::new(conn.clone());
+    let copies = Copies::start(conn.clone(), room.clone());
+    let writers = Writers::new(copies.clone(), conn.clone(), room);
     // What this connection's QUIC streams may hold behind missing data
     // (see unordered.rs): quinn's connection window, its bound before.
     let holes = HoleBudget::new(connection_receive_window(&cfg.protocol));
@@ -359,6 +360,7 @@ async fn tune_send_window(conn: quinn::Connection, max: u64, writers: Arc<Writer
         if conn.close_reason().is_some() {
             return;
         }
+        writers.room.follow_path();
         let path = conn.stats().path;
         let now = Instant::now();
         writers.set_window(
@@ -665,9 +667,8 @@ pub(crate) struct Writers {
     urgent: watch::Sender<usize>,
     /// The connection, whose send window urgent writers widen.
     conn: quinn::Connection,
-    /// Room past a full congestion window for urgent writes (`None` if the
-    /// connection's controller was not built with it).
-    room: Option<Arc<UrgentRoom>>,
+    /// Room past a full congestion window for urgent writes.
+    room: Arc<UrgentGrants>,
     /// The send window [`tune_send_window`] chose; changed, with the count
     /// of urgent writers, under this lock, so that neither undoes the
     /// other's window.
@@ -718,12 +719,12 @@ const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 const URGENT_ROOM: u64 = 64 * 1024;
 
 impl Writers {
-    fn new(copies: Arc<Copies>, conn: quinn::Connection) -> Arc<Writers> {
+    fn new(copies: Arc<Copies>, conn: quinn::Connection, room: Arc<UrgentGrants>) -> Arc<Writers> {
         Arc::new(Writers {
             copies,
             running: watch::channel(0).0,
             urgent: watch::channel(0).0,
-            room: UrgentRoom::of(&conn),
+            room,
             conn,
             window: std::sync::Mutex::new(WindowChoice {
                 target: INITIAL_SEND_WINDOW,
@@ -766,9 +767,16 @@ impl Writers {
     /// An urgent write of `bytes` is about to be handed to quinn: they may
     /// go past a full congestion window (see urgent_room.rs).
     fn grant(&self, bytes: u64) {
-        if let Some(r) = &self.room {
-            r.grant(bytes);
-        }
+        self.room.grant(bytes);
+    }
+
+    /// An urgent write granted `bytes` before it waited is handed to quinn
+    /// now: the grant is renewed (it may have gone to what was sent
+    /// meanwhile), and the connection woken to use it.
+    fn renew(&self, bytes: u64) {
+        self.room.renew(bytes);
+        let c = self.choice();
+        self.apply(&c);
     }
 
     /// An urgent writer starts or stops waiting for room.
@@ -990,10 +998,10 @@ async fn write_urgent(
             _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
         }
     }
-    // The grant before may have gone to bulk data while this write waited;
-    // lowering the hold (setting the send window) wakes the connection.
-    writers.grant(len);
+    // The grant before may have gone to what was sent while this write
+    // waited.
     hold.lower();
+    writers.renew(len);
     Ok(())
 }
 

@@ -6,24 +6,38 @@
 //! the whole first window (ten packets) within milliseconds, and an
 //! interactive message written a moment later waits for that window's
 //! acknowledgements: a round trip before it leaves, two before its answer
-//! comes back (the demo's first echo took 77–92 ms on its 50 ms link; on a
-//! 200 ms path the wait is 200 ms). The same happens whenever the window is
-//! full and acknowledgements are far apart: after an idle period, or on a
-//! slow path.
+//! comes back (the demo's first echo took 79–133 ms on its 50 ms link; on
+//! a 200 ms path the wait is 200 ms). The same happens whenever the window
+//! is full and acknowledgements are far apart: after an idle period, or on
+//! a slow path.
 //!
 //! An urgent writer (the control stream, an interactive stream) grants
 //! [`UrgentRoom`] the bytes it is about to hand to quinn. The
 //! [`UrgentRoomController`] around the connection's controller then opens
-//! the window by those bytes and two packets, and every packet sent takes
-//! its size off the grant: the next packets, which carry the urgent data
-//! first (its stream has the higher priority), go at once. What a grant
-//! lets through beyond the urgent bytes (when they left within the window
-//! anyway, or bulk data filled their last packet) is at most
-//! [`MAX_GRANT`] and two packets per urgent write.
+//! the window to what is in flight plus those bytes and two packets (quinn
+//! sends a packet only while what is in flight plus a whole packet stays
+//! under the window), and every packet sent takes its size off the grant.
+//! The next packets carry the urgent data first, its stream having the
+//! higher priority. The window never goes more than [`MAX_OVERSHOOT`] and
+//! two packets past the controller's.
+//!
+//! Limits:
+//! - A grant is taken by whatever is sent next: bulk data, if the
+//!   connection sends before the urgent bytes reach quinn, or an
+//!   acknowledgement-only packet. The urgent data then waits for the window
+//!   as before.
+//! - quinn's pacer is not bypassed: a write within a few milliseconds of a
+//!   burst that emptied the pacer waits for it to refill (up to about 0.8
+//!   of a round trip at a connection's start).
+//! - The bytes beyond the urgent ones (bulk data filling the urgent
+//!   packets) are at most two packets per grant; a workload of continuous
+//!   urgent writes keeps the window up to [`MAX_OVERSHOOT`] and two packets
+//!   above the controller's.
 
 use std::any::Any;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
@@ -34,6 +48,9 @@ use quinn_proto::RttEstimator;
 /// past the window per write (on a 1 Mbit/s, 50 ms path the window is
 /// about 6 KB).
 const MAX_GRANT: u64 = 4 * 1024;
+/// Most the window goes past the controller's, besides two packets: room
+/// for two grants in one round trip (an echo and the next).
+const MAX_OVERSHOOT: u64 = 2 * MAX_GRANT;
 
 /// Bytes of urgent writes not yet sent past the window; shared by a
 /// connection's writers and its controller.
@@ -49,6 +66,17 @@ impl UrgentRoom {
             .pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
                 Some(p.saturating_add(bytes).min(MAX_GRANT))
+            });
+    }
+
+    /// An urgent write of `bytes`, granted before it waited, is now handed
+    /// to quinn: the grant is at least `bytes` again (it may have gone to
+    /// what was sent meanwhile).
+    pub(crate) fn renew(&self, bytes: u64) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.max(bytes.min(MAX_GRANT)))
             });
     }
 
@@ -68,12 +96,72 @@ impl UrgentRoom {
 
     /// The room of `conn`'s controller, if it was built by
     /// [`UrgentRoomFactory`].
-    pub(crate) fn of(conn: &quinn::Connection) -> Option<Arc<UrgentRoom>> {
+    fn of(conn: &quinn::Connection) -> Option<Arc<UrgentRoom>> {
         conn.congestion_state()
             .into_any()
             .downcast::<UrgentRoomController>()
             .ok()
             .map(|c| c.room.clone())
+    }
+}
+
+/// A connection's grants: the urgent room of its controller on its current
+/// path. quinn builds a new controller when the peer moves to another
+/// address (except a new port on the same IPv4 address), so the room is
+/// looked up again when the peer's address changes
+/// ([`UrgentGrants::follow_path`]).
+#[derive(Debug)]
+pub(crate) struct UrgentGrants {
+    conn: quinn::Connection,
+    path: Mutex<PathRoom>,
+}
+
+#[derive(Debug)]
+struct PathRoom {
+    peer: SocketAddr,
+    /// `None` if the controller was not built with a room.
+    room: Option<Arc<UrgentRoom>>,
+}
+
+impl UrgentGrants {
+    /// The grants of `conn`.
+    pub(crate) fn new(conn: quinn::Connection) -> Arc<UrgentGrants> {
+        let path = Mutex::new(PathRoom {
+            peer: conn.remote_address(),
+            room: UrgentRoom::of(&conn),
+        });
+        Arc::new(UrgentGrants { conn, path })
+    }
+
+    fn path(&self) -> MutexGuard<'_, PathRoom> {
+        self.path.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An urgent write of `bytes` is about to be handed to quinn (an
+    /// interactive copy's datagram too: it is sent before stream data, and
+    /// would take the stream write's grant).
+    pub(crate) fn grant(&self, bytes: u64) {
+        if let Some(r) = &self.path().room {
+            r.grant(bytes);
+        }
+    }
+
+    /// See [`UrgentRoom::renew`].
+    pub(crate) fn renew(&self, bytes: u64) {
+        if let Some(r) = &self.path().room {
+            r.renew(bytes);
+        }
+    }
+
+    /// Looks the room up again if the peer moved to another address (the
+    /// send-window tuner calls this every tick).
+    pub(crate) fn follow_path(&self) {
+        let peer = self.conn.remote_address();
+        let mut p = self.path();
+        if p.peer != peer {
+            p.peer = peer;
+            p.room = UrgentRoom::of(&self.conn);
+        }
     }
 }
 
@@ -89,6 +177,7 @@ impl ControllerFactory for UrgentRoomFactory {
             inner: self.inner.clone().build(now, current_mtu),
             room: Arc::new(UrgentRoom::default()),
             mtu: u64::from(current_mtu),
+            in_flight: 0,
         })
     }
 }
@@ -101,6 +190,10 @@ pub(crate) struct UrgentRoomController {
     /// (quinn's `congestion_state`) shares it too.
     room: Arc<UrgentRoom>,
     mtu: u64,
+    /// Bytes in flight as quinn last reported them, kept up to date between
+    /// reports from sends (quinn reports a batch's bytes so far, so this
+    /// may read high until the next report), acknowledgements and losses.
+    in_flight: u64,
 }
 
 impl Controller for UrgentRoomController {
@@ -109,6 +202,7 @@ impl Controller for UrgentRoomController {
         // batch of several packets may take the grant sooner than its
         // urgent bytes leave; never later.
         self.room.sent(bytes);
+        self.in_flight = self.in_flight.saturating_add(bytes);
         self.inner.on_sent(now, bytes, last_packet_number);
     }
 
@@ -120,6 +214,7 @@ impl Controller for UrgentRoomController {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
+        self.in_flight = self.in_flight.saturating_sub(bytes);
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
 
@@ -130,6 +225,7 @@ impl Controller for UrgentRoomController {
         app_limited: bool,
         largest_packet_num_acked: Option<u64>,
     ) {
+        self.in_flight = in_flight;
         self.inner
             .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
     }
@@ -141,6 +237,7 @@ impl Controller for UrgentRoomController {
         is_persistent_congestion: bool,
         lost_bytes: u64,
     ) {
+        self.in_flight = self.in_flight.saturating_sub(lost_bytes);
         self.inner
             .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
     }
@@ -154,10 +251,15 @@ impl Controller for UrgentRoomController {
         let w = self.inner.window();
         match self.room.pending() {
             0 => w,
-            // quinn sends a packet only if what is in flight plus a whole
-            // packet stays under the window: two packets over the bytes
-            // let the last of them go.
-            p => w.saturating_add(p + 2 * self.mtu),
+            // Room above what is in flight, not above the window: a second
+            // urgent write before acknowledgements come finds the first
+            // one's packets past the window already. quinn sends a packet
+            // only if what is in flight plus a whole packet stays under
+            // the window: two packets over the bytes let the last go.
+            p => {
+                let room = w.max(self.in_flight).saturating_add(p + 2 * self.mtu);
+                room.min(w.saturating_add(MAX_OVERSHOOT + 2 * self.mtu))
+            }
         }
     }
 
@@ -170,6 +272,7 @@ impl Controller for UrgentRoomController {
             inner: self.inner.clone_box(),
             room: self.room.clone(),
             mtu: self.mtu,
+            in_flight: self.in_flight,
         })
     }
 
@@ -210,19 +313,48 @@ mod tests {
         c.on_sent(t0, w, 1);
         c.room.grant(1024);
         assert_eq!(c.window(), w + 1024 + 2 * 1200);
-        // Its packet goes: the grant is used up, the window is the
-        // controller's again.
+        // Its packet goes (filled with bulk data after it): the grant is
+        // used up, the window is the controller's again.
         c.on_sent(t0, 1200, 2);
         assert_eq!(c.window(), w);
-        // Grants add up to a bound, so a stream marked interactive that
-        // writes in bulk gets no more than that past the window.
+        // A second echo before any acknowledgement: room above what is in
+        // flight, which is past the window already.
+        c.room.grant(1024);
+        assert_eq!(c.window(), w + 1200 + 1024 + 2 * 1200);
+        c.on_sent(t0, 1200, 3);
+        // Grants add up to a bound, and the window stays within
+        // MAX_OVERSHOOT of the controller's, so a stream marked interactive
+        // that writes in bulk gets no more than that past it.
         for _ in 0..100 {
             c.room.grant(64 * 1024);
+            c.on_sent(t0, 1200, 4);
         }
-        assert_eq!(c.window(), w + MAX_GRANT + 2 * 1200);
+        assert!(c.window() <= w + MAX_OVERSHOOT + 2 * 1200);
         // A clone (quinn's `congestion_state`) shares the room.
         let seen = c.clone_box();
-        c.on_sent(t0, MAX_GRANT, 3);
+        c.on_sent(t0, MAX_GRANT, 5);
         assert_eq!(seen.window(), w);
+        // Acknowledgements bring what is in flight back under the window:
+        // a grant then opens room above the window, not above a stale count.
+        c.on_end_acks(t0, w / 2, false, Some(5));
+        c.room.grant(1024);
+        assert_eq!(c.window(), w + 1024 + 2 * 1200);
+    }
+
+    /// A write granted before it waited, and renewed when it is handed to
+    /// quinn, has its bytes' worth again, not twice.
+    #[test]
+    fn a_renewed_grant_is_not_doubled() {
+        let t0 = Instant::now();
+        let mut c = controller(t0);
+        let w = c.inner.window();
+        c.on_sent(t0, w, 1);
+        c.room.grant(1024);
+        c.room.renew(1024);
+        assert_eq!(c.window(), w + 1024 + 2 * 1200);
+        // Taken meanwhile by bulk: renewed in full.
+        c.on_sent(t0, 1200, 2);
+        c.room.renew(1024);
+        assert_eq!(c.window(), w + 1200 + 1024 + 2 * 1200);
     }
 }
