@@ -60,6 +60,11 @@ pub(crate) struct OutageProbe {
 }
 
 impl OutageProbe {
+    /// The wrapped controller.
+    pub(crate) fn into_inner(self) -> Box<dyn Controller> {
+        self.inner
+    }
+
     /// The silence after which one packet may go regardless of the window.
     pub(crate) fn gap(&self) -> Duration {
         MIN_GAP.max(self.srtt * 2)

@@ -96,9 +96,10 @@ fn transport_config(cfg: &EndpointConfig, addr: SocketAddr) -> Arc<TransportConf
     };
     // Whichever controller, a probe gets through an outage once a second
     // (see outage_probe.rs), and urgent writes get past a full window
-    // (see urgent_room.rs).
-    t.congestion_controller_factory(Arc::new(UrgentRoomFactory {
-        inner: Arc::new(OutageProbeFactory { inner }),
+    // (see urgent_room.rs; inside the probe, so that a probe stays one
+    // packet).
+    t.congestion_controller_factory(Arc::new(OutageProbeFactory {
+        inner: Arc::new(UrgentRoomFactory { inner }),
     }));
     Arc::new(t)
 }
@@ -770,15 +771,6 @@ impl Writers {
         self.room.grant(bytes);
     }
 
-    /// An urgent write granted `bytes` before it waited is handed to quinn
-    /// now: the grant is renewed (it may have gone to what was sent
-    /// meanwhile), and the connection woken to use it.
-    fn renew(&self, bytes: u64) {
-        self.room.renew(bytes);
-        let c = self.choice();
-        self.apply(&c);
-    }
-
     /// An urgent writer starts or stops waiting for room.
     fn urgent_waits(&self, waits: bool) {
         let c = self.choice();
@@ -993,15 +985,22 @@ async fn write_urgent(
     let mut hold = Lower(Some(writers));
     let deadline = tokio::time::Instant::now() + URGENT_HOLD_MAX;
     while start < batch.len() {
+        let rest: u64 = batch[start..].iter().map(|b| b.len() as u64).sum();
+        // Each attempt to hand the bytes over first renews their grant:
+        // what was sent while this write waited may have taken it. Not
+        // after they are handed over: the connection may have sent them
+        // on the grant already, and a renewal then would let bulk past.
+        let write = std::future::poll_fn(|cx| {
+            use std::future::Future;
+            writers.room.renew(rest);
+            let mut w = std::pin::pin!(send.write_chunks(&mut batch[start..]));
+            w.as_mut().poll(cx)
+        });
         tokio::select! {
-            r = send.write_chunks(&mut batch[start..]) => start += r?.chunks,
+            r = write => start += r?.chunks,
             _ = tokio::time::sleep_until(deadline), if hold.0.is_some() => hold.lower(),
         }
     }
-    // The grant before may have gone to what was sent while this write
-    // waited.
-    hold.lower();
-    writers.renew(len);
     Ok(())
 }
 

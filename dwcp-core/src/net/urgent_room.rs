@@ -24,8 +24,10 @@
 //! Limits:
 //! - A grant is taken by whatever is sent next: bulk data, if the
 //!   connection sends before the urgent bytes reach quinn, or an
-//!   acknowledgement-only packet. The urgent data then waits for the window
-//!   as before.
+//!   acknowledgement-only packet. A write that waits for room in quinn's
+//!   send window renews its grant on each attempt to hand the bytes over;
+//!   one that found room at once does not, and its data then waits for the
+//!   window as before.
 //! - quinn's pacer is not bypassed: a write within a few milliseconds of a
 //!   burst that emptied the pacer waits for it to refill (up to about 0.8
 //!   of a round trip at a connection's start).
@@ -43,14 +45,17 @@ use std::time::Instant;
 use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
 use quinn_proto::RttEstimator;
 
+use crate::net::outage_probe::OutageProbe;
+
 /// Most bytes granted at once: an interactive message or two. A stream
 /// marked interactive that writes in bulk must not take more than this
 /// past the window per write (on a 1 Mbit/s, 50 ms path the window is
 /// about 6 KB).
 const MAX_GRANT: u64 = 4 * 1024;
 /// Most the window goes past the controller's, besides two packets: room
-/// for two grants in one round trip (an echo and the next).
-const MAX_OVERSHOOT: u64 = 2 * MAX_GRANT;
+/// for three grants in one round trip (an echo, its copy as a datagram,
+/// and the next echo). On a 1 Mbit/s link that is about 115 ms of queue.
+const MAX_OVERSHOOT: u64 = 3 * MAX_GRANT;
 
 /// Bytes of urgent writes not yet sent past the window; shared by a
 /// connection's writers and its controller.
@@ -69,9 +74,12 @@ impl UrgentRoom {
             });
     }
 
-    /// An urgent write of `bytes`, granted before it waited, is now handed
-    /// to quinn: the grant is at least `bytes` again (it may have gone to
-    /// what was sent meanwhile).
+    /// An urgent write of `bytes`, granted before it waited, tries again to
+    /// hand them to quinn: the grant is at least `bytes` again (it may have
+    /// gone to what was sent meanwhile). The most of the pending grant and
+    /// `bytes`, not their sum, so a write renewed on every attempt is
+    /// counted once; two writers renewing at once get one grant, the
+    /// larger, and the two packets over it.
     pub(crate) fn renew(&self, bytes: u64) {
         let _ = self
             .pending
@@ -95,11 +103,14 @@ impl UrgentRoom {
     }
 
     /// The room of `conn`'s controller, if it was built by
-    /// [`UrgentRoomFactory`].
+    /// [`UrgentRoomFactory`] (under an [`OutageProbe`] or not).
     fn of(conn: &quinn::Connection) -> Option<Arc<UrgentRoom>> {
-        conn.congestion_state()
-            .into_any()
-            .downcast::<UrgentRoomController>()
+        let c = conn.congestion_state().into_any();
+        let c = match c.downcast::<OutageProbe>() {
+            Ok(probe) => probe.into_inner().into_any(),
+            Err(c) => c,
+        };
+        c.downcast::<UrgentRoomController>()
             .ok()
             .map(|c| c.room.clone())
     }
@@ -341,8 +352,8 @@ mod tests {
         assert_eq!(c.window(), w + 1024 + 2 * 1200);
     }
 
-    /// A write granted before it waited, and renewed when it is handed to
-    /// quinn, has its bytes' worth again, not twice.
+    /// A write granted before it waited, and renewed on each attempt to
+    /// hand its bytes to quinn, has their worth again, not twice.
     #[test]
     fn a_renewed_grant_is_not_doubled() {
         let t0 = Instant::now();
