@@ -16,6 +16,7 @@
 //! | `congestion.rs` | QUIC: DWCP's own congestion controller (bottleneck rate and minimum RTT) |
 //! | `outage_probe.rs` | QUIC: one probe per silent gap through an outage, around any controller |
 //! | `urgent_room.rs` | QUIC: urgent writes get past a full congestion window, around any controller |
+//! | `wrapped.rs` | QUIC: a controller around another (what the two above share) |
 //! | `tcp.rs` | N parallel TCP lanes tuned with socket2, TLS via tokio-rustls |
 //! | `tcp_info.rs` | RTT and retransmissions from the kernel's `TCP_INFO` |
 //! | `lanes.rs` | TCP lane preambles and grouping; `spawn_lanes` and `LaneRouter`, shared by TCP and in-memory |
@@ -39,6 +40,7 @@ pub mod tcp_info;
 mod transport;
 mod unordered;
 mod urgent_room;
+mod wrapped;
 
 pub use admission::HandshakeLimits;
 pub use connection::{Connection, LinkSummary, Stats};

@@ -16,12 +16,13 @@
 //! that costs one packet a second; on a working path acknowledgements come
 //! far more often than the gap and the wrapper changes nothing.
 
-use std::any::Any;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
+use quinn::congestion::{Controller, ControllerFactory};
 use quinn_proto::RttEstimator;
+
+use crate::net::wrapped::{Widen, Wrapped};
 
 /// Shortest silence after which a probe is let through.
 const MIN_GAP: Duration = Duration::from_secs(1);
@@ -34,140 +35,71 @@ pub(crate) struct OutageProbeFactory {
 
 impl ControllerFactory for OutageProbeFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(OutageProbe {
-            inner: self.inner.clone().build(now, current_mtu),
+        let probe = Probe {
             last_ack: now,
             last_probe: now,
             srtt: Duration::ZERO,
-            in_flight: 0,
-            mtu: u64::from(current_mtu),
-        })
+        };
+        Box::new(Wrapped::new(
+            self.inner.clone().build(now, current_mtu),
+            probe,
+            current_mtu,
+        ))
     }
 }
 
 /// A controller that lets one packet through per silent gap.
-pub(crate) struct OutageProbe {
-    inner: Box<dyn Controller>,
+pub(crate) type OutageProbe = Wrapped<Probe>;
+
+/// What [`OutageProbe`] keeps.
+#[derive(Debug, Clone)]
+pub(crate) struct Probe {
     /// When the peer last acknowledged something.
     last_ack: Instant,
     /// When the last probe allowance was used.
     last_probe: Instant,
     srtt: Duration,
-    /// Bytes in flight as quinn last reported them, kept up to date between
-    /// reports from sends, acknowledgements and losses.
-    in_flight: u64,
-    mtu: u64,
 }
 
-impl OutageProbe {
-    /// The wrapped controller.
-    pub(crate) fn into_inner(self) -> Box<dyn Controller> {
-        self.inner
-    }
-
+impl Probe {
     /// The silence after which one packet may go regardless of the window.
     pub(crate) fn gap(&self) -> Duration {
         MIN_GAP.max(self.srtt * 2)
     }
 
-    fn probe_due(&self, now: Instant) -> bool {
+    fn due(&self, now: Instant) -> bool {
         let gap = self.gap();
         now.saturating_duration_since(self.last_ack) >= gap
             && now.saturating_duration_since(self.last_probe) >= gap
     }
-
-    /// The window at `now`: the wrapped controller's, or room for a probe
-    /// above what is in flight when one is due.
-    fn window_at(&self, now: Instant) -> u64 {
-        let w = self.inner.window();
-        if self.probe_due(now) {
-            w.max(self.in_flight.saturating_add(2 * self.mtu))
-        } else {
-            w
-        }
-    }
 }
 
-impl Controller for OutageProbe {
-    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
-        if self.probe_due(now) {
+impl Widen for Probe {
+    /// The wrapped controller's window, or room for a probe above what is
+    /// in flight when one is due.
+    fn window(&self, window: u64, in_flight: u64, mtu: u64, now: Instant) -> u64 {
+        if self.due(now) {
+            window.max(in_flight.saturating_add(2 * mtu))
+        } else {
+            window
+        }
+    }
+
+    fn sent(&mut self, now: Instant, _bytes: u64) {
+        if self.due(now) {
             self.last_probe = now;
         }
-        self.in_flight = self.in_flight.saturating_add(bytes);
-        self.inner.on_sent(now, bytes, last_packet_number);
     }
 
-    fn on_ack(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        rtt: &RttEstimator,
-    ) {
+    fn acked(&mut self, now: Instant, rtt: &RttEstimator) {
         self.last_ack = now;
         self.srtt = rtt.get();
-        self.in_flight = self.in_flight.saturating_sub(bytes);
-        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
     }
 
-    fn on_end_acks(
-        &mut self,
-        now: Instant,
-        in_flight: u64,
-        app_limited: bool,
-        largest_packet_num_acked: Option<u64>,
-    ) {
-        if largest_packet_num_acked.is_some() {
+    fn acks_ended(&mut self, now: Instant, any: bool) {
+        if any {
             self.last_ack = now;
         }
-        self.in_flight = in_flight;
-        self.inner
-            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
-    }
-
-    fn on_congestion_event(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        is_persistent_congestion: bool,
-        lost_bytes: u64,
-    ) {
-        self.in_flight = self.in_flight.saturating_sub(lost_bytes);
-        self.inner
-            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
-    }
-
-    fn on_mtu_update(&mut self, new_mtu: u16) {
-        self.mtu = u64::from(new_mtu);
-        self.inner.on_mtu_update(new_mtu);
-    }
-
-    fn window(&self) -> u64 {
-        self.window_at(Instant::now())
-    }
-
-    fn metrics(&self) -> ControllerMetrics {
-        self.inner.metrics()
-    }
-
-    fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(OutageProbe {
-            inner: self.inner.clone_box(),
-            last_ack: self.last_ack,
-            last_probe: self.last_probe,
-            srtt: self.srtt,
-            in_flight: self.in_flight,
-            mtu: self.mtu,
-        })
-    }
-
-    fn initial_window(&self) -> u64 {
-        self.inner.initial_window()
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
     }
 }
 

@@ -36,16 +36,15 @@
 //!   urgent writes keeps the window up to [`MAX_OVERSHOOT`] and two packets
 //!   above the controller's.
 
-use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use quinn::congestion::{Controller, ControllerFactory, ControllerMetrics};
-use quinn_proto::RttEstimator;
+use quinn::congestion::{Controller, ControllerFactory};
 
 use crate::net::outage_probe::OutageProbe;
+use crate::net::wrapped::{Widen, Wrapped};
 
 /// Most bytes granted at once: an interactive message or two. A stream
 /// marked interactive that writes in bulk must not take more than this
@@ -107,12 +106,12 @@ impl UrgentRoom {
     fn of(conn: &quinn::Connection) -> Option<Arc<UrgentRoom>> {
         let c = conn.congestion_state().into_any();
         let c = match c.downcast::<OutageProbe>() {
-            Ok(probe) => probe.into_inner().into_any(),
+            Ok(probe) => probe.inner.into_any(),
             Err(c) => c,
         };
         c.downcast::<UrgentRoomController>()
             .ok()
-            .map(|c| c.room.clone())
+            .map(|c| c.widen.clone())
     }
 }
 
@@ -184,115 +183,41 @@ pub(crate) struct UrgentRoomFactory {
 
 impl ControllerFactory for UrgentRoomFactory {
     fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
-        Box::new(UrgentRoomController {
-            inner: self.inner.clone().build(now, current_mtu),
-            room: Arc::new(UrgentRoom::default()),
-            mtu: u64::from(current_mtu),
-            in_flight: 0,
-        })
+        Box::new(Wrapped::new(
+            self.inner.clone().build(now, current_mtu),
+            Arc::new(UrgentRoom::default()),
+            current_mtu,
+        ))
     }
 }
 
 /// A controller whose window grows by the urgent bytes granted and not
-/// yet sent (see the module docs).
-pub(crate) struct UrgentRoomController {
-    inner: Box<dyn Controller>,
-    /// Shared with the connection's writers; a clone of this controller
-    /// (quinn's `congestion_state`) shares it too.
-    room: Arc<UrgentRoom>,
-    mtu: u64,
-    /// Bytes in flight as quinn last reported them, kept up to date between
-    /// reports from sends (quinn reports a batch's bytes so far, so this
-    /// may read high until the next report), acknowledgements and losses.
-    in_flight: u64,
-}
+/// yet sent (see the module docs). The room is shared with the
+/// connection's writers; a clone of the controller (quinn's
+/// `congestion_state`) shares it too.
+pub(crate) type UrgentRoomController = Wrapped<Arc<UrgentRoom>>;
 
-impl Controller for UrgentRoomController {
-    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
-        // quinn reports the bytes of the whole batch built so far, so a
-        // batch of several packets may take the grant sooner than its
-        // urgent bytes leave; never later.
-        self.room.sent(bytes);
-        self.in_flight = self.in_flight.saturating_add(bytes);
-        self.inner.on_sent(now, bytes, last_packet_number);
-    }
-
-    fn on_ack(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        bytes: u64,
-        app_limited: bool,
-        rtt: &RttEstimator,
-    ) {
-        self.in_flight = self.in_flight.saturating_sub(bytes);
-        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
-    }
-
-    fn on_end_acks(
-        &mut self,
-        now: Instant,
-        in_flight: u64,
-        app_limited: bool,
-        largest_packet_num_acked: Option<u64>,
-    ) {
-        self.in_flight = in_flight;
-        self.inner
-            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
-    }
-
-    fn on_congestion_event(
-        &mut self,
-        now: Instant,
-        sent: Instant,
-        is_persistent_congestion: bool,
-        lost_bytes: u64,
-    ) {
-        self.in_flight = self.in_flight.saturating_sub(lost_bytes);
-        self.inner
-            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
-    }
-
-    fn on_mtu_update(&mut self, new_mtu: u16) {
-        self.mtu = u64::from(new_mtu);
-        self.inner.on_mtu_update(new_mtu);
-    }
-
-    fn window(&self) -> u64 {
-        let w = self.inner.window();
-        match self.room.pending() {
-            0 => w,
+impl Widen for Arc<UrgentRoom> {
+    fn window(&self, window: u64, in_flight: u64, mtu: u64, _now: Instant) -> u64 {
+        match self.pending() {
+            0 => window,
             // Room above what is in flight, not above the window: a second
             // urgent write before acknowledgements come finds the first
             // one's packets past the window already. quinn sends a packet
             // only if what is in flight plus a whole packet stays under
             // the window: two packets over the bytes let the last go.
             p => {
-                let room = w.max(self.in_flight).saturating_add(p + 2 * self.mtu);
-                room.min(w.saturating_add(MAX_OVERSHOOT + 2 * self.mtu))
+                let room = window.max(in_flight).saturating_add(p + 2 * mtu);
+                room.min(window.saturating_add(MAX_OVERSHOOT + 2 * mtu))
             }
         }
     }
 
-    fn metrics(&self) -> ControllerMetrics {
-        self.inner.metrics()
-    }
-
-    fn clone_box(&self) -> Box<dyn Controller> {
-        Box::new(UrgentRoomController {
-            inner: self.inner.clone_box(),
-            room: self.room.clone(),
-            mtu: self.mtu,
-            in_flight: self.in_flight,
-        })
-    }
-
-    fn initial_window(&self) -> u64 {
-        self.inner.initial_window()
-    }
-
-    fn into_any(self: Box<Self>) -> Box<dyn Any> {
-        self
+    fn sent(&mut self, _now: Instant, bytes: u64) {
+        // quinn reports the bytes of the whole batch built so far, so a
+        // batch of several packets may take the grant sooner than its
+        // urgent bytes leave; never later.
+        UrgentRoom::sent(self, bytes);
     }
 }
 
@@ -322,7 +247,7 @@ mod tests {
         assert_eq!(c.window(), w, "no grant, no room");
         // Bulk fills the window; an urgent write of 1 KiB is granted.
         c.on_sent(t0, w, 1);
-        c.room.grant(1024);
+        c.widen.grant(1024);
         assert_eq!(c.window(), w + 1024 + 2 * 1200);
         // Its packet goes (filled with bulk data after it): the grant is
         // used up, the window is the controller's again.
@@ -330,14 +255,14 @@ mod tests {
         assert_eq!(c.window(), w);
         // A second echo before any acknowledgement: room above what is in
         // flight, which is past the window already.
-        c.room.grant(1024);
+        c.widen.grant(1024);
         assert_eq!(c.window(), w + 1200 + 1024 + 2 * 1200);
         c.on_sent(t0, 1200, 3);
         // Grants add up to a bound, and the window stays within
         // MAX_OVERSHOOT of the controller's, so a stream marked interactive
         // that writes in bulk gets no more than that past it.
         for _ in 0..100 {
-            c.room.grant(64 * 1024);
+            c.widen.grant(64 * 1024);
             c.on_sent(t0, 1200, 4);
         }
         assert!(c.window() <= w + MAX_OVERSHOOT + 2 * 1200);
@@ -348,7 +273,7 @@ mod tests {
         // Acknowledgements bring what is in flight back under the window:
         // a grant then opens room above the window, not above a stale count.
         c.on_end_acks(t0, w / 2, false, Some(5));
-        c.room.grant(1024);
+        c.widen.grant(1024);
         assert_eq!(c.window(), w + 1024 + 2 * 1200);
     }
 
@@ -360,12 +285,12 @@ mod tests {
         let mut c = controller(t0);
         let w = c.inner.window();
         c.on_sent(t0, w, 1);
-        c.room.grant(1024);
-        c.room.renew(1024);
+        c.widen.grant(1024);
+        c.widen.renew(1024);
         assert_eq!(c.window(), w + 1024 + 2 * 1200);
         // Taken meanwhile by bulk: renewed in full.
         c.on_sent(t0, 1200, 2);
-        c.room.renew(1024);
+        c.widen.renew(1024);
         assert_eq!(c.window(), w + 1200 + 1024 + 2 * 1200);
     }
 }
