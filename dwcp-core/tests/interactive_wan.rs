@@ -129,7 +129,8 @@ async fn quic_echoes_from_the_start_of_bulk_on_a_fresh_connection_are_prompt() {
 /// window, so an echo takes one round trip. The bound is one and a half.
 /// Two echoes, on two streams, 30 ms apart: the second is written with the
 /// first one's packets past the window already, before any
-/// acknowledgement.
+/// acknowledgement. The test checks that the window was spent when the
+/// echoes were due.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_echo_after_bulk_took_the_first_window_is_not_held_a_round_trip() {
     let rtt = Duration::from_millis(200);
@@ -144,10 +145,32 @@ async fn quic_echo_after_bulk_took_the_first_window_is_not_held_a_round_trip() {
     };
     let path = echo_through_relay(server_endpoint(&ca).await, bind(cfg).await, profile, back).await;
     let c = path.client.clone();
+    let before = c.stats().transport.sent_packets;
     let until = Instant::now() + Duration::from_millis(1500);
     let bulk = spawn_bulk(&c, 4, 256 * 1024, until);
-    // The first window goes within a few milliseconds of the bulk writes.
-    let echoes: Vec<_> = [30u64, 60]
+    // The first window goes within a few milliseconds of the bulk writes,
+    // and no acknowledgement can come before 200 ms. The echoes are
+    // written once it is spent (the test's premise, checked).
+    let t0 = Instant::now();
+    loop {
+        let t = c.stats().transport;
+        let spent = (t.sent_packets - before) * u64::from(t.mtu.unwrap_or(1200));
+        if spent + 2 * 1500 >= t.cwnd {
+            eprintln!(
+                "{:?} after the bulk writes, {spent} bytes of a {} byte window were sent",
+                t0.elapsed(),
+                t.cwnd
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_millis(150),
+            "bulk had sent {spent} bytes of a {} byte window after 150 ms",
+            t.cwnd
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let echoes: Vec<_> = [5u64, 35]
         .into_iter()
         .map(|at| {
             let c = c.clone();

@@ -9,7 +9,7 @@
 //! congestion window, which is full of data sent before the outage.
 //!
 //! [`OutageProbe`] wraps a controller and, once nothing has been
-//! acknowledged for [`OutageProbe::gap`] (1 s, or twice the smoothed RTT if
+//! acknowledged for [`Probe::gap`] (1 s, or twice the smoothed RTT if
 //! longer), opens the window for one packet per gap: quinn's keep-alive
 //! PING, due every second, then goes out, and the first one after the heal
 //! brings the acknowledgements that restart the flow. During an outage
