@@ -119,14 +119,14 @@ impl Copies {
                     tokio::time::sleep_until(at).await;
                     // Too large for the path's datagrams, no datagrams, a
                     // full buffer or the connection gone: a copy not sent.
-                    let fits = conn.max_datagram_size().is_some_and(|m| d.len() <= m);
-                    if fits {
-                        // quinn sends datagrams before stream data: past a
-                        // full window a copy would take the room granted
-                        // to the next urgent stream write.
-                        room.grant(d.len() as u64);
+                    if conn.max_datagram_size().is_none_or(|m| d.len() > m) {
+                        continue;
                     }
-                    if fits && conn.send_datagram(d).is_ok() {
+                    // quinn sends datagrams before stream data: past a full
+                    // window a copy would take the room granted to the
+                    // next urgent stream write.
+                    room.grant(d.len() as u64);
+                    if conn.send_datagram(d).is_ok() {
                         if let Some(c) = copies.upgrade() {
                             c.sent.fetch_add(1, Ordering::Relaxed);
                         }

@@ -77,8 +77,8 @@ impl Probe {
 impl Widen for Probe {
     /// The wrapped controller's window, or room for a probe above what is
     /// in flight when one is due.
-    fn window(&self, window: u64, in_flight: u64, mtu: u64, now: Instant) -> u64 {
-        if self.due(now) {
+    fn window(&self, window: u64, in_flight: u64, mtu: u64, now: impl Fn() -> Instant) -> u64 {
+        if self.due(now()) {
             window.max(in_flight.saturating_add(2 * mtu))
         } else {
             window

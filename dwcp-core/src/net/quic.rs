@@ -765,12 +765,6 @@ impl Writers {
         self.apply(&c);
     }
 
-    /// An urgent write of `bytes` is about to be handed to quinn: they may
-    /// go past a full congestion window (see urgent_room.rs).
-    fn grant(&self, bytes: u64) {
-        self.room.grant(bytes);
-    }
-
     /// An urgent writer starts or stops waiting for room.
     fn urgent_waits(&self, waits: bool) {
         let c = self.choice();
@@ -930,7 +924,7 @@ async fn write_quic_frames(
         }
         written += len;
         let res = if urgent {
-            write_urgent(send, &mut batch, writers).await
+            write_urgent(send, &mut batch, len, writers).await
         } else {
             write_bulk(send, &mut batch, &mut gate).await
         };
@@ -951,12 +945,12 @@ async fn write_quic_frames(
 async fn write_urgent(
     send: &mut quinn::SendStream,
     batch: &mut [Bytes],
+    len: u64,
     writers: &Writers,
 ) -> Result<(), quinn::WriteError> {
-    let len: u64 = batch.iter().map(|b| b.len() as u64).sum();
-    // Granted before the write: if the connection waits for the congestion
-    // window, the write's wake-up finds the room open.
-    writers.grant(len);
+    // `len` bytes, granted before the write: if the connection waits for
+    // the congestion window, the write's wake-up finds the room open.
+    writers.room.grant(len);
     let mut start = 0;
     // The common case: room now, nothing to coordinate.
     while start < batch.len() {

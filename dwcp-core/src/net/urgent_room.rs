@@ -198,7 +198,7 @@ impl ControllerFactory for UrgentRoomFactory {
 pub(crate) type UrgentRoomController = Wrapped<Arc<UrgentRoom>>;
 
 impl Widen for Arc<UrgentRoom> {
-    fn window(&self, window: u64, in_flight: u64, mtu: u64, _now: Instant) -> u64 {
+    fn window(&self, window: u64, in_flight: u64, mtu: u64, _now: impl Fn() -> Instant) -> u64 {
         match self.pending() {
             0 => window,
             // Room above what is in flight, not above the window: a second

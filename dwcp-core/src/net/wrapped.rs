@@ -12,8 +12,10 @@ use quinn_proto::RttEstimator;
 /// What a wrapper adds: a wider window at times, from what it saw.
 pub(crate) trait Widen: Clone + Send + Sync + 'static {
     /// The window, given the wrapped controller's `window`, the bytes
-    /// `in_flight` and the path's `mtu`, at `now`.
-    fn window(&self, window: u64, in_flight: u64, mtu: u64, now: Instant) -> u64;
+    /// `in_flight` and the path's `mtu`; `now` reads the clock (quinn asks
+    /// for the window for every packet, so only a wrapper that needs the
+    /// time reads it).
+    fn window(&self, window: u64, in_flight: u64, mtu: u64, now: impl Fn() -> Instant) -> u64;
 
     /// `bytes` were sent at `now` (quinn reports a batch's bytes so far).
     fn sent(&mut self, now: Instant, bytes: u64);
@@ -49,10 +51,16 @@ impl<W: Widen> Wrapped<W> {
         }
     }
 
-    /// The window at `now`.
-    pub(crate) fn window_at(&self, now: Instant) -> u64 {
+    /// The window, with the time read by `now`.
+    fn window_with(&self, now: impl Fn() -> Instant) -> u64 {
         self.widen
             .window(self.inner.window(), self.in_flight, self.mtu, now)
+    }
+
+    /// The window at `now` (for tests in virtual time).
+    #[cfg(test)]
+    pub(crate) fn window_at(&self, now: Instant) -> u64 {
+        self.window_with(|| now)
     }
 }
 
@@ -108,7 +116,7 @@ impl<W: Widen> Controller for Wrapped<W> {
     }
 
     fn window(&self) -> u64 {
-        self.window_at(Instant::now())
+        self.window_with(Instant::now)
     }
 
     fn metrics(&self) -> ControllerMetrics {
