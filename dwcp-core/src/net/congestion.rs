@@ -660,14 +660,9 @@ impl DwcpCongestion {
             Gain::Drain => self.drain_gain(now),
             Gain::Cruise => 1.0 + cruise_headroom(rtt),
         };
-        // Lost packets count in flight until they are declared lost.
-        let gain = gain + self.loss_share * LOSS_DECLARED_RTTS;
+        let gain = self.with_loss_room(gain);
         let bdp = bw * rtt.as_secs_f64();
-        // Room for acknowledgements that arrive in bunches, and for the
-        // sender's own scheduling: on a path of tens of microseconds (a
-        // loopback, a rack) one late wake-up is many round trips, and a
-        // window of one BDP would leave the path idle through it.
-        let extra = ((4 * self.mtu) as f64).max(bw * SCHEDULING_ALLOWANCE.as_secs_f64());
+        let extra = self.scheduling_room(bw);
         // The drain takes the allowance back too, up to a tenth of a BDP
         // (all of it from 20 ms up): what is left over one BDP stays
         // queued, and the minimum RTT does not show.
@@ -749,9 +744,22 @@ impl DwcpCongestion {
     /// one BDP, and the echo beside it waited 27–57 ms of that queue.
     fn startup_ceiling_cap(&self, c: f64, rtt: Duration) -> u64 {
         let bdp = c * rtt.as_secs_f64();
-        let gain = PROBE_GAIN + self.loss_share * LOSS_DECLARED_RTTS;
-        let extra = ((4 * self.mtu) as f64).max(c * SCHEDULING_ALLOWANCE.as_secs_f64());
-        ((bdp * gain + extra).min(2.0 * bdp) as u64).max(self.min_window())
+        let window = bdp * self.with_loss_room(PROBE_GAIN) + self.scheduling_room(c);
+        (window.min(2.0 * bdp) as u64).max(self.min_window())
+    }
+
+    /// `gain` over the BDP, plus room for packets lost at random: they
+    /// count in flight until they are declared lost.
+    fn with_loss_room(&self, gain: f64) -> f64 {
+        gain + self.loss_share * LOSS_DECLARED_RTTS
+    }
+
+    /// Window beyond the BDP at rate `bw` for acknowledgements that arrive
+    /// in bunches and for the sender's own scheduling: on a path of tens of
+    /// microseconds (a loopback, a rack) one late wake-up is many round
+    /// trips, and a window of one BDP would leave the path idle through it.
+    fn scheduling_room(&self, bw: f64) -> f64 {
+        ((4 * self.mtu) as f64).max(bw * SCHEDULING_ALLOWANCE.as_secs_f64())
     }
 
     /// A batch of acknowledgements ended at `now`.
