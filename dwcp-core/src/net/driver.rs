@@ -538,5 +538,10 @@ pub(crate) mod tests {
         pub(crate) static LOCK_TURNS: std::cell::Cell<u64>;
         /// Reads of the transport's statistics by the task in its scope.
         pub(crate) static STATS_READS: std::cell::Cell<u64>;
+        /// Turns of the lock by the task in its scope that found the
+        /// stream without room for all it brought (each costs another
+        /// turn; how many depends on how fast the peer reads, not on the
+        /// sender's code).
+        pub(crate) static ROOM_WAITS: std::cell::Cell<u64>;
     }
 }
