@@ -251,6 +251,28 @@ pub const CONTEXT_PROBE_RUN: u32 = 4;
 /// that compresses nowhere (random bytes) pays for a run of
 /// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 256, not once in 32.
 pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
+/// Share of one core a stream's context probes may cost while the link is
+/// what it waits on. Where zstd-1 in the context costs no more than this
+/// at the link's rate, every chunk that the rule would send as-is goes
+/// through the context at zstd-1 (a probe that never ends): the context
+/// then holds the stream's recent history, and a repeat of anything in
+/// it is found in the chunk where it comes. Otherwise the gap between
+/// probes that found nothing doubles only while a run of
+/// [`CONTEXT_PROBE_RUN`] chunks every [`EXPLORE_EVERY`] would cost more.
+///
+/// Already-compressed media repeats files within the context's window
+/// between stretches that gain nothing even in it. A probe of four chunks
+/// had only the probe's own 384 KiB of history and found nothing, and
+/// with gaps doubling to 256 chunks the stream sent its first 10–24 MiB
+/// as-is where `zstd -1` over the same bytes with the 2 MiB window saves
+/// 10 %: 2 MB more on the wire than fixed `zstd:9`, 0.2 s of a 4.8 s
+/// transfer at 100 Mbit/s (docs/compression.md, "Media: a context kept
+/// warm while the link binds"). Probes every 32 chunks did not find those
+/// repeats either. In the daemon zstd-1 in a context took 1.0–2.4 ns a
+/// byte of random data (130–318 µs per 128 KiB chunk, with the stream's
+/// flush): at 100 Mbit/s 1.3–3 % of a core, so the share is 3 %. At
+/// 1 Gbit/s the probes stay runs, every 32 chunks or more.
+pub const PROBE_CPU_SHARE: f64 = 0.03;
 /// What a zstd context is taken to gain until measured: zstd-3 over
 /// 128 KiB chunks in a 2 MiB context against the chunks alone gained
 /// 1.05 (database pages) to 1.41 (already-compressed files), 1.16 on a
@@ -443,6 +465,9 @@ pub struct Selector {
     probe_gap: u64,
     /// A context probe ran since the rule last chose a zstd level.
     probed: bool,
+    /// At the last decision the link was what the stream waited on, at
+    /// this rate (bytes/s on the wire); `None`: it was not.
+    link_binds: Option<f64>,
     /// The current chunk's bytes are skewed enough for zstd's literal
     /// coding to gain though LZ4 finds nothing.
     entropy_pays: bool,
@@ -492,6 +517,7 @@ impl Selector {
             next_probe: CONTEXT_PROBE_AT,
             probe_gap: EXPLORE_EVERY,
             probed: false,
+            link_binds: None,
             entropy_pays: false,
             zstd1_held: false,
         }
@@ -659,7 +685,10 @@ impl Selector {
     /// gain: a run of [`CONTEXT_PROBE_RUN`] chunks, the first
     /// [`CONTEXT_PROBE_AT`] chunks into the stream, the next
     /// [`EXPLORE_EVERY`] chunks later, and from then on at twice the last
-    /// gap (up to [`CONTEXT_PROBE_MAX_GAP`]) until the rule takes up a zstd
+    /// gap (up to [`CONTEXT_PROBE_MAX_GAP`]; for chunks the rule sends
+    /// as-is while the link binds, up to what [`PROBE_CPU_SHARE`] allows,
+    /// down to every chunk where zstd-1 costs that little at the link's
+    /// rate) until the rule takes up a zstd
     /// level, which brings the gap back to [`EXPLORE_EVERY`]. Probes that
     /// find nothing, and probes whose gain the rule does not take up (the
     /// CPU or a fast link decides), both become rarer.
@@ -687,6 +716,12 @@ impl Selector {
         if !may {
             return false;
         }
+        // What the link allows is for data the rule sends as-is; data on
+        // LZ4 compresses alone, and its probes stay as they were.
+        let link_binds = self.link_binds.filter(|_| chosen == Level::None);
+        if link_binds.is_some_and(|rate| self.est[2].cost * rate <= PROBE_CPU_SHARE) {
+            return true;
+        }
         if self.probe_left > 0 {
             self.probe_left -= 1;
             return true;
@@ -695,12 +730,27 @@ impl Selector {
             return false;
         }
         if self.probed {
-            self.probe_gap = (self.probe_gap * 2).min(CONTEXT_PROBE_MAX_GAP);
+            self.probe_gap = (self.probe_gap * 2).min(self.longest_probe_gap(link_binds));
         }
         self.probed = true;
         self.next_probe = self.chunks + self.probe_gap;
         self.probe_left = CONTEXT_PROBE_RUN - 1;
         true
+    }
+
+    /// The gap a probe that found nothing may double to: while the link
+    /// binds at `link_binds` (bytes/s), no more than the gap at which
+    /// probes cost [`PROBE_CPU_SHARE`] of a core at that rate (at least
+    /// [`EXPLORE_EVERY`]); otherwise [`CONTEXT_PROBE_MAX_GAP`].
+    fn longest_probe_gap(&self, link_binds: Option<f64>) -> u64 {
+        match link_binds {
+            Some(rate) => {
+                let cpu_per_gap = f64::from(CONTEXT_PROBE_RUN) * self.est[2].cost * rate;
+                let affordable = (cpu_per_gap / PROBE_CPU_SHARE).ceil();
+                (affordable.min(CONTEXT_PROBE_MAX_GAP as f64) as u64).max(EXPLORE_EVERY)
+            }
+            None => CONTEXT_PROBE_MAX_GAP,
+        }
     }
 
     /// Whether the next chunk's bytes are skewed enough for zstd's literal
@@ -827,6 +877,7 @@ impl Selector {
         let cpu_bound = self.cpu_bound(link_rate, wait);
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
+        self.link_binds = (wait == Wait::Transport && !cpu_bound).then_some(link);
         let uncovered = self.cpu_from.is_some() && !self.cpu_covers;
         // Before the CPU's figure covers the stream, no stronger level that
         // would keep its compressor busy (the cost is per raw byte of the
@@ -1141,8 +1192,14 @@ impl Selector {
             DATA_ALPHA,
         ));
         // A fixed level samples nothing (`sample` is then 1): the chunk's
-        // own ratio tells too.
-        let sparse = sample >= SPARSE_RATIO || self.lz4_equivalent(i, ratio) >= SPARSE_RATIO;
+        // own ratio tells too. A chunk that gained nothing teaches the
+        // stream, not the machine, too: zstd passes incompressible bytes
+        // several times faster than it compresses (zstd-1: 3.4 GB/s on
+        // random bytes, 0.6 on text), and the context's probes of such
+        // data would make zstd-1 look cheap to the next stream.
+        let sparse = sample >= SPARSE_RATIO
+            || self.lz4_equivalent(i, ratio) >= SPARSE_RATIO
+            || ratio < INCOMPRESSIBLE_RATIO;
         self.record_cost(i, cpu.as_secs_f64() / raw as f64, sparse);
     }
 
@@ -1864,14 +1921,15 @@ mod tests {
     /// A chunk that cannot use the context in the middle of a probe run
     /// (here every other one) pauses the run: all four probe chunks still
     /// go, where a run cut at the first such chunk measured one chunk with
-    /// no history.
+    /// no history. (Where the link binds, every chunk with the context
+    /// probes: [`PROBE_CPU_SHARE`].)
     #[test]
     fn a_probe_run_is_paused_not_cut_by_a_chunk_without_the_context() {
         let mut s = Selector::new(crate::CodecId::all_bits());
         let mut probes = Vec::new();
         for n in 0..40u64 {
             s.set_context(n % 2 == 0);
-            let l = s.choose_with(Some(12.5e6), 1.0, Wait::Transport);
+            let l = s.choose_with(Some(12.5e6), 1.0, Wait::Unknown);
             if s.context_probe_due(l) {
                 probes.push(n);
             }
@@ -1991,32 +2049,107 @@ mod tests {
         );
     }
 
-    #[test]
-    fn random_data_with_a_context_stays_as_is() {
+    /// Sends `chunks` chunks of 128 KiB that look incompressible alone,
+    /// told `rate` and `wait`, probing the context when due; in the
+    /// context a chunk shrinks by `in_context(n)`, at 60 µs of CPU.
+    /// Returns the chunks the rule compressed and the probes.
+    fn context_run(
+        rate: f64,
+        wait: Wait,
+        chunks: u64,
+        in_context: impl Fn(u64) -> f64,
+    ) -> (Vec<u64>, Vec<u64>) {
         let mut s = Selector::new(crate::CodecId::all_bits());
-        let (mut compressed, mut probes) = (0, 0);
-        let chunks = EXPLORE_EVERY * 40;
-        for _ in 0..chunks {
+        let (mut compressed, mut probes) = (Vec::new(), Vec::new());
+        for n in 0..chunks {
             s.set_context(true);
-            let mut l = s.choose_with(Some(12.5e6), 1.0, Wait::Transport);
+            let mut l = s.choose_with(Some(rate), 1.0, wait);
             if s.context_probe_due(l) {
                 l = Level::Zstd(1);
-                probes += 1;
+                probes.push(n);
             } else if l != Level::None {
-                compressed += 1;
+                compressed.push(n);
             }
             if let Level::Zstd(_) = l {
-                s.observe_context(l, 131_072, 131_080, Duration::from_micros(60), 1.0);
+                let wire = (131_080.0 / in_context(n)) as usize;
+                s.observe_context(l, 131_072, wire, Duration::from_micros(60), 1.0);
             }
         }
-        assert_eq!(compressed, 0);
-        // Probes that find nothing come less and less often: runs at
-        // 16, 48, 112, 240, 496, then every 256 chunks.
+        (compressed, probes)
+    }
+
+    #[test]
+    fn random_data_with_a_context_stays_as_is() {
+        let chunks = EXPLORE_EVERY * 40;
+        // Where the link is not what the stream waits on, probes that find
+        // nothing come less and less often: runs at 16, 48, 112, 240, 496,
+        // then every 256 chunks.
+        let (compressed, probes) = context_run(12.5e6, Wait::Unknown, chunks, |_| 1.0);
+        assert_eq!(compressed, Vec::<u64>::new());
         let runs = 5 + (chunks - 496) / CONTEXT_PROBE_MAX_GAP;
-        assert_eq!(probes, runs * u64::from(CONTEXT_PROBE_RUN));
+        assert_eq!(probes.len() as u64, runs * u64::from(CONTEXT_PROBE_RUN));
         assert!(
-            probes * 100 / chunks < 3,
-            "{probes} of {chunks} chunks were probes"
+            probes.len() as u64 * 100 / chunks < 3,
+            "{} of {chunks} chunks were probes",
+            probes.len()
+        );
+        // So too on a link so fast (10 GB/s) that even runs 256 chunks
+        // apart cost more than PROBE_CPU_SHARE of a core.
+        let (compressed, fast) = context_run(10e9, Wait::Transport, chunks, |_| 1.0);
+        assert_eq!(compressed, Vec::<u64>::new());
+        assert_eq!(fast, probes);
+        // At 100 Mbit/s, waiting on the link, zstd-1 costs so little (2 %
+        // of a core at its prior speed, 630 MB/s; 0.6 % at this data's)
+        // that every chunk goes through the context: under
+        // PROBE_CPU_SHARE of a core.
+        let rate = 12.5e6;
+        let (compressed, probes) = context_run(rate, Wait::Transport, chunks, |_| 1.0);
+        assert_eq!(compressed, Vec::<u64>::new());
+        let cpu = probes.len() as f64 * 60e-6;
+        let took = chunks as f64 * 131_072.0 / rate;
+        assert!(
+            probes.len() as u64 >= chunks * 9 / 10 && cpu / took < PROBE_CPU_SHARE,
+            "{} probes in {chunks} chunks, {:.2} % of a core",
+            probes.len(),
+            cpu / took * 100.0
+        );
+        // At 1 Gbit/s that would cost 5.7 % of a core: probes come in runs
+        // every 32 chunks, not at gaps doubling to 256.
+        let rate = 125e6;
+        let (compressed, probes) = context_run(rate, Wait::Transport, chunks, |_| 1.0);
+        assert_eq!(compressed, Vec::<u64>::new());
+        let cpu = probes.len() as f64 * 60e-6;
+        let took = chunks as f64 * 131_072.0 / rate;
+        assert!(
+            probes.len() as u64 >= (chunks / EXPLORE_EVERY - 1) * u64::from(CONTEXT_PROBE_RUN)
+                && probes.len() as u64 <= chunks / 4
+                && cpu / took < PROBE_CPU_SHARE,
+            "{} probes in {chunks} chunks, {:.2} % of a core",
+            probes.len(),
+            cpu / took * 100.0
+        );
+    }
+
+    /// Already-compressed files gain nothing in the context for stretches,
+    /// then a run of repeats does: while the link binds, the run is found.
+    /// With gaps doubling from 32 to 256 the probes (at 16, 48, 112, 240)
+    /// all missed a run of 80 chunks from 120, and the stream sent it
+    /// as-is.
+    #[test]
+    fn a_run_of_repeats_between_flat_stretches_is_found_while_the_link_binds() {
+        let run = 120..200;
+        let (compressed, probes) = context_run(12.5e6, Wait::Transport, 400, |n| {
+            if run.contains(&n) {
+                1.5
+            } else {
+                1.0
+            }
+        });
+        let taken = compressed.iter().filter(|n| run.contains(n)).count();
+        assert!(
+            taken >= run.clone().count() / 2,
+            "the rule compressed {taken} of the run's {} chunks (compressed {compressed:?}, probes {probes:?})",
+            run.clone().count()
         );
     }
 }
