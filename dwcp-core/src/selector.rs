@@ -1194,9 +1194,10 @@ impl Selector {
         // A fixed level samples nothing (`sample` is then 1): the chunk's
         // own ratio tells too. A chunk that gained nothing teaches the
         // stream, not the machine, too: zstd passes incompressible bytes
-        // several times faster than it compresses (zstd-1: 3.4 GB/s on
-        // random bytes, 0.6 on text), and the context's probes of such
-        // data would make zstd-1 look cheap to the next stream.
+        // several times faster than it compresses (`zstd -1`: 3.4 GB/s on
+        // random bytes; its prior here, 0.63 GB/s, is from a memory
+        // image), and the context's probes of such data would make zstd-1
+        // look cheap to the next stream.
         let sparse = sample >= SPARSE_RATIO
             || self.lz4_equivalent(i, ratio) >= SPARSE_RATIO
             || ratio < INCOMPRESSIBLE_RATIO;
@@ -1454,6 +1455,45 @@ mod tests {
         s.observe(Level::Zstd(3), 131_072, 14_000, Duration::from_micros(400));
         let machine = speeds(&Selector::with_machine_costs(all))[2].unwrap_or(0.0);
         assert!((machine - 131_072.0 / 400e-6).abs() < 1e3, "{machine}");
+    }
+
+    /// zstd passes incompressible bytes several times faster than it
+    /// compresses (zstd-1 in the daemon: 1.0-2.4 ns a byte of random data,
+    /// against its prior of 1.6 on text, 3.7 under load): the chunks a
+    /// context probe of random data sends (every chunk, where the link
+    /// binds) teach their stream, not the machine's costs the next streams
+    /// start from. (A process of its own, as nextest gives it.)
+    #[test]
+    fn chunks_that_gained_nothing_do_not_teach_the_machine_costs() {
+        let all = crate::CodecId::all_bits();
+        let zstd1 = |s: &Selector| s.estimate(Level::Zstd(1)).map(|(speed, _)| speed);
+        let prior = zstd1(&Selector::with_machine_costs(all));
+        let mut s = Selector::with_machine_costs(all);
+        for _ in 0..20 {
+            s.observe_context(
+                Level::Zstd(1),
+                131_072,
+                131_075,
+                Duration::from_micros(30),
+                1.0,
+            );
+        }
+        let taught = zstd1(&s).unwrap_or(0.0);
+        assert!(
+            taught > 2.0 * prior.unwrap_or(0.0),
+            "the stream learned {taught}"
+        );
+        assert_eq!(zstd1(&Selector::with_machine_costs(all)), prior);
+        // A chunk that shrank teaches it.
+        s.observe_context(
+            Level::Zstd(1),
+            131_072,
+            60_000,
+            Duration::from_micros(200),
+            1.0,
+        );
+        let machine = zstd1(&Selector::with_machine_costs(all)).unwrap_or(0.0);
+        assert!((machine - 131_072.0 / 200e-6).abs() < 1e3, "{machine}");
     }
 
     /// A context probe is zstd-1 on a few chunks: before the CPU's figure
@@ -2098,35 +2138,30 @@ mod tests {
         let (compressed, fast) = context_run(10e9, Wait::Transport, chunks, |_| 1.0);
         assert_eq!(compressed, Vec::<u64>::new());
         assert_eq!(fast, probes);
-        // At 100 Mbit/s, waiting on the link, zstd-1 costs so little (2 %
-        // of a core at its prior speed, 630 MB/s; 0.6 % at this data's)
-        // that every chunk goes through the context: under
-        // PROBE_CPU_SHARE of a core.
-        let rate = 12.5e6;
-        let (compressed, probes) = context_run(rate, Wait::Transport, chunks, |_| 1.0);
-        assert_eq!(compressed, Vec::<u64>::new());
-        let cpu = probes.len() as f64 * 60e-6;
-        let took = chunks as f64 * 131_072.0 / rate;
+        // Random data waiting on a link of `rate`: the probes, and the
+        // share of a core they cost at 60 µs a chunk.
+        let on_link = |rate: f64| {
+            let (compressed, probes) = context_run(rate, Wait::Transport, chunks, |_| 1.0);
+            assert_eq!(compressed, Vec::<u64>::new());
+            let share = probes.len() as f64 * 60e-6 / (chunks as f64 * 131_072.0 / rate);
+            assert!(share < PROBE_CPU_SHARE, "{:.2} % of a core", share * 100.0);
+            probes.len() as u64
+        };
+        // At 100 Mbit/s zstd-1 costs so little (2 % of a core at its prior
+        // speed, 630 MB/s; 0.6 % at this data's) that every chunk goes
+        // through the context.
+        let probes = on_link(12.5e6);
         assert!(
-            probes.len() as u64 >= chunks * 9 / 10 && cpu / took < PROBE_CPU_SHARE,
-            "{} probes in {chunks} chunks, {:.2} % of a core",
-            probes.len(),
-            cpu / took * 100.0
+            probes >= chunks * 9 / 10,
+            "{probes} probes in {chunks} chunks"
         );
         // At 1 Gbit/s that would cost 5.7 % of a core: probes come in runs
         // every 32 chunks, not at gaps doubling to 256.
-        let rate = 125e6;
-        let (compressed, probes) = context_run(rate, Wait::Transport, chunks, |_| 1.0);
-        assert_eq!(compressed, Vec::<u64>::new());
-        let cpu = probes.len() as f64 * 60e-6;
-        let took = chunks as f64 * 131_072.0 / rate;
+        let probes = on_link(125e6);
         assert!(
-            probes.len() as u64 >= (chunks / EXPLORE_EVERY - 1) * u64::from(CONTEXT_PROBE_RUN)
-                && probes.len() as u64 <= chunks / 4
-                && cpu / took < PROBE_CPU_SHARE,
-            "{} probes in {chunks} chunks, {:.2} % of a core",
-            probes.len(),
-            cpu / took * 100.0
+            probes >= (chunks / EXPLORE_EVERY - 1) * u64::from(CONTEXT_PROBE_RUN)
+                && probes <= chunks / 4,
+            "{probes} probes in {chunks} chunks"
         );
     }
 
