@@ -540,8 +540,10 @@ pub(crate) mod tests {
         pub(crate) static STATS_READS: std::cell::Cell<u64>;
         /// Turns of the lock by the task in its scope that found the
         /// stream without room for all it brought (each costs another
-        /// turn; how many depends on how fast the peer reads, not on the
-        /// sender's code).
+        /// turn; how many depends mostly on how fast the peer reads, and
+        /// on how the sender cuts what it hands over). A sender that
+        /// polled again and again while the stream is full would hide
+        /// among them: the lock-turn tests do not catch that.
         pub(crate) static ROOM_WAITS: std::cell::Cell<u64>;
     }
 }

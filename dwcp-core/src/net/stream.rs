@@ -1283,6 +1283,8 @@ mod tests {
         room_waits: u64,
         /// Reads of the transport's statistics.
         stats_reads: u64,
+        /// How long the writes took.
+        took: Duration,
     }
 
     impl Turns {
@@ -1310,6 +1312,7 @@ mod tests {
             .map(|i| Bytes::from(crate::corpus::random(256 * 1024, i as u64)))
             .collect();
         let sending = async move {
+            let start = std::time::Instant::now();
             for piece in data {
                 send.send(piece).await.expect("send");
             }
@@ -1318,6 +1321,7 @@ mod tests {
                 lock: LOCK_TURNS.with(std::cell::Cell::get),
                 room_waits: ROOM_WAITS.with(std::cell::Cell::get),
                 stats_reads: STATS_READS.with(std::cell::Cell::get),
+                took: start.elapsed(),
             }
         };
         LOCK_TURNS
@@ -1386,8 +1390,8 @@ mod tests {
         let off = lock_turns(&client, Compression::Off, PIECES).await;
         let adaptive = lock_turns(&client, Compression::Adaptive, PIECES).await;
         eprintln!(
-            "lock turns for {PIECES} writes: off {} ({} found no room), adaptive {} ({} found no room)",
-            off.lock, off.room_waits, adaptive.lock, adaptive.room_waits
+            "lock turns for {PIECES} writes: off {} ({} found no room), adaptive {} ({} found no room) in {:?}",
+            off.lock, off.room_waits, adaptive.lock, adaptive.room_waits, adaptive.took
         );
         // Nor does it take the transport's lock (quinn's, held by its
         // driver while it encrypts) to learn the rate: each hand-over read
