@@ -887,14 +887,18 @@ impl Selector {
         let cpu_bound = self.cpu_bound(link_rate, wait);
         let link = self.model_link(link_rate, wait, cpu_bound);
         self.cpu_bound_as_is = cpu_bound.then(|| self.predicted_rate(0, link));
-        // The larger of the link's estimated rate and the rate the stream
-        // was measured to send at while it waited on the transport (a rate
-        // reached is one the link has): on a fresh connection the
-        // estimate can be a congestion window over quinn's initial RTT
-        // (333 ms), and a stream on loopback took that for a slow link
-        // and sent every chunk through zstd-1. Unknown until both are.
+        // The link's estimated rate, once the rate the stream was measured
+        // to send at while it waited on the transport confirms it (no more
+        // than LINK_SLACK times it): on a fresh connection the estimate
+        // can be a congestion window over quinn's initial RTT (333 ms),
+        // and a stream on loopback sending hundreds of MB/s took that for
+        // a slow link and sent every chunk through zstd-1.
         self.link_binds = match (link_rate, self.wire_rate) {
-            (Some(est), Some(sent)) if wait == Wait::Transport && !cpu_bound => Some(est.max(sent)),
+            (Some(est), Some(sent))
+                if wait == Wait::Transport && !cpu_bound && sent <= LINK_SLACK * est =>
+            {
+                Some(est)
+            }
             _ => None,
         };
         let uncovered = self.cpu_from.is_some() && !self.cpu_covers;
