@@ -581,9 +581,7 @@ impl SendStream {
         match r {
             Ok(n) => {
                 if n < data.len() {
-                    self.waited_for_room = true;
-                    #[cfg(test)]
-                    count_room_wait();
+                    self.found_no_room();
                     inner.register_write(self.id, cx.waker());
                 }
                 inner.dispatch();
@@ -596,9 +594,7 @@ impl SendStream {
                 }
             }
             Err(StreamError::Blocked) => {
-                self.waited_for_room = true;
-                #[cfg(test)]
-                count_room_wait();
+                self.found_no_room();
                 inner.register_write(self.id, cx.waker());
                 Poll::Pending
             }
@@ -608,6 +604,14 @@ impl SendStream {
                 Poll::Ready(Err(self.fail(e)))
             }
         }
+    }
+
+    /// Notes that a turn of the lock found the stream without room for
+    /// all it brought (the hand-over waited for room; tests count it).
+    fn found_no_room(&mut self) {
+        self.waited_for_room = true;
+        #[cfg(test)]
+        count_room_wait();
     }
 
     /// In the first lock turn of an armed hand-over, reads the stream's
@@ -944,9 +948,7 @@ impl SendStream {
                     Poll::Ready(Ok(()))
                 }
                 Err(StreamError::Blocked) => {
-                    self.waited_for_room = true;
-                    #[cfg(test)]
-                    count_room_wait();
+                    self.found_no_room();
                     inner.register_write(self.id, cx.waker());
                     Poll::Pending
                 }
