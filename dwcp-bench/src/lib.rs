@@ -4,6 +4,7 @@
 pub mod baselines;
 pub mod compression;
 pub mod compression_e2e;
+pub mod cpu_use;
 pub mod daemon;
 pub mod flood;
 pub mod gate;

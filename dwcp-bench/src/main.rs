@@ -484,14 +484,21 @@ fn main() {
                             let opt = |v: Option<f64>, unit: &str| {
                                 v.map_or("—".to_string(), |v| format!("{v:.2}{unit}"))
                             };
+                            let share = |v: Option<f64>| {
+                                v.map_or("—".to_string(), |v| format!("{:.0} %", v * 100.0))
+                            };
                             println!(
-                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link ({:>5.1} % on the wire)  retrans {:>7}  queue p50 {:>9}",
+                                "  {:<34} {:>8.1} Mbit/s  {:>5.1} % of the link ({:>5.1} % on the wire)  retrans {:>7}  queue p50 {:>9}  CPU: driver {:>4} process {} cores machine {:>4}{}",
                                 f.subject,
                                 f.mbit_per_s,
                                 f.of_link * 100.0,
                                 f.wire_of_link * 100.0,
                                 opt(f.sampled.retrans_pct, " %"),
                                 opt(f.sampled.queue_ms_p50, " ms"),
+                                share(Some(f.cpu.driver_busy)),
+                                opt(f.cpu.process_cores, ""),
+                                share(f.cpu.machine_busy),
+                                if f.cpu.cpu_bound { "  CPU-BOUND" } else { "" },
                             );
                         }
                     }

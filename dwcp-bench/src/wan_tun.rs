@@ -15,6 +15,8 @@ use dwcp_core::net::{Congestion, Endpoint, EndpointConfig, Transport};
 use dwcp_core::tls::DevCa;
 use dwcp_wanem::tun::NetnsPair;
 use dwcp_wanem::LinkProfile;
+
+use crate::cpu_use::{CpuMeter, CpuUse};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -35,6 +37,9 @@ pub struct TunFigure {
     /// What the transport reported along the way (DWCP subjects only).
     #[serde(flatten)]
     pub sampled: Sampled,
+    /// What the CPU did meanwhile, and whether it set the pace.
+    #[serde(flatten)]
+    pub cpu: CpuUse,
 }
 
 /// What a transfer measured besides its rate.
@@ -89,7 +94,7 @@ pub fn run(
         let line_bytes = |ns: &NetnsPair| ns.stats().0.bytes;
         // (Set again where a subject's measured part starts later.)
         let before = std::cell::Cell::new(line_bytes(&ns));
-        let mut fig = |subject: &str, (mb_per_s, sampled): (f64, Sampled)| {
+        let mut fig = |subject: &str, (mb_per_s, sampled): (f64, Sampled), cpu: CpuUse| {
             let mbit_per_s = mb_per_s * 8.0;
             let after = line_bytes(&ns);
             let wire = after.saturating_sub(before.get()) as f64 / total as f64;
@@ -100,6 +105,7 @@ pub fn run(
                 of_link: mbit_per_s / mbit as f64,
                 wire_of_link: mbit_per_s * wire / mbit as f64,
                 sampled,
+                cpu,
             });
         };
         for cc in ["cubic", "bbr"] {
@@ -107,8 +113,8 @@ pub fn run(
                 continue;
             }
             port += 1;
-            let v = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
-            fig(&format!("kernel TCP ({cc}), 1 connection"), v);
+            let (v, cpu) = rt.block_on(kernel_tcp(&ns, port, cc, total))?;
+            fig(&format!("kernel TCP ({cc}), 1 connection"), v, cpu);
         }
         // What users pick instead of DWCP, on kernel TCP with each
         // congestion control: one TLS connection, and rust-yamux with its
@@ -130,6 +136,9 @@ pub fn run(
                 // TCP_INFO after the transfer has consumed the stream.
                 let probe = c.as_fd().try_clone_to_owned().map_err(|e| e.to_string())?;
                 let (a, k) = (&acceptor, &connector);
+                // Measured over the TLS handshake too (a round trip or two
+                // of an idle thread).
+                let meter = CpuMeter::start();
                 let v = rt.block_on(async {
                     if yamux {
                         crate::baselines::yamux_bulk_over(a, k, c, s, total, 1).await
@@ -137,7 +146,8 @@ pub fn run(
                         crate::baselines::tls_bulk_over(a, k, c, s, total).await
                     }
                 })?;
-                fig(&name, (v, tcp_sampled(&probe)));
+                let cpu = meter.stop();
+                fig(&name, (v, tcp_sampled(&probe)), cpu);
             }
         }
         let ca = DevCa::new().map_err(|e| e.to_string())?;
@@ -168,10 +178,10 @@ pub fn run(
             }
             port += 1;
             let base = std::time::Duration::from_millis(rtt_ms);
-            let (v, measured_from) =
+            let (v, measured_from, cpu) =
                 rt.block_on(dwcp(&ns, &ca, port, transport, cc, total, base, warm))?;
             before.set(measured_from);
-            fig(name, v);
+            fig(name, v, cpu);
         }
         Ok(out)
     })
@@ -215,14 +225,14 @@ fn tcp_sampled(sock: &impl std::os::fd::AsRawFd) -> Sampled {
     }
 }
 
-/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes, and its
-/// retransmissions.
+/// Kernel TCP with congestion control `cc`: MB/s of `total` bytes, its
+/// retransmissions, and the CPU used meanwhile.
 async fn kernel_tcp(
     ns: &NetnsPair,
     port: u16,
     cc: &str,
     total: u64,
-) -> Result<(f64, Sampled), String> {
+) -> Result<((f64, Sampled), CpuUse), String> {
     let err = |e: std::io::Error| e.to_string();
     let (mut client, mut server) = tcp_pair(ns, port, cc).await?;
     let sink = async {
@@ -246,14 +256,16 @@ async fn kernel_tcp(
         client.shutdown().await.map_err(err)
     };
     let t0 = Instant::now();
+    let meter = CpuMeter::start();
     let (got, sent) = tokio::join!(sink, send);
+    let cpu = meter.stop();
     sent?;
     let got = got?;
     if got != total {
         return Err(format!("kernel TCP delivered {got} of {total} bytes"));
     }
     let rate = total as f64 / t0.elapsed().as_secs_f64() / 1e6;
-    Ok((rate, tcp_sampled(&client)))
+    Ok(((rate, tcp_sampled(&client)), cpu))
 }
 
 /// A DWCP connection from namespace A to a server on `port` in namespace B:
@@ -295,7 +307,8 @@ pub(crate) async fn connect(
 /// reported along the way. `DWCP_WAN_TRACE=1` prints every sample. With
 /// `warm` = `Some(idle)`, the same bytes go once on another stream first,
 /// unmeasured, and the measured transfer starts `idle` after it ends. Also
-/// returns the line's byte count where the measured transfer started.
+/// returns the line's byte count where the measured transfer started, and
+/// the CPU used during the measured transfer.
 #[allow(clippy::too_many_arguments)]
 async fn dwcp(
     ns: &NetnsPair,
@@ -306,7 +319,7 @@ async fn dwcp(
     total: u64,
     base_rtt: std::time::Duration,
     warm: Option<std::time::Duration>,
-) -> Result<((f64, Sampled), u64), String> {
+) -> Result<((f64, Sampled), u64, CpuUse), String> {
     let (c, s) = connect(ns, ca, port, transport, cc).await?;
     if let Some(idle) = warm {
         let n = crate::scenarios::transfer(&c, s.clone(), 1, total).await;
@@ -317,6 +330,7 @@ async fn dwcp(
     }
     let line_at_start = ns.stats().0.bytes;
     let t0 = Instant::now();
+    let meter = CpuMeter::start();
     let trace = std::env::var_os("DWCP_WAN_TRACE").is_some();
     let first = c.stats().transport;
     let mut queue_ms = Vec::new();
@@ -352,6 +366,7 @@ async fn dwcp(
         }
     };
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = meter.stop();
     let last = c.stats().transport;
     let sent = last.sent_packets.saturating_sub(first.sent_packets);
     let lost = last.lost_packets.saturating_sub(first.lost_packets);
@@ -360,5 +375,5 @@ async fn dwcp(
         retrans_pct: (sent > 0).then(|| lost as f64 * 100.0 / sent as f64),
         queue_ms_p50: queue_ms.get(queue_ms.len() / 2).copied(),
     };
-    Ok(((n as f64 / secs / 1e6, sampled), line_at_start))
+    Ok(((n as f64 / secs / 1e6, sampled), line_at_start, cpu))
 }

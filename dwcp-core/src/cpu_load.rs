@@ -301,7 +301,7 @@ pub(crate) fn pin_to_cpu(cpu: usize) -> bool {
 }
 
 /// CPU seconds this process has used (user and system).
-fn process_cpu() -> Option<f64> {
+pub fn process_cpu() -> Option<f64> {
     // SAFETY: an all-zero rusage is a valid value of the plain C struct.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `ru` is a valid, writable rusage; the call writes only it.
@@ -315,7 +315,7 @@ fn process_cpu() -> Option<f64> {
 
 /// Idle CPU seconds of the machine since boot (all cores; idle and iowait
 /// from the first line of `/proc/stat`).
-fn machine_idle() -> Option<f64> {
+pub fn machine_idle() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks = parse_idle_ticks(stat.lines().next()?)?;
     // SAFETY: sysconf only reads a configuration value.
