@@ -263,9 +263,12 @@ pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
 /// fast that even the longest gap costs more, they cost more). Data sent
 /// with LZ4 is probed as before.
 ///
-/// The share is per stream (at most [`crate::zstd_stream::SENDER_CONTEXTS`]
-/// streams of a process hold a context), and the switch between the two
-/// modes is sharp: at 100 Mbit/s zstd-1 at 2.4 ns a byte costs 3 % of a
+/// The share is judged at the link's estimated rate; the stream may be
+/// measured sending up to [`LINK_SLACK`] times that, and then pays up to
+/// twice the share. It is per stream (at most [`crate::zstd_stream::SENDER_CONTEXTS`]
+/// streams of a process hold a context), and of the stream's share of a
+/// core where that is less than one (a cgroup quota). The switch between
+/// the two modes is sharp: at 100 Mbit/s zstd-1 at 2.4 ns a byte costs 3 % of a
 /// core, so on a machine loaded enough to make it slower the stream
 /// probes in runs 32 chunks apart instead.
 ///
@@ -476,7 +479,9 @@ pub struct Selector {
     probed: bool,
     /// At the last decision the link was what the stream waited on, at
     /// this rate (bytes/s on the wire, the stream's share); `None`: it was
-    /// not, or its rate is not known.
+    /// not (the wait was on the CPU, credit or unknown, or the CPU binds),
+    /// its rate is not known, or the stream was measured sending more than
+    /// [`LINK_SLACK`] times it (the estimate is not confirmed).
     link_binds: Option<f64>,
     /// The current chunk's bytes are skewed enough for zstd's literal
     /// coding to gain though LZ4 finds nothing.
@@ -729,7 +734,14 @@ impl Selector {
         // What the link allows is for data the rule sends as-is; data on
         // LZ4 compresses alone, and its probes stay as they were.
         let link_binds = self.link_binds.filter(|_| chosen == Level::None);
-        if link_binds.is_some_and(|rate| self.est[2].cost * rate <= PROBE_CPU_SHARE) {
+        if link_binds.is_some_and(|rate| self.est[2].cost * rate <= self.probe_cpu_share()) {
+            // Every chunk is probed: no run is under way or due, and when
+            // the mode ends (the link no longer binds, or zstd-1 costs
+            // more), the next run comes a gap later, not at once on a
+            // chunk that may wait on the CPU.
+            self.probe_left = 0;
+            self.next_probe = self.chunks + self.probe_gap;
+            self.probed = true;
             return true;
         }
         if self.probe_left > 0 {
@@ -756,11 +768,19 @@ impl Selector {
         match link_binds {
             Some(rate) => {
                 let cpu_per_gap = f64::from(CONTEXT_PROBE_RUN) * self.est[2].cost * rate;
-                let affordable = (cpu_per_gap / PROBE_CPU_SHARE).ceil();
+                let affordable = (cpu_per_gap / self.probe_cpu_share()).ceil();
                 (affordable.min(CONTEXT_PROBE_MAX_GAP as f64) as u64).max(EXPLORE_EVERY)
             }
             None => CONTEXT_PROBE_MAX_GAP,
         }
+    }
+
+    /// What context probes may cost while the link binds: [`PROBE_CPU_SHARE`]
+    /// of a core, or of the stream's share of one where that is less (a
+    /// cgroup quota of a fifth of a core would otherwise give probes 15 %
+    /// of the process's CPU).
+    fn probe_cpu_share(&self) -> f64 {
+        PROBE_CPU_SHARE * self.cpu_share.min(1.0)
     }
 
     /// Whether the next chunk's bytes are skewed enough for zstd's literal
@@ -2189,6 +2209,81 @@ mod tests {
             probes >= (chunks / EXPLORE_EVERY - 1) * u64::from(CONTEXT_PROBE_RUN)
                 && probes <= chunks / 4,
             "{probes} probes in {chunks} chunks"
+        );
+    }
+
+    /// Random data on a 100 Mbit/s link estimate, chunk `n` sent at
+    /// `measured(n)` (bytes/s on the wire) while the sender waited on
+    /// `wait(n)`, with a compressor's share of `cpu_share` cores: the chunks
+    /// that went through the context as probes.
+    fn probes_on_100_mbit(
+        chunks: u64,
+        cpu_share: f64,
+        measured: impl Fn(u64) -> f64,
+        wait: impl Fn(u64) -> Wait,
+    ) -> Vec<u64> {
+        let est = 12.5e6;
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        s.set_cpu_share(cpu_share);
+        let mut probes = Vec::new();
+        for n in 0..chunks {
+            s.set_context(true);
+            s.observe_wire_rate(measured(n), wait(n));
+            let l = s.choose_with(Some(est), 1.0, wait(n));
+            assert_eq!(l, Level::None, "chunk {n}");
+            if s.context_probe_due(l) {
+                probes.push(n);
+                s.observe_context(
+                    Level::Zstd(1),
+                    131_072,
+                    131_080,
+                    Duration::from_micros(60),
+                    1.0,
+                );
+            }
+        }
+        probes
+    }
+
+    /// Every chunk goes through the context only where the link is what
+    /// the stream waits on, the rate it was measured sending at confirms
+    /// the estimate, and zstd-1 costs at most the share of the stream's
+    /// CPU; where the mode ends, probes go back to runs, the next one a
+    /// gap later.
+    #[test]
+    fn the_never_ending_probe_needs_a_confirmed_link_and_cheap_cpu() {
+        let chunks = EXPLORE_EVERY * 8;
+        let every = |probes: &[u64]| probes.len() as u64 >= chunks * 9 / 10;
+        let at_est = |_| 12.5e6;
+        let on_link = |_| Wait::Transport;
+        // The case itself: every chunk.
+        assert!(every(&probes_on_100_mbit(chunks, 1.0, at_est, on_link)));
+        // Measured sending three times the estimate (a fresh connection's
+        // window over quinn's initial RTT on loopback): runs only.
+        let runs = probes_on_100_mbit(chunks, 1.0, |_| 37.5e6, on_link);
+        assert!(!every(&runs), "{} probes in {chunks} chunks", runs.len());
+        // Waiting on the CPU, on credit, or not known: runs only.
+        for wait in [Wait::Compressor, Wait::Credit, Wait::Unknown] {
+            let runs = probes_on_100_mbit(chunks, 1.0, at_est, |_| wait);
+            assert!(!every(&runs), "{wait:?}: {} probes", runs.len());
+        }
+        // A tenth of a core (a cgroup quota): 60 µs a chunk at 100 Mbit/s
+        // is 0.6 % of a core, 6 % of the quota.
+        let runs = probes_on_100_mbit(chunks, 0.1, at_est, on_link);
+        assert!(!every(&runs), "{} probes on a tenth of a core", runs.len());
+        // The link binds for 100 chunks, then the sender waits on the CPU:
+        // no run starts at once on the chunk that waits on the CPU.
+        let probes = probes_on_100_mbit(chunks, 1.0, at_est, |n| {
+            if n < 100 {
+                Wait::Transport
+            } else {
+                Wait::Compressor
+            }
+        });
+        let after: Vec<u64> = probes.iter().copied().filter(|&n| n >= 100).collect();
+        assert!(
+            after.first().is_none_or(|&n| n >= 100 + EXPLORE_EVERY - 1),
+            "probes after the link stopped binding: {after:?}"
         );
     }
 

@@ -639,6 +639,7 @@ impl SendStream {
         let mut inner = shared.lock();
         let room = match inner.core.send_room(self.id) {
             Ok(0) => {
+                self.found_no_room();
                 inner.register_write(self.id, cx.waker());
                 return Poll::Pending;
             }
