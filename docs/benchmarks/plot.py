@@ -66,8 +66,10 @@ def streams():
                "concurrent streams (log scale)", "MB/s (aggregate)", log_x=True)
 
 
-def bar_chart(path, title, groups, series, ylabel):
-    """Grouped bars: one group per entry of `groups`, one bar per series."""
+def bar_chart(path, title, groups, series, ylabel, marks=()):
+    """Grouped bars: one group per entry of `groups`, one bar per series.
+    `marks` holds (group, series) pairs whose bar gets a "CPU" label: the
+    CPU, not the link, bound that transfer."""
     W, H, L, R, T, B = 640, 400, 70, 230, 40, 50
     pw, ph = W - L - R, H - T - B
     ymax = max(v for _, vals in series for v in vals if v is not None) * 1.1
@@ -90,9 +92,16 @@ def bar_chart(path, title, groups, series, ylabel):
             h = v / ymax * ph
             x = L + g * gw + gw * 0.1 + k * bw
             body.append(f'<rect x="{x:.1f}" y="{T+ph-h:.1f}" width="{bw*0.9:.1f}" height="{h:.1f}" fill="{COLORS[k % len(COLORS)]}"/>')
+            if (g, k) in marks:
+                cx, cy = x + bw * 0.45, T + ph - h - 3
+                body.append(f'<text x="{cx:.1f}" y="{cy:.1f}" font-size="8" text-anchor="start" '
+                            f'transform="rotate(-90 {cx:.1f} {cy:.1f})">CPU</text>')
     for k, (name, _) in enumerate(series):
         body.append(f'<rect x="{L+pw+15}" y="{T+10+k*20}" width="12" height="12" fill="{COLORS[k % len(COLORS)]}"/>')
         body.append(f'<text x="{L+pw+32}" y="{T+20+k*20}">{name}</text>')
+    if marks:
+        body.append(f'<text x="{L+pw+15}" y="{T+20+len(series)*20+10}" font-size="10">'
+                    'CPU: the CPU bound it</text>')
     path.write_text(svg(W, H, body))
 
 
@@ -113,21 +122,26 @@ def compression():
 
 
 def wan():
-    """One chart per RTT at 100 Mbit/s: goodput as % of the link by loss."""
+    """One chart per link rate and RTT: goodput as % of the link by loss,
+    transfers the CPU bound marked."""
     path = HERE / "wan-matrix.json"
     if not path.exists():
         return
     rows = json.loads(path.read_text())
-    for rtt in sorted({r["rtt_ms"] for r in rows if r["mbit"] == 100}):
-        sel = [r for r in rows if r["mbit"] == 100 and r["rtt_ms"] == rtt]
+    for mbit, rtt in sorted({(r["mbit"], r["rtt_ms"]) for r in rows}):
+        sel = [r for r in rows if r["mbit"] == mbit and r["rtt_ms"] == rtt]
         losses = sorted({r["loss_pct"] for r in sel})
         names = list(dict.fromkeys(r["subject"] for r in sel))
-        at = {(r["subject"], r["loss_pct"]): r["of_link"] * 100 for r in sel}
+        at = {(r["subject"], r["loss_pct"]): r for r in sel}
         series = [(n.replace(", 1 connection", "").replace("DWCP over ", "DWCP "),
-                   [at.get((n, l)) for l in losses]) for n in names]
-        bar_chart(HERE / f"wan-100mbit-{rtt}ms.svg",
-                  f"Goodput, 100 Mbit/s, {rtt} ms RTT, by loss % (TUN delay line)",
-                  [f"{l:g} %" for l in losses], series, "% of the link")
+                   [at[(n, l)]["of_link"] * 100 if (n, l) in at else None for l in losses])
+                  for n in names]
+        marks = {(g, k) for k, n in enumerate(names) for g, l in enumerate(losses)
+                 if at.get((n, l), {}).get("cpu_bound")}
+        rate = f"{mbit} Mbit/s" if mbit < 1000 else f"{mbit // 1000} Gbit/s"
+        bar_chart(HERE / f"wan-{mbit}mbit-{rtt}ms.svg",
+                  f"Goodput, {rate}, {rtt} ms RTT, by loss % (TUN delay line)",
+                  [f"{l:g} %" for l in losses], series, "% of the link", marks)
 
 
 if __name__ == "__main__":
