@@ -392,6 +392,14 @@ fn torture(
 
 fn main() {
     let cli = Cli::parse();
+    // `DWCP_BENCH_LOG=dwcp_core::net::congestion=trace` (a tracing filter)
+    // prints what the library traces, to stderr; nothing without it.
+    if let Ok(filter) = std::env::var("DWCP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if matches!(cli.command, Command::Torture { .. }) {
         // The allocator settings the daemon runs with (see dwcp_core::malloc),
         // before any thread starts; the other subcommands (the gate's

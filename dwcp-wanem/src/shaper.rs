@@ -46,7 +46,7 @@ impl LinkProfile {
         let bdp = (rate / 8) as u128 * rtt_ms as u128 / 1000;
         LinkProfile {
             rate_bps: Some(rate),
-            delay: Duration::from_millis(rtt_ms / 2),
+            delay: Duration::from_micros(rtt_ms * 500),
             loss: loss_pct / 100.0,
             queue_bytes: (bdp as usize).max(64 * 1024),
             ..LinkProfile::default()
@@ -320,5 +320,17 @@ mod tests {
         };
         assert!(zero.validate().is_err());
         assert!(LinkProfile::wan(100, 50, 1.0).validate().is_ok());
+    }
+
+    /// Half the round trip each way, odd milliseconds included: a "1 ms"
+    /// profile had no delay at all (1 / 2 in whole milliseconds), and
+    /// every 1 ms cell of the WAN matrix until 2026-12-07 ran on a path of
+    /// the delay line's own 0.1 ms.
+    #[test]
+    fn a_wan_profile_delays_half_its_round_trip_each_way() {
+        for (rtt_ms, each_way_us) in [(1, 500), (25, 12_500), (50, 25_000)] {
+            let p = LinkProfile::wan(100, rtt_ms, 0.0);
+            assert_eq!(p.delay, Duration::from_micros(each_way_us), "{rtt_ms} ms");
+        }
     }
 }
