@@ -11,7 +11,8 @@ retransmitted share and median queue, and "CPU" after a figure whose
 transfer the CPU bound (the thread driving both ends, or the machine, busy
 90 % of the time or more; see dwcp-bench's `cpu_use`).
 
-`--rates 10,1000` runs only the cells of those link rates; each cell's rows
+`--rates 10,1000` runs only the cells of those link rates, `--rtts 1,50`
+only those round trips; each cell's rows
 are also appended to `wan-matrix.partial.jsonl` (in the working directory)
 as they come, so an interrupted run keeps what it measured. A cell that
 takes more than 20 minutes is stopped and reported as failed.
@@ -95,13 +96,13 @@ def main():
     if len(sys.argv) == 3 and sys.argv[1] == "--table":
         table(sys.argv[2])
         return
-    rates = None
-    if len(sys.argv) == 3 and sys.argv[1] == "--rates":
-        rates = {int(r) for r in sys.argv[2].split(",")}
+    opts = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+    rates = {int(r) for r in opts["--rates"].split(",")} if "--rates" in opts else None
+    rtts = {int(r) for r in opts["--rtts"].split(",")} if "--rtts" in opts else None
     out = []
     partial = open("wan-matrix.partial.jsonl", "a")
     for mbit, rtt, loss, mib in CELLS:
-        if rates is not None and mbit not in rates:
+        if (rates is not None and mbit not in rates) or (rtts is not None and rtt not in rtts):
             continue
         only = CLEAN if loss == 0 else LOSSY
         cmd = [BENCH, "wan", "--tun", "--mbit", str(mbit), "--rtt-ms", str(rtt),
