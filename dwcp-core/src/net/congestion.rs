@@ -232,13 +232,14 @@ impl ControllerFactory for DwcpCongestionConfig {
     }
 }
 
-/// The window at which the path last dropped more than [`LOSS_THRESHOLD`]
-/// of a round, less that share (BBRv2's `inflight_hi`, though that one is
-/// set from about 2 % loss). If that round lost at least
-/// [`LOSS_CAP_MIN_LOST`] packets the cap stands for [`LOSS_CAP_HOLD`];
-/// after that (at once, for a cap from a smaller round) each round without
-/// such loss, in which the window reached the cap, raises it by a step
-/// that doubles from one packet. It takes back only the
+/// The window when a judgement last found more than [`LOSS_THRESHOLD`]
+/// lost (over a round, or rounds summed to [`LOSS_JUDGED_PACKETS`]), less
+/// that share (BBRv2's `inflight_hi`, though that one is set from about
+/// 2 % loss). If that judgement counted at least [`LOSS_CAP_MIN_LOST`]
+/// packets lost the cap stands for [`LOSS_CAP_HOLD`]; after that (at once,
+/// for a cap from a smaller loss) each round without such loss, in which
+/// the window reached the cap, raises it by a step that doubles from one
+/// packet. It takes back only the
 /// [`SCHEDULING_ALLOWANCE`], never the window the rate estimate makes
 /// (with its room for lost packets).
 ///
@@ -271,10 +272,12 @@ const LOSS_CAP_HOLD: Duration = Duration::from_secs(1);
 /// (rounds of 100 packets), and from about 107 packets a round (an
 /// overflowing 1 Gbit/s, 1 ms path sends more) the share alone decides.
 /// Requiring 128 packets a round instead let that path's rounds of 90–120
-/// packets overflow unheld: 3–7 % retransmitted. Caps from smaller rounds
-/// are not held, so a slow path whose shallow queue the allowance
-/// overflows (fewer than 16 packets a round) keeps the cap it had before
-/// the hold.
+/// packets overflow unheld: 3–7 % retransmitted. Caps from smaller losses
+/// are not held. Since loss is judged over at least
+/// [`LOSS_JUDGED_PACKETS`], a slow path whose shallow queue overflows
+/// every round can reach 16 lost within a judgement of several rounds,
+/// and its cap is then held too (a cap never goes under the window the
+/// rate estimate makes).
 const LOSS_CAP_MIN_LOST: u64 = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -435,23 +438,31 @@ impl DwcpCongestion {
         if telling {
             self.judged_acked += self.round_acked;
             self.judged_lost += self.round_lost;
+        } else {
+            // A pause: what was summed before it is not judged with what
+            // comes after (loss from the end of one transfer read with the
+            // next one's first rounds, or clean rounds from then hiding a
+            // burst now).
+            self.judged_acked = 0;
+            self.judged_lost = 0;
         }
         // The share lost over the rounds since the last judgement, once
         // they hold [`LOSS_JUDGED_PACKETS`] (`None`: not yet).
-        let judged = self.judged_acked + self.judged_lost;
-        let (lost_share, judged_lost) = if judged >= LOSS_JUDGED_PACKETS * self.mtu {
+        let summed = self.judged_acked + self.judged_lost;
+        let (lost_share, judged_lost) = if summed >= LOSS_JUDGED_PACKETS * self.mtu {
             let lost = self.judged_lost;
             self.judged_acked = 0;
             self.judged_lost = 0;
-            (Some(lost as f64 / judged as f64), lost)
+            (Some(lost as f64 / summed as f64), lost)
         } else {
             (None, 0)
         };
-        // Random loss, smoothed; a congested judgement does not count (it
-        // lowers the estimate instead).
+        // Random loss, smoothed (a congested judgement counts as
+        // LOSS_THRESHOLD: it lowers the estimate too).
         if let Some(share) = lost_share {
             self.loss_share = 0.75 * self.loss_share + 0.25 * share.min(LOSS_THRESHOLD);
         }
+        let judged = lost_share.is_some();
         let lost_share = lost_share.unwrap_or(0.0);
         let mut sample = self.round_sample;
         let congested = lost_share > LOSS_THRESHOLD;
@@ -464,9 +475,8 @@ impl DwcpCongestion {
             let at = self
                 .loss_cap
                 .map_or(self.window, |c| c.window.min(self.window));
-            // Held only if not by chance: in a round of twenty packets,
-            // random loss of 5 % passes the threshold once in 63 rounds.
-            // A cap from a smaller round rises from the next round on, as
+            // Held only if many packets were lost, not a few by chance. A
+            // cap from a smaller loss rises from the next round on, as
             // every cap did before the hold (within one already held, it
             // keeps that hold).
             let held_until = if judged_lost >= LOSS_CAP_MIN_LOST * self.mtu {
@@ -548,6 +558,7 @@ impl DwcpCongestion {
             gain = ?self.gain,
             acked = self.round_acked,
             lost = self.round_lost,
+            judged,
             lost_share,
             congested,
             held_back,
@@ -845,6 +856,12 @@ impl DwcpCongestion {
             self.window = self.min_window();
             self.round_max.clear();
             self.round_sample = 0.0;
+            // The outage's own loss is not judged with the new startup's
+            // acknowledgements.
+            self.round_acked = 0;
+            self.round_lost = 0;
+            self.round_app_limited = false;
+            self.round_app_acked = 0;
             self.judged_acked = 0;
             self.judged_lost = 0;
             self.phase = Phase::Startup;
@@ -1280,7 +1297,7 @@ mod tests {
         let rtt = Duration::from_millis(2);
         let t0 = Instant::now();
         for (loss, seed) in [(0.02, 3), (0.05, 7)] {
-            let Run { cc, .. } = drive_from(
+            let Run { cc, delivered, .. } = drive_from(
                 seeded(None, t0),
                 t0,
                 rate,
@@ -1295,6 +1312,17 @@ mod tests {
                 cc.congestions,
                 cc.rounds,
                 loss * 100.0
+            );
+            // The loss was judged (its smoothed share follows it), and the
+            // path stayed full.
+            assert!(
+                cc.loss_share > loss / 3.0 && cc.loss_share < loss * 3.0,
+                "smoothed loss {:.3} at {loss}",
+                cc.loss_share
+            );
+            assert!(
+                delivered > 0.8 * rate * (1.0 - loss),
+                "{delivered:.0} B/s of {rate:.0}"
             );
         }
     }
