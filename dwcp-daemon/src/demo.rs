@@ -436,6 +436,8 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
         )
     };
     let at_start = delivered();
+    let wire_sent = || peer.connection().map_or(0, |c| c.stats().core.bytes_sent);
+    let wire_at_start = wire_sent();
     println!(
         "  pages, random: application data delivered to the sinks; wire: what node-a sent, compressed"
     );
@@ -484,6 +486,7 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     // Delivered while the traffic ran; what was still in buffers then is
     // delivered (and verified) during the drain, but not counted as rate.
     let at_stop = delivered();
+    let wire_during = wire_sent().saturating_sub(wire_at_start);
     let mut results = Vec::new();
     for b in bulks {
         results.push(b.await.map_err(|e| e.to_string())?);
@@ -570,8 +573,15 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     }
     ok &= inter_result.is_ok();
     if let Some(s) = stats {
+        let wire_mbit = wire_during as f64 * 8.0 / elapsed / 1e6;
         println!(
-            "  link    {:.1} MiB on the wire, compression ratio {:.2}, RTT {:.1} ms, loss {:.2}% ({} of {} packets)",
+            "  wire    {wire_mbit:.1} Mbit/s from node-a while the traffic ran: {:.1} % of the link's {} Mbit/s, \
+             counted above QUIC (its headers, acknowledgements and retransmissions are the rest)",
+            wire_mbit * 100.0 / a.mbit.max(1) as f64,
+            a.mbit
+        );
+        println!(
+            "  link    {:.1} MiB on the wire in all, compression ratio {:.2}, RTT {:.1} ms, loss {:.2}% ({} of {} packets)",
             s.core.bytes_sent as f64 / (1 << 20) as f64,
             s.compression_ratio(),
             s.transport.rtt.map_or(0.0, |r| r.as_secs_f64() * 1000.0),
