@@ -294,8 +294,9 @@ const LOSS_CAP_MIN_LOST: u64 = 16;
 /// whatever share of the round they are.
 /// A queue that overflows drops the tail of a burst, packets in a row, and
 /// quinn's pacer sends bursts of up to 2 ms of the window's rate: on a
-/// 1 ms path the whole window. Random loss of 5 % puts eight packets of a
-/// twenty an acknowledgement covers in one detection about once in 200,000.
+/// 1 ms path the whole window. Random loss of 5 % puts eight packets of the
+/// twenty an acknowledgement may cover in one detection about once in
+/// 200,000 (quinn acknowledges every second packet).
 const LOSS_BURST_PACKETS: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
