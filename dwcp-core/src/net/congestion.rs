@@ -454,14 +454,7 @@ impl DwcpCongestion {
             // The probe's own low rate is not the path's: on a short path
             // 200 ms is more than the rounds the estimate covers.
             self.round_start = now;
-            self.round_sample = 0.0;
-            self.round_acked = 0;
-            self.round_lost = 0;
-            self.round_loss_window = 0;
-            self.round_burst = false;
-            self.mtu_lowered = false;
-            self.round_app_limited = false;
-            self.round_app_acked = 0;
+            self.clear_round();
             return;
         }
         // What was known before this round's sample.
@@ -519,16 +512,26 @@ impl DwcpCongestion {
             // (a share of the round would count a short round's loss
             // against less than the window that lost it). A burst is the
             // queue's overflow, not chance: held.
-            let at = self.round_loss_window;
-            let share = self.round_lost as f64 / at.max(1) as f64;
-            self.cut_cap(now, at, share.min(1.0), u64::MAX);
+            let fits = self.round_loss_window.saturating_sub(self.round_lost);
+            self.cut_cap(now, fits, true);
         } else if congested {
             self.congestions += 1;
             // Congestion: the path carries less than we thought.
             let bw = self.bottleneck().unwrap_or(0.0) * 0.85;
             self.round_max.clear();
             sample = bw.max(sample.min(bw));
-            self.cut_cap(now, loss_window, lost_share, judged_lost);
+            // That share under the window the lost packets were sent at
+            // (the window now if none is known). Held only if many packets
+            // were lost, not a few by chance: a cap from a smaller loss
+            // rises from the next round on, as every cap did before the
+            // hold.
+            let at = if loss_window == 0 {
+                self.window
+            } else {
+                loss_window
+            };
+            let fits = (at as f64 * (1.0 - lost_share)) as u64;
+            self.cut_cap(now, fits, judged_lost >= LOSS_CAP_MIN_LOST * self.mtu);
         } else if let Some(c) = &mut self.loss_cap {
             let free = c.held_until.is_none_or(|until| now >= until);
             if free && self.window >= c.window {
@@ -614,14 +617,7 @@ impl DwcpCongestion {
             "round"
         );
         self.round_start = now;
-        self.round_sample = 0.0;
-        self.round_acked = 0;
-        self.round_lost = 0;
-        self.round_loss_window = 0;
-        self.round_burst = false;
-        self.mtu_lowered = false;
-        self.round_app_limited = false;
-        self.round_app_acked = 0;
+        self.clear_round();
         if self.phase == Phase::Cruise
             && matches!(self.gain, Gain::Drain)
             && self.min_rtt_getting_old(now)
@@ -631,24 +627,31 @@ impl DwcpCongestion {
         self.update_window(now);
     }
 
-    /// Lowers the [`LossCap`] after `share` of the bytes were lost (`lost`
-    /// bytes), to that share under the window at which they were sent
-    /// (`sent_at`; 0: not known, the window now), never raising it. A loss
-    /// declared over several rounds was sent at the window before the cut
-    /// its first part made: the base is that window, not the cut one, so
-    /// the rest of the same loss does not cut again below what the path
-    /// holds (a cascade took the cap from 801 to 357, 182 and 152 KB on a
-    /// 1 Gbit/s, 1 ms path holding about 250 KB). The cap takes back only the
-    /// [`SCHEDULING_ALLOWANCE`] (see `update_window`).
-    fn cut_cap(&mut self, now: Instant, sent_at: u64, share: f64, lost: u64) {
-        let at = if sent_at == 0 { self.window } else { sent_at };
-        let cut = ((at as f64 * (1.0 - share)) as u64).max(self.min_window());
-        // Held only if many packets were lost, not a few by chance. A cap
-        // from a smaller loss rises from the next round on, as every cap
-        // did before the hold (within one already held, it keeps that
-        // hold).
+    /// Forgets what the current round has seen (its start stays).
+    fn clear_round(&mut self) {
+        self.round_sample = 0.0;
+        self.round_acked = 0;
+        self.round_lost = 0;
+        self.round_loss_window = 0;
+        self.round_burst = false;
+        self.mtu_lowered = false;
+        self.round_app_limited = false;
+        self.round_app_acked = 0;
+    }
+
+    /// Lowers the [`LossCap`] to `fits` (what the window the loss was sent
+    /// at less the loss: callers reckon it from that window, not from one
+    /// an earlier part of the same loss had already cut, so the rest of a
+    /// loss declared over several rounds does not cut again below what the
+    /// path holds; a cascade took the cap from 801 to 357, 182 and 152 KB
+    /// on a 1 Gbit/s, 1 ms path holding about 250 KB), never raising it,
+    /// and holds it for [`LOSS_CAP_HOLD`] if `hold` and it was lowered
+    /// (within a hold already running, it keeps that hold). The cap takes
+    /// back only the [`SCHEDULING_ALLOWANCE`] (see `update_window`).
+    fn cut_cap(&mut self, now: Instant, fits: u64, hold: bool) {
+        let cut = fits.max(self.min_window());
         let lowered = self.loss_cap.is_none_or(|c| cut < c.window);
-        let held_until = if lost >= LOSS_CAP_MIN_LOST * self.mtu && lowered {
+        let held_until = if hold && lowered {
             Some(now + LOSS_CAP_HOLD)
         } else {
             // A cut that does not lower the cap does not hold it longer.
@@ -981,16 +984,9 @@ impl DwcpCongestion {
             self.loss_cap = None;
             self.window = self.min_window();
             self.round_max.clear();
-            self.round_sample = 0.0;
             // The outage's own loss is not judged with the new startup's
             // acknowledgements.
-            self.round_acked = 0;
-            self.round_lost = 0;
-            self.round_loss_window = 0;
-            self.round_burst = false;
-            self.mtu_lowered = false;
-            self.round_app_limited = false;
-            self.round_app_acked = 0;
+            self.clear_round();
             self.judged_acked = 0;
             self.judged_lost = 0;
             self.judged_loss_window = 0;
@@ -1366,6 +1362,24 @@ mod tests {
         dropped: Vec<u64>,
     }
 
+    impl Shares {
+        /// Share of flow `i`'s packets dropped at the full queue.
+        fn dropped_share(&self, i: usize) -> f64 {
+            self.dropped[i] as f64 / self.sent[i].max(1) as f64
+        }
+    }
+
+    /// 1 Gbit/s, in bytes/s.
+    const GIGABIT: f64 = 125e6;
+
+    /// One flow alone on a 1 Gbit/s path of `rtt` with a one-BDP queue (a
+    /// fast short path, where the scheduling room is a BDP or two): see
+    /// [`share`]. Also returns the BDP.
+    fn alone_at_a_gigabit(rtt: Duration, secs: f64, measure: f64) -> (Shares, u64) {
+        let bdp = (GIGABIT * rtt.as_secs_f64()) as u64;
+        (share(&[0.0], 1, GIGABIT, rtt, bdp, secs, measure), bdp)
+    }
+
     /// Asserts that the second of two flows (joining at `start` s) got more
     /// than `min` of what both delivered (`got`, bytes/s each).
     fn assert_second_gets(got: &[f64], min: f64, start: f64) {
@@ -1392,15 +1406,11 @@ mod tests {
     /// retransmissions from 20–22 % to 0.2–3.7 %.)
     #[test]
     fn a_shallow_queue_on_a_fast_short_path_is_not_overflowed_every_round() {
-        let rate = 125e6;
-        let rtt = Duration::from_millis(2);
-        let bdp = (rate * rtt.as_secs_f64()) as u64;
-        let Shares {
-            got, sent, dropped, ..
-        } = share(&[0.0], 1, rate, rtt, bdp, 4.0, 3.0);
-        let lost = dropped[0] as f64 / sent[0].max(1) as f64;
+        let (run, _) = alone_at_a_gigabit(Duration::from_millis(2), 4.0, 3.0);
+        let lost = run.dropped_share(0);
         assert!(lost < 0.02, "{:.1} % of the packets dropped", lost * 100.0);
-        assert!(got[0] > rate * 0.8, "{:.0} Mbit/s of 1000", got[0] * 8e-6);
+        let got = run.got[0];
+        assert!(got > GIGABIT * 0.8, "{:.0} Mbit/s of 1000", got * 8e-6);
     }
 
     /// A startup round that loses more than [`LOSS_THRESHOLD`] ends
@@ -1412,12 +1422,10 @@ mod tests {
     /// were dropped, against 7.8 % when the overflow ends startup.
     #[test]
     fn a_startup_round_over_the_loss_threshold_ends_startup() {
-        let rate = 125e6;
         let rtt = Duration::from_millis(1);
-        let bdp = (rate * rtt.as_secs_f64()) as u64;
         // The model is deterministic: a run of k ms is the state at k ms.
         let first = (1..=50u64)
-            .map(|ms| share(&[0.0], 1, rate, rtt, bdp, ms as f64 / 1e3, ms as f64 / 2e3))
+            .map(|ms| alone_at_a_gigabit(rtt, ms as f64 / 1e3, ms as f64 / 2e3).0)
             .find(|run| run.ccs[0].congestions > 0)
             .expect("the one-BDP queue overflows within 50 ms");
         assert_ne!(
@@ -1425,8 +1433,7 @@ mod tests {
             Phase::Startup,
             "congested, still in startup"
         );
-        let Shares { sent, dropped, .. } = share(&[0.0], 1, rate, rtt, bdp, 0.05, 0.02);
-        let lost = dropped[0] as f64 / sent[0] as f64;
+        let lost = alone_at_a_gigabit(rtt, 0.05, 0.02).0.dropped_share(0);
         assert!(
             lost < 0.1,
             "{:.1} % dropped in the first 50 ms",
@@ -1443,17 +1450,18 @@ mod tests {
     /// window the lost packets were sent at, and never raises the cap.
     #[test]
     fn a_loss_declared_over_rounds_is_cut_from_the_window_that_sent_it() {
-        let rate = 125e6;
-        let rtt = Duration::from_millis(1);
-        let bdp = (rate * rtt.as_secs_f64()) as u64;
-        let Shares { got, ccs, .. } = share(&[0.0], 1, rate, rtt, bdp, 1.5, 0.9);
+        let (Shares { got, ccs, .. }, bdp) = alone_at_a_gigabit(Duration::from_millis(1), 1.5, 0.9);
         let cap = ccs[0].loss_cap.map_or(0, |c| c.window);
         assert!(
             cap as f64 > 0.9 * (2 * bdp) as f64,
             "the cap is {cap} B of the {} the path holds",
             2 * bdp
         );
-        assert!(got[0] > rate * 0.95, "{:.0} Mbit/s of 1000", got[0] * 8e-6);
+        assert!(
+            got[0] > GIGABIT * 0.95,
+            "{:.0} Mbit/s of 1000",
+            got[0] * 8e-6
+        );
     }
 
     /// The window history keeps the entry in force `keep` ago: a window held
@@ -1489,14 +1497,9 @@ mod tests {
     /// either way.)
     #[test]
     fn a_burst_of_loss_under_the_threshold_caps_the_window() {
-        let rate = 125e6;
-        let rtt = Duration::from_millis(2);
-        let bdp = (rate * rtt.as_secs_f64()) as u64;
-        let Shares {
-            ccs, sent, dropped, ..
-        } = share(&[0.0], 1, rate, rtt, bdp, 6.0, 3.0);
-        let lost = dropped[0] as f64 / sent[0] as f64;
-        assert!(ccs[0].bursts > 0, "no burst of loss was seen");
+        let (run, _) = alone_at_a_gigabit(Duration::from_millis(2), 6.0, 3.0);
+        let lost = run.dropped_share(0);
+        assert!(run.ccs[0].bursts > 0, "no burst of loss was seen");
         assert!(lost < 0.003, "{:.2} % of the packets dropped", lost * 100.0);
     }
 
