@@ -438,6 +438,14 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     let at_start = delivered();
     let wire_sent = || peer.connection().map_or(0, |c| c.stats().core.bytes_sent);
     let wire_at_start = wire_sent();
+    // What the emulator's bottleneck sent forward (node-a to node-b), in
+    // whole QUIC packets. Its random loss falls after the bottleneck, so
+    // the packets lost there count: they took their time on it.
+    let line_sent = || {
+        let (forward, _) = relay.stats();
+        forward.bytes + forward.lost_bytes
+    };
+    let line_at_start = line_sent();
     println!(
         "  pages, random: application data delivered to the sinks; wire: what node-a sent, compressed"
     );
@@ -487,6 +495,7 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     // delivered (and verified) during the drain, but not counted as rate.
     let at_stop = delivered();
     let wire_during = wire_sent().saturating_sub(wire_at_start);
+    let line_during = line_sent().saturating_sub(line_at_start);
     let mut results = Vec::new();
     for b in bulks {
         results.push(b.await.map_err(|e| e.to_string())?);
@@ -579,6 +588,12 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
              counted above QUIC (its headers, acknowledgements and retransmissions are the rest)",
             wire_mbit * 100.0 / a.mbit.max(1) as f64,
             a.mbit
+        );
+        let line_mbit = line_during as f64 * 8.0 / elapsed / 1e6;
+        println!(
+            "          the link's bottleneck sent {line_mbit:.1} Mbit/s forward in that time: {:.1} % of its rate, \
+             counted in whole QUIC packets (headers, acknowledgements, retransmissions and the packets it lost at random)",
+            line_mbit * 100.0 / a.mbit.max(1) as f64,
         );
         println!(
             "  link    {:.1} MiB on the wire in all, compression ratio {:.2}, RTT {:.1} ms, loss {:.2}% ({} of {} packets)",

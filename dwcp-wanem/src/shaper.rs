@@ -90,6 +90,9 @@ pub struct ShaperStats {
     pub delivered: u64,
     /// Packets lost at random.
     pub lost: u64,
+    /// Bytes lost at random. The loss falls after the bottleneck, so these
+    /// bytes took their time on it: `bytes + lost_bytes` is what it sent.
+    pub lost_bytes: u64,
     /// Packets dropped by the full queue.
     pub queue_drops: u64,
     /// Packets held back for reordering.
@@ -188,6 +191,7 @@ impl Shaper {
         }
         if chosen || loss_draw < self.profile.loss {
             self.stats.lost += 1;
+            self.stats.lost_bytes += len as u64;
             return Decision::Lost;
         }
         let jitter = self.profile.jitter.mul_f64(jitter_draw);
@@ -272,6 +276,21 @@ mod tests {
         assert_eq!(a, run(&profile), "same seed, same decisions");
         let other = LinkProfile { seed: 8, ..profile };
         assert_ne!(a, run(&other), "another seed, other decisions");
+    }
+
+    #[test]
+    fn a_packet_lost_at_random_took_its_time_on_the_bottleneck() {
+        let mut s = Shaper::new(LinkProfile {
+            rate_bps: Some(8_000_000), // 1 byte per microsecond
+            delay: ms(10),
+            ..LinkProfile::default()
+        });
+        s.drop_next(1, 0);
+        assert_eq!(s.offer(ms(0), 1000), Decision::Lost);
+        // The next packet waits for the lost one to leave the bottleneck.
+        assert_eq!(s.offer(ms(0), 500), Decision::Deliver(Duration::from_micros(11_500)));
+        let stats = s.stats();
+        assert_eq!((stats.lost, stats.lost_bytes, stats.bytes), (1, 1000, 500));
     }
 
     #[test]
