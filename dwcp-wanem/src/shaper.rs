@@ -288,7 +288,10 @@ mod tests {
         s.drop_next(1, 0);
         assert_eq!(s.offer(ms(0), 1000), Decision::Lost);
         // The next packet waits for the lost one to leave the bottleneck.
-        assert_eq!(s.offer(ms(0), 500), Decision::Deliver(Duration::from_micros(11_500)));
+        assert_eq!(
+            s.offer(ms(0), 500),
+            Decision::Deliver(Duration::from_micros(11_500))
+        );
         let stats = s.stats();
         assert_eq!((stats.lost, stats.lost_bytes, stats.bytes), (1, 1000, 500));
     }
