@@ -118,7 +118,8 @@ enum Command {
         /// Workload name.
         name: String,
     },
-    /// Randomised stream torture test on loopback (streams from both sides,
+    /// Randomised stream torture test on loopback, or for QUIC through an
+    /// emulated WAN (`--mbit`, `--rtt-ms`, `--loss-pct`; streams from both sides,
     /// random write/read APIs and sizes, resets, drops, cancellation, every
     /// byte checked); exits 1 on any truncation, corruption, false clean end,
     /// wrong reset code, hang, or memory above the bound.
@@ -167,6 +168,16 @@ enum Command {
         /// Every stream must end within this many seconds of the run's start.
         #[arg(long, default_value_t = 300)]
         deadline_secs: u64,
+        /// Runs QUIC through an emulated WAN of this rate, in Mbit/s, each
+        /// way (a UDP relay with a one-BDP queue; 0: loopback, no relay).
+        #[arg(long, default_value_t = 0)]
+        mbit: u64,
+        /// The emulated WAN's round-trip time, in ms.
+        #[arg(long, default_value_t = 40)]
+        rtt_ms: u64,
+        /// The emulated WAN's random loss each way, in percent.
+        #[arg(long, default_value_t = 0.0)]
+        loss_pct: f64,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -257,6 +268,14 @@ enum TortureTransportArg {
     Both,
 }
 
+/// An emulated WAN for `torture` (its `--mbit`, `--rtt-ms`, `--loss-pct`).
+#[derive(Debug, Clone, Copy)]
+struct Wan {
+    mbit: u64,
+    rtt_ms: u64,
+    loss_pct: f64,
+}
+
 /// Runs one torture configuration in a fresh child process (this binary with
 /// `torture --single`), so that its VmHWM is that run's alone, and reads back
 /// its JSON report.
@@ -267,6 +286,7 @@ fn torture_child(
     max_mib: u64,
     disrupt: f64,
     deadline_secs: u64,
+    wan: Option<Wan>,
 ) -> dwcp_bench::torture::TortureReport {
     use dwcp_bench::torture::TortureReport;
     let failed = |why: String| TortureReport {
@@ -296,6 +316,16 @@ fn torture_child(
             &disrupt.to_string(),
         ])
         .args(["--deadline-secs", &deadline_secs.to_string()])
+        .args(wan.map_or(Vec::new(), |w| {
+            vec![
+                "--mbit".to_string(),
+                w.mbit.to_string(),
+                "--rtt-ms".to_string(),
+                w.rtt_ms.to_string(),
+                "--loss-pct".to_string(),
+                w.loss_pct.to_string(),
+            ]
+        }))
         .stderr(std::process::Stdio::inherit())
         .output();
     match out {
@@ -320,6 +350,7 @@ fn torture(
     max_mib: u64,
     disrupt: f64,
     deadline_secs: u64,
+    wan: Option<Wan>,
     json: bool,
     single: bool,
 ) -> i32 {
@@ -333,6 +364,18 @@ fn torture(
         TortureTransportArg::Tcp => &[TortureTransport::Tcp],
         TortureTransportArg::Both => &[TortureTransport::Quic, TortureTransport::Tcp],
     };
+    if wan.is_some() && transports != [TortureTransport::Quic] {
+        eprintln!("torture: an emulated WAN (--mbit) is QUIC only: add --transport quic");
+        return 2;
+    }
+    let link = wan.map(|w| dwcp_wanem::LinkProfile {
+        seed: 11,
+        ..dwcp_wanem::LinkProfile::wan(w.mbit, w.rtt_ms, w.loss_pct)
+    });
+    if let Some(Err(e)) = link.as_ref().map(|l| l.validate()) {
+        eprintln!("torture: {e}");
+        return 2;
+    }
     if single {
         let (&[t], &[seed]) = (transports, &seeds[..]) else {
             eprintln!("torture --single: one transport and one seed");
@@ -342,6 +385,7 @@ fn torture(
         cfg.disrupt = disrupt.clamp(0.0, 1.0);
         cfg.deadline = std::time::Duration::from_secs(deadline_secs);
         cfg.fresh_process = true;
+        cfg.link = link;
         let r = rt.block_on(run(cfg));
         return match serde_json::to_string(&r) {
             Ok(s) => {
@@ -357,7 +401,7 @@ fn torture(
     let mut reports = Vec::new();
     for &t in transports {
         for &seed in &seeds {
-            let r = torture_child(t, seed, streams, max_mib, disrupt, deadline_secs);
+            let r = torture_child(t, seed, streams, max_mib, disrupt, deadline_secs, wan);
             if !json {
                 println!("{r}");
             }
@@ -564,6 +608,9 @@ fn main() {
             max_mib,
             disrupt,
             deadline_secs,
+            mbit,
+            rtt_ms,
+            loss_pct,
             json,
             single,
         } => std::process::exit(torture(
@@ -575,6 +622,11 @@ fn main() {
             max_mib,
             disrupt,
             deadline_secs,
+            (mbit > 0).then_some(Wan {
+                mbit,
+                rtt_ms,
+                loss_pct,
+            }),
             json,
             single,
         )),

@@ -2,7 +2,9 @@
 //! API only.
 //!
 //! One process, a server and a client [`Endpoint`] on 127.0.0.1, one
-//! connection. Both sides open streams at the same time; every stream's
+//! connection, direct or (QUIC only) through an emulated WAN
+//! ([`TortureConfig::link`]: a `dwcp_wanem` UDP relay with rate, delay,
+//! a one-BDP queue and random loss each way). Both sides open streams at the same time; every stream's
 //! content is a deterministic byte pattern (a mix of compressible text and
 //! incompressible noise) checked incrementally by the reader. Writers mix
 //! `send(Bytes)`, `send_raw`, `AsyncWrite::write` and `write_all` with random
@@ -44,6 +46,8 @@ use dwcp_core::net::{
 };
 use dwcp_core::tls::DevCa;
 use dwcp_core::{CodecId, Config, ErrorCode, StreamError};
+use dwcp_wanem::udp::Relay;
+use dwcp_wanem::LinkProfile;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
@@ -109,6 +113,9 @@ pub struct TortureConfig {
     /// Protocol settings of both sides (smaller buffers than the defaults, so
     /// the memory bound means something).
     pub protocol: Config,
+    /// An emulated WAN between the two endpoints (QUIC only: a UDP relay
+    /// applying this profile each way); `None` for loopback.
+    pub link: Option<LinkProfile>,
     /// The run has its process to itself (`dwcp-bench torture` runs each
     /// configuration in a fresh child): the peak is then the process's VmHWM
     /// (every page ever resident, not only the 20 ms samples). In a shared
@@ -135,6 +142,7 @@ impl TortureConfig {
             interactive: 0.15,
             deadline: Duration::from_secs(120),
             protocol: Self::small_buffers(),
+            link: None,
             fresh_process: false,
         }
     }
@@ -183,6 +191,9 @@ pub struct TortureReport {
     pub max_size: u64,
     /// Fraction of streams disrupted.
     pub disrupt: f64,
+    /// The emulated link between the endpoints (empty: loopback).
+    #[serde(default)]
+    pub link: String,
     /// Stream directions judged (2 per stream).
     pub directions: u64,
     /// Streams that were disrupted.
@@ -282,8 +293,13 @@ impl fmt::Display for TortureReport {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             f,
-            "torture {} seed {}: {} streams/side, sizes 0..={} KiB, {:.0}% disrupted, {:.1} s",
+            "torture {}{} seed {}: {} streams/side, sizes 0..={} KiB, {:.0}% disrupted, {:.1} s",
             self.transport,
+            if self.link.is_empty() {
+                String::new()
+            } else {
+                format!(" over {}", self.link)
+            },
             self.seed,
             self.streams_per_side,
             self.max_size >> 10,
@@ -1206,6 +1222,45 @@ async fn endpoints(cfg: &TortureConfig) -> Result<(Endpoint, Endpoint), String> 
     Ok((server, client))
 }
 
+/// "50 Mbit/s, 40 ms RTT, 2 % loss each way".
+fn describe_link(p: &LinkProfile) -> String {
+    let rate = p.rate_bps.map_or("unlimited".to_string(), |r| {
+        format!("{} Mbit/s", r / 1_000_000)
+    });
+    format!(
+        "{rate}, {} ms RTT, {} % loss each way",
+        (p.delay * 2).as_millis(),
+        p.loss * 100.0
+    )
+}
+
+/// The address the client dials: the server's, or that of a relay applying
+/// `cfg.link` each way (returned, to be held while the run lasts).
+async fn through_link(
+    cfg: &TortureConfig,
+    server: SocketAddr,
+) -> Result<(SocketAddr, Option<Relay>), String> {
+    let Some(profile) = &cfg.link else {
+        return Ok((server, None));
+    };
+    if cfg.transport != TortureTransport::Quic {
+        return Err("an emulated link is QUIC only (a UDP relay)".into());
+    }
+    let back = LinkProfile {
+        seed: profile.seed.wrapping_add(1),
+        ..profile.clone()
+    };
+    let relay = Relay::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        server,
+        profile.clone(),
+        back,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok((relay.local_addr(), Some(relay)))
+}
+
 fn parse_route(route: &[u8]) -> Option<(u8, u32)> {
     let s = std::str::from_utf8(route).ok()?;
     let (side, ix) = s.split_once(':')?;
@@ -1277,6 +1332,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         streams_per_side: cfg.streams_per_side,
         max_size: cfg.max_size,
         disrupt: cfg.disrupt,
+        link: cfg.link.as_ref().map(describe_link).unwrap_or_default(),
         configured_buffers: cfg.configured_buffers(),
         ..TortureReport::default()
     };
@@ -1288,7 +1344,15 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             return report;
         }
     };
-    let addr = server.local_addr();
+    // Held to the end of the run: dropping the relay cuts the link.
+    let (addr, _relay) = match through_link(&cfg, server.local_addr()).await {
+        Ok(x) => x,
+        Err(e) => {
+            report.unexpected_errors += 1;
+            report.examples.push(format!("link: {e}"));
+            return report;
+        }
+    };
     let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
     let (cconn, sconn) = match (c, s) {
         (Ok(c), Some(s)) => (c, s),

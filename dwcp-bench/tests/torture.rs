@@ -32,3 +32,40 @@ async fn torture_small_both_transports_two_seeds() {
         failures.join("\n")
     );
 }
+
+/// The same torture over QUIC through an emulated WAN each way: random loss
+/// on a one-BDP queue, and a queue far under the BDP that the congestion
+/// controller overflows (bursts of loss, the loss cap). Losses, timeouts and
+/// retransmissions must lose nothing and end every stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture_quic_through_lossy_and_shallow_links() {
+    let lossy = dwcp_wanem::LinkProfile {
+        seed: 11,
+        ..dwcp_wanem::LinkProfile::wan(50, 40, 2.0)
+    };
+    let shallow = dwcp_wanem::LinkProfile {
+        seed: 12,
+        queue_bytes: 24 * 1024,
+        ..dwcp_wanem::LinkProfile::wan(50, 40, 0.5)
+    };
+    let mut failures = Vec::new();
+    let mut directions = 0;
+    for (name, link) in [("lossy", lossy), ("shallow", shallow)] {
+        let mut cfg = TortureConfig::new(TortureTransport::Quic, 3, 100, 1 << 20);
+        cfg.deadline = Duration::from_secs(60);
+        cfg.link = Some(link);
+        let r = run(cfg).await;
+        println!("{r}");
+        assert!(!r.link.is_empty(), "the report names the link");
+        directions += r.directions;
+        if r.failed() {
+            failures.push(format!("{name}: {}", r.failures().join(", ")));
+        }
+    }
+    assert_eq!(directions, 2 * 100 * 2 * 2, "every stream direction judged");
+    assert!(
+        failures.is_empty(),
+        "torture failures:\n{}",
+        failures.join("\n")
+    );
+}
