@@ -194,6 +194,10 @@ pub struct TortureReport {
     /// The emulated link between the endpoints (empty: loopback).
     #[serde(default)]
     pub link: String,
+    /// Packets the emulated link lost at random or dropped from its full
+    /// queue, both ways.
+    #[serde(default)]
+    pub link_drops: u64,
     /// Stream directions judged (2 per stream).
     pub directions: u64,
     /// Streams that were disrupted.
@@ -325,6 +329,13 @@ impl fmt::Display for TortureReport {
         ];
         for (k, v) in rows {
             writeln!(f, "  {k:<22} {v:>10}")?;
+        }
+        if !self.link.is_empty() {
+            writeln!(
+                f,
+                "  {:<22} {:>10}",
+                "packets the link lost", self.link_drops
+            )?;
         }
         writeln!(
             f,
@@ -1345,7 +1356,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         }
     };
     // Held to the end of the run: dropping the relay cuts the link.
-    let (addr, _relay) = match through_link(&cfg, server.local_addr()).await {
+    let (addr, relay) = match through_link(&cfg, server.local_addr()).await {
         Ok(x) => x,
         Err(e) => {
             report.unexpected_errors += 1;
@@ -1559,6 +1570,10 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     report.memory_bound = (1.5 * (report.configured_buffers + report.inflight_peak) as f64) as u64;
     report.memory_ok = report.rss_peak.saturating_sub(report.rss_baseline) <= report.memory_bound;
     report.bytes_verified = ctx.verified.load(Ordering::Relaxed);
+    if let Some(relay) = &relay {
+        let (forward, back) = relay.stats();
+        report.link_drops = forward.lost + forward.queue_drops + back.lost + back.queue_drops;
+    }
 
     let mut examples = Vec::new();
     for side in 0..2u8 {
@@ -1595,6 +1610,7 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     report.examples.extend(examples);
     drop((cconn, sconn));
     drop((client, server));
+    drop(relay);
     report.elapsed_secs = start.elapsed().as_secs_f64();
     report
 }
