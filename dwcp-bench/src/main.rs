@@ -118,11 +118,6 @@ enum Command {
         /// Workload name.
         name: String,
     },
-    /// Randomised stream torture test on loopback, or for QUIC through an
-    /// emulated WAN (`--mbit`, `--rtt-ms`, `--loss-pct`; streams from both sides,
-    /// random write/read APIs and sizes, resets, drops, cancellation, every
-    /// byte checked); exits 1 on any truncation, corruption, false clean end,
-    /// wrong reset code, hang, or memory above the bound.
     /// A QUIC handshake flood against a running daemon (loopback only):
     /// correctly encrypted Initials that never finish their handshake, with
     /// the target's RSS before, at peak and after.
@@ -146,6 +141,13 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         watch_secs: u64,
     },
+    /// Randomised stream torture test on loopback, or for QUIC through an
+    /// emulated WAN (`--mbit`, `--rtt-ms`, `--loss-pct`): streams from both
+    /// sides, random write/read APIs and sizes, resets, drops, cancellation,
+    /// every byte checked. Exits 1 on any truncation, corruption, false clean
+    /// end, wrong reset code, hang (an operation pending at the deadline: on
+    /// a slow link lower `--streams` and `--max-mib`), or memory above the
+    /// bound.
     Torture {
         /// Transport(s) to torture.
         #[arg(long, value_enum, default_value = "both")]
@@ -169,15 +171,17 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         deadline_secs: u64,
         /// Runs QUIC through an emulated WAN of this rate, in Mbit/s, each
-        /// way (a UDP relay with a one-BDP queue; 0: loopback, no relay).
+        /// way (a UDP relay with a one-BDP queue, seeded by the run's seed;
+        /// 0: loopback, no relay).
         #[arg(long, default_value_t = 0)]
         mbit: u64,
-        /// The emulated WAN's round-trip time, in ms.
-        #[arg(long, default_value_t = 40)]
-        rtt_ms: u64,
-        /// The emulated WAN's random loss each way, in percent.
-        #[arg(long, default_value_t = 0.0)]
-        loss_pct: f64,
+        /// The emulated WAN's round-trip time, in ms (default 40; needs `--mbit`).
+        #[arg(long)]
+        rtt_ms: Option<u64>,
+        /// The emulated WAN's random loss each way, in percent (default 0;
+        /// needs `--mbit`).
+        #[arg(long)]
+        loss_pct: Option<f64>,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -368,10 +372,11 @@ fn torture(
         eprintln!("torture: an emulated WAN (--mbit) is QUIC only: add --transport quic");
         return 2;
     }
-    let link = wan.map(|w| dwcp_wanem::LinkProfile {
-        seed: 11,
-        ..dwcp_wanem::LinkProfile::wan(w.mbit, w.rtt_ms, w.loss_pct)
-    });
+    if wan.is_some_and(|w| !(0.0..=100.0).contains(&w.loss_pct)) {
+        eprintln!("torture: --loss-pct is a percentage, from 0 to 100");
+        return 2;
+    }
+    let link = wan.map(|w| dwcp_wanem::LinkProfile::wan(w.mbit, w.rtt_ms, w.loss_pct));
     if let Some(Err(e)) = link.as_ref().map(|l| l.validate()) {
         eprintln!("torture: {e}");
         return 2;
@@ -385,7 +390,7 @@ fn torture(
         cfg.disrupt = disrupt.clamp(0.0, 1.0);
         cfg.deadline = std::time::Duration::from_secs(deadline_secs);
         cfg.fresh_process = true;
-        cfg.link = link;
+        cfg.link = link.map(|l| dwcp_wanem::LinkProfile { seed, ..l });
         let r = rt.block_on(run(cfg));
         return match serde_json::to_string(&r) {
             Ok(s) => {
@@ -613,23 +618,32 @@ fn main() {
             loss_pct,
             json,
             single,
-        } => std::process::exit(torture(
-            &rt,
-            transport,
-            seed,
-            seeds,
-            streams,
-            max_mib,
-            disrupt,
-            deadline_secs,
-            (mbit > 0).then_some(Wan {
-                mbit,
-                rtt_ms,
-                loss_pct,
-            }),
-            json,
-            single,
-        )),
+        } => {
+            std::process::exit(torture(
+                &rt,
+                transport,
+                seed,
+                seeds,
+                streams,
+                max_mib,
+                disrupt,
+                deadline_secs,
+                match (mbit, rtt_ms, loss_pct) {
+                    (0, None, None) => None,
+                    (0, _, _) => {
+                        eprintln!("torture: --rtt-ms and --loss-pct describe the emulated WAN: add --mbit");
+                        std::process::exit(2)
+                    }
+                    (mbit, rtt_ms, loss_pct) => Some(Wan {
+                        mbit,
+                        rtt_ms: rtt_ms.unwrap_or(40),
+                        loss_pct: loss_pct.unwrap_or(0.0),
+                    }),
+                },
+                json,
+                single,
+            ))
+        }
         Command::Flood {
             target,
             server_name,

@@ -194,10 +194,12 @@ pub struct TortureReport {
     /// The emulated link between the endpoints (empty: loopback).
     #[serde(default)]
     pub link: String,
-    /// Packets the emulated link lost at random or dropped from its full
-    /// queue, both ways.
+    /// Packets the emulated link lost at random, both ways.
     #[serde(default)]
-    pub link_drops: u64,
+    pub link_lost: u64,
+    /// Packets the emulated link dropped from its full queue, both ways.
+    #[serde(default)]
+    pub link_queue_drops: u64,
     /// Stream directions judged (2 per stream).
     pub directions: u64,
     /// Streams that were disrupted.
@@ -331,10 +333,11 @@ impl fmt::Display for TortureReport {
             writeln!(f, "  {k:<22} {v:>10}")?;
         }
         if !self.link.is_empty() {
+            writeln!(f, "  {:<22} {:>10}", "link: lost at random", self.link_lost)?;
             writeln!(
                 f,
                 "  {:<22} {:>10}",
-                "packets the link lost", self.link_drops
+                "link: queue drops", self.link_queue_drops
             )?;
         }
         writeln!(
@@ -1233,15 +1236,17 @@ async fn endpoints(cfg: &TortureConfig) -> Result<(Endpoint, Endpoint), String> 
     Ok((server, client))
 }
 
-/// "50 Mbit/s, 40 ms RTT, 2 % loss each way".
+/// "50 Mbit/s, 40 ms RTT, 2 % loss each way, 244 KiB queue".
 fn describe_link(p: &LinkProfile) -> String {
     let rate = p.rate_bps.map_or("unlimited".to_string(), |r| {
         format!("{} Mbit/s", r / 1_000_000)
     });
+    let loss = format!("{:.3}", p.loss * 100.0);
     format!(
-        "{rate}, {} ms RTT, {} % loss each way",
+        "{rate}, {} ms RTT, {} % loss each way, {} KiB queue",
         (p.delay * 2).as_millis(),
-        p.loss * 100.0
+        loss.trim_end_matches('0').trim_end_matches('.'),
+        p.queue_bytes >> 10
     )
 }
 
@@ -1572,7 +1577,8 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
     report.bytes_verified = ctx.verified.load(Ordering::Relaxed);
     if let Some(relay) = &relay {
         let (forward, back) = relay.stats();
-        report.link_drops = forward.lost + forward.queue_drops + back.lost + back.queue_drops;
+        report.link_lost = forward.lost + back.lost;
+        report.link_queue_drops = forward.queue_drops + back.queue_drops;
     }
 
     let mut examples = Vec::new();
@@ -1608,6 +1614,14 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
         }
     }
     report.examples.extend(examples);
+    if relay.is_some() {
+        // Both ends closed above; let their close cross the relay before
+        // it goes, or the connections linger to their idle timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = tokio::join!(cconn.closed(), sconn.closed());
+        })
+        .await;
+    }
     drop((cconn, sconn));
     drop((client, server));
     drop(relay);

@@ -56,10 +56,15 @@ async fn torture_quic_through_lossy_and_shallow_links() {
         cfg.link = Some(link);
         let r = run(cfg).await;
         println!("{r}");
-        assert!(!r.link.is_empty(), "the report names the link");
-        // Hundreds of packets lost on the way: the streams above survived
-        // real loss, not a clean relay.
-        assert!(r.link_drops > 100, "{name}: the link lost {}", r.link_drops);
+        // The streams above survived loss the link really made: hundreds
+        // of packets lost at random on the lossy link, and the shallow
+        // queue overflowing.
+        let lost = if name == "lossy" {
+            r.link_lost
+        } else {
+            r.link_queue_drops
+        };
+        assert!(lost > 100, "{name}: the link lost {lost}: {r}");
         directions += r.directions;
         if r.failed() {
             failures.push(format!("{name}: {}", r.failures().join(", ")));

@@ -438,9 +438,10 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     let at_start = delivered();
     let wire_sent = || peer.connection().map_or(0, |c| c.stats().core.bytes_sent);
     let wire_at_start = wire_sent();
-    // What the emulator's bottleneck sent forward (node-a to node-b), in
-    // whole QUIC packets. Its random loss falls after the bottleneck, so
-    // the packets lost there count: they took their time on it.
+    // What the emulator's bottleneck took in forward (node-a to node-b), in
+    // whole QUIC packets, counted on arrival (it sends them up to a queue
+    // later). Its random loss falls after the bottleneck, so the packets
+    // lost there count: they take their time on it.
     let line_sent = || {
         let (forward, _) = relay.stats();
         forward.bytes + forward.lost_bytes
@@ -591,7 +592,7 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
         );
         let line_mbit = line_during as f64 * 8.0 / elapsed / 1e6;
         println!(
-            "          the link's bottleneck sent {line_mbit:.1} Mbit/s forward in that time: {:.1} % of its rate, \
+            "          the link's bottleneck took in {line_mbit:.1} Mbit/s forward in that time: {:.1} % of its rate, \
              counted in whole QUIC packets (headers, acknowledgements, retransmissions and the packets it lost at random)",
             line_mbit * 100.0 / a.mbit.max(1) as f64,
         );

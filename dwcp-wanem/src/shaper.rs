@@ -91,7 +91,8 @@ pub struct ShaperStats {
     /// Packets lost at random.
     pub lost: u64,
     /// Bytes lost at random. The loss falls after the bottleneck, so these
-    /// bytes took their time on it: `bytes + lost_bytes` is what it sent.
+    /// bytes take their time on it: `bytes + lost_bytes` is what it took in
+    /// (counted on arrival; it sends them up to a queue later).
     pub lost_bytes: u64,
     /// Packets dropped by the full queue.
     pub queue_drops: u64,

@@ -296,7 +296,8 @@ const LOSS_CAP_MIN_LOST: u64 = 16;
 /// quinn's pacer sends bursts of up to 2 ms of the window's rate: on a
 /// 1 ms path the whole window. Random loss of 5 % puts eight packets of the
 /// twenty an acknowledgement may cover in one detection about once in
-/// 200,000 (quinn acknowledges every second packet).
+/// 200,000 (the peer acknowledges every eighth packet or millisecond:
+/// `ack_frequency` in `net/quic.rs`).
 const LOSS_BURST_PACKETS: u64 = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -705,11 +706,14 @@ impl DwcpCongestion {
     /// The run must be unbroken: a sample more than a minimum RTT after
     /// the one before starts a new run. A trickle's samples, each a lone
     /// packet's, come that far apart and may each carry the peer's delay
-    /// of its acknowledgement (up to 25 ms), and eight of them ended an
-    /// idle connection's startup. (On a path whose acknowledgements under
-    /// load come more than a minimum RTT apart, two packet times, as at
-    /// 10 Mbit/s under 2.4 ms or 1 Mbit/s under 24 ms, every run is broken
-    /// and startup ends on a flat rate or loss alone, with more overshoot.) Leaving out every sample taken while quinn had nothing
+    /// of its acknowledgement (a peer that does not take DWCP's request
+    /// holds it up to 25 ms), and eight of them ended an idle connection's
+    /// startup. (On a path whose acknowledgements under load come more
+    /// than a minimum RTT apart, every run is broken and startup ends on a
+    /// flat rate or loss alone, with more overshoot. DWCP's peer
+    /// acknowledges every eighth packet or millisecond, so that is paths
+    /// under one to two milliseconds up to 100 Mbit/s, and under eight
+    /// packet times above.) Leaving out every sample taken while quinn had nothing
     /// more to send would have done too, but quinn says so of a bulk
     /// sender whose buffer runs dry for a moment: a startup at 200 ms then
     /// left later, and retransmitted 6.1–8.0 % of a 64 MiB transfer at 5 %
