@@ -171,8 +171,8 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         deadline_secs: u64,
         /// Runs QUIC through an emulated WAN of this rate, in Mbit/s, each
-        /// way (a UDP relay with a one-BDP queue, seeded by the run's seed;
-        /// 0: loopback, no relay).
+        /// way (a UDP relay with a queue of one bandwidth-delay product, at
+        /// least 64 KiB, seeded by the run's seed; 0: loopback, no relay).
         #[arg(long, default_value_t = 0)]
         mbit: u64,
         /// The emulated WAN's round-trip time, in ms (default 40; needs `--mbit`).
@@ -618,32 +618,30 @@ fn main() {
             loss_pct,
             json,
             single,
-        } => {
-            std::process::exit(torture(
-                &rt,
-                transport,
-                seed,
-                seeds,
-                streams,
-                max_mib,
-                disrupt,
-                deadline_secs,
-                match (mbit, rtt_ms, loss_pct) {
-                    (0, None, None) => None,
-                    (0, _, _) => {
-                        eprintln!("torture: --rtt-ms and --loss-pct describe the emulated WAN: add --mbit");
-                        std::process::exit(2)
-                    }
-                    (mbit, rtt_ms, loss_pct) => Some(Wan {
-                        mbit,
-                        rtt_ms: rtt_ms.unwrap_or(40),
-                        loss_pct: loss_pct.unwrap_or(0.0),
-                    }),
-                },
-                json,
-                single,
-            ))
-        }
+        } => std::process::exit(torture(
+            &rt,
+            transport,
+            seed,
+            seeds,
+            streams,
+            max_mib,
+            disrupt,
+            deadline_secs,
+            match (mbit, rtt_ms, loss_pct) {
+                (0, None, None) => None,
+                (0, _, _) => {
+                    eprintln!("torture: --rtt-ms and --loss-pct describe the emulated WAN: give it a rate, --mbit above 0");
+                    std::process::exit(2)
+                }
+                (mbit, rtt_ms, loss_pct) => Some(Wan {
+                    mbit,
+                    rtt_ms: rtt_ms.unwrap_or(40),
+                    loss_pct: loss_pct.unwrap_or(0.0),
+                }),
+            },
+            json,
+            single,
+        )),
         Command::Flood {
             target,
             server_name,

@@ -277,7 +277,8 @@ impl TortureReport {
                 v.push(format!("{name}={n}"));
             }
         }
-        if !self.memory_ok {
+        // A run that ended before its connection came measured no memory.
+        if !self.memory_ok && self.rss_peak > 0 {
             v.push(format!(
                 "memory {} MiB over baseline > bound {} MiB",
                 (self.rss_peak.saturating_sub(self.rss_baseline)) >> 20,
@@ -299,14 +300,14 @@ impl fmt::Display for TortureReport {
         let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
         writeln!(
             f,
-            "torture {}{} seed {}: {} streams/side, sizes 0..={} KiB, {:.0}% disrupted, {:.1} s",
+            "torture {} seed {}{}: {} streams/side, sizes 0..={} KiB, {:.0}% disrupted, {:.1} s",
             self.transport,
+            self.seed,
             if self.link.is_empty() {
                 String::new()
             } else {
                 format!(" over {}", self.link)
             },
-            self.seed,
             self.streams_per_side,
             self.max_size >> 10,
             self.disrupt * 100.0,
@@ -1369,7 +1370,20 @@ pub async fn run(cfg: TortureConfig) -> TortureReport {
             return report;
         }
     };
-    let (c, s) = tokio::join!(client.connect(addr, SERVER), server.accept());
+    // The deadline covers the handshake too: through a link that loses
+    // most packets it may never finish.
+    let connecting = tokio::time::timeout(cfg.deadline, async {
+        tokio::join!(client.connect(addr, SERVER), server.accept())
+    });
+    let Ok((c, s)) = connecting.await else {
+        report.hangs += 1;
+        report.examples.push(format!(
+            "connect: no connection within the deadline ({:?})",
+            cfg.deadline
+        ));
+        report.elapsed_secs = start.elapsed().as_secs_f64();
+        return report;
+    };
     let (cconn, sconn) = match (c, s) {
         (Ok(c), Some(s)) => (c, s),
         (c, s) => {

@@ -77,3 +77,20 @@ async fn torture_quic_through_lossy_and_shallow_links() {
         failures.join("\n")
     );
 }
+
+/// Through a link that loses every packet the handshake never finishes:
+/// the run still ends at its deadline, with the connection counted as a
+/// hang, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture_through_a_dead_link_ends_at_its_deadline() {
+    let mut cfg = TortureConfig::new(TortureTransport::Quic, 1, 5, 1 << 20);
+    cfg.deadline = Duration::from_secs(2);
+    cfg.link = Some(dwcp_wanem::LinkProfile::wan(50, 40, 100.0));
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(20), run(cfg))
+        .await
+        .expect("the run ends by itself");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(r.hangs, 1, "{r}");
+    assert_eq!(r.failures(), vec!["hangs=1".to_string()], "{r}");
+}

@@ -585,8 +585,9 @@ async fn run_async(a: &DemoArgs) -> Result<(), String> {
     if let Some(s) = stats {
         let wire_mbit = wire_during as f64 * 8.0 / elapsed / 1e6;
         println!(
-            "  wire    {wire_mbit:.1} Mbit/s from node-a while the traffic ran: {:.1} % of the link's {} Mbit/s, \
-             counted above QUIC (its headers, acknowledgements and retransmissions are the rest)",
+            "  wire    {wire_mbit:.1} Mbit/s from node-a over the whole run, its first seconds' ramp included: \
+             {:.1} % of the link's {} Mbit/s, counted as DWCP's bytes handed to QUIC \
+             (QUIC's headers, acknowledgements and retransmissions come on top: next line)",
             wire_mbit * 100.0 / a.mbit.max(1) as f64,
             a.mbit
         );
