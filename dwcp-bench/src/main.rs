@@ -280,6 +280,32 @@ struct Wan {
     loss_pct: f64,
 }
 
+impl Wan {
+    /// The WAN the flags describe: none without `--mbit`, whose absence
+    /// the other two flags may not hide.
+    fn from_flags(
+        mbit: u64,
+        rtt_ms: Option<u64>,
+        loss_pct: Option<f64>,
+    ) -> Result<Option<Wan>, String> {
+        if mbit == 0 {
+            return match (rtt_ms, loss_pct) {
+                (None, None) => Ok(None),
+                _ => Err("--rtt-ms and --loss-pct describe the emulated WAN: give it a rate, --mbit above 0".into()),
+            };
+        }
+        let loss_pct = loss_pct.unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&loss_pct) {
+            return Err("--loss-pct is a percentage, from 0 to 100".into());
+        }
+        Ok(Some(Wan {
+            mbit,
+            rtt_ms: rtt_ms.unwrap_or(40),
+            loss_pct,
+        }))
+    }
+}
+
 /// Runs one torture configuration in a fresh child process (this binary with
 /// `torture --single`), so that its VmHWM is that run's alone, and reads back
 /// its JSON report.
@@ -370,10 +396,6 @@ fn torture(
     };
     if wan.is_some() && transports != [TortureTransport::Quic] {
         eprintln!("torture: an emulated WAN (--mbit) is QUIC only: add --transport quic");
-        return 2;
-    }
-    if wan.is_some_and(|w| !(0.0..=100.0).contains(&w.loss_pct)) {
-        eprintln!("torture: --loss-pct is a percentage, from 0 to 100");
         return 2;
     }
     let link = wan.map(|w| dwcp_wanem::LinkProfile::wan(w.mbit, w.rtt_ms, w.loss_pct));
@@ -627,18 +649,10 @@ fn main() {
             max_mib,
             disrupt,
             deadline_secs,
-            match (mbit, rtt_ms, loss_pct) {
-                (0, None, None) => None,
-                (0, _, _) => {
-                    eprintln!("torture: --rtt-ms and --loss-pct describe the emulated WAN: give it a rate, --mbit above 0");
-                    std::process::exit(2)
-                }
-                (mbit, rtt_ms, loss_pct) => Some(Wan {
-                    mbit,
-                    rtt_ms: rtt_ms.unwrap_or(40),
-                    loss_pct: loss_pct.unwrap_or(0.0),
-                }),
-            },
+            Wan::from_flags(mbit, rtt_ms, loss_pct).unwrap_or_else(|e| {
+                eprintln!("torture: {e}");
+                std::process::exit(2)
+            }),
             json,
             single,
         )),
