@@ -50,20 +50,20 @@ async fn torture_quic_through_lossy_and_shallow_links() {
     };
     let mut failures = Vec::new();
     let mut directions = 0;
-    for (name, link) in [("lossy", lossy), ("shallow", shallow)] {
+    // Each link with the loss it must really have made: hundreds of packets
+    // lost at random on the lossy one, the shallow queue overflowing.
+    type Made = fn(&dwcp_bench::torture::TortureReport) -> u64;
+    let links: [(&str, _, Made); 2] = [
+        ("lossy", lossy, |r| r.link_lost),
+        ("shallow", shallow, |r| r.link_queue_drops),
+    ];
+    for (name, link, made) in links {
         let mut cfg = TortureConfig::new(TortureTransport::Quic, 3, 100, 1 << 20);
         cfg.deadline = Duration::from_secs(60);
         cfg.link = Some(link);
         let r = run(cfg).await;
         println!("{r}");
-        // The streams above survived loss the link really made: hundreds
-        // of packets lost at random on the lossy link, and the shallow
-        // queue overflowing.
-        let lost = if name == "lossy" {
-            r.link_lost
-        } else {
-            r.link_queue_drops
-        };
+        let lost = made(&r);
         assert!(lost > 100, "{name}: the link lost {lost}: {r}");
         directions += r.directions;
         if r.failed() {
