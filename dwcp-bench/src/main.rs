@@ -936,7 +936,7 @@ fn gate(
     let extra = rt.block_on(gate::confirm_ratios(&base, profile, &mut measured));
     if extra > 0 {
         eprintln!(
-            "  ratios measured {} times; each side's best is judged",
+            "  ratios measured {} times; the median of every round is judged",
             extra + 1
         );
     }

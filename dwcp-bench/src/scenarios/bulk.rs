@@ -4,31 +4,29 @@
 use dwcp_core::net::{Congestion, Transport};
 
 use super::{
-    best_of, best_of_pair, compare, dwcp_throughput, dwcp_throughput_on, fig, Comparison, Path,
+    best_of, best_of_pair, compare, dwcp_throughput, dwcp_throughput_on, fig, pairs, Comparison,
+    Path,
 };
 use crate::baselines::{raw_quinn_throughput, raw_tls_tcp_throughput, yamux_bulk};
 
 /// The two single-stream comparisons the regression gate tracks: DWCP over
 /// QUIC vs raw quinn, and DWCP over TCP lanes vs raw TCP + rustls, each
-/// measured alternately in the same run: (name, DWCP's best MB/s, the
-/// baseline's best MB/s) over `rounds`.
-pub async fn bulk_pairs(total: u64, rounds: usize) -> Vec<(&'static str, f64, f64)> {
-    let (qd, qb) = best_of_pair(
+/// measured alternately in the same run: (name, each round's (DWCP MB/s,
+/// the baseline's MB/s)) over `rounds`.
+pub async fn bulk_pairs(total: u64, rounds: usize) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+    let quic = pairs(
         rounds,
         || dwcp_throughput(Transport::Quic, 1, total),
         || raw_quinn_throughput(total, 1),
     )
     .await;
-    let (td, tb) = best_of_pair(
+    let tcp = pairs(
         rounds,
         || dwcp_throughput(Transport::Tcp, 1, total),
         || raw_tls_tcp_throughput(total),
     )
     .await;
-    vec![
-        ("quic_vs_raw_quinn", qd, qb),
-        ("tcp_vs_raw_tls_tcp", td, tb),
-    ]
+    vec![("quic_vs_raw_quinn", quic), ("tcp_vs_raw_tls_tcp", tcp)]
 }
 
 /// Runs the bulk-throughput scenarios. `total` bytes per run; `rounds` runs,

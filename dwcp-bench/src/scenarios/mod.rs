@@ -108,6 +108,23 @@ where
     best
 }
 
+/// `rounds` runs of each of `f` and `g`, alternating them so both see the
+/// same conditions on a shared machine: each round's (f, g) in order.
+pub(crate) async fn pairs<F, G, FutF, FutG>(rounds: usize, mut f: F, mut g: G) -> Vec<(f64, f64)>
+where
+    F: FnMut() -> FutF,
+    G: FnMut() -> FutG,
+    FutF: std::future::Future<Output = f64>,
+    FutG: std::future::Future<Output = f64>,
+{
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let a = f().await;
+        out.push((a, g().await));
+    }
+    out
+}
+
 /// Best of `rounds` runs of each of `f` and `g`, alternating them so both
 /// see the same conditions on a shared machine.
 pub(crate) async fn best_of_pair<F, G, FutF, FutG>(rounds: usize, mut f: F, mut g: G) -> (f64, f64)
