@@ -108,8 +108,10 @@ where
     best
 }
 
-/// `rounds` runs of each of `f` and `g`, alternating them so both see the
-/// same conditions on a shared machine: each round's (f, g) in order.
+/// `rounds` runs of each of `f` and `g`, back to back so both see the same
+/// conditions on a shared machine, `f` first in even rounds and `g` first
+/// in odd ones (whatever running first or second does to a side, it does
+/// to both): each round's (f, g) in order.
 pub(crate) async fn pairs<F, G, FutF, FutG>(rounds: usize, mut f: F, mut g: G) -> Vec<(f64, f64)>
 where
     F: FnMut() -> FutF,
@@ -118,9 +120,14 @@ where
     FutG: std::future::Future<Output = f64>,
 {
     let mut out = Vec::with_capacity(rounds);
-    for _ in 0..rounds {
-        let a = f().await;
-        out.push((a, g().await));
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            let a = f().await;
+            out.push((a, g().await));
+        } else {
+            let b = g().await;
+            out.push((f().await, b));
+        }
     }
     out
 }
