@@ -213,9 +213,17 @@ const STARTUP_BOUND: f64 = 2.0 * BBR_STARTUP_GAIN;
 /// Packets in the window of a fresh connection (RFC 9002 and Linux TCP
 /// start with ten). Startup takes a round for each 2.3-fold of growth, a
 /// fifth of a second on a 200 ms path, so 32 packets save about 1.4
-/// rounds. quinn's pacer sends them over the handshake's round trip, in
-/// bursts of at most ten packets, so no bottleneck sees more than ten at
-/// once: 47 KB a round trip is 1.9 Mbit/s at 200 ms, 7.5 Mbit/s at 50 ms.
+/// rounds. quinn's pacer sends them in bursts of at most ten packets on
+/// paths over about 6 ms (all at once on shorter ones), over about 0.55 to
+/// 0.8 of the handshake's round trip: 47 KB a round trip, so the first
+/// window arrives faster than a link drains it below about 2 Mbit/s at
+/// 200 ms, 8 Mbit/s at 50 ms and 19 Mbit/s at 20 ms. On such a link it
+/// queues up to about 35 KB at once (280 ms at 1 Mbit/s, against about
+/// 95 ms from ten packets) and a queue smaller than that drops its tail.
+/// A configured link rate (`link.rate_mbps`) bounds startup's window from
+/// the first acknowledgement on ([`DwcpCongestion::startup_ceiling_cap`]);
+/// an operator of a link under 10 Mbit/s should set it.
+///
 /// Measured on the TUN line against ten (2026-12-07, runs alternating):
 /// 100 Mbit/s, 200 ms, 5 % loss, a fresh 64 MiB: 65.0–69.8 % of the link
 /// (median 68.5, five runs) against 61.5–67.8 (65.3); 100 ms, 2 %:

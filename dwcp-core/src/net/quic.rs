@@ -748,7 +748,7 @@ const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 ///
 /// Waiting for acknowledgements to free room was not enough: at a
 /// connection's start, with bulk streams holding the whole window and the
-/// congestion window ten packets, freed room came in slices of tens of
+/// congestion window ten packets (its start until 2026-12-07), freed room came in slices of tens of
 /// bytes (traced in the demo, 2026-12-07; why so little was not traced
 /// further: most of the window was not sent yet, and quinn keeps bytes
 /// acknowledged after a gap until the gap is), and the first echoes

@@ -3,7 +3,9 @@
 //!
 //! quinn sends the highest-priority stream's data first, but only when the
 //! congestion window has room. At a connection's start bulk streams take
-//! the whole first window (ten packets) within milliseconds, and an
+//! the whole first window (ten packets until 2026-12-07, 32 since:
+//! `INITIAL_WINDOW_PACKETS` in `net/congestion.rs`) within tens of
+//! milliseconds, and an
 //! interactive message written a moment later waits for that window's
 //! acknowledgements: a round trip before it leaves, two before its answer
 //! comes back (the demo's first echo took 79–133 ms on its 50 ms link; on
@@ -29,8 +31,10 @@
 //!   one that found room at once does not, and its data then waits for the
 //!   window as before.
 //! - quinn's pacer is not bypassed: a write within a few milliseconds of a
-//!   burst that emptied the pacer waits for it to refill (up to about 0.8
-//!   of a round trip at a connection's start).
+//!   burst that emptied the pacer waits for it to refill (at a
+//!   connection's start the pacer sends the first window over about 0.8 of
+//!   a round trip, in bursts of up to ten packets, and a write between
+//!   two bursts waits for the next).
 //! - The bytes beyond the urgent ones (bulk data filling the urgent
 //!   packets) are at most two packets per grant; a workload of continuous
 //!   urgent writes keeps the window up to [`MAX_OVERSHOOT`] and two packets
