@@ -748,11 +748,11 @@ const WINDOW_MEMORY: std::time::Duration = std::time::Duration::from_secs(2);
 ///
 /// Waiting for acknowledgements to free room was not enough: at a
 /// connection's start, with bulk streams holding the whole window and the
-/// congestion window ten packets (its start until 2026-12-07), freed room came in slices of tens of
-/// bytes (traced in the demo, 2026-12-07; why so little was not traced
-/// further: most of the window was not sent yet, and quinn keeps bytes
-/// acknowledged after a gap until the gap is), and the first echoes
-/// waited 0.2–0.7 s for 1 KiB of it. Bulk writers stand aside while the
+/// congestion window ten packets (its start until 2026-12-07), freed room
+/// came in slices of tens of bytes (traced in the demo, 2026-12-07; why so
+/// little was not traced further: most of the window was not sent yet,
+/// and quinn keeps bytes acknowledged after a gap until the gap is), and
+/// the first echoes waited 0.2–0.7 s for 1 KiB of it. Bulk writers stand aside while the
 /// room is open, so it goes to the urgent writes (a bulk writer that
 /// checked the gate just before it rose may still take some).
 ///
