@@ -63,6 +63,7 @@ async fn torture_quic_through_lossy_and_shallow_links() {
         cfg.link = Some(link);
         let r = run(cfg).await;
         println!("{r}");
+        assert!(!r.link.is_empty(), "the report names the link");
         let lost = made(&r);
         assert!(lost > 100, "{name}: the link lost {lost}: {r}");
         directions += r.directions;
