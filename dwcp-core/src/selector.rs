@@ -212,6 +212,22 @@ const ALPHA: f64 = 0.2;
 pub const SPARSE_RATIO: f64 = 16.0;
 /// Weight of a new chunk in the data-compressibility estimate.
 const DATA_ALPHA: f64 = 0.3;
+/// Weight of a chunk that gained less than the context's average gain
+/// ([`Selector::context_gain`]) where the chunk alone looks
+/// incompressible (any other chunk weighs [`DATA_ALPHA`]). There the
+/// context's gains come in bursts (files that repeat within its window,
+/// between stretches that repeat nothing), and a stream that leaves the
+/// context sends its next chunks as-is, out of the history a later repeat
+/// would refer to. Folded at [`DATA_ALPHA`], a few flat chunks after a
+/// burst took the gain under what zstd-1 had to earn where the CPU binds:
+/// at 1 Gbit/s a stream on the already-compressed corpus moved between
+/// as-is and zstd-1 every few chunks, its context cold each time it came
+/// back. Stretches that gain nothing at all still end the level after
+/// [`FLAT_RUN`] chunks. Data that compresses alone keeps the quick fold:
+/// with the slow one for every chunk, the process memory image at
+/// 1 Gbit/s stayed on zstd-1 for 36-87 % of its chunks where LZ4 was
+/// faster (against 6-10 %).
+const CONTEXT_GAIN_FALL: f64 = 0.05;
 /// Bounds of [`Selector`]'s sample scale (LZ4 on a whole chunk over LZ4 on
 /// its sample).
 const SAMPLE_SCALE_RANGE: (f64, f64) = (0.5, 8.0);
@@ -239,18 +255,23 @@ fn fold_ratio(avg: f64, ratio: f64, alpha: f64) -> f64 {
 /// its context, to measure what the context gains.
 pub const CONTEXT_PROBE_AT: u64 = EXPLORE_EVERY / 2;
 /// Chunks in one context probe. Chunks sent as-is stay out of the context,
-/// so a probe of one chunk had nothing before it to refer to: on the
-/// already-compressed corpus, whose repeats lie 256-512 KiB back (zstd-1
-/// over it: 1.08x with a 128 KiB window, 1.29x with 512 KiB), probes of one
-/// chunk measured 1.0 and the stream stayed as-is where zstd-1 was 1.28x
-/// faster. A run of four 128 KiB chunks gives its last one 384 KiB of
-/// history.
-pub const CONTEXT_PROBE_RUN: u32 = 4;
+/// so a probe sees only its own chunks as history: on the
+/// already-compressed corpus, whose repeats lie up to the context's 2 MiB
+/// back, probes of one chunk measured 1.0 and the stream stayed as-is
+/// where zstd-1 was 1.28x faster. Runs of four 128 KiB chunks (384 KiB of
+/// history for the last) still missed most of them: at 1 Gbit/s, where
+/// probes stay runs ([`PROBE_CPU_SHARE`]), adaptive sent 81-97 % of that
+/// corpus as-is and took 1.08-1.16 s where fixed `zstd:1` took
+/// 0.91-0.95. Sixteen 128 KiB chunks fill the window
+/// ([`crate::zstd_stream::WINDOW_LOG`]), so the run's later chunks see
+/// every repeat the context could hold.
+pub const CONTEXT_PROBE_RUN: u32 = 16;
 /// Chunks between two context probes at most: after a probe that found
 /// nothing the gap doubles from [`EXPLORE_EVERY`] up to this, so that data
 /// that compresses nowhere (random bytes) pays for a run of
-/// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 256, not once in 32.
-pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
+/// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 1,024, not once in 32: the
+/// share of its chunks probed that runs of four once in 256 cost.
+pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 32;
 /// Share of one core a stream's context probes may cost while the link is
 /// what it waits on. Where zstd-1 in the context costs no more than this
 /// at the link's rate, every chunk that the rule would send as-is goes
@@ -1221,7 +1242,12 @@ impl Selector {
         let alone = (self.est[i].rel_ratio * sample).max(1.0);
         // In zstd-1's terms ([`CONTEXT_LEVEL_GAIN`]).
         let gain = (ratio / alone / CONTEXT_LEVEL_GAIN[i]).clamp(0.5, 64.0);
-        self.context_gain = fold_ratio(self.context_gain, gain, DATA_ALPHA);
+        let alpha = if gain < self.context_gain && sample_ratio < INCOMPRESSIBLE_RATIO {
+            CONTEXT_GAIN_FALL
+        } else {
+            DATA_ALPHA
+        };
+        self.context_gain = fold_ratio(self.context_gain, gain, alpha);
         // From a prior of 1 (nothing gained), so that the first chunk in
         // the context weighs as one chunk too.
         self.context_flat = if ratio < INCOMPRESSIBLE_RATIO {
@@ -2002,22 +2028,24 @@ mod tests {
     /// chunks stay as-is (a fresh selector's prior guess of the data's
     /// compressibility must not make up for what the probes measured).
     /// A chunk that cannot use the context in the middle of a probe run
-    /// (here every other one) pauses the run: all four probe chunks still
-    /// go, where a run cut at the first such chunk measured one chunk with
-    /// no history. (Where the link binds, every chunk with the context
-    /// probes: [`PROBE_CPU_SHARE`].)
+    /// (here every other one) pauses the run: all of a run's
+    /// [`CONTEXT_PROBE_RUN`] chunks still go, where a run cut at the first
+    /// such chunk measured one chunk with no history. (Where the link
+    /// binds, every chunk with the context probes: [`PROBE_CPU_SHARE`].)
     #[test]
     fn a_probe_run_is_paused_not_cut_by_a_chunk_without_the_context() {
         let mut s = Selector::new(crate::CodecId::all_bits());
         let mut probes = Vec::new();
-        for n in 0..40u64 {
+        for n in 0..48u64 {
             s.set_context(n % 2 == 0);
             let l = s.choose_with(Some(12.5e6), 1.0, Wait::Unknown);
             if s.context_probe_due(l) {
                 probes.push(n);
             }
         }
-        assert_eq!(probes, [16, 18, 20, 22]);
+        let run: Vec<u64> = (16..48).step_by(2).collect();
+        assert_eq!(run.len(), CONTEXT_PROBE_RUN as usize);
+        assert_eq!(probes, run);
     }
 
     /// Random data on a link that binds, with a context free: one chunk
@@ -2167,20 +2195,20 @@ mod tests {
     /// nothing on the wire), and the probes cost little.
     #[test]
     fn random_data_with_a_context_stays_as_is() {
-        let chunks = EXPLORE_EVERY * 40;
+        let chunks = EXPLORE_EVERY * 200;
         // Where the link is not what the stream waits on, probes that find
         // nothing come less and less often: runs at 16, 48, 112, 240, 496,
-        // then every 256 chunks.
+        // 1008, then every 1,024 chunks.
         let (compressed, probes) = context_run(12.5e6, Wait::Unknown, chunks, |_| 1.0);
         assert_eq!(compressed, Vec::<u64>::new());
-        let runs = 5 + (chunks - 496) / CONTEXT_PROBE_MAX_GAP;
+        let runs = 6 + (chunks - 1008) / CONTEXT_PROBE_MAX_GAP;
         assert_eq!(probes.len() as u64, runs * u64::from(CONTEXT_PROBE_RUN));
         assert!(
             probes.len() as u64 * 100 / chunks < 3,
             "{} of {chunks} chunks were probes",
             probes.len()
         );
-        // So too on a link so fast (10 GB/s) that even runs 256 chunks
+        // So too on a link so fast (10 GB/s) that even runs 1,024 chunks
         // apart cost more than PROBE_CPU_SHARE of a core.
         let (compressed, fast) = context_run(10e9, Wait::Transport, chunks, |_| 1.0);
         assert_eq!(compressed, Vec::<u64>::new());
@@ -2203,11 +2231,12 @@ mod tests {
             "{probes} probes in {chunks} chunks"
         );
         // At 1 Gbit/s that would cost 5.7 % of a core: probes come in runs
-        // every 32 chunks, not at gaps doubling to 256.
+        // every 32 chunks (as far apart as the share asks, at this data's
+        // cost), not at gaps doubling to 1,024; half the chunks.
         let probes = on_link(125e6);
         assert!(
             probes >= (chunks / EXPLORE_EVERY - 1) * u64::from(CONTEXT_PROBE_RUN)
-                && probes <= chunks / 4,
+                && probes <= chunks / 2,
             "{probes} probes in {chunks} chunks"
         );
     }
@@ -2285,6 +2314,67 @@ mod tests {
             after.first().is_none_or(|&n| n >= 100 + EXPLORE_EVERY - 1),
             "probes after the link stopped binding: {after:?}"
         );
+    }
+
+    /// A stream at 1 Gbit/s (zstd-1 on every chunk would cost 20 % of a
+    /// core at its prior speed, so probes come in runs) whose chunks
+    /// gain nothing alone: chunk `n` repeats something when `repeats(n)`,
+    /// and a repeat is found only where the eight chunks before it went
+    /// through the context (a chunk sent as-is leaves the history). With
+    /// the machine's load `load` (a [`measured_load`] scale: the CPU
+    /// binds), or none. Returns the share of the raw bytes put on the
+    /// wire.
+    fn bursts_in_context(load: Option<f64>, repeats: impl Fn(u64) -> bool) -> f64 {
+        let (rate, chunks) = (125e6, 1024u64);
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        if let Some(scale) = load {
+            tell_covering(&mut s, measured_load(0.0, scale));
+        }
+        let (mut wire_total, mut history) = (0.0, 0u64);
+        for n in 0..chunks {
+            s.set_context(true);
+            s.observe_wire_rate(rate, Wait::Transport);
+            let mut l = s.choose_with(Some(rate), 1.0, Wait::Transport);
+            if s.context_probe_due(l) {
+                l = Level::Zstd(1);
+            }
+            wire_total += if let Level::Zstd(_) = l {
+                let gain = if repeats(n) && history >= 8 { 2.0 } else { 1.0 };
+                history += 1;
+                let wire = 131_080.0 / gain;
+                s.observe_context(l, 131_072, wire as usize, Duration::from_micros(200), 1.0);
+                wire
+            } else {
+                history = 0;
+                131_072.0
+            };
+        }
+        wire_total / (chunks as f64 * 131_072.0)
+    }
+
+    /// Repeats that lie eight or more chunks back are seen by a probe
+    /// run's later chunks. Fixed `zstd:1` puts 0.75 of these raw bytes on
+    /// the wire; with runs of four chunks (384 KiB of history for the
+    /// last) the stream put 1.00 of them there: no run ever saw a repeat.
+    #[test]
+    fn a_probe_run_sees_repeats_as_far_back_as_the_context_holds() {
+        let share = bursts_in_context(None, |n| n % 32 >= 16);
+        assert!(share < 0.8, "{share:.3} of the raw bytes on the wire");
+    }
+
+    /// Where the CPU binds, a stream whose repeats come every third chunk
+    /// for 32 chunks, then 32 chunks that repeat nothing, stays in the
+    /// context through each burst and leaves once a flat stretch is
+    /// [`FLAT_RUN`] long. Fixed `zstd:1` puts 0.914 of these raw bytes on
+    /// the wire. With the gain folded at [`DATA_ALPHA`] both ways, two
+    /// flat chunks in three pulled the predicted ratio under what a level
+    /// had to earn: the stream left each burst as soon as its 16-chunk
+    /// dwell allowed, came back only with the next probe run, and put
+    /// 0.976 on the wire (0.951 with the slow fall).
+    #[test]
+    fn bursts_of_repeats_keep_a_cpu_bound_stream_in_the_context() {
+        let share = bursts_in_context(Some(0.3), |n| n % 64 >= 32 && n % 3 == 0);
+        assert!(share < 0.96, "{share:.3} of the raw bytes on the wire");
     }
 
     /// Already-compressed files gain nothing in the context for stretches,
