@@ -1116,7 +1116,7 @@ mod tests {
     /// Bytes drawn at random from 64 symbols: LZ4 finds no repeat, zstd's
     /// literal coding packs them into about 6 bits each. They come after
     /// 64 MiB of random bytes, long enough for the context probes, which
-    /// found nothing there, to come only every 256 chunks: on a link the
+    /// found nothing there, to come hundreds of chunks apart: on a link the
     /// data waits for, the skewed bytes are compressed from the sample of
     /// their own chunks, not at the next probe. Bytes drawn from all 256
     /// values are not compressed.

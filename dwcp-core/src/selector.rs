@@ -186,8 +186,8 @@ pub const COVERING_INTERVALS: u64 = 2;
 /// (217 MB/s on the 125 MB/s link), at which LZ4 would keep 0.62 of a
 /// thread busy. Where the link takes all a level gives, the level keeps
 /// its thread busy whatever this share is, so loopback is held still.
-/// A context probe (zstd-1 on a few
-/// chunks of the stream's context) is held as zstd-1 is: on loopback the
+/// A context probe (zstd-1 on a run of
+/// [`CONTEXT_PROBE_RUN`] chunks in the stream's context) is held as zstd-1 is: on loopback the
 /// probes were 1-5 % of the chunks of a transfer that followed a
 /// compressed one, each holding the stream's data until it was done.
 pub const UNCOVERED_CORES: f64 = 0.75;
@@ -212,22 +212,6 @@ const ALPHA: f64 = 0.2;
 pub const SPARSE_RATIO: f64 = 16.0;
 /// Weight of a new chunk in the data-compressibility estimate.
 const DATA_ALPHA: f64 = 0.3;
-/// Weight of a chunk that gained less than the context's average gain
-/// ([`Selector::context_gain`]) where the chunk alone looks
-/// incompressible (any other chunk weighs [`DATA_ALPHA`]). There the
-/// context's gains come in bursts (files that repeat within its window,
-/// between stretches that repeat nothing), and a stream that leaves the
-/// context sends its next chunks as-is, out of the history a later repeat
-/// would refer to. Folded at [`DATA_ALPHA`], a few flat chunks after a
-/// burst took the gain under what zstd-1 had to earn where the CPU binds:
-/// at 1 Gbit/s a stream on the already-compressed corpus moved between
-/// as-is and zstd-1 every few chunks, its context cold each time it came
-/// back. Stretches that gain nothing at all still end the level after
-/// [`FLAT_RUN`] chunks. Data that compresses alone keeps the quick fold:
-/// with the slow one for every chunk, the process memory image at
-/// 1 Gbit/s stayed on zstd-1 for 36-87 % of its chunks where LZ4 was
-/// faster (against 6-10 %).
-const CONTEXT_GAIN_FALL: f64 = 0.05;
 /// Bounds of [`Selector`]'s sample scale (LZ4 on a whole chunk over LZ4 on
 /// its sample).
 const SAMPLE_SCALE_RANGE: (f64, f64) = (0.5, 8.0);
@@ -262,15 +246,34 @@ pub const CONTEXT_PROBE_AT: u64 = EXPLORE_EVERY / 2;
 /// history for the last) still missed most of them: at 1 Gbit/s, where
 /// probes stay runs ([`PROBE_CPU_SHARE`]), adaptive sent 81-97 % of that
 /// corpus as-is and took 1.08-1.16 s where fixed `zstd:1` took
-/// 0.91-0.95. Sixteen 128 KiB chunks fill the window
-/// ([`crate::zstd_stream::WINDOW_LOG`]), so the run's later chunks see
-/// every repeat the context could hold.
+/// 0.91-0.95. Sixteen chunks of the sender's largest size (128 KiB)
+/// fill the window ([`crate::zstd_stream::WINDOW_LOG`]), so the run's
+/// later chunks see every repeat the context could hold.
 pub const CONTEXT_PROBE_RUN: u32 = 16;
+// A run fills the context's window with chunks of the largest size.
+const _: () = assert!(
+    CONTEXT_PROBE_RUN as usize * crate::net::COMPRESS_CHUNK == 1 << crate::zstd_stream::WINDOW_LOG
+);
+/// Chunks in one context probe of data the rule sends with LZ4. Such
+/// data compresses alone, and four chunks measure what the context adds
+/// to it: with runs of [`CONTEXT_PROBE_RUN`] for it too, at 1 Gbit/s
+/// (where LZ4 beats zstd-1 on this machine's CPU) the memory image, the
+/// database and the filesystem image put 29-67 % of their chunks through
+/// zstd-1 against 2-34 %, and read up to 0.12 s slower in one round of
+/// two.
+pub const LZ4_PROBE_RUN: u32 = 4;
+/// Chunks between two context probes of data sent with LZ4, at most (the
+/// gap before runs of data sent as-is grew to fill the window).
+pub const LZ4_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
 /// Chunks between two context probes at most: after a probe that found
 /// nothing the gap doubles from [`EXPLORE_EVERY`] up to this, so that data
 /// that compresses nowhere (random bytes) pays for a run of
-/// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 1,024, not once in 32: the
-/// share of its chunks probed that runs of four once in 256 cost.
+/// [`CONTEXT_PROBE_RUN`] zstd-1 chunks once in 1,024, not once in 32: in
+/// the long run the share of its chunks that runs of four once in 256
+/// cost. Not in a shorter stream: the gaps double from 32, so random
+/// data probes 96 chunks of a 1,024-chunk (128 MiB) transfer, where runs
+/// of four probed 24; and where the link does not bind, a context-only
+/// gain that comes late in a stream waits up to 1,024 chunks for a probe.
 pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 32;
 /// Share of one core a stream's context probes may cost while the link is
 /// what it waits on. Where zstd-1 in the context costs no more than this
@@ -294,9 +297,9 @@ pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 32;
 /// probes in runs 32 chunks apart instead.
 ///
 /// Already-compressed media repeats files within the context's window
-/// between stretches that gain nothing even in it. A probe of four chunks
-/// had only the probe's own 384 KiB of history and found nothing, and
-/// with gaps doubling to 256 chunks the stream sent its first 10–24 MiB
+/// between stretches that gain nothing even in it. Probes of four chunks
+/// (then) had only the probe's own 384 KiB of history and found nothing,
+/// and with gaps doubling to 256 chunks the stream sent its first 10–24 MiB
 /// as-is where `zstd -1` over the same bytes with the 2 MiB window saves
 /// 10 %: 2 MB more on the wire than fixed `zstd:9`, 0.2 s of a 4.8 s
 /// transfer at 100 Mbit/s (docs/compression.md, "Media: a context kept
@@ -772,19 +775,27 @@ impl Selector {
         if self.chunks < self.next_probe {
             return false;
         }
+        // Data on LZ4 compresses alone: a short run measures what the
+        // context adds, at the cost it had before runs filled the window.
+        let (run, longest) = if chosen == Level::Lz4 {
+            (LZ4_PROBE_RUN, LZ4_PROBE_MAX_GAP)
+        } else {
+            (CONTEXT_PROBE_RUN, self.longest_probe_gap(link_binds))
+        };
         if self.probed {
-            self.probe_gap = (self.probe_gap * 2).min(self.longest_probe_gap(link_binds));
+            self.probe_gap = (self.probe_gap * 2).min(longest);
         }
         self.probed = true;
         self.next_probe = self.chunks + self.probe_gap;
-        self.probe_left = CONTEXT_PROBE_RUN - 1;
+        self.probe_left = run - 1;
         true
     }
 
-    /// The gap a probe that found nothing may double to: while the link
-    /// binds at `link_binds` (bytes/s), no more than the gap at which
-    /// probes cost [`PROBE_CPU_SHARE`] of a core at that rate (at least
-    /// [`EXPLORE_EVERY`]); otherwise [`CONTEXT_PROBE_MAX_GAP`].
+    /// The gap a probe of data sent as-is that found nothing may double
+    /// to: while the link binds at `link_binds` (bytes/s), no more than
+    /// the gap at which probes cost [`PROBE_CPU_SHARE`] of a core at that
+    /// rate (at least [`EXPLORE_EVERY`]); otherwise
+    /// [`CONTEXT_PROBE_MAX_GAP`].
     fn longest_probe_gap(&self, link_binds: Option<f64>) -> u64 {
         match link_binds {
             Some(rate) => {
@@ -1242,12 +1253,7 @@ impl Selector {
         let alone = (self.est[i].rel_ratio * sample).max(1.0);
         // In zstd-1's terms ([`CONTEXT_LEVEL_GAIN`]).
         let gain = (ratio / alone / CONTEXT_LEVEL_GAIN[i]).clamp(0.5, 64.0);
-        let alpha = if gain < self.context_gain && sample_ratio < INCOMPRESSIBLE_RATIO {
-            CONTEXT_GAIN_FALL
-        } else {
-            DATA_ALPHA
-        };
-        self.context_gain = fold_ratio(self.context_gain, gain, alpha);
+        self.context_gain = fold_ratio(self.context_gain, gain, DATA_ALPHA);
         // From a prior of 1 (nothing gained), so that the first chunk in
         // the context weighs as one chunk too.
         self.context_flat = if ratio < INCOMPRESSIBLE_RATIO {
@@ -1623,8 +1629,9 @@ mod tests {
         tell_covering(&mut s, load);
         assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::None);
         // Nor are zstd-1 chunks in the stream's context worth probing,
-        // which they are in runs of four every 32 chunks without the CPU
-        // known (no probe measured anything here, so the gap stays 32).
+        // which they are in runs of CONTEXT_PROBE_RUN every 32 chunks
+        // without the CPU known (no probe measured anything here, so the
+        // gap stays 32).
         let probes = |s: &mut Selector| {
             s.set_context(true);
             (0..64)
@@ -2319,17 +2326,14 @@ mod tests {
     /// A stream at 1 Gbit/s (zstd-1 on every chunk would cost 20 % of a
     /// core at its prior speed, so probes come in runs) whose chunks
     /// gain nothing alone: chunk `n` repeats something when `repeats(n)`,
-    /// and a repeat is found only where the eight chunks before it went
-    /// through the context (a chunk sent as-is leaves the history). With
-    /// the machine's load `load` (a [`measured_load`] scale: the CPU
-    /// binds), or none. Returns the share of the raw bytes put on the
-    /// wire.
-    fn bursts_in_context(load: Option<f64>, repeats: impl Fn(u64) -> bool) -> f64 {
+    /// and a repeat is found only where the 15 chunks before it (the
+    /// context's window less the chunk itself) went through the context
+    /// (a chunk sent as-is leaves the history). Returns the share of the
+    /// raw bytes put on the wire.
+    fn repeats_in_context(repeats: impl Fn(u64) -> bool) -> f64 {
         let (rate, chunks) = (125e6, 1024u64);
         let mut s = Selector::new(crate::CodecId::all_bits());
-        if let Some(scale) = load {
-            tell_covering(&mut s, measured_load(0.0, scale));
-        }
+        s.set_cpu_share(1.0);
         let (mut wire_total, mut history) = (0.0, 0u64);
         for n in 0..chunks {
             s.set_context(true);
@@ -2339,7 +2343,13 @@ mod tests {
                 l = Level::Zstd(1);
             }
             wire_total += if let Level::Zstd(_) = l {
-                let gain = if repeats(n) && history >= 8 { 2.0 } else { 1.0 };
+                let window = (1u64 << crate::zstd_stream::WINDOW_LOG) / 131_072;
+                let back = window - 1;
+                let gain = if repeats(n) && history >= back {
+                    2.0
+                } else {
+                    1.0
+                };
                 history += 1;
                 let wire = 131_080.0 / gain;
                 s.observe_context(l, 131_072, wire as usize, Duration::from_micros(200), 1.0);
@@ -2352,29 +2362,38 @@ mod tests {
         wire_total / (chunks as f64 * 131_072.0)
     }
 
-    /// Repeats that lie eight or more chunks back are seen by a probe
-    /// run's later chunks. Fixed `zstd:1` puts 0.75 of these raw bytes on
-    /// the wire; with runs of four chunks (384 KiB of history for the
-    /// last) the stream put 1.00 of them there: no run ever saw a repeat.
+    /// Data the rule sends with LZ4 compresses alone: its context probes
+    /// stay runs of [`LZ4_PROBE_RUN`] chunks, where data sent as-is gets
+    /// runs that fill the window.
     #[test]
-    fn a_probe_run_sees_repeats_as_far_back_as_the_context_holds() {
-        let share = bursts_in_context(None, |n| n % 32 >= 16);
-        assert!(share < 0.8, "{share:.3} of the raw bytes on the wire");
+    fn data_on_lz4_is_probed_in_short_runs() {
+        let mut s = taught();
+        assert_eq!(waiting_for_transport(&mut s, 5e9, 500e6), Level::Lz4);
+        s.set_context(true);
+        let probes: Vec<u64> = (0..96u64)
+            .filter(|_| {
+                let l = s.choose_with(Some(5e9), 2.1, Wait::Transport);
+                assert_eq!(l, Level::Lz4);
+                s.context_probe_due(l)
+            })
+            .collect();
+        let runs = probes.windows(2).filter(|w| w[1] != w[0] + 1).count() + 1;
+        assert!(runs >= 2, "probes {probes:?}");
+        assert_eq!(
+            probes.len(),
+            runs * LZ4_PROBE_RUN as usize,
+            "probes {probes:?}"
+        );
     }
 
-    /// Where the CPU binds, a stream whose repeats come every third chunk
-    /// for 32 chunks, then 32 chunks that repeat nothing, stays in the
-    /// context through each burst and leaves once a flat stretch is
-    /// [`FLAT_RUN`] long. Fixed `zstd:1` puts 0.914 of these raw bytes on
-    /// the wire. With the gain folded at [`DATA_ALPHA`] both ways, two
-    /// flat chunks in three pulled the predicted ratio under what a level
-    /// had to earn: the stream left each burst as soon as its 16-chunk
-    /// dwell allowed, came back only with the next probe run, and put
-    /// 0.976 on the wire (0.951 with the slow fall).
+    /// Repeats that lie a whole window back are seen by a probe run's
+    /// last chunk. Fixed `zstd:1` puts 0.75 of these raw bytes on the
+    /// wire; with runs of four chunks (384 KiB of history for the last)
+    /// the stream put 1.00 of them there: no run ever saw a repeat.
     #[test]
-    fn bursts_of_repeats_keep_a_cpu_bound_stream_in_the_context() {
-        let share = bursts_in_context(Some(0.3), |n| n % 64 >= 32 && n % 3 == 0);
-        assert!(share < 0.96, "{share:.3} of the raw bytes on the wire");
+    fn a_probe_run_sees_repeats_as_far_back_as_the_context_holds() {
+        let share = repeats_in_context(|n| n % 32 >= 16);
+        assert!(share < 0.8, "{share:.3} of the raw bytes on the wire");
     }
 
     /// Already-compressed files gain nothing in the context for stretches,

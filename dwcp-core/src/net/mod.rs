@@ -49,5 +49,6 @@ pub use endpoint::{
     Congestion, Endpoint, EndpointConfig, EndpointStats, Error, TcpTuning, Transport,
 };
 pub use refusals::{AcceptFailure, AcceptFailures, RefusalReason, FAILURE_QUEUE};
+pub(crate) use stream::COMPRESS_CHUNK;
 pub use stream::{stream_error, Compression, RecvStream, SendStream, Stream, StreamOptions};
 pub use transport::TransportStats;

@@ -258,7 +258,7 @@ impl Drop for UnsentContextChunk {
 }
 
 /// Largest chunk compressed at once (also the largest compressed DATA frame).
-const COMPRESS_CHUNK: usize = 128 * 1024;
+pub(crate) const COMPRESS_CHUNK: usize = 128 * 1024;
 /// Writes smaller than this are sent as-is: not worth a trip to the compressor.
 const MIN_COMPRESS: usize = 2048;
 
