@@ -186,9 +186,9 @@ pub const COVERING_INTERVALS: u64 = 2;
 /// (217 MB/s on the 125 MB/s link), at which LZ4 would keep 0.62 of a
 /// thread busy. Where the link takes all a level gives, the level keeps
 /// its thread busy whatever this share is, so loopback is held still.
-/// A context probe (zstd-1 on a run of
-/// [`CONTEXT_PROBE_RUN`] chunks in the stream's context) is held as zstd-1 is: on loopback the
-/// probes were 1-5 % of the chunks of a transfer that followed a
+/// A context probe (zstd-1 on a run of chunks in the stream's context)
+/// is held as zstd-1 is: on loopback the probes (runs of four then,
+/// 2026-12-06) were 1-5 % of the chunks of a transfer that followed a
 /// compressed one, each holding the stream's data until it was done.
 pub const UNCOVERED_CORES: f64 = 0.75;
 /// Chunks to stay on a codec before switching again (a level that gains
@@ -257,10 +257,9 @@ const _: () = assert!(
 /// Chunks in one context probe of data the rule sends with LZ4. Such
 /// data compresses alone, and four chunks measure what the context adds
 /// to it: with runs of [`CONTEXT_PROBE_RUN`] for it too, at 1 Gbit/s
-/// (where LZ4 beats zstd-1 on this machine's CPU) the memory image, the
-/// database and the filesystem image put 29-67 % of their chunks through
-/// zstd-1 against 2-34 %, and read up to 0.12 s slower in one round of
-/// two.
+/// (where LZ4 beats zstd-1 on this machine's CPU) the four corpora LZ4
+/// compresses put 8-67 % of their chunks through zstd-1, against 2-29 %
+/// with runs of four (transfer times did not tell the two apart).
 pub const LZ4_PROBE_RUN: u32 = 4;
 /// Chunks between two context probes of data sent with LZ4, at most (the
 /// gap before runs of data sent as-is grew to fill the window).
@@ -272,7 +271,7 @@ pub const LZ4_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 8;
 /// the long run the share of its chunks that runs of four once in 256
 /// cost. Not in a shorter stream: the gaps double from 32, so random
 /// data probes 96 chunks of a 1,024-chunk (128 MiB) transfer, where runs
-/// of four probed 24; and where the link does not bind, a context-only
+/// of four probed 28; and where the link does not bind, a context-only
 /// gain that comes late in a stream waits up to 1,024 chunks for a probe.
 pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 32;
 /// Share of one core a stream's context probes may cost while the link is
@@ -285,7 +284,8 @@ pub const CONTEXT_PROBE_MAX_GAP: u64 = EXPLORE_EVERY * 32;
 /// runs of [`CONTEXT_PROBE_RUN`] chunks cost this share (between
 /// [`EXPLORE_EVERY`] and [`CONTEXT_PROBE_MAX_GAP`] chunks: on a link so
 /// fast that even the longest gap costs more, they cost more). Data sent
-/// with LZ4 is probed as before.
+/// with LZ4 is probed in runs of [`LZ4_PROBE_RUN`] at gaps up to
+/// [`LZ4_PROBE_MAX_GAP`].
 ///
 /// The share is judged at the link's estimated rate; the stream may be
 /// measured sending up to [`LINK_SLACK`] times that, and then pays up to
@@ -721,13 +721,15 @@ impl Selector {
 
     /// Whether this chunk, which the rule sends as-is or with LZ4, should
     /// rather go to zstd-1 in the stream's context to measure the context's
-    /// gain: a run of [`CONTEXT_PROBE_RUN`] chunks, the first
+    /// gain: a run of [`CONTEXT_PROBE_RUN`] chunks of data sent as-is,
+    /// or [`LZ4_PROBE_RUN`] of data sent with LZ4, the first
     /// [`CONTEXT_PROBE_AT`] chunks into the stream, the next
     /// [`EXPLORE_EVERY`] chunks later, and from then on at twice the last
-    /// gap (up to [`CONTEXT_PROBE_MAX_GAP`]; for chunks the rule sends
-    /// as-is while the link binds, up to what [`PROBE_CPU_SHARE`] allows,
-    /// down to every chunk where zstd-1 costs that little at the link's
-    /// rate) until the rule takes up a zstd
+    /// gap (up to [`CONTEXT_PROBE_MAX_GAP`] for data sent as-is,
+    /// [`LZ4_PROBE_MAX_GAP`] with LZ4, the cap of the chunk at hand; for
+    /// chunks the rule sends as-is while the link binds, up to what
+    /// [`PROBE_CPU_SHARE`] allows, down to every chunk where zstd-1 costs
+    /// that little at the link's rate) until the rule takes up a zstd
     /// level, which brings the gap back to [`EXPLORE_EVERY`]. Probes that
     /// find nothing, and probes whose gain the rule does not take up (the
     /// CPU or a fast link decides), both become rarer.
@@ -768,20 +770,32 @@ impl Selector {
             self.probed = true;
             return true;
         }
-        if self.probe_left > 0 {
-            self.probe_left -= 1;
-            return true;
-        }
-        if self.chunks < self.next_probe {
-            return false;
-        }
         // Data on LZ4 compresses alone: a short run measures what the
         // context adds, at the cost it had before runs filled the window.
-        let (run, longest) = if chosen == Level::Lz4 {
+        let lz4 = chosen == Level::Lz4;
+        let (run, longest) = if lz4 {
             (LZ4_PROBE_RUN, LZ4_PROBE_MAX_GAP)
         } else {
             (CONTEXT_PROBE_RUN, self.longest_probe_gap(link_binds))
         };
+        if self.probe_left > 0 {
+            // A run that began on data sent as-is goes on for no more
+            // chunks on LZ4 than a run of LZ4's own.
+            if lz4 {
+                self.probe_left = self.probe_left.min(LZ4_PROBE_RUN - 1);
+            }
+            self.probe_left -= 1;
+            return true;
+        }
+        // Due a gap after the last run began, the gap capped by this
+        // chunk's kind: a stream whose data went from as-is (gaps up to
+        // CONTEXT_PROBE_MAX_GAP) to LZ4 would otherwise wait the longer
+        // gap, and where the link starts to bind, its share's gap counts
+        // at once.
+        let begun = self.next_probe.saturating_sub(self.probe_gap);
+        if self.chunks < self.next_probe.min(begun + longest) {
+            return false;
+        }
         if self.probed {
             self.probe_gap = (self.probe_gap * 2).min(longest);
         }
@@ -2343,7 +2357,8 @@ mod tests {
                 l = Level::Zstd(1);
             }
             wire_total += if let Level::Zstd(_) = l {
-                let window = (1u64 << crate::zstd_stream::WINDOW_LOG) / 131_072;
+                let window =
+                    (1u64 << crate::zstd_stream::WINDOW_LOG) / crate::net::COMPRESS_CHUNK as u64;
                 let back = window - 1;
                 let gain = if repeats(n) && history >= back {
                     2.0
@@ -2383,6 +2398,56 @@ mod tests {
             probes.len(),
             runs * LZ4_PROBE_RUN as usize,
             "probes {probes:?}"
+        );
+    }
+
+    /// Random data long enough for the probe gap to grow to 1,024 chunks
+    /// (runs at about 16, 48, 112, 240, 496 and 1,008), then data that
+    /// the rule sends with LZ4: its first probe comes within
+    /// [`LZ4_PROBE_MAX_GAP`] of the last run's start, not 1,024 chunks
+    /// after it, and is a run of [`LZ4_PROBE_RUN`].
+    #[test]
+    fn data_that_turns_to_lz4_is_probed_within_its_own_gap() {
+        let mut s = Selector::new(crate::CodecId::all_bits());
+        s.set_cpu_share(1.0);
+        s.set_context(true);
+        let mut probes = Vec::new();
+        for n in 0..1400u64 {
+            s.skip();
+            let level = if n >= 1100 { Level::Lz4 } else { Level::None };
+            if s.context_probe_due(level) {
+                probes.push(n);
+                s.observe_context(
+                    Level::Zstd(1),
+                    131_072,
+                    131_080,
+                    Duration::from_micros(60),
+                    1.0,
+                );
+            }
+        }
+        let (before, later): (Vec<u64>, Vec<u64>) = probes.iter().partition(|&&n| n < 1100);
+        let last_run = before
+            .iter()
+            .zip(std::iter::once(&0).chain(&before))
+            .filter(|(n, prev)| **n != **prev + 1)
+            .map(|(n, _)| *n)
+            .last()
+            .expect("runs on the random data");
+        assert!(
+            last_run > 1000,
+            "the last run on random data began at {last_run}"
+        );
+        let first = *later.first().expect("a probe of the LZ4 data");
+        assert!(
+            first <= last_run + LZ4_PROBE_MAX_GAP,
+            "first LZ4 probe at {first}, the last run began at {last_run}"
+        );
+        let run: Vec<u64> = (first..first + u64::from(LZ4_PROBE_RUN)).collect();
+        assert_eq!(later[..run.len()], run[..], "probes {later:?}");
+        assert_ne!(
+            later.get(run.len()),
+            Some(&(first + u64::from(LZ4_PROBE_RUN)))
         );
     }
 
