@@ -2262,6 +2262,18 @@ mod tests {
         );
     }
 
+    /// A probe chunk of random data through the context at zstd-1: 60 µs,
+    /// nothing gained.
+    fn probe_found_nothing(s: &mut Selector) {
+        s.observe_context(
+            Level::Zstd(1),
+            131_072,
+            131_080,
+            Duration::from_micros(60),
+            1.0,
+        );
+    }
+
     /// Random data on a 100 Mbit/s link estimate, chunk `n` sent at
     /// `measured(n)` (bytes/s on the wire) while the sender waited on
     /// `wait(n)`, with a compressor's share of `cpu_share` cores: the chunks
@@ -2283,13 +2295,7 @@ mod tests {
             assert_eq!(l, Level::None, "chunk {n}");
             if s.context_probe_due(l) {
                 probes.push(n);
-                s.observe_context(
-                    Level::Zstd(1),
-                    131_072,
-                    131_080,
-                    Duration::from_micros(60),
-                    1.0,
-                );
+                probe_found_nothing(&mut s);
             }
         }
         probes
@@ -2417,13 +2423,7 @@ mod tests {
             let level = if n >= 1100 { Level::Lz4 } else { Level::None };
             if s.context_probe_due(level) {
                 probes.push(n);
-                s.observe_context(
-                    Level::Zstd(1),
-                    131_072,
-                    131_080,
-                    Duration::from_micros(60),
-                    1.0,
-                );
+                probe_found_nothing(&mut s);
             }
         }
         let (before, later): (Vec<u64>, Vec<u64>) = probes.iter().partition(|&&n| n < 1100);
