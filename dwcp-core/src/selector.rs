@@ -770,14 +770,7 @@ impl Selector {
             self.probed = true;
             return true;
         }
-        // Data on LZ4 compresses alone: a short run measures what the
-        // context adds, at the cost it had before runs filled the window.
         let lz4 = chosen == Level::Lz4;
-        let (run, longest) = if lz4 {
-            (LZ4_PROBE_RUN, LZ4_PROBE_MAX_GAP)
-        } else {
-            (CONTEXT_PROBE_RUN, self.longest_probe_gap(link_binds))
-        };
         if self.probe_left > 0 {
             // A run that began on data sent as-is goes on for no more
             // chunks on LZ4 than a run of LZ4's own.
@@ -787,6 +780,13 @@ impl Selector {
             self.probe_left -= 1;
             return true;
         }
+        // Data on LZ4 compresses alone: a short run measures what the
+        // context adds, at the cost it had before runs filled the window.
+        let (run, longest) = if lz4 {
+            (LZ4_PROBE_RUN, LZ4_PROBE_MAX_GAP)
+        } else {
+            (CONTEXT_PROBE_RUN, self.longest_probe_gap(link_binds))
+        };
         // Due a gap after the last run began, the gap capped by this
         // chunk's kind: a stream whose data went from as-is (gaps up to
         // CONTEXT_PROBE_MAX_GAP) to LZ4 would otherwise wait the longer
@@ -2354,6 +2354,7 @@ mod tests {
         let (rate, chunks) = (125e6, 1024u64);
         let mut s = Selector::new(crate::CodecId::all_bits());
         s.set_cpu_share(1.0);
+        let window = (1u64 << crate::zstd_stream::WINDOW_LOG) / crate::net::COMPRESS_CHUNK as u64;
         let (mut wire_total, mut history) = (0.0, 0u64);
         for n in 0..chunks {
             s.set_context(true);
@@ -2363,10 +2364,7 @@ mod tests {
                 l = Level::Zstd(1);
             }
             wire_total += if let Level::Zstd(_) = l {
-                let window =
-                    (1u64 << crate::zstd_stream::WINDOW_LOG) / crate::net::COMPRESS_CHUNK as u64;
-                let back = window - 1;
-                let gain = if repeats(n) && history >= back {
+                let gain = if repeats(n) && history >= window - 1 {
                     2.0
                 } else {
                     1.0
