@@ -1421,9 +1421,16 @@ mod tests {
         // creation, the first rate read, the context's reservation and
         // chunks that went to a compression thread (probes and
         // explorations) handed over on their own. The old code took 143
-        // turns in all to `off`'s 39, several per write.
+        // turns in all to `off`'s 39, several per write. The stream's first
+        // context probe falls in these 64 chunks: since probe runs of data
+        // sent as-is fill the zstd window (2026-12-07, 16 chunks, not 4),
+        // adaptive takes 52 turns with room over QUIC (ten runs), twelve
+        // more, so the allowance counts the run's chunks beyond four. Over
+        // a 128 MiB stream that run is 16 turns in 1,024.
+        let probe_run_beyond_four = u64::from(crate::selector::CONTEXT_PROBE_RUN) - 4;
         assert!(
-            adaptive.with_room() <= off.with_room() + off.with_room() / 2 + 4,
+            adaptive.with_room()
+                <= off.with_room() + off.with_room() / 2 + 4 + probe_run_beyond_four,
             "adaptive took {} turns of the lock with room for {PIECES} writes, off {}",
             adaptive.with_room(),
             off.with_room()
