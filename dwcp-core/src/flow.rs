@@ -136,12 +136,28 @@ impl RecvWindow {
 
     /// True when a credit update is due: the application consumed
     /// 1/[`UPDATE_SHARE`] of the window since the last one (or the window
-    /// grew by as much), or half a window since growth was last judged, so
+    /// grew by as much), or anything while unread data holds more than
+    /// half the window, or half a window since growth was last judged, so
     /// that growth is judged when half a window was read, whatever the
     /// size of the reads.
     pub fn wants_update(&self) -> bool {
         let share = (self.window / UPDATE_SHARE).max(1);
-        self.advertised - self.consumed <= self.window - share || self.half_read()
+        // What a credit update would grant now.
+        let grant = (self.consumed + self.window).saturating_sub(self.advertised);
+        grant >= share || (grant > 0 && self.held_back(share)) || self.half_read()
+    }
+
+    /// Data received and not consumed holds so much of the window that
+    /// what is read of the rest may never add up to `share`: less than two
+    /// shares left. (A connection whose streams' readers stall: with three
+    /// quarters held, the last quarter less the interactive reserve a bulk
+    /// sender leaves never made a quarter read, and every other bulk
+    /// stream waited for credit that never came.) Then any consumption is
+    /// granted at once. The reserve is at most an eighth of the initial
+    /// connection window, half a share, so with two shares left a bulk
+    /// sender can always send the share that makes credit due.
+    fn held_back(&self, share: u64) -> bool {
+        self.window.saturating_sub(self.buffered()) < 2 * share
     }
 
     /// Half a window consumed since growth was last judged.
@@ -271,6 +287,37 @@ mod tests {
         w.take_update(t0 + Duration::from_secs(5), rtt);
         assert_eq!(w.window(), 2000);
         assert!(w.buffered() == 0);
+    }
+
+    /// Data received and never read holds part of a window (a
+    /// connection's streams whose readers stall). With three quarters
+    /// held, what the others read could never reach the quarter that
+    /// makes credit due: the last quarter, less the interactive reserve
+    /// a bulk sender leaves, was spent and never came back.
+    #[test]
+    fn credit_flows_while_unread_data_holds_most_of_the_window() {
+        let now = Instant::now();
+        let mut w = RecvWindow::new(1000, 1000);
+        // 720 held, never read.
+        w.on_receive(now, 720).expect("in window");
+        // Another stream's 230 arrive and are read (50 of the window
+        // stay unused: the sender's reserve).
+        w.on_receive(now, 230).expect("in window");
+        w.on_consume(230);
+        assert!(w.wants_update(), "230 read with 720 held: credit is due");
+        assert_eq!(w.take_update(now, None), Some(230));
+        w.on_receive(now, 10).expect("in window");
+        w.on_consume(10);
+        assert_eq!(w.take_update(now, None), Some(10));
+        // Under half held: the quarter rule.
+        let mut w = RecvWindow::new(1000, 1000);
+        w.on_receive(now, 400).expect("in window");
+        w.on_receive(now, 200).expect("in window");
+        w.on_consume(200);
+        assert!(!w.wants_update(), "200 read with 400 held");
+        w.on_receive(now, 50).expect("in window");
+        w.on_consume(50);
+        assert_eq!(w.take_update(now, None), Some(250));
     }
 
     /// A lost packet pauses the reader for a round trip or more, so on a

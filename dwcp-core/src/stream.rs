@@ -108,6 +108,9 @@ pub(crate) struct Stream {
     /// `send_error` was returned to the writer (or the writer went away).
     pub(crate) send_reported: bool,
     pub(crate) writer_blocked: bool,
+    /// In the connection's queue of writers waiting for room in its send
+    /// buffer (`Connection::conn_blocked`), perhaps no longer blocked.
+    pub(crate) conn_waiting: bool,
     pub(crate) recv_queue: VecDeque<Bytes>,
     pub(crate) recv_window: RecvWindow,
     pub(crate) recv_state: RecvState,
@@ -145,6 +148,7 @@ impl Stream {
             send_error: None,
             send_reported: false,
             writer_blocked: false,
+            conn_waiting: false,
             recv_queue: VecDeque::new(),
             recv_window: RecvWindow::new(recv_initial, recv_max),
             recv_state: RecvState::Open,

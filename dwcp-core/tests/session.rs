@@ -216,6 +216,83 @@ fn an_unread_stream_does_not_block_the_others() {
     assert!(ok);
 }
 
+/// Streams whose readers stall hold their windows of the connection's:
+/// with the defaults (1 MiB a stream, 16 MiB the connection), twelve of
+/// them hold three quarters. The last quarter, less the reserve bulk
+/// streams leave for interactive ones, could never be read as a whole
+/// quarter, so no connection credit came back and every other bulk
+/// stream stopped for as long as those readers stalled.
+#[test]
+fn twelve_stalled_readers_do_not_stop_the_other_streams() {
+    let mut pair = Pair::new(Config::default(), Config::default(), wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for seed in 0..12 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+    }
+    for id in (1..24).step_by(2) {
+        server.paused.insert(id);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(2));
+    let held: u64 = (1..24)
+        .step_by(2)
+        .map(|id| pair.server.conn.stream_window(id).expect("open"))
+        .sum();
+    assert_eq!(held, 12 << 20, "the stalled streams' windows");
+    client.add_stream(OpenParams::default(), 32 << 20, 12);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&25).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&25).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 25 stopped at {read} bytes behind twelve unread streams"
+    );
+}
+
+/// A writer whose stream's queue drained is woken when the connection's
+/// send buffer has room for half a stream's queue. It was woken only once
+/// the whole buffer was at most half full: three streams whose peers'
+/// readers stall, each queueing its 4 MiB, hold 12 MiB of a 16 MiB
+/// buffer for as long as they stall, and the fourth stream's writer,
+/// blocked on its own full queue, was never woken again.
+#[test]
+fn a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer() {
+    let client_cfg = Config {
+        connection_send_buffer: 16 << 20,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(client_cfg, Config::default(), wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for seed in 0..3 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+    }
+    for id in [1, 3, 5] {
+        server.paused.insert(id);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(1));
+    client.add_stream(OpenParams::default(), 32 << 20, 3);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&7).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&7).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 7 stopped at {read} bytes beside three stalled streams"
+    );
+}
+
 #[test]
 fn reset_returns_connection_credit() {
     // Connection window == one stream window: an unread stream can hold all of it.

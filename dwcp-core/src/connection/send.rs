@@ -84,16 +84,17 @@ impl Connection {
         }
         self.check_writable(id)?;
         let room = self.room(id);
+        let conn_full = self.conn_room() < self.stream_room(id);
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
         };
         if room == 0 {
-            Self::mark_blocked(s, id, &mut self.conn_blocked);
+            Self::mark_blocked(s, id, &mut self.conn_blocked, conn_full);
             return Err(StreamError::Blocked);
         }
         let n = (room as usize).min(data.len());
         if n < data.len() {
-            Self::mark_blocked(s, id, &mut self.conn_blocked);
+            Self::mark_blocked(s, id, &mut self.conn_blocked, conn_full);
         }
         let chunk = if n == data.len() {
             data
@@ -158,6 +159,7 @@ impl Connection {
         }
         let room = self.room(id);
         let conn_room = self.conn_room();
+        let stream_room = self.stream_room(id);
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
         };
@@ -166,7 +168,8 @@ impl Connection {
         // so no stream count and chunk size can block a stream for good.
         let fits = room >= raw as u64 || (s.send_queued == 0 && conn_room >= raw as u64);
         if !fits {
-            Self::mark_blocked(s, id, &mut self.conn_blocked);
+            let conn_full = s.send_queued == 0 || stream_room >= raw as u64;
+            Self::mark_blocked(s, id, &mut self.conn_blocked, conn_full);
             return Err(StreamError::Blocked);
         }
         crate::cpu_load::count_queued(enc.raw_len as usize, payload.len());
@@ -257,8 +260,9 @@ impl Connection {
         self.check_writable(id)?;
         let room = self.room(id);
         if room == 0 {
+            let conn_full = self.conn_room() < self.stream_room(id);
             if let Some(s) = self.streams.get_mut(&id) {
-                Self::mark_blocked(s, id, &mut self.conn_blocked);
+                Self::mark_blocked(s, id, &mut self.conn_blocked, conn_full);
             }
         }
         Ok(room.min(usize::MAX as u64) as usize)
@@ -418,9 +422,13 @@ impl Connection {
     }
 
     pub(super) fn room(&self, id: StreamId) -> u64 {
+        self.stream_room(id).min(self.conn_room())
+    }
+
+    /// Room left in stream `id`'s own share of the send buffer.
+    fn stream_room(&self, id: StreamId) -> u64 {
         let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
-        let stream_room = self.stream_buffer_limit().saturating_sub(queued);
-        stream_room.min(self.conn_room())
+        self.stream_buffer_limit().saturating_sub(queued)
     }
 
     pub(super) fn conn_room(&self) -> u64 {
@@ -429,13 +437,19 @@ impl Connection {
             .saturating_sub(self.send_buffered)
     }
 
+    /// Marks `id`'s writer blocked. A writer whose own queue is full is
+    /// woken as its queue drains (`take_frame`); one held back by the
+    /// connection's send buffer (`conn_full`) also waits in `conn_blocked`
+    /// for room there ([`Connection::notify_conn_writable`]).
     pub(super) fn mark_blocked(
         s: &mut Stream,
         id: StreamId,
         conn_blocked: &mut VecDeque<StreamId>,
+        conn_full: bool,
     ) {
-        if !s.writer_blocked {
-            s.writer_blocked = true;
+        s.writer_blocked = true;
+        if conn_full && !s.conn_waiting {
+            s.conn_waiting = true;
             conn_blocked.push_back(id);
         }
     }
@@ -483,16 +497,30 @@ impl Connection {
         self.maybe_forget(id);
     }
 
+    /// Wakes writers waiting for room in the connection's send buffer, in
+    /// turn, while it has room for half a stream's queue each.
+    ///
+    /// Writers are woken for half a stream's queue, not once the whole
+    /// buffer is at most half full: streams whose peers' readers stall
+    /// keep their queues full for as long as they stall, and with enough
+    /// of them the buffer never emptied to half, so no other writer was
+    /// woken again (`a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer`).
     pub(super) fn notify_conn_writable(&mut self) {
-        if self.send_buffered > self.config.connection_send_buffer / 2 {
-            return;
-        }
-        while let Some(id) = self.conn_blocked.pop_front() {
-            if let Some(s) = self.streams.get_mut(&id) {
-                if s.writer_blocked {
-                    s.writer_blocked = false;
-                    self.events.push_back(Event::StreamWritable(id));
-                }
+        let half = self.stream_buffer_limit() / 2;
+        let mut room = self.conn_room();
+        while room >= half.max(1) {
+            let Some(id) = self.conn_blocked.pop_front() else {
+                break;
+            };
+            let limit = self.stream_buffer_limit();
+            let Some(s) = self.streams.get_mut(&id) else {
+                continue;
+            };
+            s.conn_waiting = false;
+            if s.writer_blocked {
+                s.writer_blocked = false;
+                self.events.push_back(Event::StreamWritable(id));
+                room = room.saturating_sub(limit.saturating_sub(s.send_queued));
             }
         }
     }
@@ -668,12 +696,20 @@ impl Connection {
         if fin {
             s.send_state = SendState::FinSent;
         }
-        if s.writer_blocked
-            && s.send_queued <= stream_limit / 2
-            && self.send_buffered - raw <= self.config.connection_send_buffer / 2
-        {
-            s.writer_blocked = false;
-            self.events.push_back(Event::StreamWritable(id));
+        if s.writer_blocked && s.send_queued <= stream_limit / 2 {
+            // Its queue drained to half: woken if the connection's buffer
+            // has room for as much, else it waits for that room.
+            let conn_room = self
+                .config
+                .connection_send_buffer
+                .saturating_sub(self.send_buffered - raw);
+            if conn_room >= stream_limit / 2 {
+                s.writer_blocked = false;
+                self.events.push_back(Event::StreamWritable(id));
+            } else if !s.conn_waiting {
+                s.conn_waiting = true;
+                self.conn_blocked.push_back(id);
+            }
         }
         self.conn_credit.consume(raw);
         self.send_buffered -= raw;
