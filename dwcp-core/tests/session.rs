@@ -293,6 +293,41 @@ fn a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer() {
     );
 }
 
+/// A writer with nothing queued is woken for less room than half a
+/// stream's share. Sixteen streams whose readers stall (64 KiB windows at
+/// the receiver) queue 4 MiB less 64 KiB each: 1 MiB of the 64 MiB send
+/// buffer stays free, under half the seventeenth stream's share (1.88 MiB),
+/// and its writer was never woken, though it could queue that 1 MiB.
+#[test]
+fn a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave() {
+    let receiver = Config {
+        initial_stream_window: 64 * 1024,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), receiver, wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for seed in 0..16 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+        server.paused.insert(2 * seed as u32 + 1);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(1));
+    client.add_stream(OpenParams::default(), 32 << 20, 16);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&33).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&33).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 33 stopped at {read} bytes beside sixteen stalled streams"
+    );
+}
+
 #[test]
 fn reset_returns_connection_credit() {
     // Connection window == one stream window: an unread stream can hold all of it.

@@ -232,7 +232,7 @@ impl Connection {
             local_open: 0,
             remote_open: 0,
             conn_credit: SendCredit::new(0),
-            conn_recv: RecvWindow::new(
+            conn_recv: RecvWindow::shared(
                 config.initial_connection_window,
                 config.max_connection_window,
             ),

@@ -21,6 +21,14 @@ use crate::StreamId;
 /// `Connection::interactive_reserve`).
 const INTERACTIVE_RESERVE: u64 = 64 * 1024;
 
+/// Room in the connection's send buffer for which a blocked writer is
+/// woken, at most (half a stream's share when that is less): two of the
+/// largest chunks a sender compresses. With half a share, streams whose
+/// peers' readers stall could leave less than that free for good, and a
+/// writer with nothing queued waited for ever beside room it could use
+/// (`a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave`).
+const WRITER_WAKE_ROOM: u64 = 256 * 1024;
+
 /// The event for the peer's STOP after this side's FIN (see
 /// [`Event::StreamAcked`] and [`Event::StreamStopped`]).
 fn fin_answer(id: StreamId, code: ErrorCode) -> Event {
@@ -497,18 +505,25 @@ impl Connection {
         self.maybe_forget(id);
     }
 
+    /// Room in the connection's send buffer for which a blocked writer is
+    /// woken: half a stream's share, at most [`WRITER_WAKE_ROOM`].
+    fn writer_wake_room(&self) -> u64 {
+        (self.stream_buffer_limit() / 2).clamp(1, WRITER_WAKE_ROOM)
+    }
+
     /// Wakes writers waiting for room in the connection's send buffer, in
-    /// turn, while it has room for half a stream's queue each.
+    /// turn, while it has [`Connection::writer_wake_room`] for each, counting what each may
+    /// queue against the room.
     ///
-    /// Writers are woken for half a stream's queue, not once the whole
-    /// buffer is at most half full: streams whose peers' readers stall
-    /// keep their queues full for as long as they stall, and with enough
-    /// of them the buffer never emptied to half, so no other writer was
-    /// woken again (`a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer`).
+    /// Writers are woken for that room, not once the whole buffer is at
+    /// most half full: streams whose peers' readers stall keep their
+    /// queues full for as long as they stall, and with enough of them the
+    /// buffer never emptied to half, so no other writer was woken again
+    /// (`a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer`).
     pub(super) fn notify_conn_writable(&mut self) {
-        let half = self.stream_buffer_limit() / 2;
+        let wake_room = self.writer_wake_room();
         let mut room = self.conn_room();
-        while room >= half.max(1) {
+        while room >= wake_room {
             let Some(id) = self.conn_blocked.pop_front() else {
                 break;
             };
@@ -664,6 +679,7 @@ impl Connection {
     ) -> Option<(Transmit, u64, bool)> {
         let max_frame = self.data_frame_limit();
         let stream_limit = self.stream_buffer_limit();
+        let wake_room = self.writer_wake_room();
         let s = self.streams.get_mut(&id)?;
         let stream_avail = s.send_credit.available();
         let (encoding, payload, raw) = match s.send_queue.front_mut()? {
@@ -698,12 +714,12 @@ impl Connection {
         }
         if s.writer_blocked && s.send_queued <= stream_limit / 2 {
             // Its queue drained to half: woken if the connection's buffer
-            // has room for as much, else it waits for that room.
+            // has room to wake a writer for, else it waits for that room.
             let conn_room = self
                 .config
                 .connection_send_buffer
                 .saturating_sub(self.send_buffered - raw);
-            if conn_room >= stream_limit / 2 {
+            if conn_room >= wake_room {
                 s.writer_blocked = false;
                 self.events.push_back(Event::StreamWritable(id));
             } else if !s.conn_waiting {
