@@ -149,16 +149,35 @@ impl RecvWindow {
         self.wants_update()
     }
 
+    /// The window credit is granted by: the window, and for a shared
+    /// window at least half of it beyond the data received and not
+    /// consumed, within the ceiling.
+    ///
+    /// Streams whose readers stall hold their windows' worth of a shared
+    /// window for as long as they stall; a shared window sized by its
+    /// readers' pace alone was filled by a few of them (a 32 MiB transfer
+    /// through a pair of sidecars stopped beside six connections whose
+    /// clients stopped reading), and every other stream waited with them.
+    /// The ceiling stays the bound on memory.
+    fn effective(&self) -> u64 {
+        if !self.shared {
+            return self.window;
+        }
+        let room = (self.buffered() + self.window / 2).min(self.max);
+        self.window.max(room)
+    }
+
     /// True when a credit update is due: the application consumed
     /// 1/[`UPDATE_SHARE`] of the window since the last one (or the window
     /// grew by as much), or half a window since growth was last judged, so
     /// that growth is judged when half a window was read, whatever the
     /// size of the reads. A shared window is also granted anything read
-    /// while unread data holds more than half of it.
+    /// while unread data holds more than half of it, and a quarter window
+    /// as soon as unread data makes it due ([`RecvWindow::effective`]).
     pub fn wants_update(&self) -> bool {
         let share = (self.window / UPDATE_SHARE).max(1);
         // What a credit update would grant now.
-        let grant = (self.consumed + self.window).saturating_sub(self.advertised);
+        let grant = (self.consumed + self.effective()).saturating_sub(self.advertised);
         grant >= share || (grant > 0 && self.held_back(share)) || self.half_read()
     }
 
@@ -179,7 +198,7 @@ impl RecvWindow {
     /// shrank the sender's frames to the read's size (8 KiB reads at
     /// 50 MB/s: 6,118 WINDOW frames a second against 38).
     fn held_back(&self, share: u64) -> bool {
-        self.shared && self.window.saturating_sub(self.buffered()) < 2 * share
+        self.shared && self.effective().saturating_sub(self.buffered()) < 2 * share
     }
 
     /// Half a window consumed since growth was last judged.
@@ -190,6 +209,18 @@ impl RecvWindow {
     /// Computes the credit to send now, auto-tuning the window first. Returns
     /// `None` if no update is due.
     pub fn take_update(&mut self, now: Instant, srtt: Option<Duration>) -> Option<u32> {
+        self.take_update_within(now, srtt, u64::MAX)
+    }
+
+    /// As [`RecvWindow::take_update`], but auto-tuning grows the window
+    /// by at most `growth` bytes (a connection's streams share a budget of
+    /// growth: see `Connection::stream_window_room`).
+    pub fn take_update_within(
+        &mut self,
+        now: Instant,
+        srtt: Option<Duration>,
+        growth: u64,
+    ) -> Option<u32> {
         if !self.wants_update() {
             return None;
         }
@@ -202,14 +233,17 @@ impl RecvWindow {
                 _ => false,
             };
             if fast && !floor_raised {
-                self.window = (self.window * 2).min(self.max);
+                let grown = (self.window * 2)
+                    .min(self.max)
+                    .min(self.window.saturating_add(growth));
+                self.window = self.window.max(grown);
             }
             self.epoch = Some(now);
             self.epoch_consumed = self.consumed;
         }
-        let target = self.consumed + self.window;
-        let credit = target - self.advertised;
-        self.advertised = target;
+        let target = self.consumed + self.effective();
+        let credit = target.saturating_sub(self.advertised);
+        self.advertised = self.advertised.max(target);
         u32::try_from(credit).ok()
     }
 }

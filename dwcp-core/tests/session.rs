@@ -328,6 +328,101 @@ fn a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave() {
     );
 }
 
+/// Unread data of stalled streams widens the connection's window (within
+/// its ceiling) so that half of it stays for the others. Eight streams
+/// whose readers stall with 4 MiB windows can hold 32 MiB, twice the
+/// initial connection window: they held all of it, and a ninth stream
+/// stopped for as long as they stalled.
+#[test]
+fn stalled_readers_beyond_the_connection_window_leave_room_for_the_others() {
+    let receiver = Config {
+        initial_stream_window: 4 << 20,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), receiver, wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for seed in 0..8 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+        server.paused.insert(2 * seed as u32 + 1);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(2));
+    client.add_stream(OpenParams::default(), 32 << 20, 8);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&17).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 17 stopped at {read} bytes beside eight stalled streams"
+    );
+    assert!(
+        client.lost.is_none() && server.lost.is_none(),
+        "{:?} {:?}",
+        client.lost,
+        server.lost
+    );
+}
+
+/// Stream windows grow from a budget of half the connection's ceiling.
+/// Eight streams read at full speed grow their windows with their
+/// readers' pace (from 256 KiB to 8 MiB each on this 1 Gbit/s, 40 ms
+/// path, with a 16 MiB ceiling; 1–2 MiB now), then their readers stall:
+/// together the grown windows held the whole connection, and a ninth
+/// stream stopped.
+#[test]
+fn grown_windows_of_stalled_readers_leave_room_for_the_others() {
+    let receiver = Config {
+        initial_stream_window: 256 << 10,
+        initial_connection_window: 16 << 20,
+        max_connection_window: 16 << 20,
+        max_stream_window: 16 << 20,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), receiver, wan(1000, 20));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for seed in 0..8 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(3));
+    let windows: Vec<u64> = (0..8u32)
+        .map(|i| pair.server.conn.stream_window(2 * i + 1).expect("open"))
+        .collect();
+    let grown: u64 = windows.iter().map(|w| w - (256 << 10)).sum();
+    assert!(
+        grown <= 8 << 20,
+        "the windows grew beyond half the ceiling: {windows:?}"
+    );
+    assert!(
+        windows.iter().any(|&w| w > 256 << 10),
+        "no window grew: {windows:?}"
+    );
+    for i in 0..8u32 {
+        server.paused.insert(2 * i + 1);
+    }
+    run_for(&mut pair, &mut client, &mut server, Duration::from_secs(2));
+    client.add_stream(OpenParams::default(), 32 << 20, 8);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(20),
+        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&17).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 17 stopped at {read} bytes beside eight stalled streams ({windows:?})"
+    );
+}
+
 #[test]
 fn reset_returns_connection_credit() {
     // Connection window == one stream window: an unread stream can hold all of it.

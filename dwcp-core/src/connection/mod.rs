@@ -163,6 +163,11 @@ pub struct Connection {
     conn_credit: SendCredit,
     conn_recv: RecvWindow,
     conn_window_pending: bool,
+    /// What the receive windows of the tracked streams add beyond the
+    /// configured initial window, together: growth and raised floors come
+    /// from a budget of half the connection's ceiling
+    /// ([`Connection::stream_window_room`]).
+    stream_window_extra: u64,
     send_buffered: u64,
     /// The send buffer ran empty since the last transport report: the
     /// interval's delivery rate is the sender's, not the link's.
@@ -237,6 +242,7 @@ impl Connection {
                 config.max_connection_window,
             ),
             conn_window_pending: false,
+            stream_window_extra: 0,
             send_buffered: 0,
             tx_ran_dry: false,
             conn_blocked: VecDeque::new(),
@@ -387,6 +393,7 @@ impl Connection {
         }
         while let Some(id) = self.window_queue.pop_front() {
             let srtt = self.rtt.smoothed();
+            let room = self.stream_window_room();
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
@@ -395,7 +402,10 @@ impl Connection {
                 continue;
             }
             let interactive = s.interactive();
-            if let Some(credit) = s.recv_window.take_update(now, srtt) {
+            let before = s.recv_window.window();
+            let update = s.recv_window.take_update_within(now, srtt, room);
+            self.stream_window_extra += s.recv_window.window() - before;
+            if let Some(credit) = update {
                 if credit > 0 {
                     let w = Frame::Window(Window { stream: id, credit });
                     return Some(self.emit(w, id, interactive));

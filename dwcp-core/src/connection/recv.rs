@@ -143,6 +143,11 @@ impl Connection {
                 ),
             ));
         }
+        // Unread data widens the connection's window (`RecvWindow::effective`):
+        // credit may be due before anything is read.
+        if self.conn_recv.wants_update() {
+            self.conn_window_pending = true;
+        }
         self.stats.data_raw_received += raw;
         self.stats.data_wire_received += d.payload.len() as u64;
         let ci = d.encoding.map_or(0, |e| e.codec as usize).min(2);
