@@ -35,8 +35,10 @@ pub struct Config {
     /// a quarter of `initial_connection_window`.
     pub initial_stream_window: u32,
     /// Ceiling the per-stream window may auto-tune to; the per-stream limit on
-    /// buffered-but-unread bytes (default 64 MiB, the connection's: one
-    /// stream may fill a 1 Gbit/s, 200 ms path, whose BDP is 25 MB).
+    /// buffered-but-unread bytes (default 64 MiB, the connection's). The
+    /// streams' windows together grow by at most half of
+    /// `max_connection_window` beyond their initial windows, so one stream
+    /// reaches 33 MiB by default (a 1 Gbit/s, 200 ms path's BDP is 25 MB).
     pub max_stream_window: u32,
     /// Initial connection receive window (default 16 MiB: a 100 Mbit/s,
     /// 200 ms path and what lost packets hold behind them, without waiting

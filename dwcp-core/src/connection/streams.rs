@@ -201,10 +201,10 @@ impl Connection {
     /// Smallest receive window of a stream: the configured initial window,
     /// scaled by the lowest RTT seen beyond [`WINDOW_REFERENCE_RTT`] so
     /// that it allows the same rate on a longer path, at most a quarter of
-    /// the initial connection window (4 MiB by default: it takes four
-    /// streams whose readers stall to hold all of it, sixteen with 1 MiB
-    /// windows; a stream opened once the rate is known starts at twice the
-    /// BDP, 5 MB on 100 Mbit/s and 200 ms) and the maximum stream window.
+    /// the initial connection window (4 MiB by default; a stream opened
+    /// once the rate is known starts at twice the BDP, 5 MB on 100 Mbit/s
+    /// and 200 ms) and the maximum stream window. What floors add beyond
+    /// the initial window comes from [`Connection::stream_window_room`].
     ///
     /// A stream opened as its connection starts has no rate estimate to
     /// size its window by, and on a long lossy path its window grows
