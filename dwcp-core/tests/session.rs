@@ -328,6 +328,48 @@ fn a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave() {
     );
 }
 
+/// Streams whose peers' readers stall keep their send queues full: eight
+/// of them, opened one after another (each queueing up to its share of the
+/// buffer as it stood then), took all of a 16 MiB send buffer, and a ninth
+/// stream's writer could queue nothing for as long as they stalled. A
+/// quarter of the buffer stays for short queues.
+#[test]
+fn stalled_queues_leave_room_in_the_send_buffer() {
+    let sender = Config {
+        connection_send_buffer: 16 << 20,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(sender, Config::default(), wan(1000, 5));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    // One after another, as a sidecar's clients connect.
+    for seed in 0..8 {
+        client.add_stream(OpenParams::default(), 1 << 30, seed);
+        server.paused.insert(2 * seed as u32 + 1);
+        run_for(
+            &mut pair,
+            &mut client,
+            &mut server,
+            Duration::from_millis(200),
+        );
+    }
+    let queued = pair.client.conn.send_buffered();
+    client.add_stream(OpenParams::default(), 32 << 20, 8);
+    let ok = run_traffic(
+        &mut pair,
+        &mut client,
+        &mut server,
+        Duration::from_secs(10),
+        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
+    );
+    let read = server.received.get(&17).map_or(0, |r| r.len);
+    assert!(
+        ok,
+        "stream 17 stopped at {read} bytes beside eight stalled streams ({queued} bytes queued)"
+    );
+}
+
 /// Unread data of stalled streams widens the connection's window (within
 /// its ceiling) so that half of it stays for the others. Eight streams
 /// whose readers stall with 4 MiB windows can hold 32 MiB, twice the

@@ -29,6 +29,14 @@ const INTERACTIVE_RESERVE: u64 = 64 * 1024;
 /// (`a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave`).
 const WRITER_WAKE_ROOM: u64 = 256 * 1024;
 
+/// Share (1/`SEND_HEADROOM_SHARE`) of the connection's send buffer that a
+/// stream whose queue holds [`WRITER_WAKE_ROOM`] or more may not take: it
+/// stays for streams with short queues. Streams whose peers' readers stall
+/// keep their queues full for as long as they stall; sixteen full 4 MiB
+/// queues took the whole 64 MiB buffer, and the writers of every other
+/// stream waited with them (`stalled_queues_leave_room_in_the_send_buffer`).
+const SEND_HEADROOM_SHARE: u64 = 4;
+
 /// The event for the peer's STOP after this side's FIN (see
 /// [`Event::StreamAcked`] and [`Event::StreamStopped`]).
 fn fin_answer(id: StreamId, code: ErrorCode) -> Event {
@@ -92,7 +100,7 @@ impl Connection {
         }
         self.check_writable(id)?;
         let room = self.room(id);
-        let conn_full = self.conn_room() < self.stream_room(id);
+        let conn_full = self.conn_room_for(id) < self.stream_room(id);
         let Some(s) = self.streams.get_mut(&id) else {
             return Err(StreamError::UnknownStream);
         };
@@ -268,7 +276,7 @@ impl Connection {
         self.check_writable(id)?;
         let room = self.room(id);
         if room == 0 {
-            let conn_full = self.conn_room() < self.stream_room(id);
+            let conn_full = self.conn_room_for(id) < self.stream_room(id);
             if let Some(s) = self.streams.get_mut(&id) {
                 Self::mark_blocked(s, id, &mut self.conn_blocked, conn_full);
             }
@@ -430,7 +438,30 @@ impl Connection {
     }
 
     pub(super) fn room(&self, id: StreamId) -> u64 {
-        self.stream_room(id).min(self.conn_room())
+        self.stream_room(id).min(self.conn_room_for(id))
+    }
+
+    /// Room in the connection's send buffer that stream `id` may take
+    /// ([`Connection::room_for_queue`]).
+    fn conn_room_for(&self, id: StreamId) -> u64 {
+        let queued = self.streams.get(&id).map_or(0, |s| s.send_queued);
+        Self::room_for_queue(self.conn_room(), self.send_headroom(), queued)
+    }
+
+    /// Of `conn_room` free in the connection's send buffer, what a stream
+    /// with `queued` bytes queued may take: up to [`WRITER_WAKE_ROOM`]
+    /// queued, all of it; beyond, all but the `headroom` kept for streams
+    /// with short queues ([`SEND_HEADROOM_SHARE`]).
+    fn room_for_queue(conn_room: u64, headroom: u64, queued: u64) -> u64 {
+        let deep = conn_room.saturating_sub(headroom);
+        let shallow = WRITER_WAKE_ROOM.saturating_sub(queued).min(conn_room);
+        deep.max(shallow)
+    }
+
+    /// The part of the connection's send buffer kept for streams with
+    /// short queues ([`SEND_HEADROOM_SHARE`]).
+    fn send_headroom(&self) -> u64 {
+        self.config.connection_send_buffer / SEND_HEADROOM_SHARE
     }
 
     /// Room left in stream `id`'s own share of the send buffer.
@@ -522,21 +553,33 @@ impl Connection {
     /// (`a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer`).
     pub(super) fn notify_conn_writable(&mut self) {
         let wake_room = self.writer_wake_room();
+        let headroom = self.send_headroom();
+        let limit = self.stream_buffer_limit();
         let mut room = self.conn_room();
-        while room >= wake_room {
+        // Each waiting writer is looked at once: one whose queue is long
+        // may not take the headroom, and waits on for room beyond it.
+        let mut waiting = self.conn_blocked.len();
+        while room >= wake_room && waiting > 0 {
+            waiting -= 1;
             let Some(id) = self.conn_blocked.pop_front() else {
                 break;
             };
-            let limit = self.stream_buffer_limit();
             let Some(s) = self.streams.get_mut(&id) else {
                 continue;
             };
-            s.conn_waiting = false;
-            if s.writer_blocked {
-                s.writer_blocked = false;
-                self.events.push_back(Event::StreamWritable(id));
-                room = room.saturating_sub(limit.saturating_sub(s.send_queued));
+            if !s.writer_blocked {
+                s.conn_waiting = false;
+                continue;
             }
+            let may = Self::room_for_queue(room, headroom, s.send_queued);
+            if may < wake_room {
+                self.conn_blocked.push_back(id);
+                continue;
+            }
+            s.conn_waiting = false;
+            s.writer_blocked = false;
+            self.events.push_back(Event::StreamWritable(id));
+            room = room.saturating_sub(may.min(limit.saturating_sub(s.send_queued)));
         }
     }
 
@@ -680,6 +723,7 @@ impl Connection {
         let max_frame = self.data_frame_limit();
         let stream_limit = self.stream_buffer_limit();
         let wake_room = self.writer_wake_room();
+        let headroom = self.send_headroom();
         let s = self.streams.get_mut(&id)?;
         let stream_avail = s.send_credit.available();
         let (encoding, payload, raw) = match s.send_queue.front_mut()? {
@@ -719,7 +763,7 @@ impl Connection {
                 .config
                 .connection_send_buffer
                 .saturating_sub(self.send_buffered - raw);
-            if conn_room >= wake_room {
+            if Self::room_for_queue(conn_room, headroom, s.send_queued) >= wake_room {
                 s.writer_blocked = false;
                 self.events.push_back(Event::StreamWritable(id));
             } else if !s.conn_waiting {
