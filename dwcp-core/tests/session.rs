@@ -16,6 +16,33 @@ fn wan(mbit: u64, one_way_ms: u64) -> LinkConfig {
     }
 }
 
+/// Adds a 32 MiB stream to the client's (its `index`-th: client streams
+/// are numbered 1, 3, 5... in the order they are added) beside the
+/// streams already running, and runs until the server has read it whole
+/// or `secs` of virtual time pass. On failure, the bytes read of it.
+fn transfer_beside(
+    pair: &mut Pair,
+    client: &mut Traffic,
+    server: &mut Traffic,
+    index: u32,
+    secs: u64,
+) -> Result<(), u64> {
+    let id = 2 * index + 1;
+    client.add_stream(OpenParams::default(), 32 << 20, u64::from(index));
+    let ok = run_traffic(
+        pair,
+        client,
+        server,
+        Duration::from_secs(secs),
+        |_, _, s| s.received.get(&id).is_some_and(|r| r.finished_at.is_some()),
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(server.received.get(&id).map_or(0, |r| r.len))
+    }
+}
+
 /// Runs the traffic for `d` of virtual time.
 fn run_for(pair: &mut Pair, client: &mut Traffic, server: &mut Traffic, d: Duration) {
     run_traffic(pair, client, server, d, |_, _, _| false);
@@ -240,19 +267,9 @@ fn twelve_stalled_readers_do_not_stop_the_other_streams() {
         .map(|id| pair.server.conn.stream_window(id).expect("open"))
         .sum();
     assert_eq!(held, 12 << 20, "the stalled streams' windows");
-    client.add_stream(OpenParams::default(), 32 << 20, 12);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(10),
-        |_, _, s| s.received.get(&25).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&25).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 25 stopped at {read} bytes behind twelve unread streams"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 12, 10) {
+        panic!("stream 25 stopped at {read} bytes behind twelve unread streams");
+    }
 }
 
 /// A writer whose stream's queue drained is woken when the connection's
@@ -278,19 +295,9 @@ fn a_writer_is_woken_while_stalled_streams_hold_half_the_send_buffer() {
         server.paused.insert(id);
     }
     run_for(&mut pair, &mut client, &mut server, Duration::from_secs(1));
-    client.add_stream(OpenParams::default(), 32 << 20, 3);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(10),
-        |_, _, s| s.received.get(&7).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&7).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 7 stopped at {read} bytes beside three stalled streams"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 3, 10) {
+        panic!("stream 7 stopped at {read} bytes beside three stalled streams");
+    }
 }
 
 /// A writer with nothing queued is woken for less room than half a
@@ -313,19 +320,9 @@ fn a_writer_is_woken_for_the_room_sixteen_stalled_streams_leave() {
         server.paused.insert(2 * seed as u32 + 1);
     }
     run_for(&mut pair, &mut client, &mut server, Duration::from_secs(1));
-    client.add_stream(OpenParams::default(), 32 << 20, 16);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(10),
-        |_, _, s| s.received.get(&33).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&33).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 33 stopped at {read} bytes beside sixteen stalled streams"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 16, 10) {
+        panic!("stream 33 stopped at {read} bytes beside sixteen stalled streams");
+    }
 }
 
 /// Streams whose peers' readers stall keep their send queues full: eight
@@ -355,19 +352,9 @@ fn stalled_queues_leave_room_in_the_send_buffer() {
         );
     }
     let queued = pair.client.conn.send_buffered();
-    client.add_stream(OpenParams::default(), 32 << 20, 8);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(10),
-        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&17).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 17 stopped at {read} bytes beside eight stalled streams ({queued} bytes queued)"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 8, 10) {
+        panic!("stream 17 stopped at {read} bytes beside eight stalled streams ({queued} bytes queued)");
+    }
 }
 
 /// Unread data of stalled streams widens the connection's window (within
@@ -390,19 +377,9 @@ fn stalled_readers_beyond_the_connection_window_leave_room_for_the_others() {
         server.paused.insert(2 * seed as u32 + 1);
     }
     run_for(&mut pair, &mut client, &mut server, Duration::from_secs(2));
-    client.add_stream(OpenParams::default(), 32 << 20, 8);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(10),
-        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&17).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 17 stopped at {read} bytes beside eight stalled streams"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 8, 10) {
+        panic!("stream 17 stopped at {read} bytes beside eight stalled streams");
+    }
     assert!(
         client.lost.is_none() && server.lost.is_none(),
         "{:?} {:?}",
@@ -450,19 +427,9 @@ fn grown_windows_of_stalled_readers_leave_room_for_the_others() {
         server.paused.insert(2 * i + 1);
     }
     run_for(&mut pair, &mut client, &mut server, Duration::from_secs(2));
-    client.add_stream(OpenParams::default(), 32 << 20, 8);
-    let ok = run_traffic(
-        &mut pair,
-        &mut client,
-        &mut server,
-        Duration::from_secs(20),
-        |_, _, s| s.received.get(&17).is_some_and(|r| r.finished_at.is_some()),
-    );
-    let read = server.received.get(&17).map_or(0, |r| r.len);
-    assert!(
-        ok,
-        "stream 17 stopped at {read} bytes beside eight stalled streams ({windows:?})"
-    );
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 8, 20) {
+        panic!("stream 17 stopped at {read} bytes beside eight stalled streams ({windows:?})");
+    }
 }
 
 #[test]
