@@ -432,6 +432,44 @@ fn grown_windows_of_stalled_readers_leave_room_for_the_others() {
     }
 }
 
+/// Streams that read at speed and then stall, one after another (as a
+/// sidecar's clients connect, fetch and stop reading), hold their initial
+/// windows and what they grew. Thirty of them, with 256 KiB initial
+/// windows and a 16 MiB ceiling, grew to the ceiling (the first two) and
+/// to 9 MiB without a budget, and a thirty-first stream stopped; with the
+/// budget they hold 7.5 MiB of initial windows and 8 MiB of growth. Forty
+/// would hold it all (the known limit in docs/architecture.md).
+#[test]
+fn streams_that_stall_one_after_another_leave_room_for_the_others() {
+    let receiver = Config {
+        initial_stream_window: 256 << 10,
+        initial_connection_window: 16 << 20,
+        max_connection_window: 16 << 20,
+        max_stream_window: 16 << 20,
+        ..Config::default()
+    };
+    let mut pair = Pair::new(Config::default(), receiver, wan(1000, 20));
+    established(&mut pair);
+    let mut client = Traffic::new();
+    let mut server = Traffic::new();
+    for index in 0..30u32 {
+        client.add_stream(OpenParams::default(), 1 << 30, u64::from(index));
+        run_for(
+            &mut pair,
+            &mut client,
+            &mut server,
+            Duration::from_millis(300),
+        );
+        server.paused.insert(2 * index + 1);
+    }
+    let windows: Vec<u64> = (0..30u32)
+        .map(|i| pair.server.conn.stream_window(2 * i + 1).expect("open"))
+        .collect();
+    if let Err(read) = transfer_beside(&mut pair, &mut client, &mut server, 30, 20) {
+        panic!("stream 61 stopped at {read} bytes beside thirty stalled streams ({windows:?})");
+    }
+}
+
 #[test]
 fn reset_returns_connection_credit() {
     // Connection window == one stream window: an unread stream can hold all of it.
